@@ -1,0 +1,288 @@
+"""The capture bundle: everything needed to render one pi0 inference call, as plain arrays.
+
+Capture (inside the model, on a GPU server, in a LIBERO loop) and rendering (later, on a laptop, in
+parallel) meet here. A bundle is a flat mapping of names to numpy arrays, so the same keys travel as an
+`.npz` file (`np.load(path, allow_pickle=False)`) or inside an openpi msgpack-numpy response. The format
+is documented in docs/capture-bundle.md; `FORMAT` names its version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+
+from pi0viz.layout import AttentionLayout
+
+FORMAT = "pi0viz.capture/1"
+SUPPORTED_FORMATS = (FORMAT,)
+BUNDLE_PREFIX = "attention_bundle/"  # key prefix when a bundle rides inside a policy response
+
+
+class BundleError(ValueError):
+    """A capture bundle is malformed; the message says what was expected."""
+
+
+@dataclasses.dataclass
+class CaptureBundle:
+    """One inference call's suffix attention plus the inputs needed to draw it.
+
+    Shapes: D denoising steps, L layers, B batch, K kv heads, G query heads per kv head, Q suffix
+    queries, S keys, C cameras, H x W image pixels, T prompt slots.
+
+    Attributes:
+        attention: [D, L, B, K, G, Q, S] float16/float32. Post-softmax probabilities (`attention_kind`
+            "probs") or pre-softmax scaled scores ("logits"). Query head n = k * G + g.
+        camera_names: [C] camera slots in token order.
+        images: [B, C, H, W, 3] uint8, the images the model saw (224 x 224 for pi0).
+        image_masks: [B, C] bool; False = padded camera slot (its keys are masked; nothing is drawn).
+        token_ids: [B, T] int32 prompt token ids.
+        token_pieces: [B, T] str, decoded pieces for display ("" for pads).
+        token_mask: [B, T] bool; False = padding.
+        num_state_tokens, num_action_tokens: suffix layout (pi0: 1, 50; pi0.5: 0, 10).
+        diffusion_times: [D] float32, flow-matching time t of each stored step (1.0 = pure noise).
+        patch_grid: (rows, cols) image tokens per camera, raster order.
+        attention_kind: "probs" or "logits".
+        attention_heads: "all" (G query heads kept) or "max" (heads fused by max on device; K = G = 1).
+        attention_queries: "suffix" (Q = state + actions) or "actions" (Q = actions only).
+        attention_keys: "all" (S = prefix + suffix) or "prefix" (S = cameras + prompt only).
+        step_indices: [D] int32, which denoising steps of the call are stored (default all, 0..D-1).
+        layer_indices: [L] int32, which layers are stored (default all, 0..L-1).
+        prompt: [B] str, the raw prompt.
+        inference_step: index of this call in an episode, or None.
+        actions: [B, H, A] float32 sampled actions, or None.
+    """
+
+    attention: np.ndarray
+    camera_names: list[str]
+    images: np.ndarray
+    image_masks: np.ndarray
+    token_ids: np.ndarray
+    token_pieces: np.ndarray
+    token_mask: np.ndarray
+    num_state_tokens: int
+    num_action_tokens: int
+    diffusion_times: np.ndarray
+    patch_grid: tuple[int, int] = (16, 16)
+    attention_kind: Literal["probs", "logits"] = "probs"
+    attention_heads: Literal["all", "max"] = "all"
+    attention_queries: Literal["suffix", "actions"] = "suffix"
+    attention_keys: Literal["all", "prefix"] = "all"
+    step_indices: np.ndarray | None = None
+    layer_indices: np.ndarray | None = None
+    prompt: np.ndarray | None = None
+    inference_step: int | None = None
+    actions: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.camera_names = [str(n) for n in np.asarray(self.camera_names).reshape(-1)]
+        self.patch_grid = (int(self.patch_grid[0]), int(self.patch_grid[1]))
+        self.num_state_tokens = int(self.num_state_tokens)
+        self.num_action_tokens = int(self.num_action_tokens)
+        if self.step_indices is None:
+            self.step_indices = np.arange(self.attention.shape[0] if self.attention.ndim else 0, dtype=np.int32)
+        if self.layer_indices is None:
+            self.layer_indices = np.arange(self.attention.shape[1] if self.attention.ndim > 1 else 0, dtype=np.int32)
+        self.validate()
+
+    # -- derived -----------------------------------------------------------------------------------
+
+    @property
+    def layout(self) -> AttentionLayout:
+        return AttentionLayout(
+            camera_names=tuple(self.camera_names),
+            patch_grid=self.patch_grid,
+            num_text_tokens=int(self.token_ids.shape[1]),
+            num_state_tokens=self.num_state_tokens,
+            num_action_tokens=self.num_action_tokens,
+            keys=self.attention_keys,
+            queries=self.attention_queries,
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.attention.shape[2])
+
+    # -- validation ----------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check every shape, dtype and value against the layout; raise BundleError saying what was expected."""
+        att = self.attention
+        if not isinstance(att, np.ndarray) or att.ndim != 7:
+            raise BundleError(
+                "attention must be a 7-d array [D steps, L layers, B batch, K kv heads, G heads, Q queries, S keys], "
+                f"got shape {getattr(att, 'shape', type(att))}"
+            )
+        if att.dtype.kind != "f":
+            raise BundleError(f"attention must be float16/float32 (bfloat16: convert to float32), got {att.dtype}")
+        if self.attention_kind not in ("probs", "logits"):
+            raise BundleError(f"attention_kind must be 'probs' or 'logits', got {self.attention_kind!r}")
+        if self.attention_heads not in ("all", "max"):
+            raise BundleError(f"attention_heads must be 'all' or 'max', got {self.attention_heads!r}")
+        if self.attention_heads == "max" and att.shape[3:5] != (1, 1):
+            raise BundleError(f"attention_heads='max' means K = G = 1, got K, G = {att.shape[3:5]}")
+        D, L, B, _, _, Q, S = att.shape
+        C = len(self.camera_names)
+        if C == 0:
+            raise BundleError("camera_names is empty: expected at least one camera slot")
+        try:
+            layout = self.layout
+        except (ValueError, IndexError) as err:
+            raise BundleError(f"inconsistent layout: {err}") from None
+        if S != layout.num_keys:
+            raise BundleError(
+                f"attention has S = {S} keys, but the layout ({C} cameras x {layout.patches_per_camera} patches + "
+                f"{layout.num_text_tokens} prompt + {self.num_state_tokens} state + {self.num_action_tokens} action tokens, "
+                f"keys={self.attention_keys!r}) expects S = {layout.num_keys}"
+            )
+        if Q != layout.num_queries:
+            raise BundleError(
+                f"attention has Q = {Q} queries, but {self.num_state_tokens} state + {self.num_action_tokens} action "
+                f"tokens (queries={self.attention_queries!r}) expect Q = {layout.num_queries}"
+            )
+        _expect(self.images, "images", (B, C, None, None, 3), np.uint8)
+        _expect(self.image_masks, "image_masks", (B, C), np.bool_)
+        _expect(self.token_ids, "token_ids", (B, None), None, kind="iu")
+        T = self.token_ids.shape[1]
+        _expect(self.token_mask, "token_mask", (B, T), np.bool_)
+        _expect(self.token_pieces, "token_pieces", (B, T), None, kind="U")
+        _expect(self.diffusion_times, "diffusion_times", (D,), None, kind="f")
+        _expect(self.step_indices, "step_indices", (D,), None, kind="iu")
+        _expect(self.layer_indices, "layer_indices", (L,), None, kind="iu")
+        if self.prompt is not None:
+            _expect(self.prompt, "prompt", (B,), None, kind="U")
+        if self.actions is not None and (self.actions.ndim != 3 or self.actions.shape[0] != B):
+            raise BundleError(f"actions must be [B={B}, horizon, dim], got shape {self.actions.shape}")
+        if np.isnan(att).any():
+            raise BundleError("attention contains NaN: the capture is broken (expected finite probabilities or scores)")
+        if np.isposinf(att).any() or (self.attention_kind == "probs" and np.isinf(att).any()):
+            raise BundleError("attention contains inf: expected finite values (probabilities in [0, 1])")
+
+    # -- (de)serialization -----------------------------------------------------------------------------
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The bundle as a flat {name: ndarray} mapping (npz keys = msgpack keys; no objects)."""
+        out: dict[str, np.ndarray] = {
+            "format": np.asarray(FORMAT),
+            "attention": self.attention,
+            "attention_kind": np.asarray(self.attention_kind),
+            "attention_heads": np.asarray(self.attention_heads),
+            "attention_queries": np.asarray(self.attention_queries),
+            "attention_keys": np.asarray(self.attention_keys),
+            "camera_names": np.asarray(self.camera_names, dtype=str),
+            "images": self.images,
+            "image_masks": self.image_masks,
+            "patch_grid": np.asarray(self.patch_grid, dtype=np.int32),
+            "token_ids": self.token_ids.astype(np.int32),
+            "token_pieces": self.token_pieces,
+            "token_mask": self.token_mask,
+            "num_state_tokens": np.asarray(self.num_state_tokens, dtype=np.int32),
+            "num_action_tokens": np.asarray(self.num_action_tokens, dtype=np.int32),
+            "diffusion_times": self.diffusion_times.astype(np.float32),
+            "step_indices": np.asarray(self.step_indices, dtype=np.int32),
+            "layer_indices": np.asarray(self.layer_indices, dtype=np.int32),
+        }
+        if self.prompt is not None:
+            out["prompt"] = self.prompt
+        if self.inference_step is not None:
+            out["inference_step"] = np.asarray(self.inference_step, dtype=np.int32)
+        if self.actions is not None:
+            out["actions"] = self.actions.astype(np.float32)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, Any]) -> "CaptureBundle":
+        """Build (and validate) a bundle from a flat mapping as written by `to_arrays`."""
+        fmt = _scalar(arrays, "format", str, None)
+        if fmt not in SUPPORTED_FORMATS:
+            raise BundleError(f"unknown bundle format {fmt!r}; this pi0viz reads {list(SUPPORTED_FORMATS)}")
+        required = ["attention", "camera_names", "images", "image_masks", "token_ids", "token_pieces", "token_mask",
+                    "num_state_tokens", "num_action_tokens", "diffusion_times"]
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            raise BundleError(f"bundle is missing required keys {missing} (format {FORMAT}, see docs/capture-bundle.md)")
+
+        def arr(key: str) -> np.ndarray | None:
+            return None if key not in arrays else np.asarray(arrays[key])
+
+        step = _scalar(arrays, "inference_step", int, None)
+        return cls(
+            attention=np.asarray(arrays["attention"]),
+            camera_names=list(np.asarray(arrays["camera_names"]).reshape(-1)),
+            images=np.asarray(arrays["images"]),
+            image_masks=np.asarray(arrays["image_masks"]),
+            token_ids=np.asarray(arrays["token_ids"]),
+            token_pieces=np.asarray(arrays["token_pieces"]),
+            token_mask=np.asarray(arrays["token_mask"]),
+            num_state_tokens=_scalar(arrays, "num_state_tokens", int, None),
+            num_action_tokens=_scalar(arrays, "num_action_tokens", int, None),
+            diffusion_times=np.asarray(arrays["diffusion_times"]),
+            patch_grid=tuple(np.asarray(arrays.get("patch_grid", (16, 16))).reshape(-1)[:2]),
+            attention_kind=_scalar(arrays, "attention_kind", str, "probs"),
+            attention_heads=_scalar(arrays, "attention_heads", str, "all"),
+            attention_queries=_scalar(arrays, "attention_queries", str, "suffix"),
+            attention_keys=_scalar(arrays, "attention_keys", str, "all"),
+            step_indices=arr("step_indices"),
+            layer_indices=arr("layer_indices"),
+            prompt=arr("prompt"),
+            inference_step=step,
+            actions=arr("actions"),
+        )
+
+
+def save_bundle(bundle: CaptureBundle, path: str | os.PathLike, *, compress: bool = False) -> Path:
+    """Write `bundle` to `path` (.npz) atomically: a crash or full disk never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            (np.savez_compressed if compress else np.savez)(f, **bundle.to_arrays())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_bundle(path: str | os.PathLike) -> CaptureBundle:
+    """Read and validate a bundle written by `save_bundle` (never unpickles anything)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"no capture bundle at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as err:  # object arrays would need pickle: refuse
+        raise BundleError(f"{path}: not a pi0viz capture bundle ({err})") from None
+    except (OSError, EOFError) as err:
+        raise BundleError(f"{path}: unreadable .npz ({err})") from None
+    return CaptureBundle.from_arrays(arrays)
+
+
+def _expect(a: Any, name: str, shape: tuple, dtype: Any, *, kind: str | None = None) -> None:
+    if not isinstance(a, np.ndarray):
+        raise BundleError(f"{name} must be a numpy array, got {type(a).__name__}")
+    ok = a.ndim == len(shape) and all(want is None or got == want for got, want in zip(a.shape, shape))
+    if not ok:
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise BundleError(f"{name} must have shape {want}, got {list(a.shape)}")
+    if dtype is not None and a.dtype != dtype:
+        raise BundleError(f"{name} must be {np.dtype(dtype).name}, got {a.dtype}")
+    if kind is not None and a.dtype.kind not in kind:
+        raise BundleError(f"{name} has dtype {a.dtype}, expected kind {kind!r}")
+
+
+def _scalar(arrays: Mapping[str, Any], key: str, typ: type, default: Any) -> Any:
+    if key not in arrays:
+        if default is None and key in ("format", "num_state_tokens", "num_action_tokens"):
+            raise BundleError(f"bundle is missing {key!r} (format {FORMAT}, see docs/capture-bundle.md)")
+        return default
+    value = np.asarray(arrays[key])
+    if value.ndim != 0:
+        raise BundleError(f"{key} must be a scalar, got shape {list(value.shape)}")
+    return typ(value.item())
