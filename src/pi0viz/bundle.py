@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -259,7 +260,7 @@ def load_bundle(path: str | os.PathLike) -> CaptureBundle:
             arrays = {k: z[k] for k in z.files}
     except ValueError as err:  # object arrays would need pickle: refuse
         raise BundleError(f"{path}: not a pi0viz capture bundle ({err})") from None
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise BundleError(f"{path}: unreadable .npz ({err})") from None
     return CaptureBundle.from_arrays(arrays)
 
