@@ -1,0 +1,159 @@
+"""Model configuration: pi0 and the variant tables of its two building blocks (Gemma, SigLIP).
+
+Variants are data. The Gemma table follows openpi's `gemma.get_config`; the SigLIP table follows big_vision's
+`decode_variant` ("So400m/14" = width 1152, depth 27, mlp 4304, 16 heads, 14x14 patches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax.numpy as jnp
+
+PALIGEMMA_VOCAB_SIZE = 257_152
+IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # prefix token order
+IMAGE_RESOLUTION = (224, 224)
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmaConfig:
+    """One Gemma expert. All pi0 experts share depth, num_heads, num_kv_heads and head_dim."""
+
+    width: int  # D, model width
+    depth: int  # L, number of layers
+    mlp_dim: int  # F, hidden width of the gated MLP
+    num_heads: int  # N = K * G query heads
+    num_kv_heads: int  # K, key/value heads (1 for every pi0 variant: multi-query attention)
+    head_dim: int  # H
+
+
+GEMMA_VARIANTS: dict[str, GemmaConfig] = {
+    "dummy": GemmaConfig(width=64, depth=4, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=16),
+    "gemma_300m": GemmaConfig(width=1024, depth=18, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256),  # 311M
+    "gemma_2b": GemmaConfig(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
+}
+
+
+def gemma_config(variant: str) -> GemmaConfig:
+    """Gemma variant by openpi name; `*_lora` names give the base shapes (LoRA weights are merged on load)."""
+    base = variant.removesuffix("_lora")
+    if base not in GEMMA_VARIANTS:
+        known = sorted(GEMMA_VARIANTS) + [f"{v}_lora" for v in sorted(GEMMA_VARIANTS) if v != "dummy"]
+        raise ValueError(f"unknown Gemma variant {variant!r}; expected one of {known}")
+    return GEMMA_VARIANTS[base]
+
+
+@dataclasses.dataclass(frozen=True)
+class SiglipConfig:
+    """A SigLIP ViT encoder without pooling; its `head` projects every patch token to the LLM width."""
+
+    width: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    patch_size: tuple[int, int]
+
+
+# big_vision decode_variant: name -> (width, depth, mlp_dim, num_heads).
+SIGLIP_VARIANTS: dict[str, tuple[int, int, int, int]] = {
+    "mu": (32, 1, 128, 2),
+    "Ti": (192, 12, 768, 3),
+    "S": (384, 12, 1536, 6),
+    "M": (512, 12, 2048, 8),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+    "So400m": (1152, 27, 4304, 16),
+    "H": (1280, 32, 5120, 16),
+    "g": (1408, 40, 6144, 16),
+    "g-opt": (1536, 40, 6144, 16),
+    "G": (1664, 48, 8192, 16),
+    "G-opt": (1536, 48, 8192, 16),
+    "e": (1792, 56, 15360, 16),
+}
+
+
+def siglip_config(variant: str) -> SiglipConfig:
+    """Decode a "Name/patch" string such as "So400m/14" (patch defaults to 16 as in big_vision)."""
+    name, _, patch = variant.partition("/")
+    if name not in SIGLIP_VARIANTS:
+        raise ValueError(f"unknown SigLIP variant {variant!r}; expected '<name>/<patch>' with name in {list(SIGLIP_VARIANTS)}")
+    width, depth, mlp_dim, num_heads = SIGLIP_VARIANTS[name]
+    p = int(patch) if patch else 16
+    return SiglipConfig(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads, patch_size=(p, p))
+
+
+@dataclasses.dataclass(frozen=True)
+class Pi0Config:
+    """pi0 (not pi0.5) as openpi's `Pi0Config`, plus the SigLIP variant openpi hard-codes to "So400m/14".
+
+    Frozen and hashable: it is a static argument of the jitted sampler.
+    """
+
+    paligemma_variant: str = "gemma_2b"  # expert 0: the PaliGemma LLM (prefix tokens)
+    action_expert_variant: str = "gemma_300m"  # expert 1: the action expert (state + action tokens)
+    siglip_variant: str = "So400m/14"
+    action_dim: int = 32  # padded action/state width
+    action_horizon: int = 50  # action tokens per chunk
+    max_token_len: int = 48  # prompt slots
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"  # parameter + activation dtype, as openpi's inference
+    vocab_size: int = PALIGEMMA_VOCAB_SIZE
+    pi05: bool = False
+    image_keys: tuple[str, ...] = IMAGE_KEYS
+
+    def __post_init__(self) -> None:
+        if self.pi05:
+            raise NotImplementedError("pi0.5 (pi05=True: adaRMS action expert, no state token) is not implemented; use pi0")
+        if self.dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}")
+        llm, expert = self.llm, self.expert  # validates the variant names
+        siglip_config(self.siglip_variant)
+        shared = ("depth", "num_heads", "num_kv_heads", "head_dim")
+        bad = [f for f in shared if getattr(llm, f) != getattr(expert, f)]
+        if bad:
+            raise ValueError(f"the two Gemma experts must share {shared}; {self.paligemma_variant} and "
+                             f"{self.action_expert_variant} differ in {bad}")
+
+    @property
+    def llm(self) -> GemmaConfig:
+        return gemma_config(self.paligemma_variant)
+
+    @property
+    def expert(self) -> GemmaConfig:
+        return gemma_config(self.action_expert_variant)
+
+    @property
+    def siglip(self) -> SiglipConfig:
+        return siglip_config(self.siglip_variant)
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Tokens per camera (256 for 224 x 224 images and 14 x 14 patches)."""
+        ph, pw = self.siglip.patch_size
+        return (IMAGE_RESOLUTION[0] // ph) * (IMAGE_RESOLUTION[1] // pw)
+
+    @property
+    def prefix_len(self) -> int:
+        """P = cameras x image tokens + prompt slots (816 for pi0 LIBERO)."""
+        return len(self.image_keys) * self.num_image_tokens + self.max_token_len
+
+    @property
+    def suffix_len(self) -> int:
+        """Ts = 1 state token + action_horizon action tokens (51)."""
+        return 1 + self.action_horizon
+
+    @classmethod
+    def pi0(cls, **overrides) -> "Pi0Config":
+        """Full-size pi0 (pi0_base / pi0_libero): gemma_2b + gemma_300m + So400m/14, bfloat16."""
+        return cls(**overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> "Pi0Config":
+        """The openpi tiny reference (tests/data/openpi_pi0_tiny): dummy + dummy Gemma, SigLIP mu/14, float32."""
+        kw = dict(paligemma_variant="dummy", action_expert_variant="dummy", siglip_variant="mu/14", dtype="float32")
+        kw.update(overrides)
+        return cls(**kw)

@@ -1,0 +1,175 @@
+"""Two-expert Gemma with joint attention, as pi0 uses it (openpi `gemma.py`, big_vision lineage).
+
+Einsum letters: B batch, T query length, S key/value length, N query heads, K kv heads, G query heads per kv
+head (N = K * G), H head dim, D model width, F mlp width, L layers.
+
+Expert 0 (PaliGemma LLM) handles the prefix tokens, expert 1 (action expert) the suffix tokens. Every layer runs
+each present expert's own projections, concatenates their tokens (expert 0 first), attends jointly through ONE
+softmax, and splits the result back per expert. Expert 0's parameters have plain names (`q_einsum`, `mlp`, ...),
+expert i > 0 the suffix `_i` (`q_einsum_1`, `mlp_1`, ...), all stacked over layers on axis 0 under
+`PaliGemma/llm/layers/`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+Params = dict[str, Any]
+BIG_NEG = -2.3819763e38  # openpi/big_vision masking constant (not -inf: fully masked rows stay finite)
+RMS_EPS = 1e-6
+ROPE_MAX_WAVELENGTH = 10_000
+
+# capture(probs float32[B, K, G, T, S], masked_logits float32[B, K, G, T, S]) -> any pytree, stacked over layers.
+CaptureFn = Callable[[jax.Array, jax.Array], Any]
+
+
+def _name(name: str, expert: int) -> str:
+    return name if expert == 0 else f"{name}_{expert}"
+
+
+def expert_layer_params(layers: Params, expert: int) -> Params:
+    """The stacked [L, ...] weights of one expert, under short names."""
+    attn = layers["attn"]
+    mlp = layers[_name("mlp", expert)]
+    return {
+        "q": attn[_name("q_einsum", expert)]["w"],  # [L, N, D, H]
+        "kv": attn[_name("kv_einsum", expert)]["w"],  # [L, 2, K, D, H]
+        "out": attn[_name("attn_vec_einsum", expert)]["w"],  # [L, N, H, D]
+        "pre_attention_norm": layers[_name("pre_attention_norm", expert)]["scale"],  # [L, D]
+        "pre_ffw_norm": layers[_name("pre_ffw_norm", expert)]["scale"],  # [L, D]
+        "gating": mlp["gating_einsum"],  # [L, 2, D, F]
+        "linear": mlp["linear"],  # [L, F, D]
+    }
+
+
+def rms_norm(x: jax.Array, scale: jax.Array) -> jax.Array:
+    """RMSNorm with (1 + scale): statistics in float32, `1 + scale` in the parameter dtype, result in x's dtype."""
+    var = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
+    normed = x * jnp.reciprocal(jnp.sqrt(var + RMS_EPS))  # float32
+    return (normed * (1 + scale)).astype(x.dtype)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """Rotary embedding, half-split ("rotate half") convention, computed in float32.
+
+    x: [B, T, N, H]; positions: int[B, T]. Returns x's dtype.
+    """
+    h = x.shape[-1]
+    freq_exponents = (2.0 / h) * jnp.arange(h // 2, dtype=jnp.float32)
+    timescale = ROPE_MAX_WAVELENGTH**freq_exponents  # [H/2]
+    radians = (positions[..., None] / timescale[None, None, :])[..., None, :]  # [B, T, 1, H/2] float32
+    sin, cos = jnp.sin(radians), jnp.cos(radians)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def embed_tokens(table: jax.Array, tokens: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """Token embedding x sqrt(D) (the factor rounded to the table dtype: 45.25 for D = 2048 in bfloat16).
+
+    table: [V, D]; tokens: int[B, T] -> dtype[B, T, D].
+    """
+    x = table[(tokens,)]
+    x = x * jnp.sqrt(table.shape[-1]).astype(x.dtype)
+    return x.astype(dtype)
+
+
+def _attention(ps, xs, positions, attn_mask, kv_cache, capture: CaptureFn | None):
+    """Joint attention of the present experts. Returns (outs per expert, (k, v) full, captured)."""
+    dtype = next(x.dtype for x in xs if x is not None)
+    qs, ks, vs = [], [], []
+    for p, x in zip(ps, xs):
+        if x is None:
+            continue
+        qs.append(jnp.einsum("BTD,NDH->BTNH", x, p["q"].astype(dtype)))
+        k, v = jnp.einsum("BSD,2KDH->2BSKH", x, p["kv"].astype(dtype))
+        ks.append(k)
+        vs.append(v)
+    q, k, v = (jnp.concatenate(t, axis=1) for t in (qs, ks, vs))  # [B, T, N, H], [B, T, K, H] x2
+
+    q = apply_rope(q, positions)
+    q = q * q.shape[-1] ** -0.5  # scaled after RoPE
+    k = apply_rope(k, positions)
+
+    if kv_cache is not None:  # cached prefix keys/values come first
+        cache_k, cache_v = kv_cache
+        k = jnp.concatenate([cache_k, k], axis=1)  # [B, S, K, H]
+        v = jnp.concatenate([cache_v, v], axis=1)
+
+    b, t, n, h = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, n // kv_heads, h)  # [B, T, K, G, H]; query head n = k * G + g
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)  # scaled scores
+    if attn_mask.shape != (b, 1, t, k.shape[1]):
+        raise ValueError(f"attention mask {attn_mask.shape} does not fit q {q.shape} and k {k.shape}")
+    masked_logits = jnp.where(attn_mask[:, :, None, :, :], logits, BIG_NEG)  # [B, K, G, T, S] float32
+    probs = jax.nn.softmax(masked_logits, axis=-1)  # float32; the one softmax that both actions and capture use
+    captured = capture(probs, masked_logits) if capture is not None else None
+
+    encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(dtype), v).reshape(b, t, n, h)
+    outs, start = [], 0
+    for p, x in zip(ps, xs):
+        if x is None:
+            outs.append(None)
+            continue
+        end = start + x.shape[1]
+        outs.append(jnp.einsum("BTNH,NHD->BTD", encoded[:, start:end], p["out"].astype(dtype)))
+        start = end
+    return outs, (k, v), captured
+
+
+def _mlp(x: jax.Array, p: Params) -> jax.Array:
+    """gelu_tanh(x W_gate) * (x W_up) W_down, in x's dtype."""
+    w = p["gating"].astype(x.dtype)  # [2, D, F]
+    h = jax.nn.gelu(jnp.dot(x, w[0]), approximate=True) * jnp.dot(x, w[1])
+    return jnp.dot(h, p["linear"].astype(x.dtype))
+
+
+def _block(ps, xs, positions, attn_mask, kv_cache, capture):
+    normed = [rms_norm(x, p["pre_attention_norm"]) if x is not None else None for p, x in zip(ps, xs)]
+    att, kv, captured = _attention(ps, normed, positions, attn_mask, kv_cache, capture)
+    xs = [x + a if x is not None else None for x, a in zip(xs, att)]
+    xs = [x + _mlp(rms_norm(x, p["pre_ffw_norm"]), p) if x is not None else None for p, x in zip(ps, xs)]
+    return xs, kv, captured
+
+
+def transformer(
+    llm: Params,
+    xs: list[jax.Array | None],
+    positions: jax.Array,
+    attn_mask: jax.Array,
+    *,
+    kv_cache: tuple[jax.Array, jax.Array] | None = None,
+    capture: CaptureFn | None = None,
+    dtype: jnp.dtype,
+) -> tuple[list[jax.Array | None], tuple[jax.Array, jax.Array], Any]:
+    """Run all layers (jax.lax.scan over the stacked layer axis) and the final norms.
+
+    Args:
+        llm: the `PaliGemma/llm` subtree.
+        xs: per expert float[B, T_i, D_i] or None (expert not run). T = sum of present T_i.
+        positions: int[B, T] RoPE positions.
+        attn_mask: bool[B, T, S]; S = cache length + T.
+        kv_cache: optional (k, v), each [L, B, S_cache, K, H], prepended to every layer's keys/values.
+        capture: optional function of one layer's (probs, masked_logits); its outputs are stacked over layers.
+        dtype: activation dtype (inputs are cast to it, as openpi's `embed_dtype`).
+    Returns:
+        (outs per expert after final norm [B, T_i, D_i] or None, (k, v) each [L, B, S, K, H], captured [L, ...]).
+    """
+    xs = [x.astype(dtype) if x is not None else None for x in xs]
+    mask = attn_mask[:, None, :, :]  # [B, 1, T, S], broadcast over kv heads
+    ps = [expert_layer_params(llm["layers"], i) if x is not None else None for i, x in enumerate(xs)]
+
+    def layer(xs, per_layer):
+        p, cache = per_layer
+        xs, kv, captured = _block(p, xs, positions, mask, cache, capture)
+        return xs, (kv, captured)
+
+    xs, (kv, captured) = jax.lax.scan(layer, xs, (ps, kv_cache))
+    outs = [
+        rms_norm(x, llm[_name("final_norm", i)]["scale"]) if x is not None else None for i, x in enumerate(xs)
+    ]
+    return outs, kv, captured

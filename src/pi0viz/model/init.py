@@ -1,0 +1,137 @@
+"""The pi0 parameter tree (openpi paths and shapes) and a random initialization with openpi-like scales.
+
+`param_specs(config)` is the single definition of the tree: '/'-joined path -> (shape, init, fan_in).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from pi0viz.model.config import Pi0Config
+
+Params = dict[str, Any]
+# init kinds: "normal" N(0, 1/fan_in) (lecun normal), "embed" N(0, 1), "zeros", "ones", "posemb" N(0, 1/width)
+Spec = tuple[tuple[int, ...], str, int]
+
+
+def param_specs(config: Pi0Config) -> dict[str, Spec]:
+    """Every parameter of pi0 as '/'-joined openpi path -> (shape, init kind, fan_in)."""
+    llm, ex, sg = config.llm, config.expert, config.siglip
+    specs: dict[str, Spec] = {}
+
+    def add(path: str, shape: tuple[int, ...], init: str = "normal", fan_in: int = 1) -> None:
+        specs[path] = (tuple(int(s) for s in shape), init, fan_in)
+
+    # SigLIP vision tower (big_vision names), encoder blocks stacked over depth.
+    w, d, ph, pw = sg.width, sg.depth, *sg.patch_size
+    nh, hd = sg.num_heads, sg.width // sg.num_heads
+    img = "PaliGemma/img"
+    add(f"{img}/embedding/kernel", (ph, pw, 3, w), fan_in=ph * pw * 3)
+    add(f"{img}/embedding/bias", (w,), "zeros")
+    add(f"{img}/pos_embedding", (1, config.num_image_tokens, w), "posemb", w)
+    blk = f"{img}/Transformer/encoderblock"
+    for ln in ("LayerNorm_0", "LayerNorm_1"):
+        add(f"{blk}/{ln}/scale", (d, w), "ones")
+        add(f"{blk}/{ln}/bias", (d, w), "zeros")
+    mha = f"{blk}/MultiHeadDotProductAttention_0"
+    for name in ("query", "key", "value"):
+        add(f"{mha}/{name}/kernel", (d, w, nh, hd), fan_in=w)
+        add(f"{mha}/{name}/bias", (d, nh, hd), "zeros")
+    add(f"{mha}/out/kernel", (d, nh, hd, w), fan_in=w)
+    add(f"{mha}/out/bias", (d, w), "zeros")
+    add(f"{blk}/MlpBlock_0/Dense_0/kernel", (d, w, sg.mlp_dim), fan_in=w)
+    add(f"{blk}/MlpBlock_0/Dense_0/bias", (d, sg.mlp_dim), "zeros")
+    add(f"{blk}/MlpBlock_0/Dense_1/kernel", (d, sg.mlp_dim, w), fan_in=sg.mlp_dim)
+    add(f"{blk}/MlpBlock_0/Dense_1/bias", (d, w), "zeros")
+    add(f"{img}/Transformer/encoder_norm/scale", (w,), "ones")
+    add(f"{img}/Transformer/encoder_norm/bias", (w,), "zeros")
+    # openpi zero-inits this head, which makes every image token 0; random init keeps the image path alive.
+    add(f"{img}/head/kernel", (w, llm.width), fan_in=w)
+    add(f"{img}/head/bias", (llm.width,), "zeros")
+
+    # Two-expert Gemma: expert 0 plain names, expert 1 suffix "_1"; layers stacked over depth.
+    g = "PaliGemma/llm"
+    add(f"{g}/embedder/input_embedding", (config.vocab_size, llm.width), "embed")
+    L = llm.depth
+    for i, c in enumerate((llm, ex)):
+        s = "" if i == 0 else f"_{i}"
+        add(f"{g}/layers/attn/q_einsum{s}/w", (L, c.num_heads, c.width, c.head_dim), fan_in=c.width)
+        add(f"{g}/layers/attn/kv_einsum{s}/w", (L, 2, c.num_kv_heads, c.width, c.head_dim), fan_in=c.width)
+        add(f"{g}/layers/attn/attn_vec_einsum{s}/w", (L, c.num_heads, c.head_dim, c.width),
+            fan_in=c.num_heads * c.head_dim)
+        add(f"{g}/layers/pre_attention_norm{s}/scale", (L, c.width), "zeros")  # used as (1 + scale)
+        add(f"{g}/layers/pre_ffw_norm{s}/scale", (L, c.width), "zeros")
+        add(f"{g}/layers/mlp{s}/gating_einsum", (L, 2, c.width, c.mlp_dim), fan_in=c.width)
+        add(f"{g}/layers/mlp{s}/linear", (L, c.mlp_dim, c.width), fan_in=c.mlp_dim)
+        add(f"{g}/final_norm{s}/scale", (c.width,), "zeros")
+
+    # pi0 projections (nnx.Linear: kernel [in, out], bias [out]).
+    a, e = config.action_dim, ex.width
+    for name, (n_in, n_out) in {
+        "state_proj": (a, e),
+        "action_in_proj": (a, e),
+        "action_time_mlp_in": (2 * e, e),
+        "action_time_mlp_out": (e, e),
+        "action_out_proj": (e, a),
+    }.items():
+        add(f"{name}/kernel", (n_in, n_out), fan_in=n_in)
+        add(f"{name}/bias", (n_out,), "zeros")
+    return specs
+
+
+def unflatten(flat: dict[str, Any]) -> Params:
+    """'/'-joined paths -> nested dicts."""
+    tree: Params = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def flatten(tree: Params, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> '/'-joined paths (sorted as the tree is traversed)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{path}/"))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _init_leaf(key: jax.Array, spec: Spec, dtype: jnp.dtype) -> jax.Array:
+    shape, kind, fan_in = spec
+    if kind == "zeros":
+        return jnp.zeros(shape, dtype)
+    if kind == "ones":
+        return jnp.ones(shape, dtype)
+    std = {"normal": 1.0 / math.sqrt(fan_in), "embed": 1.0, "posemb": 1.0 / math.sqrt(fan_in)}[kind]
+    # Sampled directly in the target dtype: a full-size bfloat16 tree never exists in float32.
+    return jax.random.normal(key, shape, dtype) * jnp.asarray(std, dtype)
+
+
+def init_params(config: Pi0Config, rng: jax.Array) -> Params:
+    """Random parameters in `config.dtype` with openpi's tree layout.
+
+    Scales: lecun-normal kernels, N(0, 1) token embeddings, zero biases, zero RMSNorm scales (used as 1 + scale),
+    unit LayerNorm scales, and a random (not zero) SigLIP head so that images affect the actions.
+    Each leaf is built by its own small jitted function, so peak memory is the tree plus one leaf.
+    """
+    specs = param_specs(config)
+    dtype = config.compute_dtype
+    keys = jax.random.split(rng, len(specs))
+    flat = {}
+    for i, (path, spec) in enumerate(sorted(specs.items())):
+        flat[path] = _init_leaf_jit(keys[i], spec, dtype)
+    return unflatten(flat)
+
+
+_init_leaf_jit = jax.jit(_init_leaf, static_argnums=(1, 2))

@@ -1,0 +1,308 @@
+"""pi0: prefix/suffix embedding, masks, positions, KV cache and the Euler flow-matching sampler,
+with the attention of every denoising step and layer returned from the same softmax that makes the actions.
+
+Token layout (pi0 LIBERO): prefix P = 3 cameras x 256 image tokens + 48 prompt slots = 816 (expert 0);
+suffix Ts = 1 state token + 50 action tokens = 51 (expert 1). Suffix queries see S = P + Ts = 867 keys.
+Time convention (openpi): t = 1 is noise, t = 0 is data; dt = -1/num_steps; time is accumulated in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pi0viz.model import gemma, siglip
+from pi0viz.model.config import IMAGE_RESOLUTION, Pi0Config
+
+Params = dict[str, Any]
+
+
+@dataclasses.dataclass
+class Observation:
+    """Model inputs, batch-first (already preprocessed: 224 x 224 images in [-1, 1], normalized padded state).
+
+    Attributes:
+        images: name -> float32[B, 224, 224, 3] in [-1, 1]; names base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb.
+        image_masks: name -> bool[B]; False = camera absent (its 256 keys are masked everywhere).
+        state: float32[B, action_dim], normalized and zero-padded.
+        tokenized_prompt: int32[B, max_token_len].
+        tokenized_prompt_mask: bool[B, max_token_len]; False = padding slot.
+    """
+
+    images: dict[str, Any]
+    image_masks: dict[str, Any]
+    state: Any
+    tokenized_prompt: Any
+    tokenized_prompt_mask: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureOptions:
+    """What `sample_actions` returns besides the actions. Reductions run on device, inside the jitted call.
+
+    Full suffix attention is [D steps, L layers, B, K, G, Q = 51, S = 867]; each option shrinks one axis.
+    """
+
+    action_rows_only: bool = False  # Q = the action tokens only (drop the state-token query row): 51 -> 50
+    prefix_keys_only: bool = False  # S = camera + prompt keys only (drop state/action keys): 867 -> 816
+    fuse_heads: bool = False  # max over the query heads: K = G = 1 (8x smaller)
+    dtype: str = "float32"  # or "float16" (2x smaller)
+    logits: bool = False  # also return the masked, scaled pre-softmax scores (same shape; masked = -2.38e38)
+    prefix: bool = False  # also return the prefix-pass attention [L, B, K, G, P, P] (fuse_heads/dtype apply)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"CaptureOptions.dtype must be 'float32' or 'float16', got {self.dtype!r}")
+
+
+@dataclasses.dataclass
+class SampleOutput:
+    """Result of `sample_actions`.
+
+    Attributes:
+        actions: float32[B, action_horizon, action_dim] (normalized, padded action space).
+        attention: [num_steps, L, B, K, G, Q, S] suffix attention probabilities, or None without capture.
+        attention_logits: same shape, masked pre-softmax scaled scores, or None.
+        prefix_attention: [L, B, K, G, P, P] prefix-pass probabilities, or None.
+        diffusion_times: float32[num_steps], the flow time of each step (1.0, 0.9, 0.79999995, ...).
+    """
+
+    actions: jax.Array
+    attention: jax.Array | None
+    attention_logits: jax.Array | None
+    prefix_attention: jax.Array | None
+    diffusion_times: jax.Array
+
+
+# ------------------------------------------------------------------------------------------------------
+# Masks, positions, embeddings
+
+
+def make_attn_mask(input_mask: jax.Array, mask_ar: jax.Array) -> jax.Array:
+    """big_vision block-causal mask: token i sees token j iff cumsum(mask_ar)[j] <= cumsum(mask_ar)[i], both valid.
+
+    mask_ar rows: [0 0 0 0] = fully bidirectional; [1 1 1 1] = causal; pi0 suffix [1 1 0 0 ...] = the state token
+    sees only itself (and the prefix), every action token sees the state and all actions.
+
+    Args:
+        input_mask: bool[B, N]; mask_ar: bool[N] or bool[B, N].
+    Returns:
+        bool[B, N, N] (query, key).
+    """
+    mask_ar = jnp.broadcast_to(mask_ar, input_mask.shape)
+    cumsum = jnp.cumsum(mask_ar, axis=1)
+    causal = cumsum[:, None, :] <= cumsum[:, :, None]
+    valid = input_mask[:, None, :] & input_mask[:, :, None]
+    return causal & valid
+
+
+def posemb_sincos(t: jax.Array, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> jax.Array:
+    """Sine-cosine embedding of scalar times t float32[B] -> float32[B, dim], [sin | cos] halves."""
+    fraction = jnp.linspace(0.0, 1.0, dim // 2)
+    period = min_period * (max_period / min_period) ** fraction
+    freq = 1.0 / period * 2 * jnp.pi
+    arg = jnp.einsum("i,j->ij", t, freq, precision=jax.lax.Precision.HIGHEST)
+    return jnp.concatenate([jnp.sin(arg), jnp.cos(arg)], axis=-1)
+
+
+def _linear(x: jax.Array, p: Params) -> jax.Array:
+    """nnx.Linear: dtypes promote (float32 state/actions x bfloat16 weights -> float32)."""
+    return jnp.dot(x, p["kernel"]) + p["bias"]
+
+
+def embed_prefix(params: Params, config: Pi0Config, obs: Observation) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Image tokens of every camera (in `config.image_keys` order) then the prompt embeddings.
+
+    Returns:
+        tokens dtype[B, P, D_llm], input_mask bool[B, P], ar_mask bool[P] (all False: bidirectional prefix).
+    """
+    dtype = config.compute_dtype
+    img = params["PaliGemma"]["img"]
+    tokens, masks = [], []
+    for name in config.image_keys:
+        t = siglip.encode_images(img, obs.images[name], config.siglip, dtype)  # [B, 256, D]
+        tokens.append(t)
+        masks.append(jnp.broadcast_to(obs.image_masks[name][:, None], t.shape[:2]))
+    table = params["PaliGemma"]["llm"]["embedder"]["input_embedding"]
+    tokens.append(gemma.embed_tokens(table, obs.tokenized_prompt, dtype))  # [B, 48, D]
+    masks.append(obs.tokenized_prompt_mask)
+    tokens = jnp.concatenate(tokens, axis=1)
+    input_mask = jnp.concatenate(masks, axis=1)
+    return tokens, input_mask, jnp.zeros(tokens.shape[1], dtype=bool)
+
+
+def embed_suffix(
+    params: Params, config: Pi0Config, state: jax.Array, x_t: jax.Array, time: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """State token, then action tokens mixed with the time embedding.
+
+    Args:
+        state: float32[B, action_dim]; x_t: float32[B, action_horizon, action_dim]; time: float32[B].
+    Returns:
+        tokens float32[B, Ts, D_expert], input_mask bool[B, Ts] (all True), ar_mask bool[Ts] = [1, 1, 0, ..., 0].
+    """
+    state_token = _linear(state, params["state_proj"])[:, None, :]  # [B, 1, De]
+    action_tokens = _linear(x_t, params["action_in_proj"])  # [B, Ha, De]
+    width = action_tokens.shape[-1]
+    time_emb = posemb_sincos(time, width)  # [B, De]
+    time_tokens = jnp.broadcast_to(time_emb[:, None, :], action_tokens.shape)
+    h = _linear(jnp.concatenate([action_tokens, time_tokens], axis=-1), params["action_time_mlp_in"])
+    h = _linear(jax.nn.swish(h), params["action_time_mlp_out"])  # [B, Ha, De]
+    tokens = jnp.concatenate([state_token.astype(h.dtype), h], axis=1)
+    input_mask = jnp.ones(tokens.shape[:2], dtype=bool)
+    ar_mask = jnp.array([True, True] + [False] * (config.action_horizon - 1))
+    return tokens, input_mask, ar_mask
+
+
+# ------------------------------------------------------------------------------------------------------
+# Sampling
+
+
+def denoising_times(num_steps: int) -> np.ndarray:
+    """The flow times openpi's while_loop visits: t = 1, then t += dt in float32 while t >= -dt / 2."""
+    dt = np.float32(-1.0 / num_steps)
+    t, times = np.float32(1.0), []
+    while t >= -dt / np.float32(2):
+        times.append(t)
+        t = np.float32(t + dt)
+    return np.asarray(times, dtype=np.float32)
+
+
+def _reduce(probs: jax.Array, capture: CaptureOptions, *, num_rows_skip: int, num_keys: int | None) -> jax.Array:
+    """Apply the capture reductions to one layer's [B, K, G, T, S] tensor (probabilities or logits)."""
+    x = probs[..., num_rows_skip:, :]
+    if num_keys is not None:
+        x = x[..., :num_keys]
+    if capture.fuse_heads:
+        x = jnp.max(x, axis=(1, 2), keepdims=True)
+    return x.astype(capture.dtype)
+
+
+def _check_observation(config: Pi0Config, obs: Observation) -> None:
+    missing = [k for k in config.image_keys if k not in obs.images or k not in obs.image_masks]
+    if missing:
+        raise ValueError(f"observation lacks camera(s) {missing}; got images {list(obs.images)}, "
+                         f"masks {list(obs.image_masks)} (pass zeros and mask False for an absent camera)")
+    b = obs.state.shape[0]
+    for k in config.image_keys:
+        shape = tuple(obs.images[k].shape)
+        if shape != (b, *IMAGE_RESOLUTION, 3):
+            raise ValueError(f"image {k!r} has shape {shape}, expected {(b, *IMAGE_RESOLUTION, 3)} (resize with pad first)")
+    if tuple(obs.state.shape) != (b, config.action_dim):
+        raise ValueError(f"state has shape {tuple(obs.state.shape)}, expected {(b, config.action_dim)} (zero-pad it)")
+    if tuple(obs.tokenized_prompt.shape) != (b, config.max_token_len):
+        raise ValueError(f"tokenized_prompt has shape {tuple(obs.tokenized_prompt.shape)}, "
+                         f"expected {(b, config.max_token_len)}")
+
+
+def sample_actions(
+    params: Params,
+    config: Pi0Config,
+    rng: jax.Array,
+    observation: Observation,
+    *,
+    num_steps: int = 10,
+    noise: jax.Array | None = None,
+    capture: CaptureOptions | None = None,
+) -> SampleOutput:
+    """Sample an action chunk with `num_steps` Euler steps of the flow, optionally capturing attention.
+
+    Args:
+        params: the openpi parameter tree (see `checkpoint.param_shapes`).
+        config: model configuration (static).
+        rng: PRNG key for the initial noise (unused if `noise` is given).
+        observation: preprocessed inputs, batch B.
+        num_steps: Euler steps (static).
+        noise: optional float32[B, action_horizon, action_dim] initial x at t = 1.
+        capture: None = no attention returned and no extra work; else see `CaptureOptions`.
+    Returns:
+        SampleOutput; with capture, attention has shape [num_steps, L, B, K, G, Q, S].
+    """
+    _check_observation(config, observation)
+    b = observation.state.shape[0]
+    if noise is None:
+        noise = jax.random.normal(rng, (b, config.action_horizon, config.action_dim), dtype=jnp.float32)
+    obs = dataclasses.asdict(observation)
+    actions, captured, times = _sample_jit(params, obs, jnp.asarray(noise, jnp.float32), config, int(num_steps), capture)
+    captured = captured or {}
+    return SampleOutput(
+        actions=actions,
+        attention=captured.get("probs"),
+        attention_logits=captured.get("logits"),
+        prefix_attention=captured.get("prefix"),
+        diffusion_times=times,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: CaptureOptions | None):
+    obs = Observation(**obs)
+    dtype = config.compute_dtype
+    llm = params["PaliGemma"]["llm"]
+
+    # 1. Prefix pass (PaliGemma expert only): fills the KV cache [L, B, P, K, H]; keys already RoPE-rotated.
+    prefix_tokens, prefix_mask, prefix_ar = embed_prefix(params, config, obs)
+    prefix_attn = make_attn_mask(prefix_mask, prefix_ar)  # [B, P, P]
+    prefix_positions = jnp.cumsum(prefix_mask, axis=1) - 1
+    prefix_capture = None
+    if capture is not None and capture.prefix:
+        prefix_capture = functools.partial(_reduce_probs_only, capture=capture)
+    _, kv_cache, prefix_probs = gemma.transformer(
+        llm, [prefix_tokens, None], prefix_positions, prefix_attn, capture=prefix_capture, dtype=dtype
+    )
+
+    # 2. Suffix masks and positions: the same in every step.
+    p_len, s_len = prefix_tokens.shape[1], config.suffix_len
+    b = noise.shape[0]
+    suffix_mask = jnp.ones((b, s_len), dtype=bool)
+    suffix_ar = jnp.array([True, True] + [False] * (config.action_horizon - 1))
+    full_mask = jnp.concatenate(
+        [jnp.broadcast_to(prefix_mask[:, None, :], (b, s_len, p_len)), make_attn_mask(suffix_mask, suffix_ar)], axis=-1
+    )  # [B, Ts, P + Ts]
+    suffix_positions = jnp.sum(prefix_mask, axis=-1)[:, None] + jnp.cumsum(suffix_mask, axis=-1) - 1
+
+    suffix_capture = None
+    if capture is not None:
+        num_keys = p_len if capture.prefix_keys_only else None
+        skip = 1 if capture.action_rows_only else 0  # the state token is suffix query 0
+
+        def suffix_capture(probs, logits):
+            out = {"probs": _reduce(probs, capture, num_rows_skip=skip, num_keys=num_keys)}
+            if capture.logits:
+                out["logits"] = _reduce(logits, capture, num_rows_skip=skip, num_keys=num_keys)
+            return out
+
+    # 3. Euler steps over a static count (openpi's while_loop visits exactly these times); time is a float32 carry
+    # accumulated as time + dt, so every step sees the same time value as openpi.
+    dt = -1.0 / num_steps
+    steps = len(denoising_times(num_steps))
+
+    def step(carry, _):
+        x_t, time = carry
+        tokens, _, _ = embed_suffix(params, config, obs.state, x_t, jnp.broadcast_to(time, (b,)))
+        (_, suffix_out), _, captured = gemma.transformer(
+            llm, [None, tokens], suffix_positions, full_mask, kv_cache=kv_cache, capture=suffix_capture, dtype=dtype
+        )
+        v_t = _linear(suffix_out[:, -config.action_horizon :], params["action_out_proj"])  # compute dtype
+        return (x_t + dt * v_t, time + dt), (captured, time)
+
+    (x_0, _), (captured, times) = jax.lax.scan(step, (noise, jnp.float32(1.0)), None, length=steps)
+    if captured is not None and prefix_probs is not None:
+        captured["prefix"] = prefix_probs
+    return x_0.astype(jnp.float32), captured, times
+
+
+def _reduce_probs_only(probs, logits, *, capture: CaptureOptions):
+    del logits
+    return _reduce(probs, capture, num_rows_skip=0, num_keys=None)
+
+
+def num_params(params: Params) -> int:
+    """Total number of parameter values."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
