@@ -1,0 +1,165 @@
+"""LIBERO, headless and non-interactive: environment set-up and openpi's observation preprocessing.
+
+Needs the LIBERO extra (`bash scripts/install-libero.sh`). Importing this module is cheap and never imports
+LIBERO; `import_libero()` does, after writing LIBERO's config.yaml (otherwise LIBERO's first import asks
+questions on stdin) and defaulting MuJoCo to EGL rendering (works on CPU-only machines through Mesa).
+
+The preprocessing matches openpi's examples/libero/main.py: both camera images are rotated 180 degrees
+("to match train preprocessing"), resized with padding to 224 x 224, and the state is
+[eef_pos (3), axis-angle of eef_quat (3), gripper_qpos (2)] = 8 floats.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENV_RESOLUTION = 256  # LIBERO renders both cameras at 256 x 256 in openpi's evaluation
+MODEL_RESOLUTION = 224  # pi0's image input
+DUMMY_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # hold still, gripper open: the "wait" steps
+# Episode length limits per suite from openpi's example (longest training demo in brackets).
+MAX_STEPS = {
+    "libero_spatial": 220,  # 193
+    "libero_object": 280,  # 254
+    "libero_goal": 300,  # 270
+    "libero_10": 520,  # 505
+    "libero_90": 400,  # 373
+}
+SUITES = tuple(MAX_STEPS)
+
+
+class LiberoUnavailable(RuntimeError):
+    """The LIBERO extra is not installed; the message names the install command."""
+
+
+def libero_installed() -> bool:
+    """True when the LIBERO extra's packages are importable (does not import them)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("libero", "robosuite", "mujoco"))
+
+
+def configure_libero(config_dir: str | os.PathLike | None = None) -> Path:
+    """Write LIBERO's config.yaml for the installed package and point LIBERO_CONFIG_PATH at it.
+
+    An explicit LIBERO_CONFIG_PATH that already holds a config.yaml is respected. Otherwise the config goes
+    to `config_dir` (default ~/.cache/pi0viz/libero), written atomically so parallel processes agree.
+    Also defaults MUJOCO_GL / PYOPENGL_PLATFORM to egl; both must be set before mujoco is imported.
+    Returns the config directory.
+    """
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):  # PyOpenGL must pick the same platform as MuJoCo
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    preset = os.environ.get("LIBERO_CONFIG_PATH")
+    if preset and (Path(preset) / "config.yaml").is_file():
+        return Path(preset)
+    if not libero_installed():
+        raise LiberoUnavailable("LIBERO is not installed: run `bash scripts/install-libero.sh` (about a minute)")
+    spec = importlib.util.find_spec("libero")
+    pkg = Path(next(iter(spec.submodule_search_locations))) / "libero"
+    if not (pkg / "assets").is_dir():
+        raise LiberoUnavailable(
+            f"LIBERO's scene assets are missing at {pkg / 'assets'}: run `bash scripts/install-libero.sh`"
+        )
+    cfg_dir = Path(config_dir) if config_dir else Path.home() / ".cache" / "pi0viz" / "libero"
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    entries = {
+        "benchmark_root": pkg,
+        "bddl_files": pkg / "bddl_files",
+        "init_states": pkg / "init_files",
+        "datasets": cfg_dir / "datasets",  # only for LIBERO's training code; never written by pi0viz
+        "assets": pkg / "assets",
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".yaml", dir=cfg_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{key}: {value}\n" for key, value in entries.items()))
+    os.replace(tmp, cfg_dir / "config.yaml")
+    os.environ["LIBERO_CONFIG_PATH"] = str(cfg_dir)
+    return cfg_dir
+
+
+def import_libero() -> tuple[Any, Any, Any]:
+    """Configure, then import LIBERO. Returns (benchmark module, get_libero_path, OffScreenRenderEnv)."""
+    configure_libero()
+    try:
+        from libero.libero import benchmark, get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+    except ImportError as err:
+        raise LiberoUnavailable(f"LIBERO import failed ({err}): run `bash scripts/install-libero.sh`") from None
+    return benchmark, get_libero_path, OffScreenRenderEnv
+
+
+def task_suite(suite_name: str) -> Any:
+    """The LIBERO benchmark suite object, e.g. "libero_spatial" (10 tasks, 50 init states each)."""
+    if suite_name not in SUITES:
+        raise ValueError(f"unknown LIBERO task suite {suite_name!r}; choose one of {list(SUITES)}")
+    benchmark, _, _ = import_libero()
+    return benchmark.get_benchmark_dict()[suite_name]()
+
+
+def make_env(suite: Any, task_id: int, *, resolution: int = ENV_RESOLUTION, seed: int = 7) -> tuple[Any, str]:
+    """Create the off-screen env of task `task_id`, as openpi does. Returns (env, task language prompt).
+
+    Creation costs ~5-10 s on 2 CPU cores (llvmpipe); reuse the env across episodes (reset + set_init_state).
+    """
+    _, get_libero_path, OffScreenRenderEnv = import_libero()
+    if not 0 <= task_id < suite.n_tasks:
+        raise ValueError(f"task id {task_id} out of range: suite {suite.name} has tasks 0..{suite.n_tasks - 1}")
+    task = suite.get_task(task_id)
+    bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
+    env = OffScreenRenderEnv(bddl_file_name=str(bddl), camera_heights=resolution, camera_widths=resolution)
+    env.seed(seed)
+    return env, str(task.language)
+
+
+def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
+    """[4] quaternion (x, y, z, w) -> [3] axis * angle (radians), robosuite's convention as openpi uses it."""
+    x, y, z, w = (float(v) for v in quat)
+    w = min(max(w, -1.0), 1.0)
+    den = math.sqrt(1.0 - w * w)
+    if math.isclose(den, 0.0):  # zero rotation: the axis is undefined
+        return np.zeros(3)
+    return np.array([x, y, z]) * 2.0 * math.acos(w) / den
+
+
+def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[H, W, 3] uint8 -> [height, width, 3] uint8: keep the aspect ratio, bilinear, centered zero padding.
+
+    The geometry of openpi_client.image_tools.resize_with_pad (256 x 256 -> 224 x 224 is a plain resize).
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    ratio = max(w / width, h / height)
+    new_h, new_w = int(h / ratio), int(w / ratio)
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), resample=Image.BILINEAR))
+    out = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = resized
+    return out
+
+
+def policy_observation(obs: dict[str, np.ndarray], prompt: str, *, size: int = MODEL_RESOLUTION) -> dict[str, Any]:
+    """A raw LIBERO observation -> the request openpi's LIBERO client sends to a pi0 policy.
+
+    Returns {"observation/image": uint8 [size, size, 3] (agentview), "observation/wrist_image": uint8
+    [size, size, 3] (eye in hand), both rotated 180 degrees; "observation/state": float64 [8]; "prompt": str}.
+    """
+    # [::-1, ::-1] flips rows and columns = a 180 degree rotation; LIBERO renders upside down vs training data.
+    image = np.ascontiguousarray(obs["agentview_image"][::-1, ::-1])
+    wrist = np.ascontiguousarray(obs["robot0_eye_in_hand_image"][::-1, ::-1])
+    state = np.concatenate(
+        [obs["robot0_eef_pos"], quat_to_axis_angle(obs["robot0_eef_quat"]), obs["robot0_gripper_qpos"]]
+    ).astype(np.float64)  # [3 + 3 + 2] = [8]
+    return {
+        "observation/image": resize_with_pad(image, size, size),
+        "observation/wrist_image": resize_with_pad(wrist, size, size),
+        "observation/state": state,
+        "prompt": prompt,
+    }
