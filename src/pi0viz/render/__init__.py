@@ -1,0 +1,29 @@
+"""Rendering: fused attention -> colored panels -> the attention_viz tree of JPEGs.
+
+    colormap.py  colormaps as 256-row lookup tables
+    glyphs.py    fonts rasterized once; a monospace atlas for per-cell numbers
+    panels.py    camera overlays, the prompt's token map, captions
+    files.py     the tree's paths, safe names, atomic writes, selections
+    engine.py    prepare a call once, then paint/encode/write cells in parallel
+    cli.py       `pi0viz render`
+"""
+
+from pi0viz.render.colormap import DEFAULT_COLORMAP, colormap_lut
+from pi0viz.render.engine import RenderJob, RenderOptions, RenderSummary, render_bundle, run_job
+from pi0viz.render.files import RenderError, parse_selection, safe_names
+from pi0viz.render.panels import TextLayout, layout_prompt
+
+__all__ = [
+    "DEFAULT_COLORMAP",
+    "RenderError",
+    "RenderJob",
+    "RenderOptions",
+    "RenderSummary",
+    "TextLayout",
+    "colormap_lut",
+    "layout_prompt",
+    "parse_selection",
+    "render_bundle",
+    "run_job",
+    "safe_names",
+]

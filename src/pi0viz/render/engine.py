@@ -1,0 +1,419 @@
+"""Render one inference call's fused attention as the attention_viz tree, in parallel.
+
+`prepare_job` does all the math for the whole call at once (fusion, color scales, uint8 levels) and builds
+the painters; `run_job` then only paints, encodes and writes, one task per (step, action token) covering
+all selected layers. Workers are forked after preparation, so they inherit the levels and painters instead
+of receiving pickled arrays per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from pi0viz.bundle import CaptureBundle
+from pi0viz.fusion import ColorScale, FusionError, fuse_call, scale_tops, to_levels
+from pi0viz.render.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
+from pi0viz.render.files import (RenderError, cell_dir, inference_dir, parse_selection, remove_stale_temps,
+                                 safe_names, write_atomic)
+from pi0viz.render.glyphs import GlyphAtlas
+from pi0viz.render.panels import (DEFAULT_ALPHA, DEFAULT_ZOOM, Caption, CameraPainter, TextPainter, Upsample,
+                                  layout_prompt)
+
+MODEL_PATCH_PX = 14  # SigLIP So400m/14: the model sees rows*14 x cols*14 pixels (224 x 224 for 16 x 16 patches)
+DEFAULT_QUALITY = 85
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    """What to draw and how. Selections take lists or strings like "0,3-5,9"; None = all.
+
+    Attributes:
+        steps: denoising steps by their original index (the D in diffusion_timestep_D).
+        action_tokens: action tokens (0-based, A in action_token_A).
+        layers: layers by their original index (L in layer_L).
+        cameras: camera names; masked cameras are never drawn.
+        scale: color scale (default: shared by all regions of a cell).
+        colormap: matplotlib colormap name, used as a 256-entry table.
+        zoom: integer upsampling of the model-input image (1: 224 x 224 maps, one 14 x 14 block per patch).
+        upsample: "nearest" (exact patch blocks) or "bilinear".
+        alpha: heat-map weight in the blend with the image, 0..1.
+        quality: JPEG quality 1..95.
+        per_head: also write per_head_attention_on_{region}.jpg: the fused map next to every head's map.
+        workers: processes; None = all cores, 1 = in this process.
+        resume: skip cells whose files all exist; finish the rest.
+        batch_index: which batch element to draw (B > 1 captures hold several environments).
+        check_probs: verify that "probs" rows sum to 1 over their valid keys.
+    """
+
+    steps: str | Sequence[int] | None = None
+    action_tokens: str | Sequence[int] | None = None
+    layers: str | Sequence[int] | None = None
+    cameras: str | Sequence[str] | None = None
+    scale: ColorScale = ColorScale()
+    colormap: str = DEFAULT_COLORMAP
+    zoom: int = DEFAULT_ZOOM
+    upsample: Upsample = "nearest"
+    alpha: float = DEFAULT_ALPHA
+    quality: int = DEFAULT_QUALITY
+    per_head: bool = False
+    workers: int | None = None
+    resume: bool = False
+    batch_index: int = 0
+    check_probs: bool = True
+
+    def validate(self) -> None:
+        if not (isinstance(self.zoom, (int, np.integer)) and 1 <= self.zoom <= 16):
+            raise RenderError(f"zoom must be an integer in 1..16, got {self.zoom!r}")
+        if self.upsample not in ("nearest", "bilinear"):
+            raise RenderError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise RenderError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 1 <= self.quality <= 100:
+            raise RenderError(f"quality must be in 1..100, got {self.quality}")
+        if self.workers is not None and self.workers < 1:
+            raise RenderError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclasses.dataclass
+class RenderSummary:
+    """What a render did. `out_dir` is the inference_timestep_N folder."""
+
+    out_dir: str
+    files_written: int
+    files_skipped: int
+    cells: int
+    bytes_written: int
+    seconds: float
+    workers: int
+    notes: list[str]
+
+    def __str__(self) -> str:
+        lines = [f"wrote {self.files_written} files ({self.bytes_written / 1e6:.1f} MB) for {self.cells} cells "
+                 f"in {self.seconds:.1f} s with {self.workers} worker(s)"]
+        if self.files_skipped:
+            lines.append(f"resume: kept {self.files_skipped} finished files")
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append(f"look in: {self.out_dir}")
+        return "\n".join(lines)
+
+
+# -- preparation ----------------------------------------------------------------------------------------
+
+
+def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Fit `image` [h, w, 3] uint8 into height x width keeping its aspect, zero-padded and centered (bilinear),
+    the way openpi prepares model inputs, so the patch grid lands where the model's did."""
+    h, w = image.shape[:2]
+    ratio = max(w / width, h / height)
+    new_w, new_h = max(1, int(w / ratio)), max(1, int(h / ratio))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    out = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    out[top:top + new_h, left:left + new_w] = resized
+    return out
+
+
+class RenderJob:
+    """Everything the workers need, prepared once: levels, captions' numbers, painters, paths."""
+
+    def __init__(self, bundle: CaptureBundle, out_dir: str, inference_step: int, options: RenderOptions) -> None:
+        options.validate()
+        self.options = options
+        self.notes: list[str] = []
+        layout = bundle.layout
+        b = options.batch_index
+        if not 0 <= b < bundle.batch_size:
+            raise RenderError(f"batch_index {b} out of range: this capture has batch size {bundle.batch_size}")
+        image_mask = bundle.image_masks[b]
+        token_mask = bundle.token_mask[b]
+        if not token_mask.any():
+            raise RenderError("the prompt is empty (token_mask has no True entry): expected at least one prompt token")
+
+        # Selections, by the numbers that appear in the paths.
+        step_labels = [int(s) for s in bundle.step_indices]
+        layer_labels = [int(s) for s in bundle.layer_indices]
+        try:
+            steps = parse_selection(options.steps, step_labels, "diffusion steps")
+            layers = parse_selection(options.layers, layer_labels, "layers")
+            actions = parse_selection(options.action_tokens, range(layout.num_action_tokens), "action tokens")
+            cameras = self._select_cameras(bundle.camera_names, options.cameras)
+        except ValueError as err:
+            raise RenderError(str(err)) from None
+        self.step_pos = [step_labels.index(s) for s in steps]
+        self.layer_pos = [layer_labels.index(s) for s in layers]
+        self.action_pos = list(actions)
+        self.step_labels, self.layer_labels = step_labels, layer_labels
+
+        masked = [bundle.camera_names[c] for c in cameras if not image_mask[c]]
+        if masked:
+            self.notes.append(f"masked camera(s) {masked} are padded slots: no files written for them")
+
+        # Fusion over the whole call (all cells: scales like "global" must not depend on the selection).
+        try:
+            call = fuse_call(bundle.attention, layout, bundle.image_masks, bundle.token_mask,
+                             kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
+                             batch_index=b, keep_heads=options.per_head, check=options.check_probs)
+        except FusionError as err:
+            raise RenderError(str(err)) from None
+        drawn_cams = [c for c in cameras if image_mask[c]]
+        # Regions of all unmasked cameras are fused; keep those selected (+ text).
+        keep_names = {bundle.camera_names[c] for c in drawn_cams} | {"text"}
+        self.regions = call.regions
+        self.region_keep = [n for n, (name, _, _) in enumerate(call.regions) if name in keep_names]
+        self.tops = scale_tops(call.fused, call.regions, options.scale)  # [D, L, A, N]
+        self.levels = to_levels(call.fused, self.tops, call.regions, options.scale)  # [D, L, A, R] uint8
+        self.peaks = np.stack([call.fused[..., s:e].max(axis=-1) for _, s, e in call.regions], axis=-1)  # [D, L, A, N]
+        self.mass = call.region_mass
+        self.head_levels = self.head_peaks = self.head_mass = None
+        if call.heads is not None:
+            self.head_levels = to_levels(call.heads, self.tops, call.regions, options.scale)  # [D, L, A, H, R]
+            self.head_peaks = np.stack([call.heads[..., s:e].max(axis=-1) for _, s, e in call.regions], axis=-1)
+            self.head_mass = np.stack([call.heads[..., s:e].sum(axis=-1) for _, s, e in call.regions], axis=-1)
+        self.num_heads = 0 if call.heads is None else call.heads.shape[3]
+        del call
+
+        # Painters.
+        lut = colormap_lut(options.colormap)
+        zoom = int(options.zoom)
+        atlas = GlyphAtlas(11 * zoom)
+        rows, cols = layout.patch_grid
+        want_h, want_w = rows * MODEL_PATCH_PX, cols * MODEL_PATCH_PX
+        file_names = safe_names(bundle.camera_names)
+        self.painters: list = []
+        self.captions: list[list[Caption]] = []
+        self.file_names: list[str] = []
+        for n in self.region_keep:
+            name = self.regions[n][0]
+            if name == "text":
+                continue
+            image = bundle.images[b, bundle.camera_names.index(name)]
+            if image.shape[:2] != (want_h, want_w):
+                self.notes.append(f"camera {name!r}: image {image.shape[0]}x{image.shape[1]} resized with padding to "
+                                  f"{want_h}x{want_w}, the model input size for a {rows}x{cols} grid of 14 px patches")
+                image = resize_with_pad(image, want_h, want_w)
+            painter = CameraPainter(image, layout.patch_grid, lut, zoom=zoom, alpha=options.alpha,
+                                    upsample=options.upsample)
+            self.painters.append(painter)
+            self.captions.append(self._captions(name, painter.shape[1], lut, atlas, zoom))
+            self.file_names.append(file_names[bundle.camera_names.index(name)])
+        self.camera_width = want_w * zoom
+        text_layout = layout_prompt(list(bundle.token_pieces[b]), list(token_mask), width=2 * self.camera_width,
+                                    zoom=zoom)
+        self.text_layout = text_layout
+        self.painters.append(TextPainter(text_layout, lut, readable_ink(lut)))
+        self.captions.append(self._captions("prompt", text_layout.width, lut, atlas, zoom))
+        self.file_names.append("text")
+        self.out_root = inference_dir(out_dir, inference_step)
+        self._buffers: list[np.ndarray] | None = None
+
+    @staticmethod
+    def _select_cameras(names: list[str], spec: str | Sequence[str] | None) -> list[int]:
+        if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
+            return list(range(len(names)))
+        wanted = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise ValueError(f"unknown camera(s) {unknown}; this capture has cameras {names}")
+        return [i for i, n in enumerate(names) if n in wanted]
+
+    def _captions(self, title: str, width: int, lut: np.ndarray, atlas: GlyphAtlas, zoom: int) -> list[Caption]:
+        titles = [title] + [f"{title}: head {h}" for h in range(self.num_heads if self.options.per_head else 0)]
+        return [Caption(t, width, lut, atlas, zoom) for t in titles]
+
+    # -- per cell ------------------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> list[tuple[int, int]]:
+        return [(d, a) for d in self.step_pos for a in self.action_pos]
+
+    @property
+    def files_per_cell(self) -> int:
+        return len(self.file_names) * (2 if self.options.per_head else 1)
+
+    def cell_files(self) -> list[str]:
+        names = [f"fused_attention_on_{n}.jpg" for n in self.file_names]
+        if self.options.per_head:
+            names += [f"per_head_attention_on_{n}.jpg" for n in self.file_names]
+        return names
+
+    def render_task(self, d: int, a: int) -> tuple[int, int, int]:
+        """Render every selected layer of cell (step position d, action a). Returns (written, bytes, skipped)."""
+        written = nbytes = skipped = 0
+        names = self.cell_files()
+        for l in self.layer_pos:
+            folder = cell_dir(self.out_root, self.step_labels[d], a, self.layer_labels[l])
+            if self.options.resume:
+                remove_stale_temps(folder)
+                if all(os.path.exists(os.path.join(folder, n)) for n in names):
+                    skipped += len(names)
+                    continue
+            os.makedirs(folder, exist_ok=True)
+            for panel, name in zip(self.panels(d, l, a), names):
+                data = simplejpeg.encode_jpeg(panel, quality=self.options.quality, colorspace="RGB",
+                                              colorsubsampling="420")
+                write_atomic(os.path.join(folder, name), data)
+                written += 1
+                nbytes += len(data)
+        return written, nbytes, skipped
+
+    def panels(self, d: int, l: int, a: int):
+        """Yield the cell's images ([h, w, 3] uint8, reused buffers) in the order of `cell_files`."""
+        if self._buffers is None:
+            self._buffers = [self._alloc(k, 1) for k in range(len(self.painters))]
+            if self.options.per_head:
+                self._buffers += [self._alloc(k, 1 + self.num_heads) for k in range(len(self.painters))]
+        for k in range(len(self.painters)):
+            yield self._draw(self._buffers[k], k, d, l, a, head=None)
+        if self.options.per_head:
+            for k in range(len(self.painters)):
+                yield self._montage(self._buffers[len(self.painters) + k], k, d, l, a)
+
+    def _alloc(self, k: int, count: int) -> np.ndarray:
+        painter, cap = self.painters[k], self.captions[k][0]
+        if isinstance(painter, CameraPainter):
+            h, w = painter.shape
+            return np.empty((h + cap.height, w * count, 3), np.uint8)  # panels side by side
+        h, w = painter.layout.height, painter.layout.width
+        return np.empty(((h + cap.height) * count, w, 3), np.uint8)  # panels stacked
+
+    def _draw(self, out: np.ndarray, k: int, d: int, l: int, a: int, head: int | None) -> np.ndarray:
+        n = self.region_keep[k]
+        _, start, stop = self.regions[n]
+        if head is None:
+            levels, peak, mass = self.levels[d, l, a, start:stop], self.peaks[d, l, a, n], self.mass[d, l, a, n]
+        else:
+            levels = self.head_levels[d, l, a, head, start:stop]
+            peak, mass = self.head_peaks[d, l, a, head, n], self.head_mass[d, l, a, head, n]
+        painter = self.painters[k]
+        split = painter.shape[0] if isinstance(painter, CameraPainter) else painter.layout.height
+        painter.draw(levels, out[:split])
+        caption = self.captions[k][0 if head is None else head + 1]
+        caption.draw(out[split:], peak=float(peak), mass=float(mass), top=float(self.tops[d, l, a, n]))
+        return out
+
+    def _montage(self, out: np.ndarray, k: int, d: int, l: int, a: int) -> np.ndarray:
+        count = 1 + self.num_heads
+        camera = isinstance(self.painters[k], CameraPainter)
+        size = out.shape[1] // count if camera else out.shape[0] // count
+        for i in range(count):
+            view = out[:, i * size:(i + 1) * size] if camera else out[i * size:(i + 1) * size]
+            self._draw(view, k, d, l, a, head=None if i == 0 else i - 1)
+        return out
+
+
+# -- running --------------------------------------------------------------------------------------------
+
+_JOB: RenderJob | None = None
+_STOP = None
+
+
+def _init_worker(job: RenderJob | None, stop) -> None:
+    global _JOB, _STOP
+    if job is not None:  # fork: the job is inherited, nothing to unpickle
+        _JOB = job
+    _STOP = stop
+
+
+def _run_task(task: tuple[int, int]) -> tuple[int, int, int]:
+    if _STOP is not None and _STOP.is_set():
+        return 0, 0, 0
+    assert _JOB is not None
+    return _JOB.render_task(*task)
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def run_job(job: RenderJob, progress: Callable[[int], None] | None = None) -> RenderSummary:
+    """Render all tasks of `job`; `progress(files)` is called as tasks finish (files done or skipped)."""
+    global _JOB
+    t0 = time.perf_counter()
+    tasks = job.tasks
+    workers = min(job.options.workers or default_workers(), max(1, len(tasks)))
+    os.makedirs(job.out_root, exist_ok=True)
+    written = nbytes = skipped = 0
+    if workers == 1:
+        for task in tasks:
+            w, nb, s = job.render_task(*task)
+            written, nbytes, skipped = written + w, nbytes + nb, skipped + s
+            if progress:
+                progress(w + s)
+    else:
+        # fork shares the prepared job for free; after JAX has started threads, fork is unsafe: use forkserver.
+        method = "fork" if sys.platform.startswith("linux") and "jax" not in sys.modules else "forkserver"
+        if method not in mp.get_all_start_methods():
+            method = "spawn"
+        ctx = mp.get_context(method)
+        stop = ctx.Event()
+        _JOB = job
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(None if method == "fork" else job, stop))
+        failure: BaseException | None = None
+        try:
+            for w, nb, s in _imap_until_error(pool, tasks, stop):
+                written, nbytes, skipped = written + w, nbytes + nb, skipped + s
+                if progress:
+                    progress(w + s)
+        except RenderError as err:
+            failure = err
+        except BaseException:
+            pool.terminate()  # Ctrl-C: stop now; leftover temporaries are cleaned by --resume
+            raise
+        finally:
+            _JOB = None
+        pool.close()
+        pool.join()
+        if failure is not None:
+            raise failure
+    return RenderSummary(out_dir=job.out_root, files_written=written, files_skipped=skipped,
+                         cells=len(tasks) * len(job.layer_pos), bytes_written=nbytes,
+                         seconds=time.perf_counter() - t0, workers=workers, notes=list(job.notes))
+
+
+def _imap_until_error(pool, tasks, stop):
+    """Results as they come; on the first error, let the other workers finish their current file and stop."""
+    results = pool.imap_unordered(_run_task, tasks, chunksize=1)
+    error: BaseException | None = None
+    while True:
+        try:
+            item = next(results)
+        except StopIteration:
+            break
+        except RenderError as err:
+            if error is None:
+                error = err
+                stop.set()
+            continue
+        if error is None:
+            yield item
+    if error is not None:
+        raise error
+
+
+def render_bundle(bundle: CaptureBundle, out_dir: str | os.PathLike = "attention_viz", options: RenderOptions | None = None,
+                  *, inference_step: int | None = None, progress: Callable[[int], None] | None = None) -> RenderSummary:
+    """Render a capture bundle as the attention_viz tree.
+
+    Args:
+        bundle: one inference call (see pi0viz.bundle.CaptureBundle for shapes).
+        out_dir: root of the tree; files go to {out_dir}/inference_timestep_N/...
+        options: selection, scale and quality (RenderOptions()).
+        inference_step: N in the path; default the bundle's inference_step, else 0.
+        progress: called with the number of files finished as work completes.
+    """
+    options = options or RenderOptions()
+    step = inference_step if inference_step is not None else (bundle.inference_step or 0)
+    job = RenderJob(bundle, os.fspath(out_dir), int(step), options)
+    return run_job(job, progress)

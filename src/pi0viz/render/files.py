@@ -1,0 +1,141 @@
+"""The attention_viz tree on disk: safe names, paths, and writes that never leave partial files.
+
+    {out}/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_{camera}.jpg
+                                                                          /fused_attention_on_text.jpg
+
+Files are written under a hidden temporary name in the same folder and renamed into place, so a reader (or a
+later `--resume`) sees either a finished file or none. Renames are atomic against a killed process; they are
+not fsync'ed, so a power cut may still lose recent files (re-run with --resume).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from typing import Sequence
+
+TMP_SUFFIX = ".tmp"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class RenderError(RuntimeError):
+    """Rendering or writing failed; the message says what happened and what to do."""
+
+
+def safe_names(names: Sequence[str], reserved: Sequence[str] = ("text",)) -> list[str]:
+    """File-name-safe, unique versions of camera names (which come from data and are untrusted).
+
+    Only [A-Za-z0-9._-] survive (anything else becomes "_"), leading dots are dropped (no hidden files, no
+    ".."), at most 64 characters; empty or clashing names (with each other or with "text", the prompt map)
+    get a numeric suffix. The result can never contain a path separator, so files stay in their folder.
+    """
+    out: list[str] = []
+    taken = {r.lower() for r in reserved}
+    for i, name in enumerate(names):
+        base = _UNSAFE.sub("_", str(name)).lstrip(".")[:64] or f"camera_{i}"
+        candidate, k = base, 1
+        while candidate.lower() in taken:  # case-insensitive: macOS/Windows file systems fold case
+            candidate, k = f"{base}_{k}", k + 1
+        taken.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+def cell_dir(root: str, step: int, action: int, layer: int) -> str:
+    """Folder of one cell under `root` (= {out}/inference_timestep_N). Indices are the original ones."""
+    return os.path.join(root, f"diffusion_timestep_{step}", f"action_token_{action}", f"layer_{layer}")
+
+
+def inference_dir(out_dir: str, inference_step: int) -> str:
+    return os.path.join(out_dir, f"inference_timestep_{int(inference_step)}")
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file + rename. Raises RenderError on a full disk."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RenderError(
+                f"disk full while writing {path}: the files finished so far are intact and no partial file was "
+                "left; free some space (or choose another --out) and run again with --resume"
+            ) from None
+        raise RenderError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def remove_stale_temps(folder: str) -> int:
+    """Delete temporary files left in `folder` by an interrupted render; returns how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX) and entry.is_file():
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def parse_selection(spec: str | Sequence[int] | None, available: Sequence[int], what: str) -> list[int]:
+    """Which of `available` to render: None/"all" = all; "0,3-5,9" = lists and inclusive ranges.
+
+    The numbers are the ones that appear in the output paths (original step/layer indices, action token,
+    ...). Raises ValueError naming the unknown values and what exists.
+    """
+    available = [int(a) for a in available]
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
+        return available
+    wanted: list[int] = []
+    if isinstance(spec, str):
+        for part in spec.split(","):
+            part = part.strip()
+            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+            if m:
+                lo, hi = int(m.group(1)), int(m.group(2))
+                if hi < lo:
+                    raise ValueError(f"{what}: range {part!r} runs backwards")
+                wanted.extend(range(lo, hi + 1))
+            elif re.fullmatch(r"\d+", part):
+                wanted.append(int(part))
+            else:
+                raise ValueError(f"{what}: cannot read {part!r}; use numbers and ranges like '0,3-5,9'")
+    else:
+        wanted = [int(v) for v in spec]
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise ValueError(f"{what}: {missing} not in this capture, which has {_ranges(available)}")
+    keep = set(wanted)
+    return [a for a in available if a in keep]
+
+
+def _ranges(values: Sequence[int]) -> str:
+    values = sorted(values)
+    if not values:
+        return "none"
+    parts, start, prev = [], values[0], values[0]
+    for v in list(values[1:]) + [None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if v is not None:
+            start = prev = v
+    return ",".join(parts)
