@@ -1,0 +1,75 @@
+"""`pi0viz render BUNDLE.npz --out attention_viz`: parse flags, call the library, report; no tracebacks for
+user mistakes (exit 1 with one line saying what was expected)."""
+
+from __future__ import annotations
+
+import click
+
+from pi0viz.bundle import BundleError, load_bundle
+from pi0viz.fusion import SCALE_SCOPES, ColorScale, FusionError
+from pi0viz.render.colormap import DEFAULT_COLORMAP, ColormapError
+from pi0viz.render.engine import DEFAULT_QUALITY, RenderJob, RenderOptions, run_job
+from pi0viz.render.files import RenderError
+from pi0viz.render.panels import DEFAULT_ALPHA, DEFAULT_ZOOM
+
+_SELECTION = "numbers and ranges, e.g. '0,3-5,9' (default: all)"
+
+
+@click.command("render")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--out", default="attention_viz", show_default=True, type=click.Path(file_okay=False),
+              help="Root of the attention_viz tree.")
+@click.option("--inference-step", type=int, default=None,
+              help="N in inference_timestep_N (default: the bundle's inference_step, else 0).")
+@click.option("--steps", default=None, help=f"Denoising steps (0 = first, t = 1.0): {_SELECTION}.")
+@click.option("--action-tokens", default=None, help=f"Action tokens: {_SELECTION}.")
+@click.option("--layers", default=None, help=f"Layers: {_SELECTION}.")
+@click.option("--cameras", default=None, help="Camera names, comma-separated (default: all unmasked).")
+@click.option("--scale", type=click.Choice(SCALE_SCOPES), default="cell", show_default=True,
+              help="Which values share the top of the color scale: a cell's regions, each region, a layer, the call.")
+@click.option("--percentile", type=float, default=None, help="Scale top = this percentile instead of the max.")
+@click.option("--gamma", type=float, default=1.0, show_default=True, help="level = (p / top) ** gamma.")
+@click.option("--log-decades", type=float, default=None, help="Log color scale spanning this many decades.")
+@click.option("--colormap", default=DEFAULT_COLORMAP, show_default=True, help="A matplotlib colormap name.")
+@click.option("--zoom", type=click.IntRange(1, 16), default=DEFAULT_ZOOM, show_default=True,
+              help="Integer upsampling of the 224 x 224 model input (one 14*zoom px block per patch).")
+@click.option("--bilinear", is_flag=True, help="Interpolate between patch centers instead of flat patch blocks.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
+              help="Heat-map weight over the image.")
+@click.option("--quality", type=click.IntRange(1, 100), default=DEFAULT_QUALITY, show_default=True,
+              help="JPEG quality.")
+@click.option("--per-head", is_flag=True, help="Also write per_head_attention_on_*.jpg (fused map + every head).")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Processes (default: all cores).")
+@click.option("--resume", is_flag=True, help="Keep finished cells of an interrupted render; do the rest.")
+@click.option("--batch-index", type=click.IntRange(0), default=0, show_default=True,
+              help="Batch element to draw when the capture holds several.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def render_command(bundle: str, out: str, inference_step: int | None, steps: str | None, action_tokens: str | None,
+                   layers: str | None, cameras: str | None, scale: str, percentile: float | None, gamma: float,
+                   log_decades: float | None, colormap: str, zoom: int, bilinear: bool, alpha: float, quality: int,
+                   per_head: bool, workers: int | None, resume: bool, batch_index: int, no_progress: bool) -> None:
+    """Render a capture bundle (.npz) as the attention_viz tree of JPEGs.
+
+    OUT/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_{camera}.jpg
+    and fused_attention_on_text.jpg; D = 0 is the first denoising step (t = 1.0, pure noise).
+    """
+    from tqdm import tqdm
+
+    try:
+        capture = load_bundle(bundle)
+        options = RenderOptions(
+            steps=steps, action_tokens=action_tokens, layers=layers, cameras=cameras,
+            scale=ColorScale(scope=scale, percentile=percentile, gamma=gamma, log_decades=log_decades),
+            colormap=colormap, zoom=zoom, upsample="bilinear" if bilinear else "nearest", alpha=alpha,
+            quality=quality, per_head=per_head, workers=workers, resume=resume, batch_index=batch_index)
+        step = inference_step if inference_step is not None else (capture.inference_step or 0)
+        job = RenderJob(capture, out, step, options)
+        total = len(job.tasks) * len(job.layer_pos) * job.files_per_cell
+        with tqdm(total=total, unit="file", disable=no_progress, desc="render", dynamic_ncols=True) as bar:
+            summary = run_job(job, progress=bar.update)
+    except (BundleError, FusionError, RenderError, ColormapError) as err:
+        raise click.ClickException(str(err)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: finished files are intact; run the same command with --resume to finish", err=True)
+        raise SystemExit(130) from None
+    click.echo(str(summary))
