@@ -156,3 +156,18 @@ def test_observation_errors_name_the_fix(params, obs):
                         tokenized_prompt_mask=obs.tokenized_prompt_mask)
     with pytest.raises(ValueError, match="resize with pad"):
         sample_actions(params, CONFIG, jax.random.key(0), small)
+
+
+def test_bfloat16_inference_tracks_float32(obs, noise, full):
+    """openpi's inference numerics (bfloat16 weights and activations, float32 softmax): the same checkpoint cast
+    on load gives actions within bfloat16 rounding of the float32 run, and the same exact-zero pattern."""
+    p16 = load_params(DATA / "params", dtype="bfloat16")
+    assert {str(x.dtype) for x in jax.tree.leaves(p16)} == {"bfloat16"}
+    out = sample_actions(p16, Pi0Config.tiny(dtype="bfloat16"), jax.random.key(0), obs, noise=noise,
+                         capture=CaptureOptions())
+    assert out.actions.dtype == np.float32 and out.attention.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(out.actions), np.asarray(full.actions), rtol=0, atol=0.1)
+    att = np.asarray(out.attention)
+    np.testing.assert_allclose(att, np.asarray(full.attention), rtol=0, atol=0.02)
+    np.testing.assert_array_equal(att == 0.0, np.asarray(full.attention) == 0.0)
+    np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-5)
