@@ -1,0 +1,149 @@
+"""`write_viewer`: capture bundles and/or an attention_viz tree -> one interactive HTML page."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from pi0viz.bundle import BundleError, CaptureBundle, load_bundle
+from pi0viz.viewer.data import CallArrays, call_arrays
+from pi0viz.viewer.page import (AUTO_EMBED_CALLS, COLORMAPS, FusedMode, HeadsMode, PageBuilder, call_meta,
+                                check_same_layout, colormap_tables)
+
+BundleLike = Union[CaptureBundle, str, os.PathLike]
+_TREE_LEVELS = ("inference_timestep", "diffusion_timestep", "action_token", "layer")
+_SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\.jpe?g")
+
+
+class ViewerError(ValueError):
+    """The viewer cannot be built as asked; the message says what was expected."""
+
+
+def write_viewer(
+    bundles: Sequence[BundleLike] = (),
+    out_html: str | os.PathLike = "pi0viz_view.html",
+    *,
+    tree: str | os.PathLike | None = None,
+    heads: HeadsMode = "side",
+    fused: FusedMode = "auto",
+    batch: int = 0,
+    title: str | None = None,
+    zoom: int = 2,
+    colormap: str = "inferno",
+) -> Path:
+    """Write the viewer page for capture bundles (the calls of an episode) and/or an attention_viz tree.
+
+    Args:
+        bundles: CaptureBundle objects or .npz paths; several = the inference calls of one episode, shown in
+            the order of their `inference_step` (file order when a bundle has none).
+        out_html: the page to write. Side data (if any) goes to `<stem>_data/` next to it.
+        tree: an attention_viz directory of JPEGs (from `pi0viz render`); shown by relative path, driven by the
+            same sliders. Alone (no bundles) the page is a browser for the tree.
+        heads: per-head maps (pi0: 59 M values per call): "side" = uint8 side files loaded when a head is
+            selected (default), "embed" = inside the page (single file, ~8x larger), "none" = fused only.
+        fused: where the fused maps go: "embed" (inside the page), "side", or "auto" (embed up to
+            AUTO_EMBED_CALLS calls).
+        batch: batch element of each bundle to show.
+        zoom: integer screen pixels per image pixel of the camera canvases (patch (r, c) covers exactly its
+            pixel block: 224 px / 16 patches x 2 = 28 px squares).
+        colormap: initial colormap, one of COLORMAPS.
+
+    Returns:
+        the path of the written page.
+    """
+    out = Path(out_html)
+    if heads not in ("side", "embed", "none"):
+        raise ViewerError(f"heads must be 'side', 'embed' or 'none', got {heads!r}")
+    if fused not in ("auto", "embed", "side"):
+        raise ViewerError(f"fused must be 'auto', 'embed' or 'side', got {fused!r}")
+    if colormap not in COLORMAPS:
+        raise ViewerError(f"unknown colormap {colormap!r}; expected one of {list(COLORMAPS)}")
+    if not isinstance(zoom, int) or not 1 <= zoom <= 8:
+        raise ViewerError(f"zoom must be an integer in [1, 8] (patch-exact blocks), got {zoom!r}")
+    if not bundles and tree is None:
+        raise ViewerError("nothing to view: give capture bundles (.npz) and/or an attention_viz tree")
+    builder = PageBuilder(out)
+    meta: dict[str, Any] = {"version": 1, "zoom": zoom, "colormap": colormap, "colormaps": colormap_tables()}
+    if bundles:
+        meta.update(_add_calls(builder, bundles, heads=heads, fused=fused, batch=batch))
+    if tree is not None:
+        meta["tree"] = scan_tree(Path(tree), out.parent)
+    if title is None:
+        title = "pi0viz: " + (meta["calls"][0]["prompt"] if bundles and meta["calls"][0]["prompt"] else "attention viewer")
+    meta["title"] = title
+    return builder.write(meta, title)
+
+
+def _load(item: BundleLike, index: int) -> tuple[CaptureBundle, str]:
+    if isinstance(item, CaptureBundle):
+        return item, f"bundle {index}"
+    return load_bundle(item), Path(item).name
+
+
+def _add_calls(builder: PageBuilder, bundles: Sequence[BundleLike], *, heads: HeadsMode, fused: FusedMode,
+               batch: int) -> dict[str, Any]:
+    """Reduce every bundle, order the calls by inference step, register their chunks; return the call metadata."""
+    calls: list[tuple[CallArrays, dict[str, Any]]] = []
+    for index, item in enumerate(bundles):
+        bundle, source = _load(item, index)
+        arrays = call_arrays(bundle, batch=batch, with_heads=heads != "none", index=index)
+        meta = call_meta(arrays, source, bundle.diffusion_times.tolist(), bundle.step_indices.tolist(),
+                         bundle.layer_indices.tolist())
+        meta["cameras"] = list(bundle.camera_names)
+        meta["grid"] = list(bundle.patch_grid)
+        calls.append((arrays, meta))
+    calls.sort(key=lambda c: c[0].inference_step)
+    steps = [c[0].inference_step for c in calls]
+    if len(set(steps)) != len(steps):
+        raise ViewerError(f"two bundles claim the same inference_step (steps {steps}); give each call its own step")
+    check_same_layout([c[0] for c in calls])
+    fused_side = fused == "side" or (fused == "auto" and len(calls) > AUTO_EMBED_CALLS)
+    first = calls[0][0]
+    D, L, A, H1, M = first.mass.shape
+    for i, (arrays, meta) in enumerate(calls):
+        builder.add(f"f{i}", arrays.fused, side=fused_side)
+        builder.add(f"c{i}", arrays.cell_max, side=fused_side)
+        builder.add(f"m{i}", arrays.mass, side=fused_side)
+        meta["heads"] = arrays.heads is not None
+        for d, block in enumerate(arrays.heads or []):
+            builder.add(f"h{i}_{d}", block, side=heads == "side")
+    episode = np.stack([c[0].mass[..., H1 - 1, :] for c in calls])  # [N, D, L, A, M] head-mean mass
+    builder.add("e", episode, side=False)
+    return {
+        "calls": [c[1] for c in calls],
+        "dims": {"D": D, "L": L, "A": A, "H": H1 - 1},
+        "massRegions": [[n, k] for n, k in first.mass_regions],
+    }
+
+
+def scan_tree(root: Path, page_dir: Path) -> dict[str, Any]:
+    """Index an attention_viz tree: the step/token/layer numbers present and the image files of a leaf folder.
+
+    Only integers and file names that match a safe pattern reach the page; the page rebuilds each path as
+    `<root>/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/<file>`.
+    """
+    if not root.is_dir():
+        raise ViewerError(f"no attention_viz tree at {root} (expected a directory of inference_timestep_N folders)")
+    levels: list[list[int]] = []
+    level_dir = root
+    for name in _TREE_LEVELS:
+        numbers = _numbered(level_dir, name)
+        if not numbers:
+            raise ViewerError(f"{level_dir}: no {name}_N folders; expected the attention_viz layout "
+                              "inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/*.jpg")
+        levels.append(numbers)
+        level_dir = level_dir / f"{name}_{numbers[0]}"
+    files = sorted(f.name for f in level_dir.iterdir() if f.is_file() and _SAFE_FILE.fullmatch(f.name))
+    files.sort(key=lambda f: (not f.startswith("fused_attention_on_"), f == "fused_attention_on_text.jpg", f))
+    rel = Path(os.path.relpath(root.resolve(), page_dir.resolve())).as_posix()
+    return {"root": rel, "calls": levels[0], "steps": levels[1], "tokens": levels[2], "layers": levels[3],
+            "files": files}
+
+
+def _numbered(folder: Path, prefix: str) -> list[int]:
+    pattern = re.compile(re.escape(prefix) + r"_(\d+)")
+    return sorted(int(m.group(1)) for e in os.scandir(folder) if e.is_dir() and (m := pattern.fullmatch(e.name)))

@@ -1,0 +1,134 @@
+"""Compact arrays the viewer page colors in the browser: one capture bundle -> a few byte blocks.
+
+Why bytes and not JPEGs: one pi0 call is 9,000 cells x 4 images = 36,000 JPEGs (~0.5 GB); the same maps as
+uint8 are 7.3 MB and the browser recolors one cell (816 values) in well under a millisecond.
+See docs/viewer.md for the measurements.
+
+The maps cover the drawn keys R of pi0viz.fusion (unmasked cameras' patches, then the non-pad prompt tokens),
+so a masked camera or a pad costs nothing. Encoding (little-endian, row-major):
+- fused  uint8 [D, L, A, R]: the fused value (max over heads of the attention probability) of drawn key r in
+  cell (d, l, a) is `(q / 255) ** 2 * cell_max[d, l, a]`. Square-root quantization keeps small values (which
+  the log scale shows) ~16x finer than linear uint8 near 0 (first level 1.5e-5 of the cell max) and is exact
+  at 0 and at the cell maximum; relative error near the top <= 0.4 %.
+- cell_max float32 [D, L, A]: max over heads and drawn keys.
+- heads  uint8 [L, A, H, R] per diffusion step d, quantized against the same `cell_max`, so the fused map
+  equals the max over the decoded head maps exactly.
+- mass   uint16 [D, L, A, H + 1, M]: attention mass (sum of probabilities) per key region M (every camera
+  slot, the prompt, the state, the actions), for each head and, at index H, the mean over heads; value = q / 65535.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import simplejpeg
+
+from pi0viz import fusion
+from pi0viz.bundle import BundleError, CaptureBundle
+
+_Q8 = 255.0
+_Q16 = 65535.0
+
+
+@dataclasses.dataclass
+class CallArrays:
+    """The viewer's data for one inference call (one batch element of one bundle).
+
+    Shapes: D steps, L layers, A action tokens, H heads, R drawn keys, M key regions (for the mass).
+    """
+
+    inference_step: int
+    fused: np.ndarray  # uint8 [D, L, A, R]
+    cell_max: np.ndarray  # float32 [D, L, A]
+    heads: list[np.ndarray] | None  # D x uint8 [L, A, H, R]; None when not asked or the bundle holds fused heads
+    mass: np.ndarray  # uint16 [D, L, A, H + 1, M]
+    drawn_keys: np.ndarray  # int [R] indices into the key axis S
+    drawn_regions: list[tuple[str, int, int]]  # (camera name | "text", start, stop) ranges into R
+    mass_regions: list[tuple[str, str]]  # (name, kind) of the M regions
+    images: dict[str, bytes]  # camera name -> JPEG of the model-input image (unmasked cameras only)
+    image_size: tuple[int, int]  # (height, width) of the model-input images
+    pieces: list[str]  # T prompt pieces (pads included; `token_mask` says which are drawn)
+    token_mask: list[bool]  # [T]
+    image_masks: list[bool]  # [C]
+    prompt: str
+
+
+def _action_probs(bundle: CaptureBundle, step: int, batch: int, valid: np.ndarray) -> np.ndarray:
+    """float32 probabilities [L, H, A, S] of the action queries at one denoising step (logits are softmaxed)."""
+    b = slice(batch, batch + 1)
+    chunk = bundle.attention[step, :, b]  # [L, 1, K, G, Q, S]
+    if bundle.attention_kind == "logits":
+        chunk = fusion.logits_to_probs(chunk, valid)
+    else:
+        full = bundle.attention_heads == "all" and bundle.attention_keys == "all"
+        fusion.check_probabilities(chunk, valid, sums_to_one=full)
+    L, _, K, G, _, S = chunk.shape
+    return np.asarray(chunk[:, 0, :, :, bundle.layout.action_queries()], np.float32).reshape(L, K * G, -1, S)
+
+
+def _quantize_sqrt(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """uint8 round(255 * sqrt(x / scale)); `scale` broadcasts against x and is > 0."""
+    r = np.sqrt(np.clip(x / scale, 0.0, 1.0))
+    return np.rint(r * _Q8).astype(np.uint8)
+
+
+def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = True, index: int = 0) -> CallArrays:
+    """Reduce one bundle (one batch element) to the viewer's arrays; see the module docstring for the encoding.
+
+    `index` is used as the inference step when the bundle does not carry one. Raises BundleError or
+    pi0viz.fusion.FusionError (e.g. probabilities that are really logits) with what was expected.
+    """
+    if not 0 <= batch < bundle.batch_size:
+        raise BundleError(f"batch {batch} out of range: the bundle has batch size {bundle.batch_size}")
+    layout = bundle.layout
+    b = slice(batch, batch + 1)
+    valid = fusion.key_validity(layout, bundle.image_masks[b], bundle.token_mask[b])  # [1, Q, S]
+    keys, drawn_regions = fusion.render_key_index(layout, bundle.image_masks[batch], bundle.token_mask[batch])
+    regions = layout.regions()
+    D, L = bundle.attention.shape[:2]
+    A, H, R = layout.num_action_tokens, bundle.attention.shape[3] * bundle.attention.shape[4], len(keys)
+    fused = np.empty((D, L, A, R), np.uint8)
+    cell_max = np.empty((D, L, A), np.float32)
+    mass = np.empty((D, L, A, H + 1, len(regions)), np.uint16)
+    heads: list[np.ndarray] | None = [] if (with_heads and bundle.attention_heads == "all") else None
+    for d in range(D):  # one step at a time: the temporaries stay one step in size (pi0: 25 MB)
+        probs = _action_probs(bundle, d, batch, valid)  # [L, H, A, S]
+        region_mass = np.stack([probs[..., r.start:r.stop].sum(-1, dtype=np.float64) for r in regions], -1)
+        region_mass = np.concatenate([region_mass, region_mass.mean(1, keepdims=True)], 1)  # [L, H + 1, A, M]
+        mass[d] = np.rint(np.clip(region_mass.transpose(0, 2, 1, 3), 0, 1) * _Q16).astype(np.uint16)
+        drawn = probs[..., keys]  # [L, H, A, R]
+        cmax = drawn.max(axis=(1, 3)) if R else np.zeros((L, A), np.float32)  # [L, A]
+        cell_max[d] = cmax
+        scale = np.where(cmax > 0, cmax, 1.0)[:, :, None]  # [L, A, 1]
+        fused[d] = _quantize_sqrt(drawn.max(1), scale)
+        if heads is not None:
+            heads.append(_quantize_sqrt(drawn.transpose(0, 2, 1, 3), scale[:, :, None]))  # [L, A, H, R]
+    images = {}
+    for c, name in enumerate(bundle.camera_names):
+        if bundle.image_masks[batch, c]:
+            images[name] = simplejpeg.encode_jpeg(np.ascontiguousarray(bundle.images[batch, c]), quality=92,
+                                                  colorspace="RGB")
+    step = bundle.inference_step if bundle.inference_step is not None else index
+    return CallArrays(
+        inference_step=int(step),
+        fused=fused,
+        cell_max=cell_max,
+        heads=heads,
+        mass=mass,
+        drawn_keys=keys,
+        drawn_regions=[(str(n), int(s), int(e)) for n, s, e in drawn_regions],
+        mass_regions=[(r.name if r.kind != "text" else "prompt", r.kind) for r in regions],
+        images=images,
+        image_size=(int(bundle.images.shape[2]), int(bundle.images.shape[3])),
+        pieces=[str(p) for p in bundle.token_pieces[batch]],
+        token_mask=[bool(m) for m in bundle.token_mask[batch]],
+        image_masks=[bool(m) for m in bundle.image_masks[batch]],
+        prompt=str(bundle.prompt[batch]) if bundle.prompt is not None else "",
+    )
+
+
+def decode_fused(call: CallArrays) -> np.ndarray:
+    """float32 [D, L, A, R]: the fused maps exactly as the page decodes them (for tests and benchmarks)."""
+    r = call.fused.astype(np.float32) / _Q8
+    return r * r * call.cell_max[..., None]
