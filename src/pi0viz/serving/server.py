@@ -1,0 +1,185 @@
+"""A websocket policy server speaking openpi's protocol, with attention on request.
+
+Protocol (the same bytes as openpi's WebsocketPolicyServer, so `openpi_client.WebsocketClientPolicy` works):
+- on connect the server sends one msgpack-numpy map: the metadata;
+- then, per request: a binary frame with a msgpack-numpy observation dict -> a binary frame with
+  {"actions": float32[H, 7], "policy_timing": {"infer_ms"}, "server_timing": {"infer_ms"[, "prev_total_ms"]}}
+  plus, if the request set "pi0viz/return_attention", the capture bundle as "attention_bundle/*" arrays
+  (see pi0viz.serving.protocol);
+- `GET /healthz` over plain HTTP -> 200 "OK".
+
+Errors are per request: a malformed message or a failing inference gets a TEXT frame with the message (what
+openpi's client raises as RuntimeError) and the connection stays open for the next request. (openpi instead
+closes the connection with code 1011 after any exception.) Inference runs in a worker thread, one call at a
+time across all connections, so health checks, new connections and disconnects are handled while the model
+runs; a client that disconnects mid-call only loses its own reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import threading
+import time
+import traceback
+from typing import Any, Mapping, Protocol
+
+import websockets
+from websockets.asyncio.server import Request, Response, ServerConnection, serve
+
+from pi0viz.serving import msgpack_numpy, protocol
+
+logger = logging.getLogger(__name__)
+
+
+class InferencePolicy(Protocol):
+    """What the server needs from a policy (pi0viz.model.policy.Policy has this)."""
+
+    def infer(self, obs: Mapping[str, Any], *, return_bundle: bool = False,
+              inference_step: int | None = None) -> dict[str, Any]: ...
+
+
+class RequestError(ValueError):
+    """The client sent something the server cannot use; reported back as a text frame."""
+
+
+class PolicyServer:
+    """Serve `policy` over websockets on host:port (port 0 = any free port; see `.port` once started).
+
+    Args:
+        policy: object with `infer(obs, *, return_bundle, inference_step) -> {"actions", ...}`.
+        host: interface to bind; loopback by default (the server runs no authentication).
+        port: TCP port.
+        metadata: extra entries for the metadata map sent on connect.
+    """
+
+    def __init__(self, policy: InferencePolicy, *, host: str = "127.0.0.1", port: int = 8000,
+                 metadata: Mapping[str, Any] | None = None) -> None:
+        self.policy = policy
+        self.host = host
+        self.port = port
+        self.metadata = dict(server_metadata(policy))
+        self.metadata.update(metadata or {})
+        self._infer_lock: asyncio.Lock | None = None
+        self._server: Any = None
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until cancelled (or `stop()` from another thread)."""
+        self._infer_lock = asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
+        # compression=None, max_size=None: as openpi; observations are a few hundred KB, bundles tens of MB.
+        async with serve(self._handle, self.host, self.port, compression=None, max_size=None,
+                         process_request=_health_check) as server:
+            self._server = server
+            self.port = server.sockets[0].getsockname()[1]
+            self._started.set()
+            await server.serve_forever()
+
+    def serve_forever(self) -> None:
+        """Blocking: serve until Ctrl-C."""
+        asyncio.run(self.run())
+
+    def start_in_thread(self, timeout: float = 30.0) -> threading.Thread:
+        """Start serving on a daemon thread (tests, notebooks); returns once the port is bound."""
+        thread = threading.Thread(target=self.serve_forever, name="pi0viz-policy-server", daemon=True)
+        thread.start()
+        if not self._started.wait(timeout):
+            raise RuntimeError(f"policy server did not start on {self.host}:{self.port} within {timeout} s")
+        return thread
+
+    def stop(self) -> None:
+        """Close the listening socket and all connections (thread-safe)."""
+        if self._loop is not None and self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+
+    # -- one connection ------------------------------------------------------------------------------------
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        peer = websocket.remote_address
+        logger.info("connection from %s opened", peer)
+        try:
+            await websocket.send(msgpack_numpy.packb(self.metadata))
+            prev_total_ms: float | None = None
+            async for message in websocket:
+                start = time.monotonic()
+                try:
+                    reply = await self._answer(message, prev_total_ms)
+                except RequestError as err:
+                    logger.warning("bad request from %s: %s", peer, err)
+                    await websocket.send(f"pi0viz server: bad request: {err}")
+                    continue
+                except Exception:  # a failing inference must not take the server down
+                    logger.exception("inference failed for %s", peer)
+                    await websocket.send("pi0viz server: inference failed:\n" + traceback.format_exc())
+                    continue
+                await websocket.send(reply)
+                prev_total_ms = (time.monotonic() - start) * 1000
+        except websockets.ConnectionClosed:
+            pass  # the client went away, possibly mid-call; its reply is simply dropped
+        logger.info("connection from %s closed", peer)
+
+    async def _answer(self, message: str | bytes, prev_total_ms: float | None) -> bytes:
+        """One request frame -> the packed response frame. Raises RequestError for client mistakes."""
+        if isinstance(message, str):
+            raise RequestError("expected a binary msgpack frame, got a text frame")
+        try:
+            request = msgpack_numpy.unpackb(message)
+            obs, want_attention, step = protocol.split_request(request)
+        except ValueError as err:  # MsgpackNumpyError is a ValueError
+            raise RequestError(str(err)) from None
+        assert self._infer_lock is not None, "run() sets the lock before serving"
+        async with self._infer_lock:
+            start = time.monotonic()
+            try:
+                result = await asyncio.to_thread(self._infer, obs, want_attention, step)
+            except (KeyError, TypeError, ValueError) as err:  # the policy's own input checks
+                raise RequestError(f"{type(err).__name__}: {err}") from None
+            infer_ms = (time.monotonic() - start) * 1000
+        result["server_timing"] = {"infer_ms": infer_ms}
+        if prev_total_ms is not None:
+            result["server_timing"]["prev_total_ms"] = prev_total_ms
+        return msgpack_numpy.packb(result)
+
+    def _infer(self, obs: dict[str, Any], want_attention: bool, step: int | None) -> dict[str, Any]:
+        """Run the policy (worker thread) and flatten its bundle into response arrays."""
+        started = time.monotonic()
+        out = self.policy.infer(obs, return_bundle=want_attention, inference_step=step)
+        result = {k: v for k, v in out.items() if k != "attention_bundle"}
+        result.setdefault("policy_timing", {"infer_ms": (time.monotonic() - started) * 1000})
+        if want_attention:
+            result.update(protocol.bundle_to_response(out["attention_bundle"]))
+        return result
+
+
+def server_metadata(policy: Any) -> dict[str, Any]:
+    """The metadata map sent on connect: what is served and how to ask for attention."""
+    from pi0viz import FORMAT, __version__
+
+    meta: dict[str, Any] = {
+        "server": f"pi0viz {__version__}",
+        "policy": getattr(policy, "description", type(policy).__name__),
+        "attention": {
+            "request_key": protocol.RETURN_ATTENTION_KEY,
+            "inference_step_key": protocol.INFERENCE_STEP_KEY,
+            "response_prefix": protocol.BUNDLE_PREFIX,
+            "bundle_format": FORMAT,
+        },
+    }
+    config = getattr(policy, "config", None)
+    if config is not None and hasattr(config, "action_horizon"):
+        meta["action_horizon"] = int(config.action_horizon)
+    if hasattr(policy, "action_dims"):
+        meta["action_dim"] = int(policy.action_dims)
+    return meta
+
+
+def _health_check(connection: ServerConnection, request: Request) -> Response | None:
+    """Answer plain-HTTP `GET /healthz` with 200 OK; every other path proceeds to the websocket handshake."""
+    if request.path == "/healthz":
+        return connection.respond(http.HTTPStatus.OK, "OK\n")
+    return None
