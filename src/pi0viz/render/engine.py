@@ -26,7 +26,7 @@ from pi0viz.render.files import (RenderError, cell_dir, inference_dir, parse_sel
                                  safe_names, write_atomic)
 from pi0viz.render.glyphs import GlyphAtlas
 from pi0viz.render.panels import (DEFAULT_ALPHA, DEFAULT_ZOOM, Caption, CameraPainter, TextPainter, Upsample,
-                                  layout_prompt)
+                                  as_rgbx, layout_prompt)
 
 MODEL_PATCH_PX = 14  # SigLIP So400m/14: the model sees rows*14 x cols*14 pixels (224 x 224 for 16 x 16 patches)
 DEFAULT_QUALITY = 85
@@ -258,7 +258,7 @@ class RenderJob:
                     continue
             os.makedirs(folder, exist_ok=True)
             for panel, name in zip(self.panels(d, l, a), names):
-                data = simplejpeg.encode_jpeg(panel, quality=self.options.quality, colorspace="RGB",
+                data = simplejpeg.encode_jpeg(as_rgbx(panel), quality=self.options.quality, colorspace="RGBX",
                                               colorsubsampling="420")
                 write_atomic(os.path.join(folder, name), data)
                 written += 1
@@ -266,7 +266,7 @@ class RenderJob:
         return written, nbytes, skipped
 
     def panels(self, d: int, l: int, a: int):
-        """Yield the cell's images ([h, w, 3] uint8, reused buffers) in the order of `cell_files`."""
+        """Yield the cell's images ([h, w] uint32 RGBX, reused buffers) in the order of `cell_files`."""
         if self._buffers is None:
             self._buffers = [self._alloc(k, 1) for k in range(len(self.painters))]
             if self.options.per_head:
@@ -281,9 +281,9 @@ class RenderJob:
         painter, cap = self.painters[k], self.captions[k][0]
         if isinstance(painter, CameraPainter):
             h, w = painter.shape
-            return np.empty((h + cap.height, w * count, 3), np.uint8)  # panels side by side
+            return np.empty((h + cap.height, w * count), np.uint32)  # panels side by side
         h, w = painter.layout.height, painter.layout.width
-        return np.empty(((h + cap.height) * count, w, 3), np.uint8)  # panels stacked
+        return np.empty(((h + cap.height) * count, w), np.uint32)  # panels stacked
 
     def _draw(self, out: np.ndarray, k: int, d: int, l: int, a: int, head: int | None) -> np.ndarray:
         n = self.region_keep[k]

@@ -2,7 +2,11 @@
 
 Everything that does not change between cells (upsampled images, the prompt layout and its glyphs, caption
 titles and colorbars) is prepared once per render call; per cell, a painter only gathers colormap rows by
-level and blends them with integer arithmetic into a preallocated panel.
+level and adds them into a preallocated panel.
+
+Panels are "RGBX" pixels packed in uint32 ([h, w] uint32 = [h, w, 4] uint8, X unused), which libjpeg-turbo
+encodes directly. Packing makes a gather move one word per pixel, and lets the camera blend be a single
+uint32 addition: both terms are pre-weighted so that every channel sum stays <= 255 and never carries.
 """
 
 from __future__ import annotations
@@ -30,6 +34,25 @@ def format_prob(value: float) -> str:
     return f"{value:.1e}"
 
 
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """[..., 3] uint8 -> [...] uint32 RGBX (little-endian byte order R, G, B, X)."""
+    rgb = np.asarray(rgb, np.uint8)
+    out = np.zeros(rgb.shape[:-1] + (4,), np.uint8)
+    out[..., :3] = rgb
+    return out.view("<u4")[..., 0].astype(np.uint32)
+
+
+def as_rgbx(panel: np.ndarray) -> np.ndarray:
+    """View a packed [h, w] uint32 panel as [h, w, 4] uint8 (what simplejpeg encodes as 'RGBX')."""
+    return panel.view(np.uint8).reshape(panel.shape[0], panel.shape[1], 4)
+
+
+def _blend(paper: np.ndarray, ink: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """(paper * (255 - a) + ink * a) / 255, rounded; paper/ink [..., 3] uint8, alpha [...] uint8."""
+    a = alpha.astype(np.uint16)[..., None]
+    return ((paper.astype(np.uint16) * (255 - a) + ink.astype(np.uint16) * a + 127) // 255).astype(np.uint8)
+
+
 # -- captions -----------------------------------------------------------------------------------------
 
 
@@ -42,7 +65,6 @@ class Caption:
     """
 
     def __init__(self, title: str, width: int, lut: np.ndarray, atlas: GlyphAtlas, zoom: int = 1) -> None:
-        self.atlas = atlas
         lh, pad = atlas.height, 2 * zoom
         self.rows = (pad, pad + lh, pad + 2 * lh)  # y of the three lines
         self.height = pad * 2 + 3 * lh
@@ -58,14 +80,30 @@ class Caption:
         bar_y0, bar_y1 = self.rows[2] + lh // 4, self.rows[2] + lh - lh // 4
         ramp = np.linspace(0, 255, self.bar_x1 - self.bar_x0).round().astype(np.intp)
         static[bar_y0:bar_y1, self.bar_x0:self.bar_x1] = lut[ramp][None]
-        self.static = static
+        self.static = pack_rgb(static)  # [height, width] uint32
+        # Glyphs pre-blended onto the caption paper: dynamic numbers are then plain copies.
+        paper = np.broadcast_to(np.asarray(CAPTION_PAPER, np.uint8), atlas.glyphs.shape + (3,))
+        ink = np.broadcast_to(np.asarray(CAPTION_INK, np.uint8), atlas.glyphs.shape + (3,))
+        tiles = pack_rgb(_blend(paper, ink, atlas.glyphs))  # [95, h, advance] uint32, chars 32..126
+        self.tiles = np.empty((atlas.height, 128, atlas.advance), np.uint32)  # [h, ASCII code, advance]
+        self.tiles[...] = tiles[ord("?") - 32][:, None, :]
+        self.tiles[:, 32:127] = tiles.transpose(1, 0, 2)
+        self.advance = atlas.advance
         self.pad = pad
 
+    def _write(self, out: np.ndarray, text: str, x: int, y: int) -> None:
+        codes = np.frombuffer(text.encode("ascii", "replace"), np.uint8)
+        n = min(len(codes), max(0, (self.width - x) // self.advance))
+        if n <= 0:
+            return
+        h, adv = self.tiles.shape[0], self.advance
+        out[y:y + h, x:x + n * adv].reshape(h, n, adv)[...] = self.tiles[:, codes[:n]]
+
     def draw(self, out: np.ndarray, *, peak: float, mass: float, top: float) -> None:
-        """Fill `out` [height, width, 3] with this caption for one cell."""
+        """Fill `out` [height, width] uint32 with this caption for one cell."""
         out[...] = self.static
-        paint(out, self.atlas.mask(f"max {format_prob(peak)}  mass {mass:.3f}"), self.pad, self.rows[1], CAPTION_INK)
-        paint(out, self.atlas.mask(format_prob(top)), self.bar_x1 + self.pad, self.rows[2], CAPTION_INK)
+        self._write(out, f"max {format_prob(peak)}  mass {mass:.3f}", self.pad, self.rows[1])
+        self._write(out, format_prob(top), self.bar_x1 + self.pad, self.rows[2])
 
 
 # -- cameras ------------------------------------------------------------------------------------------
@@ -78,6 +116,7 @@ class CameraPainter:
     [r * ph, (r + 1) * ph) x [c * pw, (c + 1) * pw) with ph = H / rows * z, pw = W / cols * z (pi0: 14 z px).
     "nearest" fills that block with one color; "bilinear" interpolates the levels between patch centers
     (smoother, but a hot patch then bleeds half a patch into its neighbors).
+    Blend: pixel = floor(image * (1 - alpha)) + floor(color * alpha), per channel (alpha in 1/256 steps).
     """
 
     def __init__(self, image: np.ndarray, patch_grid: tuple[int, int], lut: np.ndarray, *, zoom: int = DEFAULT_ZOOM,
@@ -90,11 +129,11 @@ class CameraPainter:
         self.block = (H // rows * zoom, W // cols * zoom)
         self.shape = (H * zoom, W * zoom)
         self.upsample = upsample
-        a = int(round(alpha * 256))  # blend weights in 1/256: out = (img * (256 - a) + color * a) >> 8, no overflow
+        a = int(round(alpha * 256))
         big = image.repeat(zoom, axis=0).repeat(zoom, axis=1)  # [H z, W z, 3]
-        self.base = (big.astype(np.uint16) * (256 - a)).reshape(rows, self.block[0], cols, self.block[1], 3)
-        self.lut_weighted = lut.astype(np.uint16) * a  # [256, 3]
-        self.sum = np.empty_like(self.base)
+        base = (big.astype(np.uint16) * (256 - a)) >> 8  # floor: the two terms sum to <= 255 per channel
+        self.base = pack_rgb(base.astype(np.uint8)).reshape(rows, self.block[0], self.shape[1])  # [rows, ph, W z]
+        self.lut = pack_rgb(((lut.astype(np.uint16) * a) >> 8).astype(np.uint8))  # [256] uint32
         if upsample == "bilinear":
             self.rows_w = _bilinear_weights(rows, self.shape[0])  # [H z, rows]
             self.cols_w = _bilinear_weights(cols, self.shape[1])  # [W z, cols]
@@ -102,16 +141,16 @@ class CameraPainter:
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
 
     def draw(self, levels: np.ndarray, out: np.ndarray) -> None:
-        """Paint `levels` [rows * cols] uint8 (raster order) into `out` [H z, W z, 3] uint8."""
+        """Paint `levels` [rows * cols] uint8 (raster order) into `out` [H z, W z] uint32."""
         rows, cols = self.grid
         if self.upsample == "nearest":
-            colors = self.lut_weighted[levels].reshape(rows, 1, cols, 1, 3)  # one color per patch block
-            np.add(self.base, colors, out=self.sum)
+            colors = self.lut[levels].reshape(rows, cols)
+            row_colors = np.repeat(colors, self.block[1], axis=1)  # [rows, W z]: one color per patch block
+            np.add(self.base, row_colors[:, None, :], out=out.reshape(rows, self.block[0], self.shape[1]))
         else:
             smooth = self.rows_w @ levels.reshape(rows, cols).astype(np.float32) @ self.cols_w.T  # [H z, W z]
             index = (smooth + 0.5).astype(np.uint8)
-            np.add(self.base.reshape(*self.shape, 3), self.lut_weighted[index], out=self.sum.reshape(*self.shape, 3))
-        np.right_shift(self.sum.reshape(*self.shape, 3), 8, out=out, casting="unsafe")
+            np.add(self.base.reshape(self.shape), self.lut[index], out=out)
 
 
 def _bilinear_weights(n: int, size: int) -> np.ndarray:
@@ -150,7 +189,7 @@ class TextLayout:
     """Where each prompt token sits in the text map; computed once per prompt.
 
     Attributes:
-        width, height: size of the token area in pixels (the caption goes below it).
+        width, height: size of the token area in pixels (the caption goes below it, from y = height).
         boxes: [n, 4] int (x0, y0, x1, y1), end-exclusive, one per drawn token, in prompt order.
         slots: [n] index of each drawn token in the prompt's T slots (pads are skipped).
         labels: the text drawn in each box.
@@ -203,24 +242,37 @@ def layout_prompt(pieces: Sequence[str], mask: Sequence[bool], *, width: int, zo
 
 
 class TextPainter:
-    """Recolors a fixed TextLayout per cell: box backgrounds from the colormap, labels in readable ink."""
+    """Recolors a fixed TextLayout per cell: box backgrounds from the colormap, labels in readable ink.
+
+    Within one line of boxes every pixel row has the same box pattern, so the map is a handful of colored
+    rows copied down; then only the pixels that carry ink (glyph strokes and their antialiased edges) are
+    set, from a [level, alpha] table of paper/ink blends built once.
+    """
 
     def __init__(self, layout: TextLayout, lut: np.ndarray, ink: np.ndarray) -> None:
         self.layout = layout
-        n = len(layout.boxes)
-        self.lut, self.ink = lut.astype(np.uint16), ink.astype(np.uint16)
-        self.paper = np.zeros((n + 1, 3), np.uint16)
-        self.pen = np.zeros((n + 1, 3), np.uint16)
-        self.paper[n] = TEXT_PAPER
-        self.alpha = layout.glyphs.astype(np.uint16)[..., None]  # [h, w, 1]
-        self.alpha_inv = 255 - self.alpha
-        self.n = n
+        self.n = n = len(layout.boxes)
+        patterns, row_pattern = np.unique(layout.box_index, axis=0, return_inverse=True)
+        self.patterns = patterns  # [P, width] box index per pixel, one row per distinct pixel-row pattern
+        self.row_pattern = row_pattern.reshape(-1).astype(np.intp)  # [height]
+        self.lut32 = pack_rgb(lut)
+        self.table = np.empty(n + 1, np.uint32)
+        self.table[n] = pack_rgb(np.asarray(TEXT_PAPER, np.uint8))
+        alpha = np.arange(256, dtype=np.uint8)
+        paper = np.broadcast_to(lut[:, None, :], (256, 256, 3))
+        pen = np.broadcast_to(ink[:, None, :], (256, 256, 3))
+        self.blends = pack_rgb(_blend(paper, pen, np.broadcast_to(alpha[None, :], (256, 256)))).reshape(-1)  # [level*256 + alpha]
+        flat_alpha = layout.glyphs.reshape(-1)
+        self.ink_at = np.flatnonzero(flat_alpha)  # pixels with ink (all inside boxes)
+        self.ink_box = layout.box_index.reshape(-1)[self.ink_at]
+        self.ink_alpha = flat_alpha[self.ink_at].astype(np.intp)
+        if n and (self.ink_box >= n).any():
+            raise ValueError("a label's ink spills out of its box")
 
     def draw(self, levels: np.ndarray, out: np.ndarray) -> None:
-        """Paint the token boxes with `levels` [n] uint8 (one per drawn token) into `out` [height, width, 3]."""
-        self.paper[: self.n] = self.lut[levels]
-        self.pen[: self.n] = self.ink[levels]
-        idx = self.layout.box_index
-        mixed = self.paper[idx] * self.alpha_inv + self.pen[idx] * self.alpha  # <= 255 * 255: fits uint16
-        mixed += 127
-        np.floor_divide(mixed, 255, out=out, casting="unsafe")
+        """Paint the token boxes with `levels` [n] uint8 (one per drawn token) into `out` [height, width] uint32."""
+        self.table[: self.n] = self.lut32[levels]
+        rows = self.table[self.patterns]  # [P, width]
+        np.take(rows, self.row_pattern, axis=0, out=out)
+        at = levels.astype(np.intp)[self.ink_box] * 256 + self.ink_alpha
+        out.reshape(-1)[self.ink_at] = self.blends[at]
