@@ -97,7 +97,7 @@ class Caption:
         if n <= 0:
             return
         h, adv = self.tiles.shape[0], self.advance
-        out[y:y + h, x:x + n * adv].reshape(h, n, adv)[...] = self.tiles[:, codes[:n]]
+        out[y:y + h, x:x + n * adv].reshape(h, n, adv)[...] = np.take(self.tiles, codes[:n], axis=1)
 
     def draw(self, out: np.ndarray, *, peak: float, mass: float, top: float) -> None:
         """Fill `out` [height, width] uint32 with this caption for one cell."""
