@@ -164,11 +164,12 @@ class RenderJob:
                              batch_index=b, keep_heads=options.per_head, check=options.check_probs)
         except FusionError as err:
             raise RenderError(str(err)) from None
-        drawn_cams = [c for c in cameras if image_mask[c]]
-        # Regions of all unmasked cameras are fused; keep those selected (+ text).
-        keep_names = {bundle.camera_names[c] for c in drawn_cams} | {"text"}
+        # call.regions = every unmasked camera in slot order, then the prompt (last). Keep the selected cameras
+        # by slot (names from data may even be "text"), then the prompt.
+        fused_cams = [c for c in range(len(bundle.camera_names)) if image_mask[c]]
+        keep_cams = [c for c in cameras if image_mask[c]]
         self.regions = call.regions
-        self.region_keep = [n for n, (name, _, _) in enumerate(call.regions) if name in keep_names]
+        self.region_keep = [fused_cams.index(c) for c in keep_cams] + [len(call.regions) - 1]
         self.tops = scale_tops(call.fused, call.regions, options.scale)  # [D, L, A, N]
         self.levels = to_levels(call.fused, self.tops, call.regions, options.scale)  # [D, L, A, R] uint8
         self.peaks = np.stack([call.fused[..., s:e].max(axis=-1) for _, s, e in call.regions], axis=-1)  # [D, L, A, N]
@@ -191,11 +192,9 @@ class RenderJob:
         self.painters: list = []
         self.captions: list[list[Caption]] = []
         self.file_names: list[str] = []
-        for n in self.region_keep:
-            name = self.regions[n][0]
-            if name == "text":
-                continue
-            image = bundle.images[b, bundle.camera_names.index(name)]
+        for c in keep_cams:
+            name = bundle.camera_names[c]
+            image = bundle.images[b, c]
             if image.shape[:2] != (want_h, want_w):
                 self.notes.append(f"camera {name!r}: image {image.shape[0]}x{image.shape[1]} resized with padding to "
                                   f"{want_h}x{want_w}, the model input size for a {rows}x{cols} grid of 14 px patches")
@@ -204,7 +203,7 @@ class RenderJob:
                                     upsample=options.upsample)
             self.painters.append(painter)
             self.captions.append(self._captions(name, painter.shape[1], lut, atlas, zoom))
-            self.file_names.append(file_names[bundle.camera_names.index(name)])
+            self.file_names.append(file_names[c])
         self.camera_width = want_w * zoom
         text_layout = layout_prompt(list(bundle.token_pieces[b]), list(token_mask), width=2 * self.camera_width,
                                     zoom=zoom)

@@ -26,14 +26,14 @@ class RenderError(RuntimeError):
 def safe_names(names: Sequence[str], reserved: Sequence[str] = ("text",)) -> list[str]:
     """File-name-safe, unique versions of camera names (which come from data and are untrusted).
 
-    Only [A-Za-z0-9._-] survive (anything else becomes "_"), leading dots are dropped (no hidden files, no
-    ".."), at most 64 characters; empty or clashing names (with each other or with "text", the prompt map)
+    Only [A-Za-z0-9._-] survive (anything else becomes "_"), runs of dots become "_" and leading dots are
+    dropped (no hidden files, no ".."), at most 64 characters; empty or clashing names (with each other or with "text", the prompt map)
     get a numeric suffix. The result can never contain a path separator, so files stay in their folder.
     """
     out: list[str] = []
     taken = {r.lower() for r in reserved}
     for i, name in enumerate(names):
-        base = _UNSAFE.sub("_", str(name)).lstrip(".")[:64] or f"camera_{i}"
+        base = re.sub(r"\.{2,}", "_", _UNSAFE.sub("_", str(name))).lstrip(".")[:64] or f"camera_{i}"
         candidate, k = base, 1
         while candidate.lower() in taken:  # case-insensitive: macOS/Windows file systems fold case
             candidate, k = f"{base}_{k}", k + 1
@@ -98,12 +98,14 @@ def parse_selection(spec: str | Sequence[int] | None, available: Sequence[int], 
     """Which of `available` to render: None/"all" = all; "0,3-5,9" = lists and inclusive ranges.
 
     The numbers are the ones that appear in the output paths (original step/layer indices, action token,
-    ...). Raises ValueError naming the unknown values and what exists.
+    ...). A range takes the values that exist inside it (layers "0-17" of a capture that kept 2, 10, 17 ->
+    2, 10, 17); a single number must exist. Raises ValueError naming the unknown values and what exists.
     """
     available = [int(a) for a in available]
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
         return available
     wanted: list[int] = []
+    have = set(available)
     if isinstance(spec, str):
         for part in spec.split(","):
             part = part.strip()
@@ -112,14 +114,17 @@ def parse_selection(spec: str | Sequence[int] | None, available: Sequence[int], 
                 lo, hi = int(m.group(1)), int(m.group(2))
                 if hi < lo:
                     raise ValueError(f"{what}: range {part!r} runs backwards")
-                wanted.extend(range(lo, hi + 1))
+                inside = [v for v in range(lo, hi + 1) if v in have]  # a range takes what exists inside it
+                if not inside:
+                    raise ValueError(f"{what}: range {part!r} holds none of this capture's {_ranges(available)}")
+                wanted.extend(inside)
             elif re.fullmatch(r"\d+", part):
                 wanted.append(int(part))
             else:
                 raise ValueError(f"{what}: cannot read {part!r}; use numbers and ranges like '0,3-5,9'")
     else:
         wanted = [int(v) for v in spec]
-    missing = sorted(set(wanted) - set(available))
+    missing = sorted(set(wanted) - have)
     if missing:
         raise ValueError(f"{what}: {missing} not in this capture, which has {_ranges(available)}")
     keep = set(wanted)
