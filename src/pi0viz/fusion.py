@@ -140,6 +140,12 @@ def check_probabilities(probs: np.ndarray, valid: np.ndarray, *, sums_to_one: bo
     mask = valid[:, None, None]  # [B, 1, 1, Q, S]
     inside = np.where(mask, p, 0).sum(axis=-1, dtype=np.float32)
     outside = np.where(mask, 0, p).sum(axis=-1, dtype=np.float32)
+    leak = float(outside.max()) if outside.size else 0.0
+    if leak > atol:
+        raise FusionError(
+            f"attention_kind='probs' but up to {leak:.3g} of a row's mass sits on masked keys (masked cameras, "
+            f"pads, or action keys seen by the state query); expected ~0. Check image_masks/token_mask, or {hint}"
+        )
     has_keys = valid.any(axis=-1)[:, None, None]  # rows with no valid key carry nothing
     bad = has_keys & (np.abs(inside - 1) > atol)
     if bad.any():
@@ -147,12 +153,6 @@ def check_probabilities(probs: np.ndarray, valid: np.ndarray, *, sums_to_one: bo
         raise FusionError(
             f"attention_kind='probs' but {int(bad.sum())} rows do not sum to 1 over their valid keys "
             f"(worst |sum - 1| = {worst:.3g}, tolerance {atol}); {hint}, or check camera/token masks"
-        )
-    leak = float(outside.max()) if outside.size else 0.0
-    if leak > atol:
-        raise FusionError(
-            f"attention_kind='probs' but up to {leak:.3g} of a row's mass sits on masked keys (masked cameras, "
-            f"pads, or action keys seen by the state query); expected ~0. Check image_masks/token_mask, or {hint}"
         )
 
 
