@@ -36,6 +36,7 @@ import numpy as np
 
 from pi0viz.bundle import CaptureBundle
 from pi0viz.model import CaptureOptions, Observation, Pi0Config, SampleOutput, init_params, sample_actions
+from pi0viz.model.config import IMAGE_RESOLUTION
 from pi0viz.model.image_tools import resize_with_pad, to_model_range, to_uint8_image
 from pi0viz.model.tokenizer import PromptTokenizer
 
@@ -119,7 +120,8 @@ class Policy:
         if not 1 <= action_dims <= config.action_dim:
             raise ValueError(f"action_dims must be in [1, {config.action_dim}], got {action_dims}")
         if delta_actions and action_dims < 6:
-            raise ValueError(f"delta_actions adds the state to action dims 0-5, so action_dims must be >= 6, got {action_dims}")
+            raise ValueError(
+                f"delta_actions adds the state to action dims 0-5, so action_dims must be >= 6, got {action_dims}")
         self.params = params
         self.config = config
         self.tokenizer = tokenizer
@@ -163,7 +165,8 @@ class Policy:
                 "pass PaliGemma's paligemma_tokenizer.model (--tokenizer PATH)", tokenizer.name, checkpoint_dir)
         params = load_params(checkpoint_dir / "params", dtype=config.dtype)
         norm_stats = load_norm_stats(checkpoint_dir, asset_id)
-        kwargs.setdefault("description", f"pi0 checkpoint {checkpoint_dir} ({config.dtype}, tokenizer {tokenizer.name})")
+        kwargs.setdefault("description",
+                          f"pi0 checkpoint {checkpoint_dir} ({config.dtype}, tokenizer {tokenizer.name})")
         return cls(params, config, tokenizer, norm_stats, **kwargs)
 
     @classmethod
@@ -180,7 +183,8 @@ class Policy:
             "state": {"mean": np.zeros(8), "std": np.ones(8)},
             "actions": {"mean": np.zeros(7), "std": np.ones(7)},
         }
-        kwargs.setdefault("description", f"UNTRAINED tiny pi0 (random weights, seed {seed}; tokenizer {tokenizer.name})")
+        kwargs.setdefault("description",
+                          f"UNTRAINED tiny pi0 (random weights, seed {seed}; tokenizer {tokenizer.name})")
         return cls(params, config, tokenizer, stats, seed=seed, **kwargs)
 
     # -- the pipeline ----------------------------------------------------------------------------------
@@ -194,7 +198,7 @@ class Policy:
         if missing:
             raise KeyError(f"observation is missing {missing}; a LIBERO observation has "
                            f"{[*LIBERO_IMAGE_KEYS, STATE_KEY, PROMPT_KEY]} (got keys {sorted(obs)})")
-        h, w = 224, 224
+        h, w = IMAGE_RESOLUTION
         images: dict[str, np.ndarray] = {}
         masks: dict[str, bool] = {}
         given = {cam: obs[key] for key, cam in LIBERO_IMAGE_KEYS.items()}
