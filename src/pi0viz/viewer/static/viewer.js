@@ -374,17 +374,27 @@
         gridViews.items.push({ r, cv });
       });
     }
+    const drawKey = [i, S.a, S.head, S.d, S.l, S.cmap].join('/');
+    if (gridViews.drawn === drawKey) return; // scrubbing the other controls leaves the grid as it is
+    gridViews.drawn = drawKey;
     let gmax = 0;
     show.forEach((r) => grid[r].forEach((row) => row.forEach((v) => { gmax = Math.max(gmax, v); })));
     gridViews.gmax = gmax;
     const t = lut();
-    for (const { r, cv } of gridViews.items) {
-      const ctx = cv.getContext('2d');
+    const small = gridViews.small || (gridViews.small = el('canvas'));
+    small.width = D; small.height = L;
+    const sctx = small.getContext('2d');
+    for (const item of gridViews.items) {
+      const { r, cv } = item;
+      const px = sctx.createImageData(D, L); // one pixel per (step, layer), scaled up below
       for (let l = 0; l < L; l++) for (let d = 0; d < D; d++) {
         const lv = gmax > 0 ? Math.floor(clamp(grid[r][l][d] / gmax, 0, 1) * 255 + 0.5) : 0;
-        ctx.fillStyle = 'rgb(' + t[3 * lv] + ',' + t[3 * lv + 1] + ',' + t[3 * lv + 2] + ')';
-        ctx.fillRect(d * GW, l * GH, GW, GH);
+        px.data.set([t[3 * lv], t[3 * lv + 1], t[3 * lv + 2], 255], 4 * (l * D + d));
       }
+      sctx.putImageData(px, 0, 0);
+      const ctx = item.ctx || (item.ctx = cv.getContext('2d'));
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(small, 0, 0, cv.width, cv.height);
       ctx.strokeStyle = '#5ad1ff';
       ctx.lineWidth = 2;
       ctx.strokeRect(S.d * GW + 1, S.l * GH + 1, GW - 2, GH - 2);
