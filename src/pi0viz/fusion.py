@@ -137,16 +137,22 @@ def check_probabilities(probs: np.ndarray, valid: np.ndarray, *, sums_to_one: bo
         raise FusionError(f"attention_kind='probs' but values span [{lo:.4g}, {hi:.4g}], outside [0, 1]; {hint}")
     if not sums_to_one:
         return
-    mask = valid[:, None, None]  # [B, 1, 1, Q, S]
-    inside = np.where(mask, p, 0).sum(axis=-1, dtype=np.float32)
-    outside = np.where(mask, 0, p).sum(axis=-1, dtype=np.float32)
+    # Mass on valid keys, one matmul per distinct row mask (pi0 has two: the state row and the action rows),
+    # instead of masked copies of the whole array.
+    inside = np.empty(p.shape[:-1], np.float32)  # [..., B, K, G, Q]
+    for b in range(valid.shape[0]):
+        rows, row_of = np.unique(valid[b], axis=0, return_inverse=True)
+        for r, row in enumerate(rows):
+            q = np.flatnonzero(row_of.reshape(-1) == r)
+            inside[..., b, :, :, q] = p[..., b, :, :, q, :].astype(np.float32) @ row.astype(np.float32)
+    outside = p.sum(axis=-1, dtype=np.float32) - inside
     leak = float(outside.max()) if outside.size else 0.0
     if leak > atol:
         raise FusionError(
             f"attention_kind='probs' but up to {leak:.3g} of a row's mass sits on masked keys (masked cameras, "
             f"pads, or action keys seen by the state query); expected ~0. Check image_masks/token_mask, or {hint}"
         )
-    has_keys = valid.any(axis=-1)[:, None, None]  # rows with no valid key carry nothing
+    has_keys = valid.any(axis=-1)[:, None, None]  # [B, 1, 1, Q]: rows with no valid key carry nothing
     bad = has_keys & (np.abs(inside - 1) > atol)
     if bad.any():
         worst = float(np.abs(inside - 1)[has_keys & bad].max())
@@ -231,21 +237,33 @@ def fuse_call(attention: np.ndarray, layout: AttentionLayout, image_masks: np.nd
             chunk = logits_to_probs(chunk, valid)
         elif check:
             check_probabilities(chunk, valid, sums_to_one=not heads_fused and layout.keys == "all", atol=atol)
-        drawn = chunk[:, 0, :, :, actions][..., keys].astype(np.float32)  # [L, K, G, A, R]
-        drawn = drawn.reshape(L, K * G, A, R).transpose(0, 2, 1, 3)  # [L, A, H, R]
-        fused[d] = drawn.max(axis=2)
+        drawn = _take_keys(chunk[:, 0, :, :, actions], keys).reshape(L, K * G, A, R)  # [L, H, A, R] float32
+        fused[d] = drawn.max(axis=1)
         if heads is not None:
-            heads[d] = drawn
+            heads[d] = drawn.transpose(0, 2, 1, 3)
         for n, (_, start, stop) in enumerate(regions):
-            mass[d, :, :, n] = drawn[..., start:stop].sum(axis=-1).mean(axis=-1)
+            mass[d, :, :, n] = drawn[..., start:stop].sum(axis=-1).mean(axis=1)
     return FusedCall(fused=fused, heads=heads, region_mass=mass, keys=keys, regions=regions)
 
 
+def _take_keys(x: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """x[..., keys] as float32, copying contiguous runs of keys as slices (cameras and prompt are runs)."""
+    breaks = np.flatnonzero(np.diff(keys) != 1) + 1
+    runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(keys, breaks) if len(r)]
+    out = np.empty(x.shape[:-1] + (len(keys),), np.float32)
+    at = 0
+    for start, stop in runs:
+        out[..., at:at + stop - start] = x[..., start:stop]
+        at += stop - start
+    return out
+
+
 def _has_bad_values(a: np.ndarray, *, allow_neg_inf: bool) -> bool:
-    # Per step, so the boolean temporaries stay one step in size.
+    # One float64 sum per step instead of elementwise tests: it is NaN if any value is NaN (or +inf meets -inf),
+    # +inf if any value is +inf, -inf if any is -inf (finite probabilities or scores cannot overflow it).
     for d in range(a.shape[0]):
-        step = a[d]
-        if np.isnan(step).any() or np.isposinf(step).any() or (not allow_neg_inf and np.isneginf(step).any()):
+        total = float(a[d].sum(dtype=np.float64))
+        if np.isnan(total) or total == np.inf or (total == -np.inf and not allow_neg_inf):
             return True
     return False
 
