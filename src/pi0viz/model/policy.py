@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -132,6 +133,7 @@ class Policy:
         self.default_prompt = default_prompt
         self.description = description or f"pi0 ({config.paligemma_variant} + {config.action_expert_variant})"
         self._rng = jax.random.key(seed)
+        self._rng_lock = threading.Lock()  # a server may call infer from several threads
 
     # -- construction --------------------------------------------------------------------------------
 
@@ -302,7 +304,8 @@ class Policy:
         Splits the policy RNG first, as openpi's Policy does, so call i of a policy with seed s always
         draws the same noise.
         """
-        self._rng, rng = jax.random.split(self._rng)
+        with self._rng_lock:
+            self._rng, rng = jax.random.split(self._rng)
         return sample_actions(self.params, self.config, rng, observation, num_steps=self.num_steps,
                               noise=None if noise is None else jnp.asarray(noise, jnp.float32), capture=capture)
 
