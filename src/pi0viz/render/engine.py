@@ -344,21 +344,20 @@ def run_job(job: RenderJob, progress: Callable[[int], None] | None = None) -> Re
     workers = min(job.options.workers or default_workers(), max(1, len(tasks)))
     os.makedirs(job.out_root, exist_ok=True)
     written = nbytes = skipped = 0
-    if workers == 1:
+    pool = None
+    if workers > 1:
+        try:
+            pool, stop = _start_pool(job, workers)
+        except (OSError, EOFError, RuntimeError) as err:  # e.g. forkserver cannot re-import a `python -` script
+            job.notes.append(f"could not start worker processes ({type(err).__name__}: {err}); rendered in this process")
+            workers = 1
+    if pool is None:
         for task in tasks:
             w, nb, s = job.render_task(*task)
             written, nbytes, skipped = written + w, nbytes + nb, skipped + s
             if progress:
                 progress(w + s)
     else:
-        # fork shares the prepared job for free; after JAX has started threads, fork is unsafe: use forkserver.
-        method = "fork" if sys.platform.startswith("linux") and "jax" not in sys.modules else "forkserver"
-        if method not in mp.get_all_start_methods():
-            method = "spawn"
-        ctx = mp.get_context(method)
-        stop = ctx.Event()
-        _JOB = job
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(None if method == "fork" else job, stop))
         failure: BaseException | None = None
         try:
             for w, nb, s in _imap_until_error(pool, tasks, stop):
@@ -379,6 +378,25 @@ def run_job(job: RenderJob, progress: Callable[[int], None] | None = None) -> Re
     return RenderSummary(out_dir=job.out_root, files_written=written, files_skipped=skipped,
                          cells=len(tasks) * len(job.layer_pos), bytes_written=nbytes,
                          seconds=time.perf_counter() - t0, workers=workers, notes=list(job.notes))
+
+
+def _start_pool(job: RenderJob, workers: int):
+    """A worker pool that holds `job`. fork shares the prepared job for free; once JAX has started its threads
+    fork is unsafe (a child could inherit a held lock), so then a forkserver gets the job pickled once per
+    worker (pi0: ~10 MB of uint8 levels and painters)."""
+    global _JOB
+    method = "fork" if sys.platform.startswith("linux") and "jax" not in sys.modules else "forkserver"
+    if method not in mp.get_all_start_methods():
+        method = "spawn"
+    ctx = mp.get_context(method)
+    stop = ctx.Event()
+    _JOB = job
+    try:
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(None if method == "fork" else job, stop))
+    finally:
+        if method != "fork":
+            _JOB = None
+    return pool, stop
 
 
 def _imap_until_error(pool, tasks, stop):
