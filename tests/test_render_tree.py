@@ -220,3 +220,38 @@ def test_visualize_attention_api_with_dict_images_batch_and_resize(tmp_path):
     img = decode(cell(tmp_path, 0, 1, 1, inference=3) / "fused_attention_on_base_0_rgb.jpg")
     lv = block_levels(img)
     assert np.unravel_index(lv.argmax(), lv.shape) == (2, 5) and lv[2, 5] >= 250
+
+
+def test_workers_after_jax_is_loaded_use_a_forkserver(tmp_path):
+    # A LIBERO loop running the model in-process has JAX's threads alive: fork would be unsafe.
+    script = tmp_path / "loop.py"
+    script.write_text(
+        "import sys, jax\n"
+        "from pi0viz.render import RenderOptions, render_bundle\n"
+        "from pi0viz.synthetic import synthetic_bundle\n"
+        "if __name__ == '__main__':\n"
+        "    b = synthetic_bundle(num_steps=1, num_layers=2, num_action_tokens=2)\n"
+        "    s = render_bundle(b, sys.argv[1], RenderOptions(workers=2))\n"
+        "    print(s.workers, s.files_written, s.notes)\n")
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "o")], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split()[:2] == ["2", "16"], out.stdout + out.stderr
+    assert len(jpgs(tmp_path / "o")) == 16
+
+
+def test_bfloat16_attention_and_odd_image_sizes(tmp_path):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    b = synthetic_bundle(num_steps=1, num_layers=1, num_action_tokens=2)
+    hot = b.layout.camera_region(1).start + 3 * GRID + 4
+    place_hot_key(b, step=0, layer=0, action_token=1, head=0, key=hot, mass=0.7)
+    images = np.zeros((3, 200, 300, 3), np.uint8)  # 2:3 frames: padded top and bottom like the model's input
+    images[..., 1] = 200
+    summary = visualize_attention(b.attention.astype(ml_dtypes.bfloat16), images=images,
+                                  camera_names=b.camera_names, token_pieces=b.token_pieces[0],
+                                  token_mask=b.token_mask[0], inference_step=0, out_dir=tmp_path, alpha=1.0, workers=1)
+    assert summary.files_written == 2 * 4
+    assert sum("resized with padding to 224x224" in n for n in summary.notes) == 3
+    img = decode(cell(tmp_path, 0, 1, 0) / "fused_attention_on_left_wrist_0_rgb.jpg")
+    assert img.shape[1] == GRID * PATCH_PX
+    lv = block_levels(img)
+    assert np.unravel_index(lv.argmax(), lv.shape) == (3, 4) and lv[3, 4] >= 250
