@@ -419,6 +419,8 @@
     $('episode').hidden = false;
     const cv = $('episode-chart');
     const ctx = cv.getContext('2d');
+    const width = clamp(NCALLS * 40, 240, 1200); // bars stay readable from 2 to ~600 calls
+    if (cv.width !== width) cv.width = width;
     const data = episodeMass();
     const bw = cv.width / NCALLS;
     ctx.clearRect(0, 0, cv.width, cv.height);
@@ -435,7 +437,9 @@
     ctx.fillRect(S.call * bw, cv.height - 8, Math.max(2, bw), 6);
     const legend = $('episode-legend');
     if (!legend.childElementCount) {
-      MREG.forEach(([name], r) => {
+      MREG.forEach(([name, kind], r) => {
+        const slotUsed = (c) => c.imageMasks[c.cameras.indexOf(name)];
+        if (kind === 'camera' && !CALLS.some(slotUsed)) return; // a slot masked in every call: never drawn
         const item = el('span');
         const sw = el('span', 'sw');
         sw.style.background = PALETTE[r % PALETTE.length];
