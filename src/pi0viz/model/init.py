@@ -107,15 +107,25 @@ def flatten(tree: Params, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+CHUNK = 1 << 24  # values sampled at once: bounds the 32-bit random bits the sampler needs (64 MiB)
+
+
 def _init_leaf(key: jax.Array, spec: Spec, dtype: jnp.dtype) -> jax.Array:
     shape, kind, fan_in = spec
     if kind == "zeros":
         return jnp.zeros(shape, dtype)
     if kind == "ones":
         return jnp.ones(shape, dtype)
-    std = {"normal": 1.0 / math.sqrt(fan_in), "embed": 1.0, "posemb": 1.0 / math.sqrt(fan_in)}[kind]
-    # Sampled directly in the target dtype: a full-size bfloat16 tree never exists in float32.
-    return jax.random.normal(key, shape, dtype) * jnp.asarray(std, dtype)
+    std = jnp.asarray({"normal": 1.0 / math.sqrt(fan_in), "embed": 1.0, "posemb": 1.0 / math.sqrt(fan_in)}[kind], dtype)
+    size = math.prod(shape)
+    # Large leaves (the 1.2 B-value gated MLP, the 527 M-value embedding) are sampled in slices of the leading
+    # axis by lax.map, so the sampler's 32-bit temporaries never reach the size of the leaf.
+    n = next((d for d in range(1, shape[0] + 1) if shape[0] % d == 0 and size // d <= CHUNK), shape[0]) if shape else 1
+    if n == 1:
+        return jax.random.normal(key, shape, dtype) * std
+    part = (shape[0] // n, *shape[1:])
+    chunks = jax.lax.map(lambda k: jax.random.normal(k, part, dtype) * std, jax.random.split(key, n))
+    return chunks.reshape(shape)
 
 
 def init_params(config: Pi0Config, rng: jax.Array) -> Params:
@@ -123,7 +133,8 @@ def init_params(config: Pi0Config, rng: jax.Array) -> Params:
 
     Scales: lecun-normal kernels, N(0, 1) token embeddings, zero biases, zero RMSNorm scales (used as 1 + scale),
     unit LayerNorm scales, and a random (not zero) SigLIP head so that images affect the actions.
-    Each leaf is built by its own small jitted function, so peak memory is the tree plus one leaf.
+    Each leaf is built by its own jitted function, sampled directly in `config.dtype` in slices of at most 16 M
+    values, so peak memory is the tree plus about one slice (a full-size bfloat16 tree never exists in float32).
     """
     specs = param_specs(config)
     dtype = config.compute_dtype
