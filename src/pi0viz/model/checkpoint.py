@@ -72,7 +72,9 @@ def load_params(params_dir: str | os.PathLike, *, dtype: str | jnp.dtype | None 
     """
     import orbax.checkpoint as ocp
 
-    path = Path(params_dir).absolute()
+    path = Path(params_dir).expanduser().absolute()
+    if (path / "params").is_dir() and not (path / "_METADATA").exists():
+        path = path / "params"  # given the checkpoint folder itself
     if not (path / "_METADATA").exists() and not (path / "manifest.ocdbt").exists():
         raise FileNotFoundError(f"{path} is not an orbax PyTree checkpoint (expected openpi's <checkpoint>/params)")
     ckptr = ocp.PyTreeCheckpointer()
