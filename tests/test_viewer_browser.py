@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,7 +82,10 @@ class Page:
                 let s = [0, 0, 0], lo = [255, 255, 255], hi = [0, 0, 0], n = 0;
                 for (let y = r * bh; y < (r + 1) * bh; y++) for (let x = k * bw; x < (k + 1) * bw; x++) {
                     const i = 4 * (y * cv.width + x);
-                    for (let ch = 0; ch < 3; ch++) { const v = px[i + ch]; s[ch] += v; lo[ch] = Math.min(lo[ch], v); hi[ch] = Math.max(hi[ch], v); }
+                    for (let ch = 0; ch < 3; ch++) {
+                        const v = px[i + ch];
+                        s[ch] += v; lo[ch] = Math.min(lo[ch], v); hi[ch] = Math.max(hi[ch], v);
+                    }
                     n++;
                 }
                 out.push([s[0] / n, s[1] / n, s[2] / n, Math.max(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2])]);
@@ -267,7 +269,8 @@ def test_no_network_requests_from_file_or_loopback_server(browser, hot_page_path
     page.page.keyboard.press("]")
     page.settle()
     folder = path.parent.as_uri()
-    assert page.requests and all(u.startswith(folder + "/") or u.startswith("data:") for u in page.requests), page.requests
+    inside = [u.startswith(folder + "/") or u.startswith("data:") for u in page.requests]
+    assert page.requests and all(inside), page.requests
     server, url = serve_viewer(path, port=0, background=True)
     try:
         assert server.server_address[0] == "127.0.0.1"
@@ -305,7 +308,7 @@ def _constructed_mass_bundle(step: int, camera_share: float):
 def test_mass_grid_and_episode_overview_show_constructed_masses(browser, tmp_path):
     shares = {5: 0.4, 2: 0.2, 9: 0.3}  # given out of order: the page orders calls by inference step
     out = write_viewer([_constructed_mass_bundle(s, v) for s, v in shares.items()], tmp_path / "ep.html",
-                       heads="embed")
+                       heads="none", fused="side")  # each call's maps load from side files when selected
     page = Page(browser, out.as_uri() + "#d=1&l=2&a=3")
     assert page.js("pi0viz.meta.calls.map(c => c.step)") == [2, 5, 9]
     grid = np.asarray(page.js("pi0viz.massGrid()"))  # [M, L, D] for the selected token, mean over heads
@@ -324,7 +327,9 @@ def test_mass_grid_and_episode_overview_show_constructed_masses(browser, tmp_pat
     assert page.js("!document.getElementById('episode').hidden")
     page.page.locator("body").click(position={"x": 5, "y": 5})
     page.page.keyboard.press(".")
-    assert page.js("pi0viz.state.call") == 1
+    page.settle()
+    assert page.js("pi0viz.state.call") == 1 and page.js("pi0viz.view.call") == 1
+    assert any(u.endswith("ep_data/f1.js") for u in page.requests)
     assert page.js("document.getElementById('o-call').textContent").startswith("5")
     # Clicking a grid cell selects that layer and step.
     page.page.mouse.click(box["x"] + 0.5 * box["width"] / 3, box["y"] + 3.5 * box["height"] / 4)

@@ -111,7 +111,8 @@ def test_side_and_embedded_data_hold_the_same_bytes(tmp_path):
         b64 = re.fullmatch(r'pi0vizChunk\("(\w+)","([A-Za-z0-9+/=]*)"\);\n', js)
         inline = re.search(rf'id="pi0viz-chunk-{cid}">([A-Za-z0-9+/=]*)</script>', text_e)
         assert b64 and b64.group(1) == cid and inline and b64.group(2) == inline.group(1)
-        assert len(base64.b64decode(b64.group(2))) == np.prod(spec["shape"]) * {"u8": 1, "u16": 2, "f32": 4}[spec["dtype"]]
+        itemsize = {"u8": 1, "u16": 2, "f32": 4}[spec["dtype"]]
+        assert len(base64.b64decode(b64.group(2))) == np.prod(spec["shape"]) * itemsize
     assert not (tmp_path / "emb_data").exists()
 
 

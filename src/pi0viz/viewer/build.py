@@ -9,7 +9,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from pi0viz.bundle import BundleError, CaptureBundle, load_bundle
+from pi0viz.bundle import CaptureBundle, load_bundle
 from pi0viz.viewer.data import CallArrays, call_arrays
 from pi0viz.viewer.page import (AUTO_EMBED_CALLS, COLORMAPS, FusedMode, HeadsMode, PageBuilder, call_meta,
                                 check_same_layout, colormap_tables)
@@ -73,7 +73,8 @@ def write_viewer(
     if tree is not None:
         meta["tree"] = scan_tree(Path(tree), out.parent)
     if title is None:
-        title = "pi0viz: " + (meta["calls"][0]["prompt"] if bundles and meta["calls"][0]["prompt"] else "attention viewer")
+        prompt = meta["calls"][0]["prompt"] if bundles else ""
+        title = "pi0viz: " + (prompt or "attention viewer")
     meta["title"] = title
     return builder.write(meta, title)
 

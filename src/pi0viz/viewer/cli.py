@@ -71,8 +71,9 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
     size = page.stat().st_size
     data_dir = page.parent / (page.stem + "_data")
     side = sum(f.stat().st_size for f in data_dir.iterdir()) if data_dir.is_dir() else 0
-    click.echo(f"wrote {page} ({size / 2**20:.1f} MiB" + (f"; side data {side / 2**20:.1f} MiB in {data_dir}" if side else "")
-               + f") for {len(bundles)} call(s){' + tree ' + str(tree) if tree else ''} in {time.perf_counter() - start:.1f} s")
+    extra = f"; side data {side / 2**20:.1f} MiB in {data_dir}" if side else ""
+    what = f"{len(bundles)} call(s)" + (f" + tree {tree}" if tree else "")
+    click.echo(f"wrote {page} ({size / 2**20:.1f} MiB{extra}) for {what} in {time.perf_counter() - start:.1f} s")
     if not serve:
         click.echo(f"open file://{page.resolve()}")
         return

@@ -8,8 +8,8 @@ The maps cover the drawn keys R of pi0viz.fusion (unmasked cameras' patches, the
 so a masked camera or a pad costs nothing. Encoding (little-endian, row-major):
 - fused  uint8 [D, L, A, R]: the fused value (max over heads of the attention probability) of drawn key r in
   cell (d, l, a) is `(q / 255) ** 2 * cell_max[d, l, a]`. Square-root quantization keeps small values (which
-  the log scale shows) ~16x finer than linear uint8 near 0 (first level 1.5e-5 of the cell max) and is exact
-  at 0 and at the cell maximum; relative error near the top <= 0.4 %.
+  the log scale shows) fine: at 1e-3 of the cell max 16x finer than linear uint8 (first nonzero level 1.5e-5
+  of the cell max); it is exact at 0 and at the cell maximum; relative error near the top <= 0.4 %.
 - cell_max float32 [D, L, A]: max over heads and drawn keys.
 - heads  uint8 [L, A, H, R] per diffusion step d, quantized against the same `cell_max`, so the fused map
   equals the max over the decoded head maps exactly.

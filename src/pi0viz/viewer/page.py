@@ -137,5 +137,6 @@ def call_meta(call: CallArrays, source: str, times: Sequence[float], steps: Sequ
         "times": [float(t) for t in times],
         "stepIndices": [int(s) for s in steps],
         "layerIndices": [int(x) for x in layers],
-        "images": {name: "data:image/jpeg;base64," + base64.b64encode(jpeg).decode() for name, jpeg in call.images.items()},
+        "images": {name: "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+                   for name, jpeg in call.images.items()},
     }

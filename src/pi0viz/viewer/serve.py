@@ -33,7 +33,8 @@ def make_server(page: Path, *, host: str = "127.0.0.1", port: int = 8000,
 
 
 def serve_viewer(page: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
-                 root: str | os.PathLike | None = None, background: bool = False) -> tuple[http.server.ThreadingHTTPServer, str]:
+                 root: str | os.PathLike | None = None,
+                 background: bool = False) -> tuple[http.server.ThreadingHTTPServer, str]:
     """Serve `page` (and its side files / JPEG tree under `root`) until interrupted, or in a thread.
 
     Returns (server, url); with `background=True` the server runs in a daemon thread (call server.shutdown()).
