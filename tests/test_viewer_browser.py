@@ -357,3 +357,14 @@ def test_attention_viz_tree_is_browsed_by_relative_path(browser, tmp_path):
     assert page.js("Array.from(document.querySelectorAll('#tree-files img')).every(i => i.naturalWidth > 0)")
     assert page.js("document.getElementById('maps').hidden")
     assert page.errors == []
+    # Served from the common folder of page and tree (as `pi0viz view --serve` does), the same paths load.
+    server, url = serve_viewer(out, port=0, root=tmp_path, background=True)
+    try:
+        assert url.endswith("/pages/tree.html")
+        page = Page(browser, url)
+        page.wait("Array.from(document.querySelectorAll('#tree-files img')).every(i => i.complete)")
+        assert page.js("Array.from(document.querySelectorAll('#tree-files img')).every(i => i.naturalWidth > 0)")
+        assert all(u.startswith(url.rsplit("/", 2)[0]) for u in page.requests), page.requests
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -115,15 +115,35 @@
     for (let k = 0; k < R; k++) out[k] = SQ[src[off + k]] * top;
     return out;
   }
-  function topOf(values) { // max, or numpy's linear-interpolation percentile
+  function topOf(values, scratch) { // max, or numpy's linear-interpolation percentile (scratch: may reorder values)
     const n = values.length;
     if (n === 0) return 0;
     if (S.pct === null) { let m = 0; for (let k = 0; k < n; k++) if (values[k] > m) m = values[k]; return m; }
-    const v = Float32Array.from(values).sort();
+    const v = scratch ? values : Float32Array.from(values); // selection reorders its input
     const pos = (S.pct / 100) * (n - 1);
     const lo = Math.floor(pos);
-    const hi = Math.min(lo + 1, n - 1);
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+    const vlo = selectKth(v, lo);
+    if (lo + 1 >= n) return vlo;
+    let vhi = Infinity; // after selection everything right of lo is >= v[lo]: the next order statistic is their min
+    for (let k = lo + 1; k < n; k++) if (v[k] < vhi) vhi = v[k];
+    return vlo + (vhi - vlo) * (pos - lo);
+  }
+  function selectKth(a, k) { // in-place quickselect (Hoare partition, median-of-3 pivot): O(n), not O(n log n)
+    let lo = 0, hi = a.length - 1;
+    while (hi > lo) {
+      const x = a[lo], y = a[(lo + hi) >> 1], z = a[hi];
+      const pivot = x < y ? (y < z ? y : x < z ? z : x) : (x < z ? x : y < z ? z : y);
+      let i = lo, j = hi;
+      while (i <= j) {
+        while (a[i] < pivot) i++;
+        while (a[j] > pivot) j--;
+        if (i <= j) { const t = a[i]; a[i] = a[j]; a[j] = t; i++; j--; }
+      }
+      if (k <= j) hi = j;
+      else if (k >= i) lo = i;
+      else return a[k];
+    }
+    return a[k];
   }
   const topCache = {};
   function groupTop(i, layer) { // top over all fused values of a layer (layer >= 0) or of the whole call
@@ -139,14 +159,17 @@
         for (let a = 0; a < A; a++) top = Math.max(top, cm[(d * L + l) * A + a]);
       }
     } else {
-      const cells = [];
+      const f = loaded['f' + i], cm = loaded['c' + i];
+      const all = new Float32Array((layer >= 0 ? D * A : D * L * A) * R);
+      let n = 0;
       for (let d = 0; d < D; d++) for (let l = 0; l < L; l++) {
         if (layer >= 0 && l !== layer) continue;
-        for (let a = 0; a < A; a++) cells.push([d, l, a]);
+        for (let a = 0; a < A; a++) {
+          const cell = (d * L + l) * A + a, cmax = cm[cell], off = cell * R;
+          for (let k = 0; k < R; k++) all[n++] = SQ[f[off + k]] * cmax;
+        }
       }
-      const all = new Float32Array(cells.length * R);
-      cells.forEach(([d, l, a], n) => all.set(cellValues(i, d, l, a, -1), n * R));
-      top = topOf(all);
+      top = topOf(all, true);
     }
     topCache[key] = top;
     return top;
