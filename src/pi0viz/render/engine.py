@@ -25,8 +25,8 @@ from pi0viz.render.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
 from pi0viz.render.files import (RenderError, cell_dir, inference_dir, parse_selection, remove_stale_temps,
                                  safe_names, write_atomic)
 from pi0viz.render.glyphs import GlyphAtlas
-from pi0viz.render.panels import (DEFAULT_ALPHA, DEFAULT_ZOOM, Caption, CameraPainter, TextPainter, Upsample,
-                                  as_rgbx, layout_prompt)
+from pi0viz.render.panels import (DEFAULT_ALPHA, DEFAULT_ZOOM, Caption, CameraPainter, CameraStack, TextPainter,
+                                  Upsample, as_rgbx, layout_prompt)
 
 MODEL_PATCH_PX = 14  # SigLIP So400m/14: the model sees rows*14 x cols*14 pixels (224 x 224 for 16 x 16 patches)
 DEFAULT_QUALITY = 85
@@ -213,6 +213,14 @@ class RenderJob:
         self.file_names.append("text")
         self.out_root = inference_dir(out_dir, inference_step)
         self._buffers: list[np.ndarray] | None = None
+        self._stack: CameraStack | None = None
+        num_cams = len(self.painters) - 1
+        if num_cams and options.upsample == "nearest":  # the fast path for all cameras of a cell at once
+            self._stack = CameraStack(self.painters[:num_cams], [c[0] for c in self.captions[:num_cams]])
+            spans = [self.regions[n][1:] for n in self.region_keep[:num_cams]]
+            contiguous = all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+            self._cam_keys = (slice(spans[0][0], spans[-1][1]) if contiguous
+                              else np.concatenate([np.arange(s, e) for s, e in spans]))
 
     @staticmethod
     def _select_cameras(names: list[str], spec: str | Sequence[str] | None) -> list[int]:
@@ -270,7 +278,18 @@ class RenderJob:
             self._buffers = [self._alloc(k, 1) for k in range(len(self.painters))]
             if self.options.per_head:
                 self._buffers += [self._alloc(k, 1 + self.num_heads) for k in range(len(self.painters))]
-        for k in range(len(self.painters)):
+        first = 0
+        if self._stack is not None:
+            num_cams = len(self.painters) - 1
+            panels = self._stack.draw(self.levels[d, l, a, self._cam_keys].reshape(num_cams, -1))
+            peaks, mass, tops = (x[d, l, a].tolist() for x in (self.peaks, self.mass, self.tops))
+            split = self._stack.shape[0]
+            for k in range(num_cams):
+                n = self.region_keep[k]
+                self.captions[k][0].numbers(panels[k, split:], peak=peaks[n], mass=mass[n], top=tops[n])
+                yield panels[k]
+            first = num_cams
+        for k in range(first, len(self.painters)):
             yield self._draw(self._buffers[k], k, d, l, a, head=None)
         if self.options.per_head:
             for k in range(len(self.painters)):
