@@ -282,12 +282,10 @@ class RenderJob:
         if self._stack is not None:
             num_cams = len(self.painters) - 1
             panels = self._stack.draw(self.levels[d, l, a, self._cam_keys].reshape(num_cams, -1))
+            keep = self.region_keep[:num_cams]
             peaks, mass, tops = (x[d, l, a].tolist() for x in (self.peaks, self.mass, self.tops))
-            split = self._stack.shape[0]
-            for k in range(num_cams):
-                n = self.region_keep[k]
-                self.captions[k][0].numbers(panels[k, split:], peak=peaks[n], mass=mass[n], top=tops[n])
-                yield panels[k]
+            self._stack.numbers([peaks[n] for n in keep], [mass[n] for n in keep], [tops[n] for n in keep])
+            yield from panels
             first = num_cams
         for k in range(first, len(self.painters)):
             yield self._draw(self._buffers[k], k, d, l, a, head=None)

@@ -167,6 +167,11 @@ class CameraStack:
         self.grid, self.block, self.shape = painters[0].grid, painters[0].block, painters[0].shape
         self.static = np.stack([c.static for c in captions])  # [C, caption height, W z]
         self.buffer = np.empty((len(painters), self.shape[0] + captions[0].height, self.shape[1]), np.uint32)
+        cap = captions[0]  # all camera captions share width, font and geometry
+        self.tiles, self.advance = cap.tiles, cap.advance
+        y0 = self.shape[0]
+        self.line = (y0 + cap.rows[1], cap.pad, min(24, (cap.width - cap.pad) // cap.advance))  # (y, x, chars)
+        self.top = (y0 + cap.rows[2], cap.bar_x1 + cap.pad, min(8, (cap.width - cap.bar_x1 - cap.pad) // cap.advance))
 
     def draw(self, levels: np.ndarray) -> np.ndarray:
         """Paint `levels` [C, rows * cols] uint8 into the panels; returns them, [C, H z + caption, W z] uint32
@@ -177,6 +182,20 @@ class CameraStack:
         np.add(self.base, row_colors[:, :, None, :], out=self.buffer[:, :h].reshape(C, rows, ph, w))
         self.buffer[:, h:] = self.static
         return self.buffer
+
+    def numbers(self, peaks: Sequence[float], masses: Sequence[float], tops: Sequence[float]) -> None:
+        """Write every camera's caption numbers (see Caption) with one gather and one copy per line."""
+        self._write([f"max {format_prob(p)}  mass {m:.3f}" for p, m in zip(peaks, masses)], *self.line)
+        self._write([format_prob(t) for t in tops], *self.top)
+
+    def _write(self, texts: Sequence[str], y: int, x: int, n: int) -> None:
+        if n <= 0:
+            return
+        C, h, adv = len(texts), self.tiles.shape[0], self.advance
+        joined = "".join(t[:n].ljust(n) for t in texts)  # spaces are paper: they overwrite with the background
+        codes = np.frombuffer(joined.encode("ascii", "replace"), np.uint8).reshape(C, n)
+        glyphs = np.take(self.tiles, codes, axis=1)  # [h, C, n, advance]
+        self.buffer[:, y:y + h, x:x + n * adv].reshape(C, h, n, adv)[...] = glyphs.transpose(1, 0, 2, 3)
 
 
 def _bilinear_weights(n: int, size: int) -> np.ndarray:
