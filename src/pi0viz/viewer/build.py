@@ -85,40 +85,53 @@ def _load(item: BundleLike, index: int) -> tuple[CaptureBundle, str]:
     return load_bundle(item), Path(item).name
 
 
+def _peek_step(item: BundleLike, index: int) -> int:
+    """The inference step of a bundle without loading its attention (npz members load lazily)."""
+    if isinstance(item, CaptureBundle):
+        return item.inference_step if item.inference_step is not None else index
+    try:
+        with np.load(item, allow_pickle=False) as z:
+            return int(z["inference_step"]) if "inference_step" in z.files else index
+    except Exception:  # unreadable: load_bundle reports it properly below
+        return index
+
+
 def _add_calls(builder: PageBuilder, bundles: Sequence[BundleLike], *, heads: HeadsMode, fused: FusedMode,
                batch: int) -> dict[str, Any]:
-    """Reduce every bundle, order the calls by inference step, register their chunks; return the call metadata."""
-    calls: list[tuple[CallArrays, dict[str, Any]]] = []
-    for index, item in enumerate(bundles):
-        bundle, source = _load(item, index)
-        arrays = call_arrays(bundle, batch=batch, with_heads=heads != "none", index=index)
-        meta = call_meta(arrays, source, bundle.diffusion_times.tolist(), bundle.step_indices.tolist(),
-                         bundle.layer_indices.tolist())
-        meta["cameras"] = list(bundle.camera_names)
-        meta["grid"] = list(bundle.patch_grid)
-        calls.append((arrays, meta))
-    calls.sort(key=lambda c: c[0].inference_step)
-    steps = [c[0].inference_step for c in calls]
+    """Order the calls by inference step, then reduce them one at a time and hand their chunks to the builder.
+
+    One call at a time: side files are written as they come, so an episode never holds more than one call's
+    per-head maps (pi0: 59 MB) in memory. Returns the calls' metadata.
+    """
+    steps = [_peek_step(item, index) for index, item in enumerate(bundles)]
     if len(set(steps)) != len(steps):
         raise ViewerError(f"two bundles claim the same inference_step (steps {steps}); give each call its own step")
-    check_same_layout([c[0] for c in calls])
-    fused_side = fused == "side" or (fused == "auto" and len(calls) > AUTO_EMBED_CALLS)
-    first = calls[0][0]
-    D, L, A, H1, M = first.mass.shape
-    for i, (arrays, meta) in enumerate(calls):
+    order = sorted(range(len(bundles)), key=lambda k: steps[k])
+    fused_side = fused == "side" or (fused == "auto" and len(bundles) > AUTO_EMBED_CALLS)
+    metas: list[dict[str, Any]] = []
+    episode: list[np.ndarray] = []
+    first: CallArrays | None = None
+    for i, index in enumerate(order):
+        bundle, source = _load(bundles[index], index)
+        arrays = call_arrays(bundle, batch=batch, with_heads=heads != "none", index=index)
+        arrays.inference_step = steps[index]
+        first = first or arrays
+        check_same_layout(first, arrays)
+        meta = call_meta(arrays, source, bundle.diffusion_times.tolist(), bundle.step_indices.tolist(),
+                         bundle.layer_indices.tolist())
+        meta.update(cameras=list(bundle.camera_names), grid=list(bundle.patch_grid), heads=arrays.heads is not None)
         builder.add(f"f{i}", arrays.fused, side=fused_side)
         builder.add(f"c{i}", arrays.cell_max, side=fused_side)
         builder.add(f"m{i}", arrays.mass, side=fused_side)
-        meta["heads"] = arrays.heads is not None
         for d, block in enumerate(arrays.heads or []):
             builder.add(f"h{i}_{d}", block, side=heads == "side")
-    episode = np.stack([c[0].mass[..., H1 - 1, :] for c in calls])  # [N, D, L, A, M] head-mean mass
-    builder.add("e", episode, side=False)
-    return {
-        "calls": [c[1] for c in calls],
-        "dims": {"D": D, "L": L, "A": A, "H": H1 - 1},
-        "massRegions": [[n, k] for n, k in first.mass_regions],
-    }
+        metas.append(meta)
+        episode.append(arrays.mass[..., -1, :])  # [D, L, A, M] head-mean mass
+    assert first is not None
+    D, L, A, H1, _ = first.mass.shape
+    builder.add("e", np.stack(episode), side=False)  # [N, D, L, A, M]
+    return {"calls": metas, "dims": {"D": D, "L": L, "A": A, "H": H1 - 1},
+            "massRegions": [[n, k] for n, k in first.mass_regions]}
 
 
 def scan_tree(root: Path, page_dir: Path) -> dict[str, Any]:

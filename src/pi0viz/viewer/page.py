@@ -38,7 +38,7 @@ class PageBuilder:
         self.out_html = out_html
         self.data_dir_name = out_html.stem + "_data"
         self.inline: dict[str, str] = {}
-        self.side: dict[str, str] = {}
+        self.side_bytes = 0
         self.chunks: dict[str, dict[str, Any]] = {}
 
     def add(self, cid: str, array: np.ndarray, *, side: bool) -> None:
@@ -47,9 +47,12 @@ class PageBuilder:
         dtype = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16", np.dtype(np.float32): "f32"}[array.dtype]
         b64 = base64.b64encode(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()).decode()
         spec: dict[str, Any] = {"dtype": dtype, "shape": list(array.shape)}
-        if side:
+        if side:  # written now, so a long episode never holds all its side data in memory
             spec["file"] = f"{self.data_dir_name}/{cid}.js"
-            self.side[cid] = b64
+            data_dir = self.out_html.parent / self.data_dir_name
+            data_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(data_dir / f"{cid}.js", f'pi0vizChunk("{cid}","{b64}");\n')
+            self.side_bytes += len(b64)
         else:
             self.inline[cid] = b64
         self.chunks[cid] = spec
@@ -70,11 +73,6 @@ class PageBuilder:
         # One pass over the template, so a marker inside substituted text is never expanded again.
         page = re.sub(r"/\*@(TITLE|CSS|META|CHUNKS|JS)@\*/", lambda m: parts[m.group(1)], page)
         self.out_html.parent.mkdir(parents=True, exist_ok=True)
-        if self.side:
-            data_dir = self.out_html.parent / self.data_dir_name
-            data_dir.mkdir(exist_ok=True)
-            for cid, b64 in self.side.items():
-                _atomic_write(data_dir / f"{cid}.js", f'pi0vizChunk("{cid}","{b64}");\n')
         _atomic_write(self.out_html, page)
         return self.out_html
 
@@ -109,16 +107,14 @@ def colormap_tables() -> dict[str, list[int]]:
     return out
 
 
-def check_same_layout(calls: Sequence[CallArrays]) -> None:
+def check_same_layout(first: CallArrays, call: CallArrays) -> None:
     """All calls of one page must share D, L, A, H and the mass regions (one set of sliders drives them all)."""
-    first = calls[0]
-    for call in calls[1:]:
-        if call.mass.shape != first.mass.shape or call.mass_regions != first.mass_regions:
-            raise BundleError(
-                f"inference step {call.inference_step}: [D, L, A, H+1, regions] = {list(call.mass.shape)} with regions "
-                f"{[n for n, _ in call.mass_regions]}, but step {first.inference_step} has {list(first.mass.shape)} "
-                f"with {[n for n, _ in first.mass_regions]}; view bundles of one policy and episode together"
-            )
+    if call.mass.shape != first.mass.shape or call.mass_regions != first.mass_regions:
+        raise BundleError(
+            f"inference step {call.inference_step}: [D, L, A, H+1, regions] = {list(call.mass.shape)} with regions "
+            f"{[n for n, _ in call.mass_regions]}, but step {first.inference_step} has {list(first.mass.shape)} "
+            f"with {[n for n, _ in first.mass_regions]}; view bundles of one policy and episode together"
+        )
 
 
 def call_meta(call: CallArrays, source: str, times: Sequence[float], steps: Sequence[int],
