@@ -1,0 +1,284 @@
+"""LIBERO evaluation with attention maps: openpi's examples/libero/main.py loop, plus pi0viz's attention_viz tree.
+
+    bash scripts/install-libero.sh                       # once: the LIBERO extra, into .venv
+    # a) against a policy server (as openpi runs it; the server may be on a GPU machine):
+    pi0viz serve --checkpoint DIR --tokenizer PATH &     # or: pi0viz serve --tiny
+    .venv/bin/python examples/libero/main.py --task-suite-name libero_spatial --task-ids 0 --num-trials-per-task 1
+    # b) in-process, no server:
+    .venv/bin/python examples/libero/main.py --policy tiny --task-ids 0 --num-trials-per-task 1 --max-inference-calls 3
+
+Same loop as openpi: per task one env (256 x 256 cameras), per trial reset + benchmark init state, 10 "wait"
+steps with the dummy action, then query the policy with the rotated, 224 x 224 images and the 8-d state, execute
+the first `replan_steps` = 5 actions of each chunk, until success or the suite's step limit. Rollout videos go to
+--video-out-path (rollout_<task>_ep<k>_<success|failure>.mp4, the model-input camera at 10 fps).
+
+Attention: every inference call (or every k-th: --attention-every k) asks the policy for its capture bundle and
+renders it with `pi0viz.visualize_attention` into
+
+    <attention-out>/<suite>_task<id>_ep<k>/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/...
+
+where N is the index of the call in the episode. A full pi0 call is 9,000 cells (36,000 JPEGs, ~0.5 GB); for long
+runs use --bundles-only (one .npz per call in <episode>/bundles/, render later with `pi0viz render` or browse with
+`pi0viz view`), the --render-* selections, or --max-inference-calls for quick looks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pi0viz import libero_env
+from pi0viz.bundle import CaptureBundle, save_bundle
+
+logger = logging.getLogger("libero_example")
+VIDEO_FPS = 10
+
+
+@dataclasses.dataclass
+class Args:
+    """Command-line options (see `--help`)."""
+
+    policy: str = "server"  # "server" (--host/--port), "tiny", or "checkpoint:DIR"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tokenizer: str | None = None  # PaliGemma tokenizer for policy checkpoint:DIR
+    resize_size: int = 224
+    replan_steps: int = 5
+    task_suite_name: str = "libero_spatial"
+    task_ids: list[int] | None = None  # default: every task of the suite
+    num_steps_wait: int = 10
+    num_trials_per_task: int = 50
+    max_steps: int | None = None  # default: the suite's limit (libero_env.MAX_STEPS)
+    seed: int = 7
+    video_out_path: str = "data/libero/videos"
+    attention: bool = True
+    attention_out: str = "attention_viz"
+    attention_every: int = 1
+    bundles_only: bool = False
+    save_bundles: bool = False
+    max_inference_calls: int | None = None
+    render_steps: str | None = None
+    render_action_tokens: str | None = None
+    render_layers: str | None = None
+    workers: int | None = None
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    """One rollout: outcome, how far it got, and where its files went."""
+
+    success: bool
+    steps: int
+    inference_calls: int
+    rendered_calls: list[int]
+    episode_dir: Path
+    frames: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)  # model-input agentview
+    video: Path | None = None
+    error: str | None = None
+
+
+class ChunkPolicy(Protocol):
+    def infer(self, obs: dict[str, Any], *, return_attention: bool, inference_step: int) -> dict[str, Any]: ...
+
+
+class InProcessPolicy:
+    """A pi0viz Policy in this process ("tiny" or "checkpoint:DIR")."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def infer(self, obs: dict[str, Any], *, return_attention: bool, inference_step: int) -> dict[str, Any]:
+        return self.policy.infer(obs, return_bundle=return_attention, inference_step=inference_step)
+
+
+class ServerPolicy:
+    """A policy server speaking openpi's protocol (pi0viz serve); attention comes back as a rebuilt bundle."""
+
+    def __init__(self, host: str, port: int) -> None:
+        from pi0viz.serving.client import PolicyClient
+
+        self.client = PolicyClient(host, port, connect_timeout=300)
+        logger.info("server metadata: %s", self.client.metadata)
+
+    def infer(self, obs: dict[str, Any], *, return_attention: bool, inference_step: int) -> dict[str, Any]:
+        return self.client.infer(obs, return_attention=return_attention, inference_step=inference_step)
+
+
+def make_policy(args: Args) -> ChunkPolicy:
+    """--policy server | tiny | checkpoint:DIR -> an object with infer(obs, return_attention, inference_step)."""
+    if args.policy == "server":
+        return ServerPolicy(args.host, args.port)
+    from pi0viz.model.policy import Policy
+
+    if args.policy == "tiny":
+        return InProcessPolicy(Policy.tiny(seed=0))
+    if args.policy.startswith("checkpoint:"):
+        return InProcessPolicy(Policy.from_checkpoint(args.policy.split(":", 1)[1], tokenizer_path=args.tokenizer))
+    raise ValueError(f"--policy must be 'server', 'tiny' or 'checkpoint:DIR', got {args.policy!r}")
+
+
+def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
+    """Render one call's bundle with pi0viz.visualize_attention (or only save it with --bundles-only)."""
+    step = int(bundle.inference_step or 0)
+    if args.bundles_only or args.save_bundles:
+        save_bundle(bundle, episode_dir / "bundles" / f"inference_{step:03d}.npz")
+    if args.bundles_only:
+        return
+    from pi0viz import visualize_attention
+
+    summary = visualize_attention(
+        bundle.attention,
+        images=bundle.images,
+        camera_names=bundle.camera_names,
+        token_pieces=bundle.token_pieces,
+        token_mask=bundle.token_mask,
+        image_masks=bundle.image_masks,
+        inference_step=step,
+        out_dir=episode_dir,
+        num_state_tokens=bundle.num_state_tokens,
+        num_action_tokens=bundle.num_action_tokens,
+        attention_kind=bundle.attention_kind,
+        patch_grid=bundle.patch_grid,
+        diffusion_times=bundle.diffusion_times,
+        step_indices=bundle.step_indices,
+        layer_indices=bundle.layer_indices,
+        steps=args.render_steps,
+        action_tokens=args.render_action_tokens,
+        layers=args.render_layers,
+        workers=args.workers,
+    )
+    logger.info("attention of call %d: %d files in %.1f s -> %s", step, summary.files_written, summary.seconds,
+                summary.out_dir)
+
+
+def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPolicy, args: Args,
+                episode_dir: Path, *, max_steps: int) -> EpisodeResult:
+    """One rollout in an existing env (reset here). Renders attention as configured; returns the outcome."""
+    env.reset()
+    obs = env.set_init_state(init_state)
+    plan: collections.deque = collections.deque()
+    frames: list[np.ndarray] = []
+    calls, rendered, t, success, error = 0, [], 0, False, None
+    try:
+        while t < max_steps + args.num_steps_wait:
+            if t < args.num_steps_wait:  # objects are dropped into the scene: let them settle
+                obs, _, _, _ = env.step(list(libero_env.DUMMY_ACTION))
+                t += 1
+                continue
+            if not plan and args.max_inference_calls is not None and calls >= args.max_inference_calls:
+                logger.info("stopping after %d inference calls (--max-inference-calls)", calls)
+                break
+            request = libero_env.policy_observation(obs, prompt, size=args.resize_size)
+            frames.append(request["observation/image"])
+            if not plan:
+                want = args.attention and calls % args.attention_every == 0
+                out = policy.infer(request, return_attention=want, inference_step=calls)
+                chunk = np.asarray(out["actions"])
+                if len(chunk) < args.replan_steps:
+                    raise ValueError(f"replanning every {args.replan_steps} steps needs chunks that long; "
+                                     f"the policy returned {len(chunk)} actions")
+                plan.extend(chunk[: args.replan_steps])
+                if want:
+                    render_call(out["attention_bundle"], episode_dir, args)
+                    rendered.append(calls)
+                calls += 1
+            obs, _, done, _ = env.step(plan.popleft().tolist())
+            if done:
+                success = True
+                break
+            t += 1
+    except Exception:  # as openpi: a failing episode is logged and counted as a failure
+        error = traceback.format_exc()
+        logger.error("episode failed:\n%s", error)
+    return EpisodeResult(success=success, steps=t, inference_calls=calls, rendered_calls=rendered,
+                         episode_dir=episode_dir, frames=frames, error=error)
+
+
+def write_video(frames: list[np.ndarray], path: Path) -> Path:
+    """Frames [T][224, 224, 3] uint8 -> an mp4 (imageio + ffmpeg from the LIBERO extra)."""
+    import imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(str(path), [np.asarray(f) for f in frames], fps=VIDEO_FPS)
+    return path
+
+
+def eval_libero(args: Args) -> list[EpisodeResult]:
+    """The evaluation loop over tasks and trials; returns every episode's result."""
+    np.random.seed(args.seed)
+    suite = libero_env.task_suite(args.task_suite_name)
+    max_steps = args.max_steps or libero_env.MAX_STEPS[args.task_suite_name]
+    task_ids = args.task_ids if args.task_ids is not None else list(range(suite.n_tasks))
+    policy = make_policy(args)
+    results: list[EpisodeResult] = []
+    for task_id in task_ids:
+        env, prompt = libero_env.make_env(suite, task_id, seed=args.seed)
+        init_states = suite.get_task_init_states(task_id)
+        try:
+            for trial in range(args.num_trials_per_task):
+                logger.info("task %d (%s), trial %d", task_id, prompt, trial)
+                episode_dir = Path(args.attention_out) / f"{args.task_suite_name}_task{task_id}_ep{trial}"
+                start = time.monotonic()
+                result = run_episode(env, init_states[trial % len(init_states)], prompt, policy, args, episode_dir,
+                                     max_steps=max_steps)
+                name = f"rollout_{prompt.replace(' ', '_')}_ep{trial}_{'success' if result.success else 'failure'}.mp4"
+                if result.frames:
+                    result.video = write_video(result.frames, Path(args.video_out_path) / name)
+                results.append(result)
+                done = sum(r.success for r in results)
+                logger.info("success: %s (%d steps, %d calls, %.0f s); so far %d/%d (%.1f%%)", result.success,
+                            result.steps, result.inference_calls, time.monotonic() - start, done, len(results),
+                            100 * done / len(results))
+        finally:
+            env.close()
+    logger.info("total success rate: %d/%d", sum(r.success for r in results), len(results))
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = Args()
+    p.add_argument("--policy", default=d.policy, help="'server' (connect to --host/--port), 'tiny', or 'checkpoint:DIR'")
+    p.add_argument("--host", default=d.host)
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--tokenizer", default=None, help="PaliGemma tokenizer model for --policy checkpoint:DIR")
+    p.add_argument("--resize-size", type=int, default=d.resize_size)
+    p.add_argument("--replan-steps", type=int, default=d.replan_steps)
+    p.add_argument("--task-suite-name", default=d.task_suite_name, choices=libero_env.SUITES)
+    p.add_argument("--task-ids", type=_int_list, default=None, help="e.g. '0,3' (default: all tasks of the suite)")
+    p.add_argument("--num-steps-wait", type=int, default=d.num_steps_wait)
+    p.add_argument("--num-trials-per-task", type=int, default=d.num_trials_per_task)
+    p.add_argument("--max-steps", type=int, default=None, help="default: the suite's limit as in openpi")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--video-out-path", default=d.video_out_path)
+    p.add_argument("--no-attention", dest="attention", action="store_false", help="plain evaluation, no maps")
+    p.add_argument("--attention-out", default=d.attention_out, help="root of the per-episode attention_viz trees")
+    p.add_argument("--attention-every", type=int, default=d.attention_every, help="only every k-th inference call")
+    p.add_argument("--bundles-only", action="store_true", help="save one capture bundle (.npz) per call, no JPEGs")
+    p.add_argument("--save-bundles", action="store_true", help="save the bundles next to the JPEG tree too")
+    p.add_argument("--max-inference-calls", type=int, default=None, help="end each episode after N calls")
+    p.add_argument("--render-steps", default=None, help="denoising steps to render, e.g. '0,9'")
+    p.add_argument("--render-action-tokens", default=None, help="action tokens to render, e.g. '0-4'")
+    p.add_argument("--render-layers", default=None, help="layers to render, e.g. '0,17'")
+    p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
+    args = Args(**vars(p.parse_args(argv)))
+    if args.attention_every < 1:
+        p.error("--attention-every must be >= 1")
+    return args
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    eval_libero(parse_args())

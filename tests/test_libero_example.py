@@ -1,0 +1,119 @@
+"""examples/libero/main.py in a real LIBERO environment with the tiny pi0: in-process and through the server.
+
+One env is created for the module and reused (creation + reset cost ~10-15 s on 2 cores; each step ~0.3 s).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pi0viz import libero_env
+from pi0viz.bundle import load_bundle
+
+pytestmark = [pytest.mark.libero, pytest.mark.slow]
+if not libero_env.libero_installed():
+    pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh (CI installs it via scripts/test.sh)",
+                allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMERA_FILES = {"fused_attention_on_base_0_rgb.jpg", "fused_attention_on_left_wrist_0_rgb.jpg",
+                "fused_attention_on_text.jpg"}  # right_wrist_0_rgb is a padded slot in LIBERO: no file
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("libero_example_main", ROOT / "examples" / "libero" / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses need the module registered
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def example():
+    return _load_example()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    suite = libero_env.task_suite("libero_spatial")
+    env, prompt = libero_env.make_env(suite, 0, seed=7)
+    yield env, prompt, suite.get_task_init_states(0)[0]
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_policy():
+    from pi0viz.model.policy import Policy
+
+    return Policy.tiny(seed=0)
+
+
+def test_episode_in_process_renders_every_kth_call(example, scene, tiny_policy, tmp_path: Path) -> None:
+    env, prompt, init_state = scene
+    args = example.Args(policy="tiny", max_inference_calls=3, attention_every=2, render_steps="0,9",
+                        render_layers="0,3", save_bundles=True, workers=2)
+    episode = tmp_path / "attention_viz" / "libero_spatial_task0_ep0"
+    result = example.run_episode(env, init_state, prompt, example.InProcessPolicy(tiny_policy), args, episode,
+                                 max_steps=220)
+    assert result.error is None, result.error
+    assert result.inference_calls == 3 and result.rendered_calls == [0, 2]
+    assert result.steps == 10 + 3 * 5  # wait steps + 3 chunks of replan_steps actions
+    assert len(result.frames) == 3 * 5 and not result.success
+
+    # The tree holds exactly the rendered calls and the selected cells: 2 steps x 50 tokens x 2 layers.
+    assert sorted(p.name for p in episode.glob("inference_timestep_*")) == ["inference_timestep_0",
+                                                                             "inference_timestep_2"]
+    for call in (0, 2):
+        root = episode / f"inference_timestep_{call}"
+        cells = sorted(p for p in root.glob("diffusion_timestep_*/action_token_*/layer_*") if p.is_dir())
+        assert len(cells) == 2 * 50 * 2
+        assert {c.parent.parent.name for c in cells} == {"diffusion_timestep_0", "diffusion_timestep_9"}
+        assert {c.name for c in cells} == {"layer_0", "layer_3"}
+        for cell in cells:
+            assert {f.name for f in cell.iterdir()} == CAMERA_FILES
+        # The bundle of the call holds what the model saw at that env step (calls come every 5 steps).
+        bundle = load_bundle(episode / "bundles" / f"inference_{call:03d}.npz")
+        assert bundle.inference_step == call and str(bundle.prompt[0]) == prompt
+        np.testing.assert_array_equal(bundle.images[0, 0], result.frames[5 * call])
+    assert not (episode / "inference_timestep_1").exists()
+
+    video = example.write_video(result.frames, tmp_path / "videos" / "rollout.mp4")
+    import imageio
+
+    with imageio.get_reader(str(video)) as reader:
+        assert reader.count_frames() == len(result.frames)
+
+
+def test_episode_through_the_server_saves_bundles_only(example, scene, tiny_policy, tmp_path: Path) -> None:
+    from pi0viz.serving.server import PolicyServer
+
+    env, prompt, init_state = scene
+    server = PolicyServer(tiny_policy, port=0)
+    server.start_in_thread()
+    try:
+        policy = example.ServerPolicy("127.0.0.1", server.port)
+        args = example.Args(policy="server", max_inference_calls=2, bundles_only=True)
+        episode = tmp_path / "ep"
+        result = example.run_episode(env, init_state, prompt, policy, args, episode, max_steps=220)
+        policy.client.close()
+    finally:
+        server.stop()
+    assert result.error is None, result.error
+    assert result.rendered_calls == [0, 1]
+    assert not list(episode.rglob("*.jpg"))  # --bundles-only: no JPEG tree
+    for call in (0, 1):
+        bundle = load_bundle(episode / "bundles" / f"inference_{call:03d}.npz")
+        assert bundle.attention.dtype == np.float16  # as it came over the wire
+        assert bundle.attention.shape == (10, 4, 1, 1, 8, 51, 867)
+        np.testing.assert_array_equal(bundle.images[0, 0], result.frames[5 * call])
+
+
+def test_command_line_parses_openpi_defaults(example) -> None:
+    args = example.parse_args(["--task-ids", "0,3", "--policy", "tiny"])
+    assert (args.num_steps_wait, args.replan_steps, args.resize_size, args.seed) == (10, 5, 224, 7)
+    assert args.task_ids == [0, 3] and args.task_suite_name == "libero_spatial" and args.attention
