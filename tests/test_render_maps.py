@@ -160,3 +160,19 @@ def test_per_head_views(tmp_path):
     assert hot_panels == [0, 7]  # the fused map and head 6
     text = decode(folder / "per_head_attention_on_text.jpg")
     assert text.shape[0] == 9 * decode(folder / "fused_attention_on_text.jpg").shape[0]
+
+
+def test_camera_selection_with_a_gap_draws_the_right_patches(tmp_path):
+    b = hot_bundle()
+    right = b.layout.camera_region(2).start + 13 * GRID + 2
+    from pi0viz.synthetic import place_hot_key
+
+    place_hot_key(b, step=3, layer=5, action_token=17, head=1, key=right, mass=0.8)
+    render_bundle(b, tmp_path, RenderOptions(alpha=1.0, cameras="base_0_rgb,right_wrist_0_rgb", **ONE_CELL))
+    folder = cell(tmp_path, 3, 17, 5)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "fused_attention_on_base_0_rgb.jpg", "fused_attention_on_right_wrist_0_rgb.jpg", "fused_attention_on_text.jpg"]
+    lv = block_levels(decode(folder / "fused_attention_on_right_wrist_0_rgb.jpg"))
+    assert np.unravel_index(lv.argmax(), lv.shape) == (13, 2) and 215 <= lv[13, 2] <= 235  # 0.8 / 0.9 of the top
+    lv = block_levels(decode(folder / "fused_attention_on_base_0_rgb.jpg"))
+    assert np.unravel_index(lv.argmax(), lv.shape) == (4, 11) and lv[4, 11] >= 250

@@ -129,45 +129,50 @@ class RenderJob:
         options.validate()
         self.options = options
         self.notes: list[str] = []
-        layout = bundle.layout
         b = options.batch_index
         if not 0 <= b < bundle.batch_size:
             raise RenderError(f"batch_index {b} out of range: this capture has batch size {bundle.batch_size}")
-        image_mask = bundle.image_masks[b]
-        token_mask = bundle.token_mask[b]
-        if not token_mask.any():
+        if not bundle.token_mask[b].any():
             raise RenderError("the prompt is empty (token_mask has no True entry): expected at least one prompt token")
+        cameras = self._select(bundle)
+        keep_cams = [c for c in cameras if bundle.image_masks[b, c]]
+        masked = [bundle.camera_names[c] for c in cameras if not bundle.image_masks[b, c]]
+        if masked:
+            self.notes.append(f"masked camera(s) {masked} are padded slots: no files written for them")
+        self._fuse(bundle, keep_cams)
+        self._build_painters(bundle, keep_cams)
+        self.out_root = inference_dir(out_dir, inference_step)
 
-        # Selections, by the numbers that appear in the paths.
-        step_labels = [int(s) for s in bundle.step_indices]
+    def _select(self, bundle: CaptureBundle) -> list[int]:
+        """Positions of the selected steps, layers, action tokens; returns the selected camera slots."""
+        step_labels = [int(s) for s in bundle.step_indices]  # the numbers that appear in the paths
         layer_labels = [int(s) for s in bundle.layer_indices]
         try:
-            steps = parse_selection(options.steps, step_labels, "diffusion steps")
-            layers = parse_selection(options.layers, layer_labels, "layers")
-            actions = parse_selection(options.action_tokens, range(layout.num_action_tokens), "action tokens")
-            cameras = self._select_cameras(bundle.camera_names, options.cameras)
+            steps = parse_selection(self.options.steps, step_labels, "diffusion steps")
+            layers = parse_selection(self.options.layers, layer_labels, "layers")
+            actions = parse_selection(self.options.action_tokens, range(bundle.num_action_tokens), "action tokens")
+            cameras = self._select_cameras(bundle.camera_names, self.options.cameras)
         except ValueError as err:
             raise RenderError(str(err)) from None
         self.step_pos = [step_labels.index(s) for s in steps]
         self.layer_pos = [layer_labels.index(s) for s in layers]
         self.action_pos = list(actions)
         self.step_labels, self.layer_labels = step_labels, layer_labels
+        return cameras
 
-        masked = [bundle.camera_names[c] for c in cameras if not image_mask[c]]
-        if masked:
-            self.notes.append(f"masked camera(s) {masked} are padded slots: no files written for them")
-
-        # Fusion over the whole call (all cells: scales like "global" must not depend on the selection).
+    def _fuse(self, bundle: CaptureBundle, keep_cams: list[int]) -> None:
+        """Levels, scale tops and caption numbers of every cell (over the whole call, so that scales such as
+        "global" never depend on the selection)."""
+        options, b = self.options, self.options.batch_index
         try:
-            call = fuse_call(bundle.attention, layout, bundle.image_masks, bundle.token_mask,
+            call = fuse_call(bundle.attention, bundle.layout, bundle.image_masks, bundle.token_mask,
                              kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
                              batch_index=b, keep_heads=options.per_head, check=options.check_probs)
         except FusionError as err:
             raise RenderError(str(err)) from None
         # call.regions = every unmasked camera in slot order, then the prompt (last). Keep the selected cameras
         # by slot (names from data may even be "text"), then the prompt.
-        fused_cams = [c for c in range(len(bundle.camera_names)) if image_mask[c]]
-        keep_cams = [c for c in cameras if image_mask[c]]
+        fused_cams = [c for c in range(len(bundle.camera_names)) if bundle.image_masks[b, c]]
         self.regions = call.regions
         self.region_keep = [fused_cams.index(c) for c in keep_cams] + [len(call.regions) - 1]
         self.tops = scale_tops(call.fused, call.regions, options.scale)  # [D, L, A, N]
@@ -180,45 +185,42 @@ class RenderJob:
             self.head_peaks = np.stack([call.heads[..., s:e].max(axis=-1) for _, s, e in call.regions], axis=-1)
             self.head_mass = np.stack([call.heads[..., s:e].sum(axis=-1) for _, s, e in call.regions], axis=-1)
         self.num_heads = 0 if call.heads is None else call.heads.shape[3]
-        del call
 
-        # Painters.
+    def _build_painters(self, bundle: CaptureBundle, keep_cams: list[int]) -> None:
+        """One painter and caption set per drawn camera, then the prompt's; images at the model input size."""
+        options, b = self.options, self.options.batch_index
         lut = colormap_lut(options.colormap)
         zoom = int(options.zoom)
         atlas = GlyphAtlas(11 * zoom)
-        rows, cols = layout.patch_grid
+        rows, cols = bundle.patch_grid
         want_h, want_w = rows * MODEL_PATCH_PX, cols * MODEL_PATCH_PX
         file_names = safe_names(bundle.camera_names)
         self.painters: list = []
         self.captions: list[list[Caption]] = []
         self.file_names: list[str] = []
         for c in keep_cams:
-            name = bundle.camera_names[c]
-            image = bundle.images[b, c]
+            name, image = bundle.camera_names[c], bundle.images[b, c]
             if image.shape[:2] != (want_h, want_w):
                 self.notes.append(f"camera {name!r}: image {image.shape[0]}x{image.shape[1]} resized with padding to "
                                   f"{want_h}x{want_w}, the model input size for a {rows}x{cols} grid of 14 px patches")
                 image = resize_with_pad(image, want_h, want_w)
-            painter = CameraPainter(image, layout.patch_grid, lut, zoom=zoom, alpha=options.alpha,
+            painter = CameraPainter(image, bundle.patch_grid, lut, zoom=zoom, alpha=options.alpha,
                                     upsample=options.upsample)
             self.painters.append(painter)
             self.captions.append(self._captions(name, painter.shape[1], lut, atlas, zoom))
             self.file_names.append(file_names[c])
-        self.camera_width = want_w * zoom
-        text_layout = layout_prompt(list(bundle.token_pieces[b]), list(token_mask), width=2 * self.camera_width,
-                                    zoom=zoom)
-        self.text_layout = text_layout
-        self.painters.append(TextPainter(text_layout, lut, readable_ink(lut)))
-        self.captions.append(self._captions("prompt", text_layout.width, lut, atlas, zoom))
+        self.text_layout = layout_prompt(list(bundle.token_pieces[b]), list(bundle.token_mask[b]),
+                                         width=2 * want_w * zoom, zoom=zoom)
+        self.painters.append(TextPainter(self.text_layout, lut, readable_ink(lut)))
+        self.captions.append(self._captions("prompt", self.text_layout.width, lut, atlas, zoom))
         self.file_names.append("text")
-        self.out_root = inference_dir(out_dir, inference_step)
         self._buffers: list[np.ndarray] | None = None
         self._stack: CameraStack | None = None
-        num_cams = len(self.painters) - 1
-        if num_cams and options.upsample == "nearest":  # the fast path for all cameras of a cell at once
-            self._stack = CameraStack(self.painters[:num_cams], [c[0] for c in self.captions[:num_cams]])
-            spans = [self.regions[n][1:] for n in self.region_keep[:num_cams]]
-            contiguous = all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+        if keep_cams and options.upsample == "nearest":  # the fast path: all cameras of a cell at once
+            n = len(keep_cams)
+            self._stack = CameraStack(self.painters[:n], [c[0] for c in self.captions[:n]])
+            spans = [self.regions[r][1:] for r in self.region_keep[:n]]
+            contiguous = all(spans[i][1] == spans[i + 1][0] for i in range(n - 1))
             self._cam_keys = (slice(spans[0][0], spans[-1][1]) if contiguous
                               else np.concatenate([np.arange(s, e) for s, e in spans]))
 
