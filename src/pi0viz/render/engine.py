@@ -274,26 +274,29 @@ class RenderJob:
                 nbytes += len(data)
         return written, nbytes, skipped
 
-    def panels(self, d: int, l: int, a: int):
-        """Yield the cell's images ([h, w] uint32 RGBX, reused buffers) in the order of `cell_files`."""
+    def panels(self, d: int, l: int, a: int) -> list[np.ndarray]:
+        """The cell's images ([h, w] uint32 RGBX, reused buffers) in the order of `cell_files`."""
         if self._buffers is None:
             self._buffers = [self._alloc(k, 1) for k in range(len(self.painters))]
             if self.options.per_head:
                 self._buffers += [self._alloc(k, 1 + self.num_heads) for k in range(len(self.painters))]
-        first = 0
-        if self._stack is not None:
+        if self._stack is None:
+            out = [self._draw(self._buffers[k], k, d, l, a, head=None) for k in range(len(self.painters))]
+        else:  # the fast path: cameras in one go, the prompt without the generic bookkeeping
             num_cams = len(self.painters) - 1
-            panels = self._stack.draw(self.levels[d, l, a, self._cam_keys].reshape(num_cams, -1))
-            keep = self.region_keep[:num_cams]
             peaks, mass, tops = (x[d, l, a].tolist() for x in (self.peaks, self.mass, self.tops))
-            self._stack.numbers([peaks[n] for n in keep], [mass[n] for n in keep], [tops[n] for n in keep])
-            yield from panels
-            first = num_cams
-        for k in range(first, len(self.painters)):
-            yield self._draw(self._buffers[k], k, d, l, a, head=None)
+            keep = self.region_keep
+            out = list(self._stack.draw(self.levels[d, l, a, self._cam_keys].reshape(num_cams, -1)))
+            self._stack.numbers([peaks[n] for n in keep[:-1]], [mass[n] for n in keep[:-1]],
+                                [tops[n] for n in keep[:-1]])
+            text, (_, start, stop), buf = self.painters[-1], self.regions[keep[-1]], self._buffers[num_cams]
+            split = text.layout.height
+            text.draw(self.levels[d, l, a, start:stop], buf[:split])
+            self.captions[-1][0].numbers(buf[split:], peak=peaks[keep[-1]], mass=mass[keep[-1]], top=tops[keep[-1]])
+            out.append(buf)
         if self.options.per_head:
-            for k in range(len(self.painters)):
-                yield self._montage(self._buffers[len(self.painters) + k], k, d, l, a)
+            out += [self._montage(self._buffers[len(self.painters) + k], k, d, l, a) for k in range(len(self.painters))]
+        return out
 
     def _alloc(self, k: int, count: int) -> np.ndarray:
         painter, cap = self.painters[k], self.captions[k][0]
@@ -301,7 +304,9 @@ class RenderJob:
             h, w = painter.shape
             return np.empty((h + cap.height, w * count), np.uint32)  # panels side by side
         h, w = painter.layout.height, painter.layout.width
-        return np.empty(((h + cap.height) * count, w), np.uint32)  # panels stacked
+        buf = np.empty(((h + cap.height) * count, w), np.uint32)  # panels stacked
+        buf[h:h + cap.height] = cap.static  # the fast path only rewrites the numbers
+        return buf
 
     def _draw(self, out: np.ndarray, k: int, d: int, l: int, a: int, head: int | None) -> np.ndarray:
         n = self.region_keep[k]

@@ -25,6 +25,8 @@ DEFAULT_ALPHA = 0.6  # heat-map weight in the blend; the image stays readable un
 CAPTION_INK = (20, 20, 20)
 CAPTION_PAPER = (255, 255, 255)
 TEXT_PAPER = (255, 255, 255)
+NUMBER_CHARS = 24  # "max 2.1e-05  mass 0.123" fits
+TOP_CHARS = 8
 
 
 def format_prob(value: float) -> str:
@@ -91,13 +93,15 @@ class Caption:
         self.advance = atlas.advance
         self.pad = pad
 
-    def _write(self, out: np.ndarray, text: str, x: int, y: int) -> None:
-        codes = np.frombuffer(text.encode("ascii", "replace"), np.uint8)
-        n = min(len(codes), max(0, (self.width - x) // self.advance))
+    def _write(self, out: np.ndarray, text: str, x: int, y: int, width: int) -> None:
+        # Padded to a fixed `width` in characters: the spaces repaint the previous cell's digits with paper, so
+        # a reused buffer never needs the static caption copied again.
+        n = min(width, max(0, (self.width - x) // self.advance))
         if n <= 0:
             return
+        codes = np.frombuffer(text[:n].ljust(n).encode("ascii", "replace"), np.uint8)
         h, adv = self.tiles.shape[0], self.advance
-        out[y:y + h, x:x + n * adv].reshape(h, n, adv)[...] = np.take(self.tiles, codes[:n], axis=1)
+        out[y:y + h, x:x + n * adv].reshape(h, n, adv)[...] = np.take(self.tiles, codes, axis=1)
 
     def draw(self, out: np.ndarray, *, peak: float, mass: float, top: float) -> None:
         """Fill `out` [height, width] uint32 with this caption for one cell."""
@@ -106,8 +110,8 @@ class Caption:
 
     def numbers(self, out: np.ndarray, *, peak: float, mass: float, top: float) -> None:
         """Only the per-cell numbers, onto a copy of `static` already in `out`."""
-        self._write(out, f"max {format_prob(peak)}  mass {mass:.3f}", self.pad, self.rows[1])
-        self._write(out, format_prob(top), self.bar_x1 + self.pad, self.rows[2])
+        self._write(out, f"max {format_prob(peak)}  mass {mass:.3f}", self.pad, self.rows[1], NUMBER_CHARS)
+        self._write(out, format_prob(top), self.bar_x1 + self.pad, self.rows[2], TOP_CHARS)
 
 
 # -- cameras ------------------------------------------------------------------------------------------
@@ -170,17 +174,18 @@ class CameraStack:
         cap = captions[0]  # all camera captions share width, font and geometry
         self.tiles, self.advance = cap.tiles, cap.advance
         y0 = self.shape[0]
-        self.line = (y0 + cap.rows[1], cap.pad, min(24, (cap.width - cap.pad) // cap.advance))  # (y, x, chars)
-        self.top = (y0 + cap.rows[2], cap.bar_x1 + cap.pad, min(8, (cap.width - cap.bar_x1 - cap.pad) // cap.advance))
+        self.line = (y0 + cap.rows[1], cap.pad, min(NUMBER_CHARS, (cap.width - cap.pad) // cap.advance))  # y, x, chars
+        self.top = (y0 + cap.rows[2], cap.bar_x1 + cap.pad,
+                    min(TOP_CHARS, (cap.width - cap.bar_x1 - cap.pad) // cap.advance))
+        self.buffer[:, self.shape[0]:] = self.static  # once: per cell only the fixed-width numbers change
 
     def draw(self, levels: np.ndarray) -> np.ndarray:
         """Paint `levels` [C, rows * cols] uint8 into the panels; returns them, [C, H z + caption, W z] uint32
-        (captions without their per-cell numbers)."""
+        (captions hold the previous cell's numbers until `numbers`)."""
         C, (rows, cols), (ph, pw), (h, w) = len(self.base), self.grid, self.block, self.shape
         colors = self.lut[levels].reshape(C, rows, cols)
         row_colors = np.repeat(colors, pw, axis=2)  # [C, rows, W z]
         np.add(self.base, row_colors[:, :, None, :], out=self.buffer[:, :h].reshape(C, rows, ph, w))
-        self.buffer[:, h:] = self.static
         return self.buffer
 
     def numbers(self, peaks: Sequence[float], masses: Sequence[float], tops: Sequence[float]) -> None:
