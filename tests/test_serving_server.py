@@ -106,6 +106,15 @@ def test_actions_and_attention_with_pi0viz_client(served, frame) -> None:
     assert np.all(bundle.attention[..., 512:768] == 0)
 
 
+def test_fused_heads_on_request(served, frame) -> None:
+    server, _ = served
+    with PolicyClient("127.0.0.1", server.port) as client:
+        out = client.infer(frame.observation(), return_attention=True, fuse_heads=True)
+    bundle = out["attention_bundle"]
+    assert bundle.attention.shape == (10, 4, 1, 1, 1, 51, 867) and bundle.attention_heads == "max"
+    assert np.all(bundle.attention[..., 512:768] == 0)  # the padded camera stays exactly zero
+
+
 @pytest.mark.skipif(not CLIENT_PY.exists(), reason="openpi-client venv missing: run bash scripts/install-openpi-client.sh")
 def test_real_openpi_client_in_its_own_environment(served, frame, tmp_path: Path) -> None:
     server, _ = served
@@ -139,6 +148,7 @@ def test_real_openpi_client_in_its_own_environment(served, frame, tmp_path: Path
     (msgpack_numpy.packb({"prompt": "x"}), "missing"),
     (msgpack_numpy.packb({"observation/image": np.zeros((2, 2), np.float32)}), "missing"),
     (msgpack_numpy.packb({"prompt": "x", RETURN_ATTENTION_KEY: "yes"}), "true or false"),
+    (msgpack_numpy.packb({"prompt": "x", "pi0viz/return_attn": True}), "unknown request options"),
 ])
 def test_malformed_request_gets_error_and_connection_keeps_serving(served, frame, payload, expect) -> None:
     server, _ = served

@@ -64,6 +64,7 @@ class Args:
     attention_every: int = 1
     bundles_only: bool = False
     save_bundles: bool = False
+    fuse_heads: bool = False
     max_inference_calls: int | None = None
     render_steps: str | None = None
     render_action_tokens: str | None = None
@@ -86,7 +87,8 @@ class EpisodeResult:
 
 
 class ChunkPolicy(Protocol):
-    def infer(self, obs: dict[str, Any], *, return_attention: bool, inference_step: int) -> dict[str, Any]: ...
+    def infer(self, obs: dict[str, Any], *, return_attention: bool, inference_step: int,
+              fuse_heads: bool = False) -> dict[str, Any]: ...
 
 
 class InProcessPolicy:
@@ -95,8 +97,14 @@ class InProcessPolicy:
     def __init__(self, policy: Any) -> None:
         self.policy = policy
 
-    def infer(self, obs: dict[str, Any], *, return_attention: bool, inference_step: int) -> dict[str, Any]:
-        return self.policy.infer(obs, return_bundle=return_attention, inference_step=inference_step)
+    def infer(self, obs: dict[str, Any], *, return_attention: bool, inference_step: int,
+              fuse_heads: bool = False) -> dict[str, Any]:
+        capture = None
+        if return_attention and fuse_heads:
+            from pi0viz.model import CaptureOptions
+
+            capture = CaptureOptions(fuse_heads=True)
+        return self.policy.infer(obs, return_bundle=return_attention, inference_step=inference_step, capture=capture)
 
 
 class ServerPolicy:
@@ -108,8 +116,10 @@ class ServerPolicy:
         self.client = PolicyClient(host, port, connect_timeout=300)
         logger.info("server metadata: %s", self.client.metadata)
 
-    def infer(self, obs: dict[str, Any], *, return_attention: bool, inference_step: int) -> dict[str, Any]:
-        return self.client.infer(obs, return_attention=return_attention, inference_step=inference_step)
+    def infer(self, obs: dict[str, Any], *, return_attention: bool, inference_step: int,
+              fuse_heads: bool = False) -> dict[str, Any]:
+        return self.client.infer(obs, return_attention=return_attention, inference_step=inference_step,
+                                 fuse_heads=fuse_heads)
 
 
 def make_policy(args: Args) -> ChunkPolicy:
@@ -133,7 +143,16 @@ def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
     if args.bundles_only:
         return
     from pi0viz import visualize_attention
+    from pi0viz.render import RenderOptions, render_bundle
 
+    if bundle.attention_heads == "max":
+        # Heads fused on device (--fuse-heads): rows are maxima, not distributions; the bundle path knows that.
+        options = RenderOptions(steps=args.render_steps, action_tokens=args.render_action_tokens,
+                                layers=args.render_layers, workers=args.workers)
+        summary = render_bundle(bundle, episode_dir, options, inference_step=step)
+        logger.info("attention of call %d: %d files in %.1f s -> %s", step, summary.files_written, summary.seconds,
+                    summary.out_dir)
+        return
     summary = visualize_attention(
         bundle.attention,
         images=bundle.images,
@@ -180,7 +199,7 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
             frames.append(request["observation/image"])
             if not plan:
                 want = args.attention and calls % args.attention_every == 0
-                out = policy.infer(request, return_attention=want, inference_step=calls)
+                out = policy.infer(request, return_attention=want, inference_step=calls, fuse_heads=args.fuse_heads)
                 chunk = np.asarray(out["actions"])
                 if len(chunk) < args.replan_steps:
                     raise ValueError(f"replanning every {args.replan_steps} steps needs chunks that long; "
@@ -264,6 +283,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--attention-every", type=int, default=d.attention_every, help="only every k-th inference call")
     p.add_argument("--bundles-only", action="store_true", help="save one capture bundle (.npz) per call, no JPEGs")
     p.add_argument("--save-bundles", action="store_true", help="save the bundles next to the JPEG tree too")
+    p.add_argument("--fuse-heads", action="store_true",
+                   help="fuse heads by max on the device: 8x smaller bundles, same fused maps, no per-head views")
     p.add_argument("--max-inference-calls", type=int, default=None, help="end each episode after N calls")
     p.add_argument("--render-steps", default=None, help="denoising steps to render, e.g. '0,9'")
     p.add_argument("--render-action-tokens", default=None, help="action tokens to render, e.g. '0-4'")

@@ -4,6 +4,8 @@ so a client in an openpi-client environment (numpy < 2) can rebuild the capture 
 Request: the usual observation dict, plus optionally
     "pi0viz/return_attention": True   -> the response also carries the call's capture bundle
     "pi0viz/inference_step": int      -> stored in the bundle as its `inference_step` (index in the episode)
+    "pi0viz/fuse_heads": True         -> heads fused by max on the device (K = G = 1): 8x less data for pi0,
+                                         exactly the "fused" maps the renderer draws, but no per-head views
 Keys starting with "pi0viz/" are removed before the observation reaches the policy.
 
 Response: openpi's {"actions", "policy_timing", "server_timing"} plus, when asked, every array of
@@ -14,6 +16,7 @@ digits for values in [0, 1]); pre-softmax scores ("logits") stay float32, since 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
@@ -22,27 +25,47 @@ from pi0viz.bundle import BUNDLE_PREFIX, CaptureBundle
 
 RETURN_ATTENTION_KEY = "pi0viz/return_attention"
 INFERENCE_STEP_KEY = "pi0viz/inference_step"
+FUSE_HEADS_KEY = "pi0viz/fuse_heads"
 REQUEST_PREFIX = "pi0viz/"
 
 
-def split_request(request: Mapping[str, Any]) -> tuple[dict[str, Any], bool, int | None]:
-    """A decoded request -> (observation for the policy, attention wanted?, inference step or None).
+@dataclasses.dataclass
+class PolicyRequest:
+    """A decoded request split into the policy's observation and pi0viz's options."""
 
-    Raises ValueError when the request is not a map with str keys or the pi0viz options have wrong types.
+    obs: dict[str, Any]
+    return_attention: bool = False
+    inference_step: int | None = None
+    fuse_heads: bool = False
+
+
+def split_request(request: Mapping[str, Any]) -> PolicyRequest:
+    """A decoded request -> the observation for the policy plus the pi0viz options.
+
+    Raises ValueError when the request is not a map with str keys, an option has the wrong type, or an unknown
+    "pi0viz/" key is present (a typo would otherwise silently drop the attention).
     """
     if not isinstance(request, Mapping):
         raise ValueError(f"a request must be a msgpack map (observation dict), got {type(request).__name__}")
     bad = [k for k in request if not isinstance(k, str)]
     if bad:
         raise ValueError(f"request keys must be strings, got {bad[:3]!r}")
+    known = {RETURN_ATTENTION_KEY, INFERENCE_STEP_KEY, FUSE_HEADS_KEY}
+    unknown = sorted(k for k in request if k.startswith(REQUEST_PREFIX) and k not in known)
+    if unknown:
+        raise ValueError(f"unknown request options {unknown}; this server knows {sorted(known)}")
     obs = {k: v for k, v in request.items() if not k.startswith(REQUEST_PREFIX)}
-    want = request.get(RETURN_ATTENTION_KEY, False)
-    if not isinstance(want, (bool, np.bool_)):
-        raise ValueError(f"{RETURN_ATTENTION_KEY!r} must be true or false, got {want!r}")
+    flags = {}
+    for key in (RETURN_ATTENTION_KEY, FUSE_HEADS_KEY):
+        value = request.get(key, False)
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{key!r} must be true or false, got {value!r}")
+        flags[key] = bool(value)
     step = request.get(INFERENCE_STEP_KEY)
     if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
         raise ValueError(f"{INFERENCE_STEP_KEY!r} must be an integer, got {step!r}")
-    return obs, bool(want), None if step is None else int(step)
+    return PolicyRequest(obs=obs, return_attention=flags[RETURN_ATTENTION_KEY],
+                         inference_step=None if step is None else int(step), fuse_heads=flags[FUSE_HEADS_KEY])
 
 
 def bundle_to_response(bundle: CaptureBundle) -> dict[str, np.ndarray]:

@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 class InferencePolicy(Protocol):
     """What the server needs from a policy (pi0viz.model.policy.Policy has this)."""
 
-    def infer(self, obs: Mapping[str, Any], *, return_bundle: bool = False,
-              inference_step: int | None = None) -> dict[str, Any]: ...
+    def infer(self, obs: Mapping[str, Any], *, return_bundle: bool = False, inference_step: int | None = None,
+              capture: Any = None) -> dict[str, Any]: ...
 
 
 class RequestError(ValueError):
@@ -128,15 +128,14 @@ class PolicyServer:
         if isinstance(message, str):
             raise RequestError("expected a binary msgpack frame, got a text frame")
         try:
-            request = msgpack_numpy.unpackb(message)
-            obs, want_attention, step = protocol.split_request(request)
+            request = protocol.split_request(msgpack_numpy.unpackb(message))
         except ValueError as err:  # MsgpackNumpyError is a ValueError
             raise RequestError(str(err)) from None
         assert self._infer_lock is not None, "run() sets the lock before serving"
         async with self._infer_lock:
             start = time.monotonic()
             try:
-                result = await asyncio.to_thread(self._infer, obs, want_attention, step)
+                result = await asyncio.to_thread(self._infer, request)
             except (KeyError, TypeError, ValueError) as err:  # the policy's own input checks
                 raise RequestError(f"{type(err).__name__}: {err}") from None
             infer_ms = (time.monotonic() - start) * 1000
@@ -145,13 +144,18 @@ class PolicyServer:
             result["server_timing"]["prev_total_ms"] = prev_total_ms
         return msgpack_numpy.packb(result)
 
-    def _infer(self, obs: dict[str, Any], want_attention: bool, step: int | None) -> dict[str, Any]:
+    def _infer(self, request: protocol.PolicyRequest) -> dict[str, Any]:
         """Run the policy (worker thread) and flatten its bundle into response arrays."""
         started = time.monotonic()
-        out = self.policy.infer(obs, return_bundle=want_attention, inference_step=step)
+        kwargs: dict[str, Any] = {"return_bundle": request.return_attention, "inference_step": request.inference_step}
+        if request.return_attention and request.fuse_heads:
+            from pi0viz.model import CaptureOptions  # JAX side; only a served pi0viz Policy gets here
+
+            kwargs["capture"] = CaptureOptions(fuse_heads=True)
+        out = self.policy.infer(request.obs, **kwargs)
         result = {k: v for k, v in out.items() if k != "attention_bundle"}
         result.setdefault("policy_timing", {"infer_ms": (time.monotonic() - started) * 1000})
-        if want_attention:
+        if request.return_attention:
             result.update(protocol.bundle_to_response(out["attention_bundle"]))
         return result
 
@@ -166,6 +170,7 @@ def server_metadata(policy: Any) -> dict[str, Any]:
         "attention": {
             "request_key": protocol.RETURN_ATTENTION_KEY,
             "inference_step_key": protocol.INFERENCE_STEP_KEY,
+            "fuse_heads_key": protocol.FUSE_HEADS_KEY,
             "response_prefix": protocol.BUNDLE_PREFIX,
             "bundle_format": FORMAT,
         },
