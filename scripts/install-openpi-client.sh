@@ -24,7 +24,11 @@ fi
 start=$(date +%s)
 [ -x "$PY" ] || "${PYTHON:-python3}" -m venv "$VENV"
 # typing_extensions: imported by openpi-client but not declared by it.
-"$PY" -m pip install -q --disable-pip-version-check openpi-client==0.1.2 typing_extensions 2> >(grep -v "is ignored: it is neither" >&2)
-"$PY" -m pip install -q --disable-pip-version-check --no-deps -e . 2> >(grep -v "is ignored: it is neither" >&2)
+pip_install() {  # pip, minus this machine's "local index location is ignored" chatter; fails when pip fails
+  "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  return "${PIPESTATUS[0]}"
+}
+pip_install openpi-client==0.1.2 typing_extensions
+pip_install --no-deps -e .
 "$PY" -c "import numpy, openpi_client.websocket_client_policy, pi0viz.serving.protocol; assert numpy.__version__ < '2'"
 echo "install-openpi-client.sh: openpi-client 0.1.2 installed in $VENV in $(( $(date +%s) - start )) s"

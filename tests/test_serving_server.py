@@ -115,7 +115,8 @@ def test_fused_heads_on_request(served, frame) -> None:
     assert np.all(bundle.attention[..., 512:768] == 0)  # the padded camera stays exactly zero
 
 
-@pytest.mark.skipif(not CLIENT_PY.exists(), reason="openpi-client venv missing: run bash scripts/install-openpi-client.sh")
+@pytest.mark.skipif(not CLIENT_PY.exists(),
+                    reason="openpi-client venv missing: run bash scripts/install-openpi-client.sh")
 def test_real_openpi_client_in_its_own_environment(served, frame, tmp_path: Path) -> None:
     server, _ = served
     proc = subprocess.run([str(CLIENT_PY), str(ROOT / "tests" / "openpi_client_check.py"), "--port",

@@ -265,7 +265,8 @@ def eval_libero(args: Args) -> list[EpisodeResult]:
 def parse_args(argv: list[str] | None = None) -> Args:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = Args()
-    p.add_argument("--policy", default=d.policy, help="'server' (connect to --host/--port), 'tiny', or 'checkpoint:DIR'")
+    p.add_argument("--policy", default=d.policy,
+                   help="'server' (connect to --host/--port), 'tiny', or 'checkpoint:DIR'")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--tokenizer", default=None, help="PaliGemma tokenizer model for --policy checkpoint:DIR")

@@ -82,7 +82,8 @@ def bundle_from_response(response: Mapping[str, Any]) -> CaptureBundle | None:
     Works on the dict that openpi_client's `WebsocketClientPolicy.infer` returns. Raises BundleError when the
     arrays are there but inconsistent.
     """
-    arrays = {k[len(BUNDLE_PREFIX) :]: v for k, v in response.items() if isinstance(k, str) and k.startswith(BUNDLE_PREFIX)}
+    n = len(BUNDLE_PREFIX)
+    arrays = {k[n:]: v for k, v in response.items() if isinstance(k, str) and k.startswith(BUNDLE_PREFIX)}
     if not arrays:
         return None
     # msgpack-numpy gives read-only views on the received bytes; copies make the bundle an ordinary one.
