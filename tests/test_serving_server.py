@@ -21,6 +21,8 @@ from pi0viz.serving.client import PolicyClient, ServerError
 from pi0viz.serving.protocol import RETURN_ATTENTION_KEY
 from pi0viz.serving.server import PolicyServer
 
+pytestmark = pytest.mark.slow  # loads and compiles the tiny pi0 (~20-60 s on 2 cores)
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_PY = ROOT / ".venv-client" / "bin" / "python"
 
