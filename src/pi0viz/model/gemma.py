@@ -17,6 +17,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from pi0viz.model.scan import scan_layers
+
 Params = dict[str, Any]
 BIG_NEG = -2.3819763e38  # openpi/big_vision masking constant (not -inf: fully masked rows stay finite)
 RMS_EPS = 1e-6
@@ -163,12 +165,11 @@ def transformer(
     mask = attn_mask[:, None, :, :]  # [B, 1, T, S], broadcast over kv heads
     ps = [expert_layer_params(llm["layers"], i) if x is not None else None for i, x in enumerate(xs)]
 
-    def layer(xs, per_layer):
-        p, cache = per_layer
+    def layer(xs, p, cache):
         xs, kv, captured = _block(p, xs, positions, mask, cache, capture)
         return xs, (kv, captured)
 
-    xs, (kv, captured) = jax.lax.scan(layer, xs, (ps, kv_cache))
+    xs, (kv, captured) = scan_layers(layer, xs, ps, kv_cache)
     outs = [
         rms_norm(x, llm[_name("final_norm", i)]["scale"]) if x is not None else None for i, x in enumerate(xs)
     ]

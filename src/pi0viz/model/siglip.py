@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from pi0viz.model.config import SiglipConfig
+from pi0viz.model.scan import scan_layers
 
 Params = dict[str, Any]
 LAYER_NORM_EPS = 1e-6  # flax nn.LayerNorm default
@@ -88,9 +89,9 @@ def encode_images(params: Params, images: jax.Array, cfg: SiglipConfig, dtype: j
     x = x + params["pos_embedding"].astype(jnp.float32)  # [1, P, W], learned, added in float32
     x = x.astype(dtype)
 
-    def layer(x, p):
+    def layer(x, p, _):
         return _encoder_block(x, p, cfg, dtype), None
 
-    x, _ = jax.lax.scan(layer, x, params["Transformer"]["encoderblock"])  # over depth
+    x, _ = scan_layers(layer, x, params["Transformer"]["encoderblock"])  # over depth
     x = layer_norm(x, params["Transformer"]["encoder_norm"])
     return _dense(x, params["head"]["kernel"], params["head"]["bias"], dtype)  # [B, P, E]
