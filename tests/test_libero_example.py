@@ -56,7 +56,7 @@ def tiny_policy():
 def test_episode_in_process_renders_every_kth_call(example, scene, tiny_policy, tmp_path: Path) -> None:
     env, prompt, init_state = scene
     args = example.Args(policy="tiny", max_inference_calls=3, attention_every=2, render_steps="0,9",
-                        render_layers="0,3", save_bundles=True, fuse_heads=True, workers=2)
+                        render_layers="0,3", fuse_heads=True, viewer=True, workers=2)
     episode = tmp_path / "attention_viz" / "libero_spatial_task0_ep0"
     result = example.run_episode(env, init_state, prompt, example.InProcessPolicy(tiny_policy), args, episode,
                                  max_steps=220)
@@ -82,6 +82,8 @@ def test_episode_in_process_renders_every_kth_call(example, scene, tiny_policy, 
         assert bundle.attention.shape == (10, 4, 1, 1, 1, 51, 867) and bundle.attention_heads == "max"
         np.testing.assert_array_equal(bundle.images[0, 0], result.frames[5 * call])
     assert not (episode / "inference_timestep_1").exists()
+    assert sorted(p.name for p in (episode / "bundles").iterdir()) == ["inference_000.npz", "inference_002.npz"]
+    assert prompt in (episode / "viewer.html").read_text()  # --viewer: one page over the episode's calls
 
     video = example.write_video(result.frames, tmp_path / "videos" / "rollout.mp4")
     import imageio

@@ -19,7 +19,8 @@ renders it with `pi0viz.visualize_attention` into
 
 where N is the index of the call in the episode. A full pi0 call is 9,000 cells (36,000 JPEGs, ~0.5 GB); for long
 runs use --bundles-only (one .npz per call in <episode>/bundles/, render later with `pi0viz render` or browse with
-`pi0viz view`), the --render-* selections, or --max-inference-calls for quick looks.
+`pi0viz view`), --fuse-heads, the --render-* selections, or --max-inference-calls for quick looks. --viewer writes
+<episode>/viewer.html, the interactive viewer over the episode's calls.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Args:
     attention_every: int = 1
     bundles_only: bool = False
     save_bundles: bool = False
+    viewer: bool = False
     fuse_heads: bool = False
     max_inference_calls: int | None = None
     render_steps: str | None = None
@@ -138,7 +140,7 @@ def make_policy(args: Args) -> ChunkPolicy:
 def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
     """Render one call's bundle with pi0viz.visualize_attention (or only save it with --bundles-only)."""
     step = int(bundle.inference_step or 0)
-    if args.bundles_only or args.save_bundles:
+    if args.bundles_only or args.save_bundles or args.viewer:
         save_bundle(bundle, episode_dir / "bundles" / f"inference_{step:03d}.npz")
     if args.bundles_only:
         return
@@ -217,8 +219,20 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
     except Exception:  # as openpi: a failing episode is logged and counted as a failure
         error = traceback.format_exc()
         logger.error("episode failed:\n%s", error)
+    if args.viewer and rendered:
+        write_episode_viewer(episode_dir, with_tree=not args.bundles_only)
     return EpisodeResult(success=success, steps=t, inference_calls=calls, rendered_calls=rendered,
                          episode_dir=episode_dir, frames=frames, error=error)
+
+
+def write_episode_viewer(episode_dir: Path, *, with_tree: bool) -> Path:
+    """The interactive viewer over the episode's bundles (and its JPEG tree): <episode>/viewer.html."""
+    from pi0viz.viewer import write_viewer
+
+    bundles = sorted((episode_dir / "bundles").glob("inference_*.npz"))
+    page = write_viewer(bundles, episode_dir / "viewer.html", tree=episode_dir if with_tree else None)
+    logger.info("viewer for %d calls: %s", len(bundles), page)
+    return page
 
 
 def write_video(frames: list[np.ndarray], path: Path) -> Path:
@@ -284,6 +298,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--attention-every", type=int, default=d.attention_every, help="only every k-th inference call")
     p.add_argument("--bundles-only", action="store_true", help="save one capture bundle (.npz) per call, no JPEGs")
     p.add_argument("--save-bundles", action="store_true", help="save the bundles next to the JPEG tree too")
+    p.add_argument("--viewer", action="store_true",
+                   help="write <episode>/viewer.html over the episode's bundles (implies --save-bundles)")
     p.add_argument("--fuse-heads", action="store_true",
                    help="fuse heads by max on the device: 8x smaller bundles, same fused maps, no per-head views")
     p.add_argument("--max-inference-calls", type=int, default=None, help="end each episode after N calls")
