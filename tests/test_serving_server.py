@@ -79,6 +79,13 @@ def test_healthz(served) -> None:
 def test_binds_loopback_by_default(served) -> None:
     server, _ = served
     assert server.host == "127.0.0.1"
+    assert server._server.sockets[0].getsockname()[0] == "127.0.0.1"
+
+
+def test_taken_port_is_a_clear_error(served) -> None:
+    server, policy = served
+    with pytest.raises(OSError):
+        PolicyServer(policy, port=server.port).start_in_thread(timeout=10)
 
 
 def test_actions_and_attention_with_pi0viz_client(served, frame) -> None:

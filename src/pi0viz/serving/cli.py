@@ -44,3 +44,5 @@ def serve_command(checkpoint: Path | None, tiny: bool, tokenizer: Path | None, h
         server.serve_forever()
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
+    except OSError as err:  # typically: the port is taken
+        raise click.ClickException(f"cannot serve on {host}:{port}: {err}") from None

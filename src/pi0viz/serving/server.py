@@ -85,11 +85,25 @@ class PolicyServer:
         asyncio.run(self.run())
 
     def start_in_thread(self, timeout: float = 30.0) -> threading.Thread:
-        """Start serving on a daemon thread (tests, notebooks); returns once the port is bound."""
-        thread = threading.Thread(target=self.serve_forever, name="pi0viz-policy-server", daemon=True)
+        """Start serving on a daemon thread (tests, notebooks); returns once the port is bound.
+
+        Raises OSError when the address cannot be bound (e.g. the port is taken).
+        """
+        failure: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                self.serve_forever()
+            except BaseException as err:  # surface bind errors in the caller's thread
+                failure.append(err)
+                self._started.set()
+
+        thread = threading.Thread(target=target, name="pi0viz-policy-server", daemon=True)
         thread.start()
         if not self._started.wait(timeout):
             raise RuntimeError(f"policy server did not start on {self.host}:{self.port} within {timeout} s")
+        if failure:
+            raise failure[0]
         return thread
 
     def stop(self) -> None:
