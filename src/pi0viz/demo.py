@@ -165,13 +165,20 @@ def demo_command(out: Path, checkpoint: Path | None, tokenizer: Path | None, cal
     Offline by default: the UNTRAINED tiny pi0 and the bundled tokenizer; its maps show the pipeline, not a
     trained pi0's attention. Point it at a real model with --checkpoint DIR --tokenizer PATH.
     """
+    from pi0viz.render import RenderError, parse_selection
+
     if tokenizer is not None and checkpoint is None:
         raise click.UsageError("--tokenizer goes with --checkpoint (the tiny pi0 uses its bundled tokenizer)")
+    for spec, what in ((steps, "--steps"), (action_tokens, "--action-tokens"), (layers, "--layers")):
+        try:  # syntax only, before the slow part; which values exist is known once the model ran
+            parse_selection(spec, range(100_000), what)
+        except ValueError as err:
+            raise click.UsageError(str(err)) from None
     start = time.monotonic()
     try:
         result = run_demo(out, checkpoint=checkpoint, tokenizer=tokenizer, calls=calls, steps=steps,
                           action_tokens=action_tokens, layers=layers, workers=workers, viewer=not no_viewer)
-    except ValueError as err:  # bad selections, bundle/render errors: say what, no traceback
+    except (ValueError, RenderError) as err:  # selections, bundle/render errors: say what, no traceback
         raise click.ClickException(str(err)) from None
     click.echo("")
     if checkpoint is None:
