@@ -151,12 +151,14 @@ class PolicyServer:
             try:
                 result = await asyncio.to_thread(self._infer, request)
             except (KeyError, TypeError, ValueError) as err:  # the policy's own input checks
+                logger.debug("the policy rejected an observation", exc_info=True)  # full traceback for server bugs
                 raise RequestError(f"{type(err).__name__}: {err}") from None
             infer_ms = (time.monotonic() - start) * 1000
         result["server_timing"] = {"infer_ms": infer_ms}
         if prev_total_ms is not None:
             result["server_timing"]["prev_total_ms"] = prev_total_ms
-        return msgpack_numpy.packb(result)
+        # Packing a full pi0 bundle copies ~130 MB: off the event loop, so other connections stay responsive.
+        return await asyncio.to_thread(msgpack_numpy.packb, result)
 
     def _infer(self, request: protocol.PolicyRequest) -> dict[str, Any]:
         """Run the policy (worker thread) and flatten its bundle into response arrays."""
