@@ -28,6 +28,8 @@ def serve_command(checkpoint: Path | None, tiny: bool, tokenizer: Path | None, h
     """
     if (checkpoint is None) == (not tiny):
         raise click.UsageError("give exactly one of --checkpoint DIR or --tiny")
+    if tiny and tokenizer is not None:
+        raise click.UsageError("--tokenizer goes with --checkpoint (the tiny pi0 uses its bundled tokenizer)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo("loading the policy ...", err=True)
     from pi0viz.model.policy import Policy
