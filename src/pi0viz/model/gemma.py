@@ -24,8 +24,9 @@ BIG_NEG = -2.3819763e38  # openpi/big_vision masking constant (not -inf: fully m
 RMS_EPS = 1e-6
 ROPE_MAX_WAVELENGTH = 10_000
 
-# capture(probs float32[B, K, G, T, S], masked_logits float32[B, K, G, T, S]) -> any pytree, stacked over layers.
-CaptureFn = Callable[[jax.Array, jax.Array], Any]
+# capture(state, layer, probs float32[B, K, G, T, S], masked_logits float32[B, K, G, T, S]) -> state.
+# It folds one layer's attention into a caller-owned buffer (written in place, no per-layer stacking copies).
+CaptureFn = Callable[[Any, jax.Array, jax.Array, jax.Array], Any]
 
 
 def _name(name: str, expert: int) -> str:
@@ -79,8 +80,11 @@ def embed_tokens(table: jax.Array, tokens: jax.Array, dtype: jnp.dtype) -> jax.A
     return x.astype(dtype)
 
 
-def _attention(ps, xs, positions, attn_mask, kv_cache, capture: CaptureFn | None):
-    """Joint attention of the present experts. Returns (outs per expert, (k, v) full, captured)."""
+def _attention(ps, xs, positions, attn_mask, kv_cache):
+    """Joint attention of the present experts.
+
+    Returns (outs per expert, (k, v) full, (probs, masked_logits)); unused outputs are pruned by jit.
+    """
     dtype = next(x.dtype for x in xs if x is not None)
     qs, ks, vs = [], [], []
     for p, x in zip(ps, xs):
@@ -109,7 +113,6 @@ def _attention(ps, xs, positions, attn_mask, kv_cache, capture: CaptureFn | None
         raise ValueError(f"attention mask {attn_mask.shape} does not fit q {q.shape} and k {k.shape}")
     masked_logits = jnp.where(attn_mask[:, :, None, :, :], logits, BIG_NEG)  # [B, K, G, T, S] float32
     probs = jax.nn.softmax(masked_logits, axis=-1)  # float32; the one softmax that both actions and capture use
-    captured = capture(probs, masked_logits) if capture is not None else None
 
     encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(dtype), v).reshape(b, t, n, h)
     outs, start = [], 0
@@ -120,7 +123,7 @@ def _attention(ps, xs, positions, attn_mask, kv_cache, capture: CaptureFn | None
         end = start + x.shape[1]
         outs.append(jnp.einsum("BTNH,NHD->BTD", encoded[:, start:end], p["out"].astype(dtype)))
         start = end
-    return outs, (k, v), captured
+    return outs, (k, v), (probs, masked_logits)
 
 
 def _mlp(x: jax.Array, p: Params) -> jax.Array:
@@ -130,12 +133,12 @@ def _mlp(x: jax.Array, p: Params) -> jax.Array:
     return jnp.dot(h, p["linear"].astype(x.dtype))
 
 
-def _block(ps, xs, positions, attn_mask, kv_cache, capture):
+def _block(ps, xs, positions, attn_mask, kv_cache):
     normed = [rms_norm(x, p["pre_attention_norm"]) if x is not None else None for p, x in zip(ps, xs)]
-    att, kv, captured = _attention(ps, normed, positions, attn_mask, kv_cache, capture)
+    att, kv, attention = _attention(ps, normed, positions, attn_mask, kv_cache)
     xs = [x + a if x is not None else None for x, a in zip(xs, att)]
     xs = [x + _mlp(rms_norm(x, p["pre_ffw_norm"]), p) if x is not None else None for p, x in zip(ps, xs)]
-    return xs, kv, captured
+    return xs, kv, attention
 
 
 def transformer(
@@ -146,6 +149,7 @@ def transformer(
     *,
     kv_cache: tuple[jax.Array, jax.Array] | None = None,
     capture: CaptureFn | None = None,
+    capture_state: Any = None,
     dtype: jnp.dtype,
 ) -> tuple[list[jax.Array | None], tuple[jax.Array, jax.Array], Any]:
     """Run all layers (jax.lax.scan over the stacked layer axis) and the final norms.
@@ -156,21 +160,28 @@ def transformer(
         positions: int[B, T] RoPE positions.
         attn_mask: bool[B, T, S]; S = cache length + T.
         kv_cache: optional (k, v), each [L, B, S_cache, K, H], prepended to every layer's keys/values.
-        capture: optional function of one layer's (probs, masked_logits); its outputs are stacked over layers.
+        capture: optional `capture(state, layer, probs, masked_logits) -> state`, called in every layer with the
+            probabilities of the softmax that feeds the layer output.
+        capture_state: initial state for `capture` (e.g. a preallocated buffer).
         dtype: activation dtype (inputs are cast to it, as openpi's `embed_dtype`).
     Returns:
-        (outs per expert after final norm [B, T_i, D_i] or None, (k, v) each [L, B, S, K, H], captured [L, ...]).
+        (outs per expert after final norm [B, T_i, D_i] or None, (k, v) each [L, B, S, K, H], final capture_state).
     """
     xs = [x.astype(dtype) if x is not None else None for x in xs]
     mask = attn_mask[:, None, :, :]  # [B, 1, T, S], broadcast over kv heads
     ps = [expert_layer_params(llm["layers"], i) if x is not None else None for i, x in enumerate(xs)]
 
-    def layer(xs, p, cache):
-        xs, kv, captured = _block(p, xs, positions, mask, cache, capture)
-        return xs, (kv, captured)
+    def layer(carry, p, per_layer):
+        xs, state = carry
+        index, cache = per_layer
+        xs, kv, (probs, logits) = _block(p, xs, positions, mask, cache)
+        if capture is not None:
+            state = capture(state, index, probs, logits)
+        return (xs, state), kv
 
-    xs, (kv, captured) = scan_layers(layer, xs, ps, kv_cache)
+    depth = jax.tree.leaves(ps)[0].shape[0]
+    (xs, state), kv = scan_layers(layer, (xs, capture_state), ps, (jnp.arange(depth), kv_cache))
     outs = [
         rms_norm(x, llm[_name("final_norm", i)]["scale"]) if x is not None else None for i, x in enumerate(xs)
     ]
-    return outs, kv, captured
+    return outs, kv, state

@@ -174,14 +174,31 @@ def denoising_times(num_steps: int) -> np.ndarray:
     return np.asarray(times, dtype=np.float32)
 
 
-def _reduce(probs: jax.Array, capture: CaptureOptions, *, num_rows_skip: int, num_keys: int | None) -> jax.Array:
-    """Apply the capture reductions to one layer's [B, K, G, T, S] tensor (probabilities or logits)."""
-    x = probs[..., num_rows_skip:, :]
-    if num_keys is not None:
-        x = x[..., :num_keys]
+def _reduce(x: jax.Array, capture: CaptureOptions, *, skip_rows: int, num_keys: int) -> jax.Array:
+    """Apply the capture reductions to one layer's [B, K, G, T, S] probabilities (or logits)."""
+    x = x[..., skip_rows:, :num_keys]
     if capture.fuse_heads:
-        x = jnp.max(x, axis=(1, 2), keepdims=True)
+        x = jnp.max(x, axis=(1, 2), keepdims=True)  # K = G = 1
     return x.astype(capture.dtype)
+
+
+def _capture_into(buffers: dict, index: tuple, probs, logits, capture: CaptureOptions, **reduce_kw) -> dict:
+    """Write one layer's reduced attention into preallocated buffers at `index` (e.g. (step, layer)), in place."""
+    layer = {"probs": probs, "logits": logits}
+    out = {}
+    for name, buf in buffers.items():
+        x = _reduce(layer[name], capture, **reduce_kw)
+        x = x.reshape((1,) * len(index) + x.shape)
+        out[name] = jax.lax.dynamic_update_slice(buf, x, (*index, *([0] * (x.ndim - len(index)))))
+    return out
+
+
+def _capture_buffers(lead: tuple[int, ...], layer_shape: tuple[int, ...], capture: CaptureOptions, names) -> dict:
+    """Zeroed buffers [*lead, B, K', G', Q', S'] for the reduced attention (K' = G' = 1 when heads are fused)."""
+    b, k, g, q, s_ = layer_shape
+    if capture.fuse_heads:
+        k = g = 1
+    return {name: jnp.zeros((*lead, b, k, g, q, s_), capture.dtype) for name in names}
 
 
 def _check_observation(config: Pi0Config, obs: Observation) -> None:
@@ -250,16 +267,23 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
     prefix_tokens, prefix_mask, prefix_ar = embed_prefix(params, config, obs)
     prefix_attn = make_attn_mask(prefix_mask, prefix_ar)  # [B, P, P]
     prefix_positions = jnp.cumsum(prefix_mask, axis=1) - 1
-    prefix_capture = None
+    depth, heads = config.llm.depth, config.llm.num_heads
+    kv_heads = config.llm.num_kv_heads
+    b, p_len, s_len = noise.shape[0], prefix_tokens.shape[1], config.suffix_len
+
+    prefix_capture, prefix_buffers = None, None
     if capture is not None and capture.prefix:
-        prefix_capture = functools.partial(_reduce_probs_only, capture=capture)
-    _, kv_cache, prefix_probs = gemma.transformer(
-        llm, [prefix_tokens, None], prefix_positions, prefix_attn, capture=prefix_capture, dtype=dtype
+        prefix_buffers = _capture_buffers((depth,), (b, kv_heads, heads // kv_heads, p_len, p_len), capture, ["probs"])
+
+        def prefix_capture(buffers, layer, probs, logits):
+            return _capture_into(buffers, (layer,), probs, logits, capture, skip_rows=0, num_keys=p_len)
+
+    _, kv_cache, prefix_buffers = gemma.transformer(
+        llm, [prefix_tokens, None], prefix_positions, prefix_attn, capture=prefix_capture,
+        capture_state=prefix_buffers, dtype=dtype,
     )
 
     # 2. Suffix masks and positions: the same in every step.
-    p_len, s_len = prefix_tokens.shape[1], config.suffix_len
-    b = noise.shape[0]
     suffix_mask = jnp.ones((b, s_len), dtype=bool)
     suffix_ar = jnp.array([True, True] + [False] * (config.action_horizon - 1))
     full_mask = jnp.concatenate(
@@ -267,40 +291,40 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
     )  # [B, Ts, P + Ts]
     suffix_positions = jnp.sum(prefix_mask, axis=-1)[:, None] + jnp.cumsum(suffix_mask, axis=-1) - 1
 
-    suffix_capture = None
-    if capture is not None:
-        num_keys = p_len if capture.prefix_keys_only else None
-        skip = 1 if capture.action_rows_only else 0  # the state token is suffix query 0
-
-        def suffix_capture(probs, logits):
-            out = {"probs": _reduce(probs, capture, num_rows_skip=skip, num_keys=num_keys)}
-            if capture.logits:
-                out["logits"] = _reduce(logits, capture, num_rows_skip=skip, num_keys=num_keys)
-            return out
-
     # 3. Euler steps over a static count (openpi's while_loop visits exactly these times); time is a float32 carry
     # accumulated as time + dt, so every step sees the same time value as openpi.
     dt = -1.0 / num_steps
     steps = len(denoising_times(num_steps))
+    buffers = None
+    if capture is not None:  # [D, L, B, K, G, Q, S], filled in place by every layer of every step
+        reduce_kw = dict(skip_rows=1 if capture.action_rows_only else 0,  # the state token is suffix query 0
+                         num_keys=p_len if capture.prefix_keys_only else p_len + s_len)
+        layer_shape = (b, kv_heads, heads // kv_heads, s_len - reduce_kw["skip_rows"], reduce_kw["num_keys"])
+        buffers = _capture_buffers((steps, depth), layer_shape, capture, ["probs", "logits"] if capture.logits
+                                   else ["probs"])
 
-    def step(carry, _):
-        x_t, time = carry
+    def step(carry, index):
+        x_t, time, buffers = carry
+        suffix_capture = None
+        if capture is not None:
+            def suffix_capture(buffers, layer, probs, logits):
+                return _capture_into(buffers, (index, layer), probs, logits, capture, **reduce_kw)
+
         tokens, _, _ = embed_suffix(params, config, obs.state, x_t, jnp.broadcast_to(time, (b,)))
-        (_, suffix_out), _, captured = gemma.transformer(
-            llm, [None, tokens], suffix_positions, full_mask, kv_cache=kv_cache, capture=suffix_capture, dtype=dtype
+        (_, suffix_out), _, buffers = gemma.transformer(
+            llm, [None, tokens], suffix_positions, full_mask, kv_cache=kv_cache, capture=suffix_capture,
+            capture_state=buffers, dtype=dtype,
         )
         v_t = _linear(suffix_out[:, -config.action_horizon :], params["action_out_proj"])  # compute dtype
-        return (x_t + dt * v_t, time + dt), (captured, time)
+        return (x_t + dt * v_t, time + dt, buffers), time
 
-    (x_0, _), (captured, times) = jax.lax.scan(step, (noise, jnp.float32(1.0)), None, length=steps)
-    if captured is not None and prefix_probs is not None:
-        captured["prefix"] = prefix_probs
+    (x_0, _, buffers), times = jax.lax.scan(step, (noise, jnp.float32(1.0), buffers), jnp.arange(steps))
+    captured = None
+    if capture is not None:
+        captured = dict(buffers)
+        if prefix_buffers is not None:
+            captured["prefix"] = prefix_buffers["probs"]
     return x_0.astype(jnp.float32), captured, times
-
-
-def _reduce_probs_only(probs, logits, *, capture: CaptureOptions):
-    del logits
-    return _reduce(probs, capture, num_rows_skip=0, num_keys=None)
 
 
 def num_params(params: Params) -> int:
