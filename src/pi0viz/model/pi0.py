@@ -156,8 +156,12 @@ def embed_suffix(
     h = _linear(jax.nn.swish(h), params["action_time_mlp_out"])  # [B, Ha, De]
     tokens = jnp.concatenate([state_token.astype(h.dtype), h], axis=1)
     input_mask = jnp.ones(tokens.shape[:2], dtype=bool)
-    ar_mask = jnp.array([True, True] + [False] * (config.action_horizon - 1))
-    return tokens, input_mask, ar_mask
+    return tokens, input_mask, suffix_ar_mask(config)
+
+
+def suffix_ar_mask(config: Pi0Config) -> jax.Array:
+    """bool[Ts] = [1 (state), 1 (first action), 0, ...]: state sees only itself, actions see state + all actions."""
+    return jnp.array([True, True] + [False] * (config.action_horizon - 1))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -285,10 +289,10 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
 
     # 2. Suffix masks and positions: the same in every step.
     suffix_mask = jnp.ones((b, s_len), dtype=bool)
-    suffix_ar = jnp.array([True, True] + [False] * (config.action_horizon - 1))
-    full_mask = jnp.concatenate(
-        [jnp.broadcast_to(prefix_mask[:, None, :], (b, s_len, p_len)), make_attn_mask(suffix_mask, suffix_ar)], axis=-1
-    )  # [B, Ts, P + Ts]
+    full_mask = jnp.concatenate(  # [B, Ts, P + Ts]: every valid prefix key, then block-causal suffix keys
+        [jnp.broadcast_to(prefix_mask[:, None, :], (b, s_len, p_len)),
+         make_attn_mask(suffix_mask, suffix_ar_mask(config))], axis=-1
+    )
     suffix_positions = jnp.sum(prefix_mask, axis=-1)[:, None] + jnp.cumsum(suffix_mask, axis=-1) - 1
 
     # 3. Euler steps over a static count (openpi's while_loop visits exactly these times); time is a float32 carry
