@@ -23,7 +23,7 @@ from pi0viz.bundle import CaptureBundle
 from pi0viz.fusion import ColorScale, FusionError, fuse_call, scale_tops, to_levels
 from pi0viz.render.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
 from pi0viz.render.files import (RenderError, cell_dir, inference_dir, parse_selection, remove_stale_temps,
-                                 safe_names, write_atomic)
+                                 safe_names, write_atomic_in)
 from pi0viz.render.glyphs import GlyphAtlas
 from pi0viz.render.panels import (DEFAULT_ALPHA, DEFAULT_ZOOM, Caption, CameraPainter, CameraStack, TextPainter,
                                   Upsample, as_rgbx, layout_prompt)
@@ -265,11 +265,11 @@ class RenderJob:
                 if all(os.path.exists(os.path.join(folder, n)) for n in names):
                     skipped += len(names)
                     continue
-            os.makedirs(folder, exist_ok=True)
+            _make_folder(folder)
             for panel, name in zip(self.panels(d, l, a), names):
                 data = simplejpeg.encode_jpeg(as_rgbx(panel), quality=self.options.quality, colorspace="RGBX",
                                               colorsubsampling="420")
-                write_atomic(os.path.join(folder, name), data)
+                write_atomic_in(folder, name, data)
                 written += 1
                 nbytes += len(data)
         return written, nbytes, skipped
@@ -331,6 +331,16 @@ class RenderJob:
             view = out[:, i * size:(i + 1) * size] if camera else out[i * size:(i + 1) * size]
             self._draw(view, k, d, l, a, head=None if i == 0 else i - 1)
         return out
+
+
+def _make_folder(folder: str) -> None:
+    # One mkdir in the common case (parent exists, folder is new) instead of makedirs' checks.
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
 
 
 # -- running --------------------------------------------------------------------------------------------

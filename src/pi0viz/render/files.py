@@ -54,7 +54,13 @@ def inference_dir(out_dir: str, inference_step: int) -> str:
 def write_atomic(path: str, data: bytes) -> None:
     """Write `data` to `path` via a temporary file + rename. Raises RenderError on a full disk."""
     folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}{TMP_SUFFIX}")
+    write_atomic_in(folder, name, data)
+
+
+def write_atomic_in(folder: str, name: str, data: bytes) -> None:
+    """`write_atomic(folder/name, data)` without splitting the path again (36,000 files per call)."""
+    path = f"{folder}{os.sep}{name}"
+    tmp = f"{folder}{os.sep}.{name}.{os.getpid()}{TMP_SUFFIX}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
