@@ -119,8 +119,18 @@ def logits_to_probs(logits: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return x
 
 
+def _row_groups(valid: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Per batch element: (query indices, float32 key mask) for each distinct row of valid [B, Q, S]."""
+    groups = []
+    for b in range(valid.shape[0]):
+        rows, row_of = np.unique(valid[b], axis=0, return_inverse=True)
+        row_of = row_of.reshape(-1)
+        groups.append([(np.flatnonzero(row_of == r), row.astype(np.float32)) for r, row in enumerate(rows)])
+    return groups
+
+
 def check_probabilities(probs: np.ndarray, valid: np.ndarray, *, sums_to_one: bool = True,
-                        atol: float = 0.02) -> None:
+                        atol: float = 0.02, _groups: list | None = None) -> None:
     """Raise FusionError unless `probs` looks like softmax output: in [0, 1], ~0 on masked keys, rows sum to 1.
 
     Args:
@@ -140,11 +150,9 @@ def check_probabilities(probs: np.ndarray, valid: np.ndarray, *, sums_to_one: bo
     # Mass on valid keys, one matmul per distinct row mask (pi0 has two: the state row and the action rows),
     # instead of masked copies of the whole array.
     inside = np.empty(p.shape[:-1], np.float32)  # [..., B, K, G, Q]
-    for b in range(valid.shape[0]):
-        rows, row_of = np.unique(valid[b], axis=0, return_inverse=True)
-        for r, row in enumerate(rows):
-            q = np.flatnonzero(row_of.reshape(-1) == r)
-            inside[..., b, :, :, q] = p[..., b, :, :, q, :].astype(np.float32) @ row.astype(np.float32)
+    for b, groups in enumerate(_groups if _groups is not None else _row_groups(valid)):
+        for q, row in groups:
+            inside[..., b, :, :, q] = np.asarray(p[..., b, :, :, q, :], dtype=np.float32) @ row
     outside = p.sum(axis=-1, dtype=np.float32) - inside
     leak = float(outside.max()) if outside.size else 0.0
     if leak > atol:
@@ -231,12 +239,14 @@ def fuse_call(attention: np.ndarray, layout: AttentionLayout, image_masks: np.nd
     fused = np.empty((D, L, A, R), np.float32)
     heads = np.empty((D, L, A, K * G, R), np.float32) if keep_heads else None
     mass = np.empty((D, L, A, len(regions)), np.float32)
+    groups = _row_groups(valid)  # once per call, not per step
     for d in range(D):
         chunk = attention[d, :, b]  # [L, 1, K, G, Q, S]
         if kind == "logits":
             chunk = logits_to_probs(chunk, valid)
         elif check:
-            check_probabilities(chunk, valid, sums_to_one=not heads_fused and layout.keys == "all", atol=atol)
+            check_probabilities(chunk, valid, sums_to_one=not heads_fused and layout.keys == "all", atol=atol,
+                                _groups=groups)
         drawn = _take_keys(chunk[:, 0, :, :, actions], keys).reshape(L, K * G, A, R)  # [L, H, A, R] float32
         fused[d] = drawn.max(axis=1)
         if heads is not None:
