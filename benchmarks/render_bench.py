@@ -35,6 +35,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def load() -> str:
     return "load avg %.1f %.1f %.1f" % os.getloadavg()
 
@@ -50,12 +55,15 @@ def child_render(bundle_path: str, out: str, workers: int, quality: int) -> None
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_path)
     t1 = time.perf_counter()
+    cpu0 = time.process_time()
     job = RenderJob(bundle, out, 0, RenderOptions(workers=workers, quality=quality))
     del bundle  # the job holds only uint8 levels and painters
     t2 = time.perf_counter()
     summary = run_job(job)
     t3 = time.perf_counter()
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, reaped by run_job
     print(json.dumps({
+        "cpu_s": time.process_time() - cpu0 + kids.ru_utime + kids.ru_stime,
         "load_s": t1 - t0, "prepare_s": t2 - t1, "write_s": t3 - t2, "files": summary.files_written,
         "bytes": summary.bytes_written, "workers": summary.workers,
         "maxrss_parent_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -195,19 +203,23 @@ def main() -> None:
     # figure (on a shared machine other jobs only ever add time).
     _PANELS, _QUALITY = samples[1], args.quality
     floors, atomic_floors, renders = [], [], []
+    floor_cpu, atomic_floor_cpu, render_cpu = [], [], []
     for r in range(args.rounds):
         for atomic, times in ((False, floors), (True, atomic_floors)):
             floor_root = out / f"c_floor_{r}{'_atomic' if atomic else ''}" / "inference_timestep_0"
             tasks = [(cell_dir(str(floor_root), d, a, l), names, atomic)
                      for d in range(D) for a in range(A) for l in range(L)]
             load_c0 = load()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _children_cpu()
             with mp.get_context("fork").Pool(workers) as pool:
                 n_floor = sum(pool.imap_unordered(_floor_task, tasks, chunksize=L))
+                pool.close()
+                pool.join()  # reaped: their CPU time is now counted
             times.append(time.perf_counter() - t0)
+            (atomic_floor_cpu if atomic else floor_cpu).append(_children_cpu() - cpu0)
             what = "encode + atomic write (tmp + rename)" if atomic else "encode + write"
-            print(f"[round {r}] (c{'+' if atomic else ''}) floor: {what} {n_floor} JPEGs: {times[-1]:.2f} s  "
-                  f"[{load_c0} -> {load()}]")
+            print(f"[round {r}] (c{'+' if atomic else ''}) floor: {what} {n_floor} JPEGs: {times[-1]:.2f} s, "
+                  f"CPU {(atomic_floor_cpu if atomic else floor_cpu)[-1]:.2f} s  [{load_c0} -> {load()}]")
 
         load_a0 = load()
         t0 = time.perf_counter()
@@ -216,8 +228,10 @@ def main() -> None:
         t_a_total = time.perf_counter() - t0
         a = json.loads(res.stdout.strip().splitlines()[-1])
         renders.append(a["prepare_s"] + a["write_s"])
+        render_cpu.append(a["cpu_s"])
         print(f"[round {r}] (a) pi0viz: {a['files']} files: load {a['load_s']:.2f} s + fuse/levels {a['prepare_s']:.2f} s"
-              f" + paint/encode/write {a['write_s']:.2f} s = {renders[-1]:.2f} s render ({t_a_total:.2f} s wall incl."
+              f" + paint/encode/write {a['write_s']:.2f} s = {renders[-1]:.2f} s render, CPU {a['cpu_s']:.2f} s"
+              f" ({t_a_total:.2f} s wall incl."
               f" Python start and load) [{load_a0} -> {load()}]")
         print(f"          peak memory: parent {a['maxrss_parent_mb']:.0f} MB, largest worker {a['maxrss_child_mb']:.0f} MB"
               " (workers are forked: most pages shared)")
@@ -297,6 +311,9 @@ def main() -> None:
     print(f"  a/c = {t_a / t_floor:.2f} (min/min), {np.median(renders) / np.median(floors):.2f} (median/median)  "
           f"(target <= 1.5; rounds: a {', '.join(f'{x:.1f}' for x in renders)} s; "
           f"c {', '.join(f'{x:.1f}' for x in floors)} s)")
+    print(f"  a/c in CPU seconds (what the call costs the machine; robust to sharing it): "
+          f"{np.median(render_cpu) / np.median(floor_cpu):.2f} (median/median; a {', '.join(f'{x:.1f}' for x in render_cpu)}"
+          f" s, c {', '.join(f'{x:.1f}' for x in floor_cpu)} s, c+ {', '.join(f'{x:.1f}' for x in atomic_floor_cpu)} s)")
     print(f"  c+/c = {t_atomic / t_floor:.2f} (min/min)  (the floor with pi0viz's atomic writes; rounds: c+ "
           f"{', '.join(f'{x:.1f}' for x in atomic_floors)} s)")
     implied = (t_paint + t_enc + t_atomic_w) / (t_enc + t_plain)
