@@ -255,3 +255,28 @@ def test_bfloat16_attention_and_odd_image_sizes(tmp_path):
     assert img.shape[1] == GRID * PATCH_PX
     lv = block_levels(img)
     assert np.unravel_index(lv.argmax(), lv.shape) == (3, 4) and lv[3, 4] >= 250
+
+
+def test_reduced_capture_heads_fused_on_device_prefix_keys_only(tmp_path):
+    # A capture that kept only action rows over prefix keys, heads max-fused on the device (K = G = 1).
+    from pi0viz.bundle import CaptureBundle
+
+    b = synthetic_bundle(num_steps=2, num_layers=2, num_action_tokens=3)
+    hot = b.layout.camera_region(1).start + 7 * GRID + 7
+    place_hot_key(b, step=1, layer=1, action_token=2, head=5, key=hot, mass=0.9)
+    lay = b.layout
+    att = b.attention[:, :, :, :, :, lay.action_queries(), :lay.num_prefix_keys].max(axis=(3, 4), keepdims=True)
+    reduced = CaptureBundle(attention=att, camera_names=b.camera_names, images=b.images, image_masks=b.image_masks,
+                            token_ids=b.token_ids, token_pieces=b.token_pieces, token_mask=b.token_mask,
+                            num_state_tokens=1, num_action_tokens=3, diffusion_times=b.diffusion_times,
+                            attention_heads="max", attention_queries="actions", attention_keys="prefix")
+    from pi0viz.render import RenderJob
+
+    a = RenderJob(b, str(tmp_path / "full"), 0, RenderOptions(workers=1))
+    r = RenderJob(reduced, str(tmp_path / "reduced"), 0, RenderOptions(workers=1))
+    np.testing.assert_array_equal(a.levels, r.levels)  # the same maps
+    np.testing.assert_array_equal(a.peaks, r.peaks)
+    assert (r.mass >= a.mass - 1e-6).all()  # fused on device: "mass" sums the max over heads (an upper bound)
+    render_bundle(reduced, tmp_path / "reduced", RenderOptions(workers=1, alpha=1.0))
+    lv = block_levels(decode(cell(tmp_path / "reduced", 1, 2, 1) / "fused_attention_on_left_wrist_0_rgb.jpg"))
+    assert np.unravel_index(lv.argmax(), lv.shape) == (7, 7)

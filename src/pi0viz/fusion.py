@@ -194,6 +194,8 @@ class FusedCall:
         heads: [D, L, A, H, R] float32 per-head probabilities, or None unless asked for.
         region_mass: [D, L, A, N] float32, probability mass on each region (cameras kept, then text),
             averaged over heads: the share of attention that region actually received (absolute, in [0, 1]).
+            For a capture whose heads were max-fused on the device, the sum of the fused map instead (an
+            upper bound: the per-head masses are gone).
         keys: [R] indices into S of the drawn keys.
         regions: [(name, start, stop)] ranges into R, one per drawn camera, then "text".
     """
