@@ -35,7 +35,8 @@ def block_levels(img: np.ndarray, zoom: int = 1) -> np.ndarray:
     """
     b = PATCH_PX * zoom
     heat = img[: GRID * b, : GRID * b].reshape(GRID, b, GRID, b, 3)[:, 2:-2, :, 2:-2]
-    med = np.median(heat.reshape(GRID, (b - 4), GRID, (b - 4), 3).transpose(0, 2, 1, 3, 4).reshape(GRID, GRID, -1, 3), axis=2)
+    per_block = heat.transpose(0, 2, 1, 3, 4).reshape(GRID, GRID, -1, 3)  # [16, 16, pixels, 3]
+    med = np.median(per_block, axis=2)
     return nearest_level(med)
 
 

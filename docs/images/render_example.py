@@ -38,7 +38,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         render_bundle(bundle, tmp, RenderOptions(workers=1, zoom=2, quality=92))
         cell = Path(tmp) / "inference_timestep_0" / "diffusion_timestep_0" / "action_token_0" / "layer_0"
-        cams = [Image.open(cell / f"fused_attention_on_{n}.jpg").convert("RGB") for n in ("base_0_rgb", "left_wrist_0_rgb")]
+        cams = [Image.open(cell / f"fused_attention_on_{n}.jpg").convert("RGB")
+                for n in ("base_0_rgb", "left_wrist_0_rgb")]
         txt = Image.open(cell / "fused_attention_on_text.jpg").convert("RGB")
         gap = 8
         width = max(sum(c.width for c in cams) + gap, txt.width)

@@ -51,7 +51,8 @@ def key_validity(layout: AttentionLayout, image_masks: np.ndarray, token_mask: n
     """
     B = image_masks.shape[0]
     P, T = layout.patches_per_camera, layout.num_text_tokens
-    prefix = np.concatenate([np.repeat(image_masks.astype(bool), P, axis=1), token_mask.astype(bool)], axis=1)  # [B, Sp]
+    cams = np.repeat(image_masks.astype(bool), P, axis=1)  # [B, C * P]
+    prefix = np.concatenate([cams, token_mask.astype(bool)], axis=1)  # [B, Sp]
     valid = np.zeros((B, layout.num_queries, layout.num_keys), bool)
     valid[:, :, : prefix.shape[1]] = prefix[:, None, :]
     state, action = layout.state_region, layout.action_region

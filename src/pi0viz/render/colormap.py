@@ -29,7 +29,8 @@ def colormap_lut(name: str = DEFAULT_COLORMAP) -> np.ndarray:
     try:
         cmap = matplotlib.colormaps[name]
     except KeyError:
-        raise ColormapError(f"unknown colormap {name!r}; try 'inferno' (default), 'magma', 'viridis' or 'turbo'") from None
+        raise ColormapError(
+            f"unknown colormap {name!r}; try 'inferno' (default), 'magma', 'viridis' or 'turbo'") from None
     rgba = cmap(np.linspace(0.0, 1.0, 256))  # [256, 4] floats in [0, 1]
     return np.round(rgba[:, :3] * 255).astype(np.uint8)
 

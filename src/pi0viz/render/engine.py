@@ -383,7 +383,8 @@ def run_job(job: RenderJob, progress: Callable[[int], None] | None = None) -> Re
         try:
             pool, stop = _start_pool(job, workers)
         except (OSError, EOFError, RuntimeError) as err:  # e.g. forkserver cannot re-import a `python -` script
-            job.notes.append(f"could not start worker processes ({type(err).__name__}: {err}); rendered in this process")
+            job.notes.append(f"could not start worker processes ({type(err).__name__}: {err}); "
+                             "rendered in this process")
             workers = 1
     if pool is None:
         for task in tasks:
@@ -453,8 +454,9 @@ def _imap_until_error(pool, tasks, stop):
         raise error
 
 
-def render_bundle(bundle: CaptureBundle, out_dir: str | os.PathLike = "attention_viz", options: RenderOptions | None = None,
-                  *, inference_step: int | None = None, progress: Callable[[int], None] | None = None) -> RenderSummary:
+def render_bundle(bundle: CaptureBundle, out_dir: str | os.PathLike = "attention_viz",
+                  options: RenderOptions | None = None, *, inference_step: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> RenderSummary:
     """Render a capture bundle as the attention_viz tree.
 
     Args:

@@ -27,8 +27,8 @@ def safe_names(names: Sequence[str], reserved: Sequence[str] = ("text",)) -> lis
     """File-name-safe, unique versions of camera names (which come from data and are untrusted).
 
     Only [A-Za-z0-9._-] survive (anything else becomes "_"), runs of dots become "_" and leading dots are
-    dropped (no hidden files, no ".."), at most 64 characters; empty or clashing names (with each other or with "text", the prompt map)
-    get a numeric suffix. The result can never contain a path separator, so files stay in their folder.
+    dropped (no hidden files, no ".."), at most 64 characters; empty or clashing names (with each other or
+    with "text", the prompt map) get a numeric suffix. The result can never contain a path separator, so files stay in their folder.
     """
     out: list[str] = []
     taken = {r.lower() for r in reserved}

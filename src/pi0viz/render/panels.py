@@ -74,7 +74,8 @@ class Caption:
         static = np.empty((self.height, width, 3), np.uint8)
         static[...] = CAPTION_PAPER
         title_font = font(atlas.size, mono=False)
-        paint(static, text_mask(fit_text(title, title_font, width - 2 * pad), title_font), pad, self.rows[0], CAPTION_INK)
+        title_mask = text_mask(fit_text(title, title_font, width - 2 * pad), title_font)
+        paint(static, title_mask, pad, self.rows[0], CAPTION_INK)
         zero = atlas.mask("0")
         paint(static, zero, pad, self.rows[2], CAPTION_INK)
         self.bar_x0 = pad + zero.shape[1] + pad
@@ -311,7 +312,8 @@ class TextPainter:
         alpha = np.arange(256, dtype=np.uint8)
         paper = np.broadcast_to(lut[:, None, :], (256, 256, 3))
         pen = np.broadcast_to(ink[:, None, :], (256, 256, 3))
-        self.blends = pack_rgb(_blend(paper, pen, np.broadcast_to(alpha[None, :], (256, 256)))).reshape(-1)  # [level*256 + alpha]
+        alphas = np.broadcast_to(alpha[None, :], (256, 256))
+        self.blends = pack_rgb(_blend(paper, pen, alphas)).reshape(-1)  # index: level * 256 + alpha
         flat_alpha = layout.glyphs.reshape(-1)
         self.ink_at = np.flatnonzero(flat_alpha)  # pixels with ink (all inside boxes)
         self.ink_box = layout.box_index.reshape(-1)[self.ink_at]
