@@ -145,16 +145,7 @@ def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
     if args.bundles_only:
         return
     from pi0viz import visualize_attention
-    from pi0viz.render import RenderOptions, render_bundle
 
-    if bundle.attention_heads == "max":
-        # Heads fused on device (--fuse-heads): rows are maxima, not distributions; the bundle path knows that.
-        options = RenderOptions(steps=args.render_steps, action_tokens=args.render_action_tokens,
-                                layers=args.render_layers, workers=args.workers)
-        summary = render_bundle(bundle, episode_dir, options, inference_step=step)
-        logger.info("attention of call %d: %d files in %.1f s -> %s", step, summary.files_written, summary.seconds,
-                    summary.out_dir)
-        return
     summary = visualize_attention(
         bundle.attention,
         images=bundle.images,
@@ -167,6 +158,7 @@ def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
         num_state_tokens=bundle.num_state_tokens,
         num_action_tokens=bundle.num_action_tokens,
         attention_kind=bundle.attention_kind,
+        attention_heads=bundle.attention_heads,  # "max" with --fuse-heads: rows are maxima, not distributions
         patch_grid=bundle.patch_grid,
         diffusion_times=bundle.diffusion_times,
         step_indices=bundle.step_indices,

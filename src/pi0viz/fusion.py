@@ -143,7 +143,8 @@ def check_probabilities(probs: np.ndarray, valid: np.ndarray, *, sums_to_one: bo
     """
     p = np.asarray(probs)
     lo, hi = float(p.min()), float(p.max())
-    hint = "if these are pre-softmax scores, pass attention_kind='logits'"
+    hint = ("if these are pre-softmax scores, pass attention_kind='logits'; if the heads were already max-fused "
+            "(K = G = 1), pass attention_heads='max'")
     if lo < -atol or hi > 1 + atol:
         raise FusionError(f"attention_kind='probs' but values span [{lo:.4g}, {hi:.4g}], outside [0, 1]; {hint}")
     if not sums_to_one:

@@ -26,6 +26,7 @@ def visualize_attention(
     num_state_tokens: int = 1,
     num_action_tokens: int | None = None,
     attention_kind: Literal["probs", "logits"] = "probs",
+    attention_heads: Literal["all", "max"] = "all",
     patch_grid: tuple[int, int] = (16, 16),
     diffusion_times: Sequence[float] | None = None,
     step_indices: Sequence[int] | None = None,
@@ -73,6 +74,8 @@ def visualize_attention(
         token_mask: [B, T] or [T] bool, False = pad. Default: pieces that are not "".
         num_state_tokens: 1 for pi0, 0 for pi0.5.
         num_action_tokens: default Q - num_state_tokens.
+        attention_heads: "max" when the heads were already max-fused on the device (K = G = 1), e.g. a capture
+            with CaptureOptions(fuse_heads=True); rows then need not sum to 1.
         patch_grid: image tokens per camera, (rows, cols), raster order.
         diffusion_times, step_indices, layer_indices: what the D and L axes hold (default: all steps
             0..D-1 with t = 1, 1 - 1/D, ...; all layers 0..L-1). The indices name the output folders.
@@ -117,6 +120,7 @@ def visualize_attention(
                          else (1.0 - np.arange(D) / max(D, 1)).astype(np.float32)),
         patch_grid=patch_grid,
         attention_kind=attention_kind,
+        attention_heads=attention_heads,
         attention_keys="prefix" if att.shape[6] == prefix_keys else "all",  # S = cameras + prompt only
         step_indices=None if step_indices is None else np.asarray(step_indices, np.int32),
         layer_indices=None if layer_indices is None else np.asarray(layer_indices, np.int32),
