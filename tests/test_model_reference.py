@@ -84,8 +84,8 @@ def test_intermediates_match_openpi(params, case_path):
     np.testing.assert_array_equal(np.asarray(mask), case["prefix_mask"])
     np.testing.assert_array_equal(pi0_mod.denoising_times(int(case["num_steps"])), case["timesteps"])
     # One Euler step from the recorded x_t of each step reproduces openpi's x_{t+1} trajectory.
-    x = case["x_t"]
-    np.testing.assert_allclose(x[1:], x[:-1] + np.float32(-0.1) * case["v_t"][:-1], rtol=0, atol=1e-5)
+    x, dt = case["x_t"], np.float32(-1.0 / int(case["num_steps"]))
+    np.testing.assert_allclose(x[1:], x[:-1] + dt * case["v_t"][:-1], rtol=0, atol=1e-5)
 
 
 def test_batch_of_two_with_masked_camera_matches_single_runs(params):
