@@ -77,7 +77,9 @@ def siglip_config(variant: str) -> SiglipConfig:
     """Decode a "Name/patch" string such as "So400m/14" (patch defaults to 16 as in big_vision)."""
     name, _, patch = variant.partition("/")
     if name not in SIGLIP_VARIANTS:
-        raise ValueError(f"unknown SigLIP variant {variant!r}; expected '<name>/<patch>' with name in {list(SIGLIP_VARIANTS)}")
+        raise ValueError(
+            f"unknown SigLIP variant {variant!r}; expected '<name>/<patch>' with name in {list(SIGLIP_VARIANTS)}"
+        )
     width, depth, mlp_dim, num_heads = SIGLIP_VARIANTS[name]
     p = int(patch) if patch else 16
     return SiglipConfig(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads, patch_size=(p, p))
@@ -103,7 +105,9 @@ class Pi0Config:
 
     def __post_init__(self) -> None:
         if self.pi05:
-            raise NotImplementedError("pi0.5 (pi05=True: adaRMS action expert, no state token) is not implemented; use pi0")
+            raise NotImplementedError(
+                "pi0.5 (pi05=True: adaRMS action expert, no state token) is not implemented; use pi0"
+            )
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}")
         llm, expert = self.llm, self.expert  # validates the variant names

@@ -219,7 +219,9 @@ def _check_observation(config: Pi0Config, obs: Observation) -> None:
     for k in config.image_keys:
         shape = tuple(obs.images[k].shape)
         if shape != (b, *IMAGE_RESOLUTION, 3):
-            raise ValueError(f"image {k!r} has shape {shape}, expected {(b, *IMAGE_RESOLUTION, 3)} (resize with pad first)")
+            raise ValueError(
+                f"image {k!r} has shape {shape}, expected {(b, *IMAGE_RESOLUTION, 3)} (resize with pad first)"
+            )
     if tuple(obs.state.shape) != (b, config.action_dim):
         raise ValueError(f"state has shape {tuple(obs.state.shape)}, expected {(b, config.action_dim)} (zero-pad it)")
     if tuple(obs.tokenized_prompt.shape) != (b, config.max_token_len):
@@ -255,7 +257,8 @@ def sample_actions(
     if noise is None:
         noise = jax.random.normal(rng, (b, config.action_horizon, config.action_dim), dtype=jnp.float32)
     obs = dataclasses.asdict(observation)
-    actions, captured, times = _sample_jit(params, obs, jnp.asarray(noise, jnp.float32), config, int(num_steps), capture)
+    noise = jnp.asarray(noise, jnp.float32)
+    actions, captured, times = _sample_jit(params, obs, noise, config, int(num_steps), capture)
     captured = captured or {}
     return SampleOutput(
         actions=actions,
