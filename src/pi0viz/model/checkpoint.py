@@ -21,6 +21,9 @@ from pi0viz.model.config import Pi0Config
 from pi0viz.model.init import Params, flatten, init_params, unflatten
 
 
+RESTORE_CONCURRENT_GB = 1
+
+
 def param_shapes(config: Pi0Config) -> dict[str, tuple[int, ...]]:
     """The full parameter tree built abstractly (jax.eval_shape, nothing allocated): '/'-joined path -> shape."""
     tree = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
@@ -77,7 +80,9 @@ def load_params(params_dir: str | os.PathLike, *, dtype: str | jnp.dtype | None 
         path = path / "params"  # given the checkpoint folder itself
     if not (path / "_METADATA").exists() and not (path / "manifest.ocdbt").exists():
         raise FileNotFoundError(f"{path} is not an orbax PyTree checkpoint (expected openpi's <checkpoint>/params)")
-    ckptr = ocp.PyTreeCheckpointer()
+    # Bound the bytes in flight while restoring (orbax's default is 96 GB, i.e. everything at once), so the
+    # transient read buffers stay near one large array.
+    ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=RESTORE_CONCURRENT_GB))
     metadata = ckptr.metadata(path)
     tree = getattr(metadata, "item_metadata", metadata)  # orbax >= 0.12 wraps the tree in StepMetadata
     tree = getattr(tree, "tree", tree)
