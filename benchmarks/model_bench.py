@@ -1,8 +1,8 @@
 """Speed and memory of pi0viz.model.sample_actions with and without attention capture.
 
     python benchmarks/model_bench.py            # tiny openpi reference config (float32), a few seconds
-    python benchmarks/model_bench.py --full     # also a full-size pi0 (random bfloat16 weights, ~7 GB RAM
-                                                # for weights, 25-35 s per call on a 2-core CPU)
+    python benchmarks/model_bench.py --full     # also a full-size pi0 (random bfloat16 weights: 6 GiB, ~12 GB
+                                                # peak RSS, 2-3 min init, 40-50 s per call on a shared 2-core CPU)
 
 Prints compile time, per-call wall time (min and median of alternating runs, so machine load hits every
 variant alike) and CPU time, the capture/no-capture ratios (target <= 1.2x), the captured bytes, whether the
