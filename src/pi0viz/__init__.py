@@ -22,6 +22,7 @@ __all__ = [
     "load_bundle",
     "save_bundle",
     "visualize_attention",
+    "write_viewer",
 ]
 
 
@@ -30,4 +31,8 @@ def __getattr__(name: str) -> Any:
         from pi0viz.visualize import visualize_attention
 
         return visualize_attention
+    if name == "write_viewer":
+        from pi0viz.viewer import write_viewer
+
+        return write_viewer
     raise AttributeError(f"module 'pi0viz' has no attribute {name!r}")

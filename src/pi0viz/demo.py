@@ -65,7 +65,7 @@ def run_demo(
         viewer: also write viewer.html (when pi0viz.viewer is available).
         echo: where progress lines go.
     """
-    from tqdm import tqdm
+    from pi0viz.progress import progress_bar
 
     from pi0viz.render import RenderJob, RenderOptions, run_job
 
@@ -100,8 +100,7 @@ def run_demo(
     for call, bundle in enumerate(captured):
         job = RenderJob(bundle, str(tree), call, options)
         total = len(job.tasks) * len(job.layer_pos) * job.files_per_cell
-        with tqdm(total=total, unit="file", desc=f"[3/4] rendering call {call + 1}/{calls}", dynamic_ncols=True,
-                  leave=True) as bar:
+        with progress_bar(total, f"[3/4] rendering call {call + 1}/{calls}") as bar:
             summary = run_job(job, progress=bar.update)
         echo(f"      {summary.files_written + summary.files_skipped} files, {summary.bytes_written / 1e6:.0f} MB "
              f"in {summary.seconds:.1f} s")

@@ -53,7 +53,7 @@ def render_command(bundle: str, out: str, inference_step: int | None, steps: str
     OUT/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_{camera}.jpg
     and fused_attention_on_text.jpg; D = 0 is the first denoising step (t = 1.0, pure noise).
     """
-    from tqdm import tqdm
+    from pi0viz.progress import progress_bar
 
     try:
         capture = load_bundle(bundle)
@@ -65,7 +65,7 @@ def render_command(bundle: str, out: str, inference_step: int | None, steps: str
         step = inference_step if inference_step is not None else (capture.inference_step or 0)
         job = RenderJob(capture, out, step, options)
         total = len(job.tasks) * len(job.layer_pos) * job.files_per_cell
-        with tqdm(total=total, unit="file", disable=no_progress, desc="render", dynamic_ncols=True) as bar:
+        with progress_bar(total, "render", disable=no_progress) as bar:
             summary = run_job(job, progress=bar.update)
     except (BundleError, FusionError, RenderError, ColormapError) as err:
         raise click.ClickException(str(err)) from None
