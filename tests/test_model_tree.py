@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pi0viz.model import Pi0Config, init_params, load_params, param_shapes
-from pi0viz.model.init import flatten
+from pi0viz.model.init import abstract_params, flatten
 
 DATA = Path(__file__).parent / "data" / "openpi_pi0_tiny"
 
@@ -81,10 +81,25 @@ def test_full_pi0_tree_equals_facts_table():
 
 
 def test_full_pi0_is_abstract_and_bfloat16():
-    tree = jax.eval_shape(lambda: init_params(Pi0Config.pi0(), jax.random.key(0)))
-    leaves = jax.tree.leaves(tree)
+    leaves = jax.tree.leaves(abstract_params(Pi0Config.pi0()))
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
     assert {str(x.dtype) for x in leaves} == {"bfloat16"}
+
+
+def test_init_params_matches_the_abstract_tree_and_is_seeded():
+    config = Pi0Config.tiny()
+    a, b, c = (init_params(config, jax.random.key(k)) for k in (0, 0, 1))
+    want = {p: (x.shape, x.dtype) for p, x in flatten(abstract_params(config)).items()}
+    assert {p: (x.shape, x.dtype) for p, x in flatten(a).items()} == want
+    flat_a, flat_b, flat_c = flatten(a), flatten(b), flatten(c)
+    for path, x in flat_a.items():
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(flat_b[path]), err_msg=path)
+    emb = np.asarray(flat_a["PaliGemma/llm/embedder/input_embedding"])  # N(0, 1), sampled in several chunks
+    assert abs(emb.std() - 1.0) < 0.01 and abs(emb.mean()) < 0.01
+    assert not np.array_equal(emb, np.asarray(flat_c["PaliGemma/llm/embedder/input_embedding"]))
+    q = np.asarray(flat_a["PaliGemma/llm/layers/attn/q_einsum/w"])  # lecun normal, fan_in = width 64
+    assert abs(q.std() - 64 ** -0.5) < 0.01
+    assert not np.asarray(flat_a["PaliGemma/llm/final_norm/scale"]).any()  # RMSNorm scales start at 0
 
 
 def test_tiny_tree_equals_openpi_checkpoint():

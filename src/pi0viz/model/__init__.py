@@ -13,7 +13,7 @@ Read order: config (variants) -> siglip (images -> tokens) -> gemma (two-expert 
 
 from pi0viz.model.checkpoint import load_norm_stats, load_params, param_shapes, save_params
 from pi0viz.model.config import GemmaConfig, Pi0Config, SiglipConfig
-from pi0viz.model.init import init_params
+from pi0viz.model.init import abstract_params, init_params
 from pi0viz.model.pi0 import (
     CaptureOptions,
     Observation,
@@ -35,6 +35,7 @@ __all__ = [
     "denoising_times",
     "embed_prefix",
     "embed_suffix",
+    "abstract_params",
     "init_params",
     "load_norm_stats",
     "load_params",

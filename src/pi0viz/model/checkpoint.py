@@ -18,16 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from pi0viz.model.config import Pi0Config
-from pi0viz.model.init import Params, flatten, init_params, unflatten
+from pi0viz.model.init import Params, abstract_params, flatten, unflatten
 
 
 RESTORE_CONCURRENT_GB = 1
 
 
 def param_shapes(config: Pi0Config) -> dict[str, tuple[int, ...]]:
-    """The full parameter tree built abstractly (jax.eval_shape, nothing allocated): '/'-joined path -> shape."""
-    tree = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-    return {path: tuple(leaf.shape) for path, leaf in flatten(tree).items()}
+    """The full parameter tree built abstractly (nothing allocated): '/'-joined path -> shape."""
+    return {path: tuple(leaf.shape) for path, leaf in flatten(abstract_params(config)).items()}
 
 
 def _strip_value_suffix(flat: dict[str, Any]) -> dict[str, Any]:

@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pi0viz.model.config import Pi0Config
 
@@ -107,25 +109,38 @@ def flatten(tree: Params, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-CHUNK = 1 << 24  # values sampled at once: bounds the 32-bit random bits the sampler needs (64 MiB)
+SMALL_CHUNK = 1 << 16  # values per sampler call for small leaves (biases, norms, tiny configs)
+LARGE_CHUNK = 1 << 22  # ... and for large ones: bounds the sampler's 32-bit temporaries (16 MiB)
+
+
+def abstract_params(config: Pi0Config) -> Params:
+    """The parameter tree as jax.ShapeDtypeStruct leaves in `config.compute_dtype` (nothing is allocated)."""
+    dtype = config.compute_dtype
+    return unflatten({path: jax.ShapeDtypeStruct(shape, dtype) for path, (shape, _, _) in param_specs(config).items()})
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _normal_chunk(key: jax.Array, std: jax.Array, size: int, dtype: jnp.dtype) -> jax.Array:
+    """[size] samples of N(0, std^2), drawn directly in `dtype`."""
+    return jax.random.normal(key, (size,), dtype) * std.astype(dtype)
 
 
 def _init_leaf(key: jax.Array, spec: Spec, dtype: jnp.dtype) -> jax.Array:
     shape, kind, fan_in = spec
-    if kind == "zeros":
-        return jnp.zeros(shape, dtype)
-    if kind == "ones":
-        return jnp.ones(shape, dtype)
-    std = jnp.asarray({"normal": 1.0 / math.sqrt(fan_in), "embed": 1.0, "posemb": 1.0 / math.sqrt(fan_in)}[kind], dtype)
+    host_dtype = np.dtype(dtype)  # bfloat16 -> ml_dtypes' numpy bfloat16
+    if kind in ("zeros", "ones"):
+        return jax.device_put((np.zeros if kind == "zeros" else np.ones)(shape, host_dtype))
+    std = jnp.float32({"normal": 1.0 / math.sqrt(fan_in), "embed": 1.0, "posemb": 1.0 / math.sqrt(fan_in)}[kind])
+    # Every leaf is filled from fixed-size chunks, so the sampler compiles twice per dtype instead of once per
+    # leaf shape (50 compilations, ~14 s on 2 cores for the tiny config), and a large leaf (the 1.2 B-value
+    # gated MLP) never has float32 temporaries of its own size.
     size = math.prod(shape)
-    # Large leaves (the 1.2 B-value gated MLP, the 527 M-value embedding) are sampled in slices of the leading
-    # axis by lax.map, so the sampler's 32-bit temporaries never reach the size of the leaf.
-    n = next((d for d in range(1, shape[0] + 1) if shape[0] % d == 0 and size // d <= CHUNK), shape[0]) if shape else 1
-    if n == 1:
-        return jax.random.normal(key, shape, dtype) * std
-    part = (shape[0] // n, *shape[1:])
-    chunks = jax.lax.map(lambda k: jax.random.normal(k, part, dtype) * std, jax.random.split(key, n))
-    return chunks.reshape(shape)
+    chunk = SMALL_CHUNK if size <= SMALL_CHUNK else LARGE_CHUNK
+    out = np.empty(size, host_dtype)
+    for i, start in enumerate(range(0, size, chunk)):
+        part = np.asarray(_normal_chunk(jax.random.fold_in(key, i), std, chunk, dtype))
+        out[start:start + chunk] = part[: size - start]
+    return jax.device_put(out.reshape(shape))
 
 
 def init_params(config: Pi0Config, rng: jax.Array) -> Params:
@@ -133,16 +148,14 @@ def init_params(config: Pi0Config, rng: jax.Array) -> Params:
 
     Scales: lecun-normal kernels, N(0, 1) token embeddings, zero biases, zero RMSNorm scales (used as 1 + scale),
     unit LayerNorm scales, and a random (not zero) SigLIP head so that images affect the actions.
-    Each leaf is built by its own jitted function, sampled directly in `config.dtype` in slices of at most 16 M
-    values, so peak memory is the tree plus about one slice (a full-size bfloat16 tree never exists in float32).
+    Leaves are sampled directly in `config.dtype`, chunk by chunk into one host buffer per leaf, so peak memory
+    is the tree plus about one leaf (a full-size bfloat16 tree never exists in float32).
+    Not traceable (it fills host buffers): use `abstract_params` for shapes.
     """
     specs = param_specs(config)
     dtype = config.compute_dtype
     keys = jax.random.split(rng, len(specs))
     flat = {}
     for i, (path, spec) in enumerate(sorted(specs.items())):
-        flat[path] = _init_leaf_jit(keys[i], spec, dtype)
+        flat[path] = _init_leaf(keys[i], spec, dtype)
     return unflatten(flat)
-
-
-_init_leaf_jit = jax.jit(_init_leaf, static_argnums=(1, 2))
