@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 
 from pi0viz import AttentionLayout, BundleError, CaptureBundle, load_bundle, save_bundle
-from pi0viz.synthetic import place_hot_key, synthetic_bundle
-
-
-def small(**kw):
-    kw.setdefault("num_steps", 2)
-    kw.setdefault("num_layers", 3)
-    kw.setdefault("num_action_tokens", 5)
-    return synthetic_bundle(**kw)
+from pi0viz.synthetic import place_hot_key
+from bundle_support import small
 
 
 def test_round_trip_is_exact(tmp_path):

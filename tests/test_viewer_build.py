@@ -13,17 +13,11 @@ from click.testing import CliRunner
 from pi0viz import fusion, save_bundle
 from pi0viz.bundle import BundleError
 from pi0viz.cli import main
-from pi0viz.synthetic import place_hot_key, synthetic_bundle
+from pi0viz.synthetic import place_hot_key
+from bundle_support import small
 from pi0viz.viewer import ViewerError, write_viewer
 from pi0viz.viewer.data import call_arrays, decode_fused
 from pi0viz.viewer.page import json_for_script
-
-
-def small(**kw):
-    kw.setdefault("num_steps", 2)
-    kw.setdefault("num_layers", 3)
-    kw.setdefault("num_action_tokens", 5)
-    return synthetic_bundle(**kw)
 
 
 def page_meta(path):
