@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from pi0viz.model import CaptureOptions, Observation, Pi0Config, init_params, load_params, sample_actions

@@ -49,7 +49,7 @@ def load() -> str:
 
 def child_render(bundle_path: str, out: str, workers: int, quality: int) -> None:
     """Run in a subprocess: load, prepare, render; print timings and peak memory as JSON."""
-    from pi0viz.bundle import load_bundle
+    from pi0viz.core.bundle import load_bundle
     from pi0viz.render.engine import RenderJob, RenderOptions, run_job
 
     t0 = time.perf_counter()
@@ -166,11 +166,11 @@ def main() -> None:
         child_render(args.child[0], args.child[1], int(args.child[2]), int(args.child[3]))
         return
 
-    from pi0viz.bundle import save_bundle
-    from pi0viz.fusion import fuse_call
+    from pi0viz.core.bundle import save_bundle
+    from pi0viz.core.fusion import fuse_call
+    from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
     from pi0viz.render.engine import RenderJob, RenderOptions, default_workers
     from pi0viz.render.files import cell_dir
-    from pi0viz.synthetic import place_hot_key, synthetic_bundle
 
     workers = args.workers or default_workers()
     out = HERE / "out" / time.strftime("%Y%m%d-%H%M%S")

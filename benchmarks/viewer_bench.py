@@ -97,8 +97,8 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
+    from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
     from pi0viz.render import RenderOptions, render_bundle
-    from pi0viz.synthetic import place_hot_key, synthetic_bundle
     from pi0viz.viewer import write_viewer
 
     work = Path(tempfile.mkdtemp(prefix="pi0viz_viewer_bench_"))

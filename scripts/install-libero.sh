@@ -7,7 +7,7 @@
 # torch, wandb/transformers/hydra (only for LIBERO's training code), and it ships no scene assets (it would try to
 # download them from the Hugging Face Hub at run time). Measured recipe: ../shared/docs/libero-setup.md.
 # numpy stays >= 2 here (JAX needs it); robosuite 1.4.0 + mujoco 3.2.3 render identical frames with numpy 2.
-# LIBERO's config.yaml is written at run time by pi0viz.libero_env (no interactive prompt).
+# LIBERO's config.yaml is written at run time by pi0viz.policy.libero_env (no interactive prompt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PI0VIZ_VENV:-.venv}

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
-from pi0viz import libero_env
-from pi0viz.libero_frames import MANIFEST_FORMAT
+from pi0viz.policy import libero_env
+from pi0viz.policy.libero_frames import MANIFEST_FORMAT
 
 # (suite, task id): one scene per suite, chosen for visibly different layouts.
 SCENES = [("libero_spatial", 0), ("libero_object", 0), ("libero_goal", 0), ("libero_10", 0)]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pi0viz.bundle import CaptureBundle
-from pi0viz.synthetic import synthetic_bundle
+from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.synthetic import synthetic_bundle
 
 
 def small(**kw) -> CaptureBundle:

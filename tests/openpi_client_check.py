@@ -19,8 +19,8 @@ import numpy as np
 from openpi_client import msgpack_numpy as openpi_msgpack
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
-from pi0viz.bundle import save_bundle
-from pi0viz.libero_frames import load_frames
+from pi0viz.core.bundle import save_bundle
+from pi0viz.policy.libero_frames import load_frames
 from pi0viz.serving.protocol import RETURN_ATTENTION_KEY, bundle_from_response
 
 

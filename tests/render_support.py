@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pi0viz.render.colormap import colormap_lut
-from pi0viz.synthetic import place_hot_key, synthetic_bundle
+from pi0viz.core.colormap import colormap_lut
+from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
 
 LUT = colormap_lut("inferno").astype(np.float32)
 GRID = 16

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from bundle_support import small
 
 from pi0viz import AttentionLayout, BundleError, CaptureBundle, load_bundle, save_bundle
-from pi0viz.synthetic import place_hot_key
-from bundle_support import small
+from pi0viz.core.synthetic import place_hot_key
 
 
 def test_round_trip_is_exact(tmp_path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi0viz.bundle import load_bundle
-from pi0viz.libero_frames import load_frames
+from pi0viz.core.bundle import load_bundle
+from pi0viz.policy.libero_frames import load_frames
 
 pytestmark = pytest.mark.slow
 

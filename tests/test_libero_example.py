@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi0viz import libero_env
-from pi0viz.bundle import load_bundle
+from pi0viz.core.bundle import load_bundle
+from pi0viz.policy import libero_env
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
 if not libero_env.libero_installed():
@@ -48,7 +48,7 @@ def scene():
 
 @pytest.fixture(scope="module")
 def tiny_policy():
-    from pi0viz.model.policy import Policy
+    from pi0viz.policy.jax_policy import Policy
 
     return Policy.tiny(seed=0)
 

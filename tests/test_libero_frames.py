@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi0viz import libero_env
-from pi0viz.libero_frames import FRAMES_DIR, load_frames
+from pi0viz.policy import libero_env
+from pi0viz.policy.libero_frames import FRAMES_DIR, load_frames
 
 
 def test_shipped_frames_are_model_inputs_from_four_suites() -> None:

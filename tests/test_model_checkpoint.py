@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pi0viz.model import load_norm_stats, load_params, save_params
+from pi0viz.errors import CheckpointError
+from pi0viz.model import load_params, save_params
 from pi0viz.model.init import flatten, unflatten
+from pi0viz.policy.norm_stats import load_norm_stats
 
 DATA = Path(__file__).parent / "data" / "openpi_pi0_tiny"
 
@@ -63,5 +65,5 @@ def test_norm_stats(tmp_path):
     assert set(out) == {"state", "actions"}
     assert out["state"]["mean"].shape == (8,) and out["state"]["std"][0] == 2.0
     assert set(out["actions"]) == {"mean", "std"}
-    with pytest.raises(FileNotFoundError, match="norm_stats.json"):
+    with pytest.raises(CheckpointError, match="norm_stats.json"):
         load_norm_stats(tmp_path, "nope")

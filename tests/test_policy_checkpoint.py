@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pi0viz.errors import CheckpointError
 from pi0viz.model import save_params
-from pi0viz.model.policy import Policy
-from pi0viz.model.tokenizer import BUNDLED_MODEL
+from pi0viz.policy.jax_policy import Policy
+from pi0viz.policy.tokenizer import BUNDLED_MODEL
 
 ASSET_ID = "physical-intelligence/libero"
 STATS = {
@@ -69,7 +70,7 @@ def test_checkpoint_dtype_and_tokenizer_warnings(checkpoint, caplog):
     assert {x.dtype for x in jax.tree.leaves(p.params)} == {jnp.dtype(jnp.bfloat16)}
     if p.tokenizer.is_bundled:
         assert "mean nothing to a trained pi0" in caplog.text
-    with pytest.raises(FileNotFoundError, match="norm stats"):
+    with pytest.raises(CheckpointError, match="norm stats"):
         Policy.from_checkpoint(root, config=tiny.config, tokenizer_path=BUNDLED_MODEL, asset_id="other/robot",
                                dtype="float32")
 

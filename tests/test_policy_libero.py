@@ -10,11 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from pi0viz.bundle import CaptureBundle, load_bundle, save_bundle
+from pi0viz.core.bundle import CaptureBundle, load_bundle, save_bundle
+from pi0viz.core.images import resize_with_pad
+from pi0viz.errors import CheckpointError, ObservationError
 from pi0viz.model import CaptureOptions, sample_actions
-from pi0viz.model.image_tools import resize_with_pad
-from pi0viz.model.policy import Policy
-from pi0viz.model.tokenizer import PromptTokenizer
+from pi0viz.policy.jax_policy import Policy, to_observation
+from pi0viz.policy.tokenizer import PromptTokenizer
 
 PROMPT = "put the black bowl in the bottom drawer of the cabinet and close it"
 STATE_MEAN = np.array([-0.05, 0.03, 1.0, 2.97, -0.1, 0.05, 0.03, -0.03])
@@ -66,7 +67,7 @@ def test_input_mapping(policy):
     np.testing.assert_array_equal(inp.token_ids, ids)
     np.testing.assert_array_equal(inp.token_mask, mask)
     # Model range: uint8 -> [-1, 1]; the masked right wrist is all -1 (black), batch axis 1.
-    o = inp.to_observation()
+    o = to_observation(inp)
     assert o.images["base_0_rgb"].shape == (1, 224, 224, 3)
     np.testing.assert_allclose(np.asarray(o.images["base_0_rgb"][0]), obs["observation/image"] / 255 * 2 - 1, atol=1e-6)
     assert (np.asarray(o.images["right_wrist_0_rgb"]) == -1).all()
@@ -110,7 +111,7 @@ def test_infer_matches_the_model_core(policy):
     actions = res["actions"]
     assert actions.shape == (50, 7) and actions.dtype == np.float32 and np.isfinite(actions).all()
     inp = policy.prepare(obs)
-    core = sample_actions(policy.params, policy.config, jax.random.key(9), inp.to_observation(), noise=noise[None])
+    core = sample_actions(policy.params, policy.config, jax.random.key(9), to_observation(inp), noise=noise[None])
     core_actions = np.asarray(core.actions)[0]
     want = core_actions[:, :7] * (ACT_STD + 1e-6) + ACT_MEAN
     want[:, :6] += obs["observation/state"][:6]
@@ -186,16 +187,16 @@ def test_reduced_capture_bundle(policy, tmp_path):
 @pytest.mark.parametrize(
     "change, error, match",
     [
-        (lambda o: o.pop("observation/wrist_image"), KeyError, "observation/wrist_image"),
-        (lambda o: o.pop("observation/state"), KeyError, "observation/state"),
-        (lambda o: o.pop("prompt"), KeyError, "default_prompt"),
-        (lambda o: o.update(prompt=3), TypeError, "str"),
+        (lambda o: o.pop("observation/wrist_image"), ObservationError, "observation/wrist_image"),
+        (lambda o: o.pop("observation/state"), ObservationError, "observation/state"),
+        (lambda o: o.pop("prompt"), ObservationError, "default_prompt"),
+        (lambda o: o.update(prompt=3), ObservationError, "str"),
         (lambda o: o.update({"observation/image": np.zeros((224, 224, 3), np.int64)}), ValueError, "uint8"),
         (lambda o: o.update({"observation/image": np.zeros((224, 224), np.uint8)}), ValueError, r"\[H, W, 3\]"),
         (lambda o: o.update({"observation/state": np.full(8, np.nan)}), ValueError, "NaN"),
         (lambda o: o.update({"observation/state": np.zeros((2, 4))}), ValueError, "1-d"),
         (lambda o: o.update({"observation/state": np.zeros(9)}), ValueError, "norm stats cover 8"),
-        (lambda o: o.update({"observation/state": np.array(["a"] * 8)}), TypeError, "float"),
+        (lambda o: o.update({"observation/state": np.array(["a"] * 8)}), ObservationError, "float"),
     ],
 )
 def test_invalid_observations_fail_clearly(policy, change, error, match):
@@ -206,7 +207,7 @@ def test_invalid_observations_fail_clearly(policy, change, error, match):
 
 
 def test_other_errors(policy, tiny):
-    with pytest.raises(TypeError, match="dict"):
+    with pytest.raises(ObservationError, match="dict"):
         policy.infer([1, 2])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="noise must have shape"):
         policy.infer(make_obs(), noise=np.zeros((10, 32)))
@@ -214,7 +215,7 @@ def test_other_errors(policy, tiny):
     del obs["prompt"]
     with_default = Policy(tiny.params, tiny.config, tiny.tokenizer, STATS, default_prompt=PROMPT)
     assert with_default.prepare(obs).prompt == PROMPT
-    with pytest.raises(KeyError, match="'std'"):
+    with pytest.raises(CheckpointError, match="'std'"):
         Policy(tiny.params, tiny.config, tiny.tokenizer, {"state": {"mean": [0.0]}, "actions": STATS["actions"]})
     small = type(tiny.config)(**{**tiny.config.__dict__, "vocab_size": 100})
     with pytest.raises(ValueError, match="tokenizer"):

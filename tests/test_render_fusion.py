@@ -5,9 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pi0viz.fusion import (ColorScale, FusionError, check_probabilities, fuse_call, fuse_heads, key_validity,
-                           logits_to_probs, scale_tops, to_levels)
-from pi0viz.layout import AttentionLayout
+from pi0viz.core.fusion import (
+    ColorScale,
+    FusionError,
+    check_probabilities,
+    fuse_call,
+    fuse_heads,
+    key_validity,
+    logits_to_probs,
+    scale_tops,
+    to_levels,
+)
+from pi0viz.core.layout import AttentionLayout
 
 # 2 cameras of 2 x 2 patches, 3 prompt slots, 1 state, 2 actions: S = 8 + 3 + 1 + 2 = 14, Q = 3.
 LAYOUT = AttentionLayout(camera_names=("a", "b"), patch_grid=(2, 2), num_text_tokens=3, num_state_tokens=1,

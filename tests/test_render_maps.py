@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from render_support import GRID, PATCH_PX, block_levels, cell, decode, hot_bundle, nearest_level
 
-from pi0viz.fusion import ColorScale
+from pi0viz.core.fusion import ColorScale
+from pi0viz.core.synthetic import synthetic_bundle
 from pi0viz.render import RenderOptions, render_bundle
 from pi0viz.render.engine import RenderJob
 from pi0viz.render.panels import as_rgbx, display_piece
-from pi0viz.synthetic import synthetic_bundle
-from render_support import GRID, PATCH_PX, block_levels, cell, decode, hot_bundle, nearest_level
 
 ONE_CELL = dict(steps="3", action_tokens="17", layers="5", workers=1)
 
@@ -165,7 +165,7 @@ def test_per_head_views(tmp_path):
 def test_camera_selection_with_a_gap_draws_the_right_patches(tmp_path):
     b = hot_bundle()
     right = b.layout.camera_region(2).start + 13 * GRID + 2
-    from pi0viz.synthetic import place_hot_key
+    from pi0viz.core.synthetic import place_hot_key
 
     place_hot_key(b, step=3, layer=5, action_token=17, head=1, key=right, mass=0.8)
     render_bundle(b, tmp_path, RenderOptions(alpha=1.0, cameras="base_0_rgb,right_wrist_0_rgb", **ONE_CELL))

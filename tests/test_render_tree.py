@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from render_support import GRID, PATCH_PX, block_levels, cell, decode, jpgs, tree_bytes
 
 from pi0viz import visualize_attention
-from pi0viz.bundle import BundleError, save_bundle
 from pi0viz.cli import main
+from pi0viz.core.bundle import BundleError, save_bundle
+from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
 from pi0viz.render import RenderError, RenderOptions, parse_selection, render_bundle, safe_names
-from pi0viz.synthetic import place_hot_key, synthetic_bundle
-from render_support import GRID, PATCH_PX, block_levels, cell, decode, jpgs, tree_bytes
 
 
 def test_tree_has_exactly_D_x_A_x_L_x_regions_files(tmp_path):
@@ -167,7 +165,8 @@ def test_errors_are_clear(tmp_path):
         render_bundle(b, tmp_path, RenderOptions(workers=1))
     att = synthetic_bundle(num_steps=1, num_layers=1, num_action_tokens=2).attention
     kw = dict(images=np.zeros((3, 224, 224, 3), np.uint8), camera_names=["a", "b", "c"],
-              token_pieces=["<bos>", "▁hi", "\n"] + [""] * 45, inference_step=0, out_dir=tmp_path, workers=1)
+              token_pieces=["<bos>", "▁hi", "\n"] + [""] * 45, inference_step=0, out_dir=tmp_path,
+                  options=RenderOptions(workers=1))
     bad = att.copy()
     bad[0, 0, 0, 0, 0, 1, 3] = np.nan
     with pytest.raises(BundleError, match="NaN"):
@@ -215,7 +214,7 @@ def test_visualize_attention_api_with_dict_images_batch_and_resize(tmp_path):
     summary = visualize_attention(
         b.attention, images={"base_0_rgb": raw, "left_wrist_0_rgb": b.images[:, 1]},
         camera_names=b.camera_names, token_pieces=b.token_pieces, token_mask=b.token_mask, inference_step=3,
-        out_dir=tmp_path, batch_index=1, alpha=1.0, workers=1)
+        out_dir=tmp_path, options=RenderOptions(batch_index=1, alpha=1.0, workers=1))
     assert summary.files_written == 1 * 3 * 2 * 3  # right wrist missing from `images` -> masked, no file
     img = decode(cell(tmp_path, 0, 1, 1, inference=3) / "fused_attention_on_base_0_rgb.jpg")
     lv = block_levels(img)
@@ -228,7 +227,7 @@ def test_workers_after_jax_is_loaded_use_a_forkserver(tmp_path):
     script.write_text(
         "import sys, jax\n"
         "from pi0viz.render import RenderOptions, render_bundle\n"
-        "from pi0viz.synthetic import synthetic_bundle\n"
+        "from pi0viz.core.synthetic import synthetic_bundle\n"
         "if __name__ == '__main__':\n"
         "    b = synthetic_bundle(num_steps=1, num_layers=2, num_action_tokens=2)\n"
         "    s = render_bundle(b, sys.argv[1], RenderOptions(workers=2))\n"
@@ -248,7 +247,8 @@ def test_bfloat16_attention_and_odd_image_sizes(tmp_path):
     images[..., 1] = 200
     summary = visualize_attention(b.attention.astype(ml_dtypes.bfloat16), images=images,
                                   camera_names=b.camera_names, token_pieces=b.token_pieces[0],
-                                  token_mask=b.token_mask[0], inference_step=0, out_dir=tmp_path, alpha=1.0, workers=1)
+                                  token_mask=b.token_mask[0], inference_step=0, out_dir=tmp_path,
+                                  options=RenderOptions(alpha=1.0, workers=1))
     assert summary.files_written == 2 * 4
     assert sum("resized with padding to 224x224" in n for n in summary.notes) == 3
     img = decode(cell(tmp_path, 0, 1, 0) / "fused_attention_on_left_wrist_0_rgb.jpg")
@@ -259,7 +259,7 @@ def test_bfloat16_attention_and_odd_image_sizes(tmp_path):
 
 def test_reduced_capture_heads_fused_on_device_prefix_keys_only(tmp_path):
     # A capture that kept only action rows over prefix keys, heads max-fused on the device (K = G = 1).
-    from pi0viz.bundle import CaptureBundle
+    from pi0viz.core.bundle import CaptureBundle
 
     b = synthetic_bundle(num_steps=2, num_layers=2, num_action_tokens=3)
     hot = b.layout.camera_region(1).start + 7 * GRID + 7

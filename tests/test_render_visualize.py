@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from pi0viz import visualize_attention
-from pi0viz.render.files import RenderError
 from render_support import block_levels, cell, decode, hot_bundle, jpgs
+
+from pi0viz import RenderOptions, visualize_attention
+from pi0viz.render.files import RenderError
 
 
 def _call(attention, bundle, out, **kw):
     return visualize_attention(
         attention, images=bundle.images, camera_names=bundle.camera_names, token_pieces=bundle.token_pieces,
         token_mask=bundle.token_mask, image_masks=bundle.image_masks, inference_step=4, out_dir=out,
-        steps="3", action_tokens="17", layers="5", workers=1, alpha=1.0, **kw)
+        options=RenderOptions(steps="3", action_tokens="17", layers="5", workers=1, alpha=1.0), **kw)
 
 
 def test_heads_fused_on_device_render_the_same_hot_patch(tmp_path):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from pi0viz.bundle import load_bundle
-from pi0viz.libero_frames import load_frames
+from pi0viz.core.bundle import load_bundle
+from pi0viz.policy.libero_frames import load_frames
 from pi0viz.serving import msgpack_numpy
 from pi0viz.serving.client import PolicyClient, ServerError
 from pi0viz.serving.protocol import RETURN_ATTENTION_KEY
@@ -49,7 +49,7 @@ class GatedPolicy:
 
 @pytest.fixture(scope="module")
 def served():
-    from pi0viz.model.policy import Policy
+    from pi0viz.policy.jax_policy import Policy
 
     policy = GatedPolicy(Policy.tiny(seed=0))
     server = PolicyServer(policy, port=0)

@@ -1,7 +1,7 @@
 """The viewer page in a real headless Chromium: open from file://, move controls, read canvas pixels back.
 
-Ground truth is constructed with pi0viz.synthetic.place_hot_key; expected color levels come from
-pi0viz.fusion (the renderer's math) applied to the values the page holds.
+Ground truth is constructed with pi0viz.core.synthetic.place_hot_key; expected color levels come from
+pi0viz.core.fusion (the renderer's math) applied to the values the page holds.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from pi0viz import fusion
-from pi0viz.synthetic import place_hot_key, synthetic_bundle
+from pi0viz.core import fusion
+from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
 from pi0viz.viewer import serve_viewer, write_viewer
 from pi0viz.viewer.data import call_arrays, decode_fused
 from pi0viz.viewer.page import colormap_tables
@@ -124,7 +124,7 @@ def hot_page_path(tmp_path_factory):
 
 
 def expected_levels(bundle, scale: fusion.ColorScale, head: int | None = None) -> np.ndarray:
-    """Levels of the hot cell computed by pi0viz.fusion from the values the page decodes."""
+    """Levels of the hot cell computed by pi0viz.core.fusion from the values the page decodes."""
     call = call_arrays(bundle)
     fused = decode_fused(call)  # [D, L, A, R]
     tops = fusion.scale_tops(fused, call.drawn_regions, scale)
@@ -159,7 +159,7 @@ def test_keyboard_moves_to_hot_cell_and_canvas_shows_the_hot_patch(browser, hot_
     assert levels[HOT_PATCH] == 255 and np.sort(levels.ravel())[-2] < 128
     for cam in ("left_wrist_0_rgb", "right_wrist_0_rgb"):  # shared scale: cameras nobody looks at stay cold
         assert to_level(page.blocks(cam)[..., :3]).max() < 64, cam
-    # The page's levels are the renderer's (pi0viz.fusion) for the whole cell, cameras and text.
+    # The page's levels are the renderer's (pi0viz.core.fusion) for the whole cell, cameras and text.
     np.testing.assert_array_equal(np.asarray(page.js("Array.from(pi0viz.view.levels)")),
                                   expected_levels(bundle, fusion.ColorScale()))
     # The hottest prompt box is token 7, drawn in its level's color.

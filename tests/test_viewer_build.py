@@ -8,13 +8,14 @@ import re
 
 import numpy as np
 import pytest
+from bundle_support import small
 from click.testing import CliRunner
 
-from pi0viz import fusion, save_bundle
-from pi0viz.bundle import BundleError
+from pi0viz import save_bundle
 from pi0viz.cli import main
-from pi0viz.synthetic import place_hot_key
-from bundle_support import small
+from pi0viz.core import fusion
+from pi0viz.core.bundle import BundleError
+from pi0viz.core.synthetic import place_hot_key
 from pi0viz.viewer import ViewerError, write_viewer
 from pi0viz.viewer.data import call_arrays, decode_fused
 from pi0viz.viewer.page import json_for_script

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pi0viz.libero_frames import load_frames
+from pi0viz.policy.libero_frames import load_frames
 from pi0viz.render import RenderOptions, render_bundle
-from pi0viz.synthetic import place_hot_key, synthetic_bundle
+from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
 
 OUT = Path(__file__).with_name("render_example.jpg")
 

@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pi0viz import libero_env
-from pi0viz.bundle import CaptureBundle, save_bundle
+from pi0viz.core.bundle import CaptureBundle, save_bundle
+from pi0viz.policy import libero_env
 
 logger = logging.getLogger("libero_example")
 VIDEO_FPS = 10
@@ -128,7 +128,7 @@ def make_policy(args: Args) -> ChunkPolicy:
     """--policy server | tiny | checkpoint:DIR -> an object with infer(obs, return_attention, inference_step)."""
     if args.policy == "server":
         return ServerPolicy(args.host, args.port)
-    from pi0viz.model.policy import Policy
+    from pi0viz.policy.jax_policy import Policy
 
     if args.policy == "tiny":
         return InProcessPolicy(Policy.tiny(seed=0))
@@ -144,7 +144,7 @@ def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
         save_bundle(bundle, episode_dir / "bundles" / f"inference_{step:03d}.npz")
     if args.bundles_only:
         return
-    from pi0viz import visualize_attention
+    from pi0viz import RenderOptions, visualize_attention
 
     summary = visualize_attention(
         bundle.attention,
@@ -163,10 +163,8 @@ def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
         diffusion_times=bundle.diffusion_times,
         step_indices=bundle.step_indices,
         layer_indices=bundle.layer_indices,
-        steps=args.render_steps,
-        action_tokens=args.render_action_tokens,
-        layers=args.render_layers,
-        workers=args.workers,
+        options=RenderOptions(steps=args.render_steps, action_tokens=args.render_action_tokens,
+                              layers=args.render_layers, workers=args.workers),
     )
     logger.info("attention of call %d: %d files in %.1f s -> %s", step, summary.files_written, summary.seconds,
                 summary.out_dir)

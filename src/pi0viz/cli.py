@@ -7,6 +7,8 @@ import importlib
 
 import click
 
+from pi0viz.errors import Pi0vizError
+
 # name -> (module, attribute, one-line help)
 _COMMANDS = {
     "demo": ("pi0viz.demo", "demo_command", "Run the tiny pi0 on shipped LIBERO frames and render its attention."),
@@ -17,6 +19,16 @@ _COMMANDS = {
 
 
 class _LazyGroup(click.Group):
+    """Subcommands imported on first use; any Pi0vizError a command lets through becomes one line, exit 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Pi0vizError as err:
+            name = ctx.invoked_subcommand or ""
+            click.echo(f"pi0viz {name}: error: {err}".replace("  ", " "), err=True)
+            ctx.exit(1)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 

@@ -20,8 +20,8 @@ from typing import Any
 import click
 import numpy as np
 
-from pi0viz.bundle import CaptureBundle, save_bundle
-from pi0viz.libero_frames import LiberoFrame, load_frames
+from pi0viz.core.bundle import CaptureBundle, save_bundle
+from pi0viz.policy.libero_frames import LiberoFrame, load_frames
 
 HONEST_NOTE = (
     "Note: this is an UNTRAINED tiny pi0 (random weights). Its attention maps show the pipeline (capture -> "
@@ -65,8 +65,7 @@ def run_demo(
         viewer: also write viewer.html (when pi0viz.viewer is available).
         echo: where progress lines go.
     """
-    from pi0viz.progress import progress_bar
-
+    from pi0viz.core.progress import progress_bar
     from pi0viz.render import RenderJob, RenderOptions, run_job
 
     seconds: dict[str, float] = {}
@@ -115,7 +114,7 @@ def run_demo(
 
 
 def _load_policy(checkpoint: Path | None, tokenizer: Path | None) -> Any:
-    from pi0viz.model.policy import Policy
+    from pi0viz.policy.jax_policy import Policy
 
     if checkpoint is None:
         return Policy.tiny(seed=0)

@@ -11,7 +11,7 @@ Read order: config (variants) -> siglip (images -> tokens) -> gemma (two-expert 
     out.attention  # [10, 18, B, 1, 8, 51, 867] float32
 """
 
-from pi0viz.model.checkpoint import load_norm_stats, load_params, param_shapes, save_params
+from pi0viz.model.checkpoint import load_params, param_shapes, save_params
 from pi0viz.model.config import GemmaConfig, Pi0Config, SiglipConfig
 from pi0viz.model.init import abstract_params, init_params
 from pi0viz.model.pi0 import (
@@ -37,7 +37,6 @@ __all__ = [
     "embed_suffix",
     "abstract_params",
     "init_params",
-    "load_norm_stats",
     "load_params",
     "make_attn_mask",
     "param_shapes",

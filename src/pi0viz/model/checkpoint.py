@@ -7,7 +7,6 @@ openpi writes with orbax-checkpoint 0.11.x; the same OCDBT layout reads with the
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -15,11 +14,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from pi0viz.model.config import Pi0Config
 from pi0viz.model.init import Params, abstract_params, flatten, unflatten
-
 
 RESTORE_CONCURRENT_GB = 1
 
@@ -107,22 +104,3 @@ def save_params(params: Params, params_dir: str | os.PathLike) -> None:
     ckptr.save(path, {"params": params})
     if hasattr(ckptr, "wait_until_finished"):
         ckptr.wait_until_finished()
-
-
-def load_norm_stats(checkpoint_dir: str | os.PathLike, asset_id: str) -> dict[str, dict[str, np.ndarray]]:
-    """Read `<checkpoint>/assets/<asset_id>/norm_stats.json` (openpi format {"norm_stats": {key: stats}}).
-
-    Returns:
-        {"state": {"mean", "std", "q01", "q99"}, "actions": {...}} as float64 numpy arrays (q01/q99 may be absent).
-    """
-    path = Path(checkpoint_dir) / "assets" / asset_id / "norm_stats.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no norm stats at {path} (asset_id is e.g. 'physical-intelligence/libero')")
-    data = json.loads(path.read_text())
-    stats = data.get("norm_stats", data)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for key, entry in stats.items():
-        if not isinstance(entry, dict) or "mean" not in entry or "std" not in entry:
-            raise ValueError(f"{path}: norm stats for {key!r} need 'mean' and 'std', got {entry!r:.200}")
-        out[key] = {k: np.asarray(v, dtype=np.float64) for k, v in entry.items() if v is not None}
-    return out

@@ -8,7 +8,7 @@
     cli.py       `pi0viz render`
 """
 
-from pi0viz.render.colormap import DEFAULT_COLORMAP, colormap_lut
+from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
 from pi0viz.render.engine import RenderJob, RenderOptions, RenderSummary, render_bundle, run_job
 from pi0viz.render.files import RenderError, parse_selection, safe_names
 from pi0viz.render.panels import TextLayout, layout_prompt

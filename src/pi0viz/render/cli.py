@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import click
 
-from pi0viz.bundle import BundleError, load_bundle
-from pi0viz.fusion import SCALE_SCOPES, ColorScale, FusionError
-from pi0viz.render.colormap import DEFAULT_COLORMAP, ColormapError
+from pi0viz.core.bundle import BundleError, load_bundle
+from pi0viz.core.colormap import DEFAULT_COLORMAP, ColormapError
+from pi0viz.core.fusion import SCALE_SCOPES, ColorScale, FusionError
 from pi0viz.render.engine import DEFAULT_QUALITY, RenderJob, RenderOptions, run_job
 from pi0viz.render.files import RenderError
 from pi0viz.render.panels import DEFAULT_ALPHA, DEFAULT_ZOOM
@@ -53,7 +53,7 @@ def render_command(bundle: str, out: str, inference_step: int | None, steps: str
     OUT/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_{camera}.jpg
     and fused_attention_on_text.jpg; D = 0 is the first denoising step (t = 1.0, pure noise).
     """
-    from pi0viz.progress import progress_bar
+    from pi0viz.core.progress import progress_bar
 
     try:
         capture = load_bundle(bundle)

@@ -17,16 +17,32 @@ from typing import Callable, Sequence
 
 import numpy as np
 import simplejpeg
-from PIL import Image
 
-from pi0viz.bundle import CaptureBundle
-from pi0viz.fusion import ColorScale, FusionError, fuse_call, scale_tops, to_levels
-from pi0viz.render.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
-from pi0viz.render.files import (RenderError, cell_dir, inference_dir, parse_selection, remove_stale_temps,
-                                 safe_names, write_atomic_in)
+from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
+from pi0viz.core.fusion import ColorScale, FusionError, fuse_call, scale_tops, to_levels
+from pi0viz.core.images import resize_with_pad
+from pi0viz.render.files import (
+    RenderError,
+    cell_dir,
+    inference_dir,
+    parse_selection,
+    remove_stale_temps,
+    safe_names,
+    write_atomic_in,
+)
 from pi0viz.render.glyphs import GlyphAtlas
-from pi0viz.render.panels import (DEFAULT_ALPHA, DEFAULT_ZOOM, Caption, CameraPainter, CameraStack, TextPainter,
-                                  Upsample, as_rgbx, layout_prompt)
+from pi0viz.render.panels import (
+    DEFAULT_ALPHA,
+    DEFAULT_ZOOM,
+    CameraPainter,
+    CameraStack,
+    Caption,
+    TextPainter,
+    Upsample,
+    as_rgbx,
+    layout_prompt,
+)
 
 MODEL_PATCH_PX = 14  # SigLIP So400m/14: the model sees rows*14 x cols*14 pixels (224 x 224 for 16 x 16 patches)
 DEFAULT_QUALITY = 85
@@ -107,19 +123,6 @@ class RenderSummary:
 
 
 # -- preparation ----------------------------------------------------------------------------------------
-
-
-def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Fit `image` [h, w, 3] uint8 into height x width keeping its aspect, zero-padded and centered (bilinear),
-    the way openpi prepares model inputs, so the patch grid lands where the model's did."""
-    h, w = image.shape[:2]
-    ratio = max(w / width, h / height)
-    new_w, new_h = max(1, int(w / ratio)), max(1, int(h / ratio))
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-    out = np.zeros((height, width, 3), np.uint8)
-    top, left = (height - new_h) // 2, (width - new_w) // 2
-    out[top:top + new_h, left:left + new_w] = resized
-    return out
 
 
 class RenderJob:
@@ -460,7 +463,7 @@ def render_bundle(bundle: CaptureBundle, out_dir: str | os.PathLike = "attention
     """Render a capture bundle as the attention_viz tree.
 
     Args:
-        bundle: one inference call (see pi0viz.bundle.CaptureBundle for shapes).
+        bundle: one inference call (see pi0viz.core.bundle.CaptureBundle for shapes).
         out_dir: root of the tree; files go to {out_dir}/inference_timestep_N/...
         options: selection, scale and quality (RenderOptions()).
         inference_step: N in the path; default the bundle's inference_step, else 0.

@@ -15,12 +15,11 @@ import os
 import re
 from typing import Sequence
 
+from pi0viz.errors import RenderError
+
 TMP_SUFFIX = ".tmp"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
-
-class RenderError(RuntimeError):
-    """Rendering or writing failed; the message says what happened and what to do."""
 
 
 def safe_names(names: Sequence[str], reserved: Sequence[str] = ("text",)) -> list[str]:

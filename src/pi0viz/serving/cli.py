@@ -32,7 +32,7 @@ def serve_command(checkpoint: Path | None, tiny: bool, tokenizer: Path | None, h
         raise click.UsageError("--tokenizer goes with --checkpoint (the tiny pi0 uses its bundled tokenizer)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo("loading the policy ...", err=True)
-    from pi0viz.model.policy import Policy
+    from pi0viz.policy.jax_policy import Policy
     from pi0viz.serving.server import PolicyServer
 
     if tiny:

@@ -18,12 +18,9 @@ from typing import Any, Mapping
 
 from websockets.sync.client import ClientConnection, connect
 
-from pi0viz.bundle import BUNDLE_PREFIX
+from pi0viz.core.bundle import BUNDLE_PREFIX
+from pi0viz.errors import ServerError
 from pi0viz.serving import msgpack_numpy, protocol
-
-
-class ServerError(RuntimeError):
-    """The server answered a request with an error message (a text frame)."""
 
 
 class PolicyClient:

@@ -17,12 +17,11 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from pi0viz.errors import ProtocolError as MsgpackNumpyError
+
 # openpi refuses these kinds when packing; we refuse them when unpacking as well.
 _REFUSED_KINDS = frozenset("VOc")
 
-
-class MsgpackNumpyError(ValueError):
-    """A value cannot be packed, or received bytes are not valid msgpack-numpy."""
 
 
 def _check_dtype(dtype: np.dtype, where: str) -> None:

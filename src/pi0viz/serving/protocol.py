@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from pi0viz.bundle import BUNDLE_PREFIX, CaptureBundle
+from pi0viz.core.bundle import BUNDLE_PREFIX, CaptureBundle
 
 RETURN_ATTENTION_KEY = "pi0viz/return_attention"
 INFERENCE_STEP_KEY = "pi0viz/inference_step"

@@ -28,20 +28,18 @@ from typing import Any, Mapping, Protocol
 import websockets
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 
+from pi0viz.errors import ProtocolError as RequestError
 from pi0viz.serving import msgpack_numpy, protocol
 
 logger = logging.getLogger(__name__)
 
 
 class InferencePolicy(Protocol):
-    """What the server needs from a policy (pi0viz.model.policy.Policy has this)."""
+    """What the server needs from a policy (pi0viz.policy.jax_policy.Policy has this)."""
 
     def infer(self, obs: Mapping[str, Any], *, return_bundle: bool = False, inference_step: int | None = None,
               capture: Any = None) -> dict[str, Any]: ...
 
-
-class RequestError(ValueError):
-    """The client sent something the server cannot use; reported back as a text frame."""
 
 
 class PolicyServer:

@@ -9,18 +9,24 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from pi0viz.bundle import CaptureBundle, load_bundle
+from pi0viz.core.bundle import CaptureBundle, load_bundle
+from pi0viz.core.colormap import COLORMAPS
+from pi0viz.errors import ViewerError
 from pi0viz.viewer.data import CallArrays, call_arrays
-from pi0viz.viewer.page import (AUTO_EMBED_CALLS, COLORMAPS, FusedMode, HeadsMode, PageBuilder, call_meta,
-                                check_same_layout, colormap_tables)
+from pi0viz.viewer.page import (
+    AUTO_EMBED_CALLS,
+    FusedMode,
+    HeadsMode,
+    PageBuilder,
+    call_meta,
+    check_same_layout,
+    colormap_tables,
+)
 
 BundleLike = Union[CaptureBundle, str, os.PathLike]
 _TREE_LEVELS = ("inference_timestep", "diffusion_timestep", "action_token", "layer")
 _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\.jpe?g")
 
-
-class ViewerError(ValueError):
-    """The viewer cannot be built as asked; the message says what was expected."""
 
 
 def write_viewer(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from pi0viz.bundle import BundleError
+from pi0viz.core.bundle import BundleError
+from pi0viz.core.colormap import COLORMAPS
 
 
 def _split_inputs(inputs: tuple[Path, ...], tree: Path | None) -> tuple[list[Path], Path | None]:
@@ -44,7 +45,7 @@ def _split_inputs(inputs: tuple[Path, ...], tree: Path | None) -> tuple[list[Pat
 @click.option("--batch", type=int, default=0, show_default=True, help="Batch element of each bundle.")
 @click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True,
               help="Screen pixels per image pixel (integer: patches stay exact pixel blocks).")
-@click.option("--colormap", type=click.Choice(["inferno", "magma", "viridis", "turbo"]), default="inferno",
+@click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="inferno",
               show_default=True)
 @click.option("--title", default=None, help="Page title (default: the prompt).")
 @click.option("--serve", is_flag=True, help="Serve the page over HTTP after writing it (Ctrl-C to stop).")
@@ -55,7 +56,7 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
     """Write an interactive, offline HTML viewer for capture bundles (.npz, several = one episode) and/or an
     attention_viz tree. Open the page in a browser; keyboard: arrows = action token / layer, [ ] = diffusion
     step, , . = inference step, h = next head, s = color scale."""
-    from pi0viz.fusion import FusionError
+    from pi0viz.core.fusion import FusionError
     from pi0viz.viewer import ViewerError, serve_viewer, write_viewer
 
     bundles, tree = _split_inputs(inputs, tree)

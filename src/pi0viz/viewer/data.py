@@ -4,7 +4,7 @@ Why bytes and not JPEGs: one pi0 call is 9,000 cells x 4 images = 36,000 JPEGs (
 uint8 are 7.3 MB and the browser recolors one cell (816 values) in well under a millisecond.
 See docs/viewer.md for the measurements.
 
-The maps cover the drawn keys R of pi0viz.fusion (unmasked cameras' patches, then the non-pad prompt tokens),
+The maps cover the drawn keys R of pi0viz.core.fusion (unmasked cameras' patches, then the non-pad prompt tokens),
 so a masked camera or a pad costs nothing. Encoding (little-endian, row-major):
 - fused  uint8 [D, L, A, R]: the fused value (max over heads of the attention probability) of drawn key r in
   cell (d, l, a) is `(q / 255) ** 2 * cell_max[d, l, a]`. Square-root quantization keeps small values (which
@@ -24,8 +24,8 @@ import dataclasses
 import numpy as np
 import simplejpeg
 
-from pi0viz import fusion
-from pi0viz.bundle import BundleError, CaptureBundle
+from pi0viz.core import fusion
+from pi0viz.core.bundle import BundleError, CaptureBundle
 
 _Q8 = 255.0
 _Q16 = 65535.0
@@ -77,7 +77,7 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
     """Reduce one bundle (one batch element) to the viewer's arrays; see the module docstring for the encoding.
 
     `index` is used as the inference step when the bundle does not carry one. Raises BundleError or
-    pi0viz.fusion.FusionError (e.g. probabilities that are really logits) with what was expected.
+    pi0viz.core.fusion.FusionError (e.g. probabilities that are really logits) with what was expected.
     """
     if not 0 <= batch < bundle.batch_size:
         raise BundleError(f"batch {batch} out of range: the bundle has batch size {bundle.batch_size}")

@@ -22,12 +22,12 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from pi0viz.bundle import BundleError
+from pi0viz.core.bundle import BundleError
+from pi0viz.core.colormap import COLORMAPS, colormap_lut
 from pi0viz.viewer.data import CallArrays
 
 HeadsMode = Literal["side", "embed", "none"]
 FusedMode = Literal["auto", "embed", "side"]
-COLORMAPS = ("inferno", "magma", "viridis", "turbo")  # the first is the default, as in pi0viz.render
 AUTO_EMBED_CALLS = 4  # with more calls than this, "auto" moves the fused maps to side files (7 MB per pi0 call)
 
 
@@ -97,14 +97,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def colormap_tables() -> dict[str, list[int]]:
-    """{name: [256 * 3] RGB ints}, sampled exactly like pi0viz.render.colormap (matplotlib, 256 levels)."""
-    import matplotlib
-
-    out = {}
-    for name in COLORMAPS:
-        rgba = matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))
-        out[name] = np.round(rgba[:, :3] * 255).astype(np.uint8).reshape(-1).tolist()
-    return out
+    """{name: [256 * 3] RGB ints}: the renderer's own lookup tables (pi0viz.core.colormap), flattened for JSON."""
+    return {name: colormap_lut(name).reshape(-1).tolist() for name in COLORMAPS}
 
 
 def check_same_layout(first: CallArrays, call: CallArrays) -> None:

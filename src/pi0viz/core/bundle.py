@@ -17,15 +17,13 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
-from pi0viz.layout import AttentionLayout
+from pi0viz.core.layout import AttentionLayout
+from pi0viz.errors import BundleError
 
 FORMAT = "pi0viz.capture/1"
 SUPPORTED_FORMATS = (FORMAT,)
 BUNDLE_PREFIX = "attention_bundle/"  # key prefix when a bundle rides inside a policy response
 
-
-class BundleError(ValueError):
-    """A capture bundle is malformed; the message says what was expected."""
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""Colormaps as lookup tables: 256 RGB rows, indexed by the uint8 levels from pi0viz.fusion.
+"""Colormaps as lookup tables: 256 RGB rows, indexed by the uint8 levels from pi0viz.core.fusion.
 
 The default is matplotlib's 'inferno': perceptually uniform with lightness rising monotonically from black
 (no attention) to pale yellow (the top of the scale), so "hot" reads the same in color, in grayscale and for
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from pi0viz.errors import ColormapError
+
 DEFAULT_COLORMAP = "inferno"
+COLORMAPS = ("inferno", "magma", "viridis", "turbo")  # offered by the CLI and the viewer; the first is the default
 
-
-class ColormapError(ValueError):
-    """Unknown colormap name."""
 
 
 def colormap_lut(name: str = DEFAULT_COLORMAP) -> np.ndarray:

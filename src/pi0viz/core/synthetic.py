@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pi0viz.bundle import CaptureBundle
+from pi0viz.core.bundle import CaptureBundle
 
 PI0_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 

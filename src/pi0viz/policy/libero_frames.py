@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-FRAMES_DIR = Path(__file__).parent / "assets" / "libero_frames"
+FRAMES_DIR = Path(__file__).resolve().parents[1] / "assets" / "libero_frames"
 MANIFEST_FORMAT = "pi0viz.libero_frames/1"
 
 

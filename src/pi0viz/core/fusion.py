@@ -1,6 +1,6 @@
 """From raw suffix attention to what the renderer draws: probabilities, head fusion, color levels.
 
-Word axes (see pi0viz.bundle): step (D), layer (L), batch (B), kv head (K), head per kv head (G), query (Q),
+Word axes (see pi0viz.core.bundle): step (D), layer (L), batch (B), kv head (K), head per kv head (G), query (Q),
 key (S); action (A = the action-token queries), head (H = K * G), region (one per camera, then the prompt).
 
 The pipeline, all vectorized numpy over the whole call:
@@ -22,15 +22,13 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from pi0viz.layout import AttentionLayout
+from pi0viz.core.layout import AttentionLayout
+from pi0viz.errors import FusionError
 
 ScaleScope = Literal["cell", "region", "layer", "global"]
 SCALE_SCOPES: tuple[str, ...] = ("cell", "region", "layer", "global")
 NUM_LEVELS = 256  # colormap lookup-table size: levels are uint8
 
-
-class FusionError(ValueError):
-    """The attention cannot be turned into maps as asked; the message says what was expected and the fix."""
 
 
 # -- validity ------------------------------------------------------------------------------------------

@@ -7,10 +7,9 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from pi0viz.bundle import BundleError, CaptureBundle
-from pi0viz.fusion import ColorScale, ScaleScope
-from pi0viz.render.engine import MODEL_PATCH_PX, RenderOptions, RenderSummary, render_bundle, resize_with_pad
-from pi0viz.render.panels import DEFAULT_ALPHA, DEFAULT_ZOOM, Upsample
+from pi0viz.core.bundle import BundleError, CaptureBundle
+from pi0viz.core.images import resize_with_pad
+from pi0viz.render.engine import MODEL_PATCH_PX, RenderOptions, RenderSummary, render_bundle
 
 
 def visualize_attention(
@@ -23,6 +22,7 @@ def visualize_attention(
     image_masks: Any = None,
     token_mask: Any = None,
     out_dir: str | os.PathLike = "attention_viz",
+    options: RenderOptions | None = None,
     num_state_tokens: int = 1,
     num_action_tokens: int | None = None,
     attention_kind: Literal["probs", "logits"] = "probs",
@@ -31,59 +31,41 @@ def visualize_attention(
     diffusion_times: Sequence[float] | None = None,
     step_indices: Sequence[int] | None = None,
     layer_indices: Sequence[int] | None = None,
-    steps: str | Sequence[int] | None = None,
-    action_tokens: str | Sequence[int] | None = None,
-    layers: str | Sequence[int] | None = None,
-    cameras: str | Sequence[str] | None = None,
-    scale: ScaleScope = "cell",
-    percentile: float | None = None,
-    gamma: float = 1.0,
-    log_decades: float | None = None,
-    colormap: str = "inferno",
-    zoom: int = DEFAULT_ZOOM,
-    upsample: Upsample = "nearest",
-    alpha: float = DEFAULT_ALPHA,
-    quality: int = 85,
-    per_head: bool = False,
-    workers: int | None = None,
-    resume: bool = False,
-    batch_index: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> RenderSummary:
-    """Render where pi0's action tokens attend in one inference call, as JPEGs under `out_dir`.
+    """Render where the action tokens attend in one inference call, as JPEGs under `out_dir`.
 
     Writes {out_dir}/inference_timestep_{inference_step}/diffusion_timestep_D/action_token_A/layer_L/
     fused_attention_on_{camera}.jpg (one per unmasked camera) and fused_attention_on_text.jpg. D = 0 is the
     first denoising step (t = 1.0, pure noise), D = 9 the last of pi0's 10 (t = 0.1).
 
-    Shapes: D denoising steps, L layers, B batch, K kv heads, G query heads per kv head, Q suffix queries
-    (state + action tokens), S keys (C cameras x rows x cols patches + T prompt tokens + state + actions).
+    Axes (docs/architecture.md): D denoising steps, L layers, B batch, K kv heads, G query heads per kv head,
+    Q query tokens (state + action tokens), S keys (C cameras x rows x cols patches + T prompt slots + suffix).
 
     Args:
-        attention: [D, L, B, K, G, Q, S] float16/float32 (bfloat16 and JAX arrays are converted to float32):
+        attention: float16/float32[D, L, B, K, G, Q, S] (bfloat16 and JAX/torch arrays are converted):
             post-softmax probabilities, or pre-softmax scores with attention_kind="logits".
             pi0: [10, 18, 1, 1, 8, 51, 867]; pi0.5 (LIBERO): [10, 18, 1, 1, 8, 10, 978].
         images: the model-input images, uint8 (float in [0, 1] or [-1, 1] is converted): [B, C, H, W, 3],
             [C, H, W, 3] (B = 1), or {camera name: [H, W, 3] or [B, H, W, 3]}. Images that are not
-            rows*14 x cols*14 (224 x 224 for pi0) are resized with padding as the model does.
+            rows*14 x cols*14 pixels (224 x 224 for pi0) are resized with padding as the model does.
         camera_names: [C] camera slots in token order (e.g. base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb).
-        token_pieces: [B, T] or [T] decoded prompt pieces, pads included ("" for pads).
+        token_pieces: str[B, T] or str[T] decoded prompt pieces, pads included ("" for pads).
         inference_step: N in inference_timestep_N (index of this call in the episode).
-        image_masks: [B, C] or [C] bool (or {camera: bool}); False = padded camera slot, nothing is drawn.
-            Default: all True.
-        token_mask: [B, T] or [T] bool, False = pad. Default: pieces that are not "".
+        image_masks: bool[B, C] or bool[C] (or {camera: bool}); False = padded camera slot, nothing is drawn.
+            Default: all True, except cameras whose keys get exactly zero attention (a padded slot under
+            openpi's masks), which the renderer skips and names in its summary.
+        token_mask: bool[B, T] or bool[T], False = pad. Default: pieces that are not "".
+        out_dir: the attention_viz folder.
+        options: what to draw and how (selections, color scale, colormap, zoom, quality, workers, resume,
+            batch_index): pi0viz.render.RenderOptions; default RenderOptions().
         num_state_tokens: 1 for pi0, 0 for pi0.5.
-        num_action_tokens: default Q - num_state_tokens.
+        num_action_tokens: H; default Q - num_state_tokens.
         attention_heads: "max" when the heads were already max-fused on the device (K = G = 1), e.g. a capture
             with CaptureOptions(fuse_heads=True); rows then need not sum to 1.
         patch_grid: image tokens per camera, (rows, cols), raster order.
         diffusion_times, step_indices, layer_indices: what the D and L axes hold (default: all steps
             0..D-1 with t = 1, 1 - 1/D, ...; all layers 0..L-1). The indices name the output folders.
-        steps, action_tokens, layers, cameras: selections ("0,3-5,9", lists; None = all).
-        scale, percentile, gamma, log_decades: the color scale (pi0viz.fusion.ColorScale).
-        colormap, zoom, upsample, alpha, quality, per_head: look of the files (pi0viz.render.RenderOptions).
-        workers: processes (None = all cores). resume: skip finished cells.
-        batch_index: the batch element to draw when B > 1 (one tree per call; loop for more).
         progress: called with the number of finished files as work completes.
 
     Returns:
@@ -125,12 +107,6 @@ def visualize_attention(
         step_indices=None if step_indices is None else np.asarray(step_indices, np.int32),
         layer_indices=None if layer_indices is None else np.asarray(layer_indices, np.int32),
         inference_step=inference_step,
-    )
-    options = RenderOptions(
-        steps=steps, action_tokens=action_tokens, layers=layers, cameras=cameras,
-        scale=ColorScale(scope=scale, percentile=percentile, gamma=gamma, log_decades=log_decades),
-        colormap=colormap, zoom=zoom, upsample=upsample, alpha=alpha, quality=quality, per_head=per_head,
-        workers=workers, resume=resume, batch_index=batch_index,
     )
     return render_bundle(bundle, out_dir, options, inference_step=inference_step, progress=progress)
 

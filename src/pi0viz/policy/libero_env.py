@@ -20,6 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from pi0viz.core.images import resize_with_pad
+from pi0viz.errors import MissingExtraError
+
+LiberoUnavailable = MissingExtraError  # the LIBERO extra is not installed; the message names the install command
+
 ENV_RESOLUTION = 256  # LIBERO renders both cameras at 256 x 256 in openpi's evaluation
 MODEL_RESOLUTION = 224  # pi0's image input
 DUMMY_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # hold still, gripper open: the "wait" steps
@@ -33,9 +38,6 @@ MAX_STEPS = {
 }
 SUITES = tuple(MAX_STEPS)
 
-
-class LiberoUnavailable(RuntimeError):
-    """The LIBERO extra is not installed; the message names the install command."""
 
 
 def libero_installed() -> bool:
@@ -124,25 +126,6 @@ def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
     if math.isclose(den, 0.0):  # zero rotation: the axis is undefined
         return np.zeros(3)
     return np.array([x, y, z]) * 2.0 * math.acos(w) / den
-
-
-def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[H, W, 3] uint8 -> [height, width, 3] uint8: keep the aspect ratio, bilinear, centered zero padding.
-
-    The geometry of openpi_client.image_tools.resize_with_pad (256 x 256 -> 224 x 224 is a plain resize).
-    """
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    if (h, w) == (height, width):
-        return image
-    ratio = max(w / width, h / height)
-    new_h, new_w = int(h / ratio), int(w / ratio)
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), resample=Image.BILINEAR))
-    out = np.zeros((height, width, 3), np.uint8)
-    top, left = (height - new_h) // 2, (width - new_w) // 2
-    out[top : top + new_h, left : left + new_w] = resized
-    return out
 
 
 def policy_observation(obs: dict[str, np.ndarray], prompt: str, *, size: int = MODEL_RESOLUTION) -> dict[str, Any]:

@@ -1,0 +1,250 @@
+"""pi0 (JAX) as a LIBERO policy, the way openpi serves `pi0_libero`, with the attention capture on request.
+
+`Policy.infer(obs)` = the LIBERO transforms of `pi0viz.policy.transforms` (backend-neutral) around the JAX
+sampler of `pi0viz.model`:
+
+    obs -> LiberoTransforms.prepare -> PolicyInputs -> to_observation -> sample_actions (jitted, 10 Euler steps)
+        -> LiberoTransforms.postprocess -> {"actions": float32[H, 7], "policy_timing": {...}
+                                           [, "attention_bundle": CaptureBundle]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.images import to_model_range
+from pi0viz.errors import ConfigError, ObservationError, RenderError
+from pi0viz.model import CaptureOptions, Observation, Pi0Config, SampleOutput, init_params, sample_actions
+from pi0viz.policy.norm_stats import NormStats, load_norm_stats
+from pi0viz.policy.tokenizer import PromptTokenizer
+from pi0viz.policy.transforms import LIBERO_ASSET_ID, LiberoTransforms, PolicyInputs
+
+logger = logging.getLogger(__name__)
+
+
+
+def to_observation(inputs: PolicyInputs) -> Observation:
+    """The model input with a batch axis of 1 (images float32 in [-1, 1])."""
+    return Observation(
+        images={k: jnp.asarray(to_model_range(v)[None]) for k, v in inputs.images.items()},
+        image_masks={k: jnp.asarray([m], dtype=bool) for k, m in inputs.image_masks.items()},
+        state=jnp.asarray(inputs.state[None], dtype=jnp.float32),
+        tokenized_prompt=jnp.asarray(inputs.token_ids[None], dtype=jnp.int32),
+        tokenized_prompt_mask=jnp.asarray(inputs.token_mask[None], dtype=bool),
+    )
+
+
+class Policy:
+    """pi0 + tokenizer + norm stats behind openpi's LIBERO `infer(obs) -> {"actions": ...}` interface.
+
+    Args:
+        params: the model's parameter pytree (openpi paths), already in the compute dtype.
+        config: the model config (image keys, horizon, action_dim, max_token_len, vocab).
+        tokenizer: the prompt tokenizer; its vocabulary must fit the model's embedding table.
+        norm_stats: {"state": {"mean", "std"}, "actions": {"mean", "std"}} as in openpi's norm_stats.json.
+        seed: the policy RNG starts at jax.random.key(seed) (openpi: key(0)) and is split once per call.
+        delta_actions: pi0_libero quirk, actions[..., :6] += state[:6] after unnormalizing.
+        action_dims: how many action dims to return (LIBERO: 7).
+        num_steps: Euler steps of the sampler (openpi: 10).
+        default_prompt: used when an observation has no "prompt".
+        description: one line saying what this policy is (shown by the CLI and the demo).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        config: Pi0Config,
+        tokenizer: PromptTokenizer,
+        norm_stats: NormStats,
+        *,
+        seed: int = 0,
+        delta_actions: bool = True,
+        action_dims: int = 7,
+        num_steps: int = 10,
+        default_prompt: str | None = None,
+        description: str = "",
+    ) -> None:
+        if tokenizer.vocab_size > config.vocab_size:
+            raise ConfigError(
+                f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} pieces but the model embeds only "
+                f"{config.vocab_size}; use the tokenizer the model was trained with (pi0: PaliGemma's)"
+            )
+        self.params = params
+        self.config = config
+        self.transforms = LiberoTransforms(
+            tokenizer=tokenizer, norm_stats=norm_stats, image_keys=config.image_keys, action_dim=config.action_dim,
+            max_token_len=config.max_token_len, delta_actions=delta_actions, action_dims=action_dims,
+            default_prompt=default_prompt)
+        self.tokenizer = tokenizer
+        self.norm_stats = self.transforms.norm_stats
+        self.num_steps = num_steps
+        self.description = description or f"pi0 ({config.paligemma_variant} + {config.action_expert_variant})"
+        self._rng = jax.random.key(seed)
+        self._rng_lock = threading.Lock()  # a server may call infer from several threads
+
+    @property
+    def action_dims(self) -> int:
+        """How many action dims `infer` returns (LIBERO: 7)."""
+        return self.transforms.action_dims
+
+    # -- construction --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint_dir: str | os.PathLike,
+        *,
+        config: Pi0Config | None = None,
+        tokenizer_path: str | os.PathLike | None = None,
+        asset_id: str = LIBERO_ASSET_ID,
+        dtype: str = "bfloat16",
+        **kwargs: Any,
+    ) -> "Policy":
+        """Load an openpi checkpoint directory: <dir>/params and <dir>/assets/<asset_id>/norm_stats.json.
+
+        Args:
+            config: model shape (default: full-size pi0); `dtype` overrides its compute dtype.
+            tokenizer_path: PaliGemma's paligemma_tokenizer.model; default: openpi's cache, else the bundled
+                offline model (with a warning: its ids mean nothing to a trained checkpoint).
+            kwargs: passed to `Policy(...)` (seed, delta_actions, action_dims, ...).
+        """
+        from pi0viz.model.checkpoint import load_params
+
+        checkpoint_dir = Path(checkpoint_dir)
+        config = dataclasses.replace(config or Pi0Config.pi0(), dtype=dtype)
+        tokenizer = PromptTokenizer.from_path(tokenizer_path) if tokenizer_path else PromptTokenizer.default()
+        if tokenizer.is_bundled:
+            logger.warning(
+                "using the bundled %s tokenizer with checkpoint %s: its token ids mean nothing to a trained pi0; "
+                "pass PaliGemma's paligemma_tokenizer.model (--tokenizer PATH)", tokenizer.name, checkpoint_dir)
+        params = load_params(checkpoint_dir / "params", dtype=config.dtype)
+        norm_stats = load_norm_stats(checkpoint_dir, asset_id)
+        kwargs.setdefault("description",
+                          f"pi0 checkpoint {checkpoint_dir} ({config.dtype}, tokenizer {tokenizer.name})")
+        return cls(params, config, tokenizer, norm_stats, **kwargs)
+
+    @classmethod
+    def tiny(cls, seed: int = 0, **kwargs: Any) -> "Policy":
+        """An UNTRAINED tiny pi0 for offline demos and tests: random weights, bundled tokenizer, identity stats.
+
+        Dummy Gemma experts + SigLIP mu/14 in float32, vocab = the bundled tokenizer's. The actions and
+        attention are those of random weights: they show the plumbing, not what a trained pi0 looks at.
+        """
+        tokenizer = PromptTokenizer.bundled()
+        config = Pi0Config.tiny(vocab_size=tokenizer.vocab_size)
+        params = init_params(config, jax.random.key(seed))
+        stats = {
+            "state": {"mean": np.zeros(8), "std": np.ones(8)},
+            "actions": {"mean": np.zeros(7), "std": np.ones(7)},
+        }
+        kwargs.setdefault("description",
+                          f"UNTRAINED tiny pi0 (random weights, seed {seed}; tokenizer {tokenizer.name})")
+        return cls(params, config, tokenizer, stats, seed=seed, **kwargs)
+
+    # -- the pipeline ----------------------------------------------------------------------------------
+
+    def prepare(self, obs: Mapping[str, Any]) -> PolicyInputs:
+        """The LIBERO input transforms for one observation (see pi0viz.policy.transforms)."""
+        return self.transforms.prepare(obs)
+
+    def postprocess(self, model_actions: np.ndarray, model_state: np.ndarray) -> np.ndarray:
+        """The LIBERO output transforms: float[H, action_dim] normalized -> float32[H, action_dims]."""
+        return self.transforms.postprocess(model_actions, model_state)
+
+    def infer(
+        self,
+        obs: Mapping[str, Any],
+        *,
+        return_bundle: bool = False,
+        capture: CaptureOptions | None = None,
+        inference_step: int | None = None,
+        noise: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """Actions for one LIBERO observation, optionally with the attention of every step and layer.
+
+        Args:
+            obs: {"observation/image": uint8[h, w, 3], "observation/wrist_image": uint8[h, w, 3],
+                "observation/state": float[d], "prompt": str}; float images in [0, 1] and CHW are accepted too.
+            return_bundle: also return "attention_bundle", a CaptureBundle of this call.
+            capture: what to record (reductions); implies return_bundle. Default: the full suffix attention.
+            inference_step: index of this call in an episode, stored in the bundle.
+            noise: float[H, action_dim] initial noise (then the policy RNG is not used); for parity checks.
+        Returns:
+            {"actions": float32[H, action_dims], "policy_timing": {"infer_ms": float}} and, on request,
+            "attention_bundle": CaptureBundle.
+        """
+        inputs = self.prepare(obs)
+        want_bundle = return_bundle or capture is not None
+        if want_bundle and capture is None:
+            capture = CaptureOptions()
+        if noise is not None:
+            noise = np.asarray(noise, dtype=np.float32)
+            want = (self.config.action_horizon, self.config.action_dim)
+            if noise.shape != want:
+                raise ObservationError(f"noise must have shape {list(want)}, got {list(noise.shape)}")
+            noise = noise[None]
+        start = time.monotonic()
+        out = self.infer_observation(to_observation(inputs), capture=capture if want_bundle else None, noise=noise)
+        model_actions = np.asarray(jax.device_get(out.actions))[0]
+        infer_ms = (time.monotonic() - start) * 1000
+        actions = self.postprocess(model_actions, inputs.state)
+        result: dict[str, Any] = {"actions": actions, "policy_timing": {"infer_ms": infer_ms}}
+        if want_bundle:
+            result["attention_bundle"] = self._bundle(inputs, out, capture, actions, inference_step)
+        return result
+
+    def infer_observation(
+        self,
+        observation: Observation,
+        *,
+        capture: CaptureOptions | None = None,
+        noise: np.ndarray | jax.Array | None = None,
+    ) -> SampleOutput:
+        """`sample_actions` (jitted; compiled once per capture setting) on a prepared, batched Observation.
+
+        Splits the policy RNG first, as openpi's Policy does, so call i of a policy with seed s always
+        draws the same noise.
+        """
+        with self._rng_lock:
+            self._rng, rng = jax.random.split(self._rng)
+        return sample_actions(self.params, self.config, rng, observation, num_steps=self.num_steps,
+                              noise=None if noise is None else jnp.asarray(noise, jnp.float32), capture=capture)
+
+    # -- the capture bundle ------------------------------------------------------------------------------
+
+    def _bundle(
+        self,
+        inputs: PolicyInputs,
+        out: SampleOutput,
+        capture: CaptureOptions,
+        actions: np.ndarray,
+        inference_step: int | None,
+    ) -> CaptureBundle:
+        """Package one call's attention with the images, tokens and actions the renderer needs (B = 1)."""
+        if out.attention is None:
+            raise RenderError("sample_actions returned no attention although capture options were given")
+        attention = np.asarray(jax.device_get(out.attention))
+        if attention.dtype not in (np.float16, np.float32):
+            attention = attention.astype(np.float32)  # bfloat16 cannot travel in npz or msgpack-numpy
+        side = math.isqrt(self.config.num_image_tokens)
+        return self.transforms.bundle(
+            inputs, attention, diffusion_times=np.asarray(jax.device_get(out.diffusion_times)), actions=actions,
+            num_state_tokens=1, num_action_tokens=self.config.action_horizon, inference_step=inference_step,
+            patch_grid=(side, side), heads="max" if capture.fuse_heads else "all",
+            queries="actions" if capture.action_rows_only else "suffix",
+            keys="prefix" if capture.prefix_keys_only else "all")
+
+    def __repr__(self) -> str:
+        return f"Policy({self.description})"
