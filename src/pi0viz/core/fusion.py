@@ -18,7 +18,7 @@ that a float32 pi0 call (255 MB of attention) never needs more than a few step-s
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -186,43 +186,39 @@ def fuse_heads(probs: np.ndarray, layout: AttentionLayout) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class FusedCall:
-    """One batch element's fused attention over the drawn keys.
+class FusedStep:
+    """One denoising step of one batch element: the single fusion pass that the renderer's captions, the viewer
+    and the analysis all read, so "max" and "mass" are the same numbers everywhere.
 
     Attributes:
-        fused: [D, L, A, R] float32, max over heads of the probability on each drawn key.
-        heads: [D, L, A, H, R] float32 per-head probabilities, or None unless asked for.
-        region_mass: [D, L, A, N] float32, probability mass on each region (cameras kept, then text),
-            averaged over heads: the share of attention that region actually received (absolute, in [0, 1]).
-            For a capture whose heads were max-fused on the device, the sum of the fused map instead (an
-            upper bound: the per-head masses are gone).
-        keys: [R] indices into S of the drawn keys.
-        regions: [(name, start, stop)] ranges into R, one per drawn camera, then "text".
+        heads: float32[L, H, A, R] per-head probabilities of the action queries on the drawn keys.
+        fused: float32[L, A, R] max over the H heads.
+        layout_mass: float32[L, A, H, M] probability mass of each head on each key region of the layout
+            (M = layout.regions(): every camera slot, the prompt, then state and action keys when captured),
+            summed over every key of the region. Masked keys hold exactly 0, so a drawn region's mass is the
+            mass of its layout region.
     """
 
+    heads: np.ndarray
     fused: np.ndarray
-    heads: np.ndarray | None
-    region_mass: np.ndarray
-    keys: np.ndarray
-    regions: list[tuple[str, int, int]]
+    layout_mass: np.ndarray
 
 
-def fuse_call(attention: np.ndarray, layout: AttentionLayout, image_masks: np.ndarray, token_mask: np.ndarray, *,
-              kind: Literal["probs", "logits"] = "probs", heads_fused: bool = False, batch_index: int = 0,
-              keep_heads: bool = False, check: bool = True, atol: float = 0.02) -> FusedCall:
+def fuse_steps(attention: np.ndarray, layout: AttentionLayout, image_masks: np.ndarray, token_mask: np.ndarray, *,
+               kind: Literal["probs", "logits"] = "probs", heads_fused: bool = False, batch_index: int = 0,
+               check: bool = True, atol: float = 0.02) -> Iterator[FusedStep]:
     """Probabilities, validity check and head fusion for one batch element, one denoising step at a time.
 
     Args:
-        attention: [D, L, B, K, G, Q, S] float16/float32 probabilities or logits.
+        attention: float16/float32[D, L, B, K, G, Q, S] probabilities or logits.
         layout: key/query layout (layout.keys == "prefix" and heads_fused=True describe reduced captures).
-        image_masks: [B, C] bool. token_mask: [B, T] bool.
+        image_masks: bool[B, C]. token_mask: bool[B, T].
         kind: "probs" (post-softmax; checked) or "logits" (pre-softmax; masked and softmaxed here).
-        heads_fused: True when K = G = 1 hold a max over heads made at capture time.
+        heads_fused: True when K = G = 1 hold a max over heads made at capture time (H = 1 then).
         batch_index: which batch element to fuse.
-        keep_heads: also return the per-head probabilities over the drawn keys (for per-head views).
 
-    Returns:
-        a FusedCall. Peak extra memory is a few float32 copies of ONE step (pi0: 25 MB each).
+    Yields:
+        D FusedSteps in order. Peak extra memory is a few float32 copies of ONE step (pi0: 25 MB each).
     """
     D, L, B, K, G, Q, S = attention.shape
     if not 0 <= batch_index < B:
@@ -235,12 +231,10 @@ def fuse_call(attention: np.ndarray, layout: AttentionLayout, image_masks: np.nd
                           f"reduced (keys={layout.keys!r}, heads fused={heads_fused}). Capture probs instead")
     b = slice(batch_index, batch_index + 1)
     valid = key_validity(layout, image_masks[b], token_mask[b])  # [1, Q, S]
-    keys, regions = render_key_index(layout, image_masks[batch_index], token_mask[batch_index])
+    keys, _ = render_key_index(layout, image_masks[batch_index], token_mask[batch_index])
     actions = layout.action_queries()
-    A, R = layout.num_action_tokens, len(keys)
-    fused = np.empty((D, L, A, R), np.float32)
-    heads = np.empty((D, L, A, K * G, R), np.float32) if keep_heads else None
-    mass = np.empty((D, L, A, len(regions)), np.float32)
+    A, R, H = layout.num_action_tokens, len(keys), K * G
+    regions = layout.regions()
     groups = _row_groups(valid)  # once per call, not per step
     for d in range(D):
         chunk = attention[d, :, b]  # [L, 1, K, G, Q, S]
@@ -249,12 +243,60 @@ def fuse_call(attention: np.ndarray, layout: AttentionLayout, image_masks: np.nd
         elif check:
             check_probabilities(chunk, valid, sums_to_one=not heads_fused and layout.keys == "all", atol=atol,
                                 _groups=groups)
-        drawn = _take_keys(chunk[:, 0, :, :, actions], keys).reshape(L, K * G, A, R)  # [L, H, A, R] float32
-        fused[d] = drawn.max(axis=1)
+        rows = chunk[:, 0, :, :, actions]  # [L, K, G, A, S]
+        heads = _take_keys(rows, keys).reshape(L, H, A, R)  # float32
+        mass = np.stack([rows[..., r.start:r.stop].sum(axis=-1, dtype=np.float32) for r in regions], axis=-1)
+        yield FusedStep(heads=heads, fused=heads.max(axis=1),
+                        layout_mass=mass.reshape(L, H, A, len(regions)).transpose(0, 2, 1, 3))
+
+
+@dataclasses.dataclass
+class FusedCall:
+    """One batch element's fused attention over the drawn keys (all D steps of `fuse_steps` gathered).
+
+    Attributes:
+        fused: float32[D, L, A, R], max over heads of the probability on each drawn key.
+        heads: float32[D, L, A, H, R] per-head probabilities, or None unless asked for.
+        region_mass: float32[D, L, A, N] probability mass on each drawn region (cameras kept, then text),
+            averaged over heads: the share of attention that region actually received (absolute, in [0, 1]).
+            For a capture whose heads were max-fused on the device, the sum of the fused map instead (an
+            upper bound: the per-head masses are gone).
+        keys: int64[R] indices into S of the drawn keys.
+        regions: [(name, start, stop)] ranges into R, one per drawn camera, then "text".
+    """
+
+    fused: np.ndarray
+    heads: np.ndarray | None
+    region_mass: np.ndarray
+    keys: np.ndarray
+    regions: list[tuple[str, int, int]]
+
+
+def drawn_region_index(layout: AttentionLayout, regions: Sequence[tuple[str, int, int]]) -> list[int]:
+    """For each drawn region (cameras by name, then "text"), its index in layout.regions()."""
+    names = [r.name for r in layout.regions()]
+    text = next(i for i, r in enumerate(layout.regions()) if r.kind == "text")
+    return [names.index(n) for n, _, _ in regions[:-1]] + [text]
+
+
+def fuse_call(attention: np.ndarray, layout: AttentionLayout, image_masks: np.ndarray, token_mask: np.ndarray, *,
+              kind: Literal["probs", "logits"] = "probs", heads_fused: bool = False, batch_index: int = 0,
+              keep_heads: bool = False, check: bool = True, atol: float = 0.02) -> FusedCall:
+    """`fuse_steps` over the whole call. Args as there; keep_heads also returns the per-head maps."""
+    D, L = attention.shape[:2]
+    keys, regions = render_key_index(layout, image_masks[batch_index], token_mask[batch_index])
+    A, R, H = layout.num_action_tokens, len(keys), attention.shape[3] * attention.shape[4]
+    fused = np.empty((D, L, A, R), np.float32)
+    heads = np.empty((D, L, A, H, R), np.float32) if keep_heads else None
+    mass = np.empty((D, L, A, len(regions)), np.float32)
+    drawn = drawn_region_index(layout, regions)
+    steps = fuse_steps(attention, layout, image_masks, token_mask, kind=kind, heads_fused=heads_fused,
+                       batch_index=batch_index, check=check, atol=atol)
+    for d, step in enumerate(steps):
+        fused[d] = step.fused
         if heads is not None:
-            heads[d] = drawn.transpose(0, 2, 1, 3)
-        for n, (_, start, stop) in enumerate(regions):
-            mass[d, :, :, n] = drawn[..., start:stop].sum(axis=-1).mean(axis=1)
+            heads[d] = step.heads.transpose(0, 2, 1, 3)
+        mass[d] = step.layout_mass[..., drawn].mean(axis=2)
     return FusedCall(fused=fused, heads=heads, region_mass=mass, keys=keys, regions=regions)
 
 

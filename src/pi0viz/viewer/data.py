@@ -54,19 +54,6 @@ class CallArrays:
     prompt: str
 
 
-def _action_probs(bundle: CaptureBundle, step: int, batch: int, valid: np.ndarray) -> np.ndarray:
-    """float32 probabilities [L, H, A, S] of the action queries at one denoising step (logits are softmaxed)."""
-    b = slice(batch, batch + 1)
-    chunk = bundle.attention[step, :, b]  # [L, 1, K, G, Q, S]
-    if bundle.attention_kind == "logits":
-        chunk = fusion.logits_to_probs(chunk, valid)
-    else:
-        full = bundle.attention_heads == "all" and bundle.attention_keys == "all"
-        fusion.check_probabilities(chunk, valid, sums_to_one=full)
-    L, _, K, G, _, S = chunk.shape
-    return np.asarray(chunk[:, 0, :, :, bundle.layout.action_queries()], np.float32).reshape(L, K * G, -1, S)
-
-
 def _quantize_sqrt(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """uint8 round(255 * sqrt(x / scale)); `scale` broadcasts against x and is > 0."""
     r = np.sqrt(np.clip(x / scale, 0.0, 1.0))
@@ -82,8 +69,6 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
     if not 0 <= batch < bundle.batch_size:
         raise BundleError(f"batch {batch} out of range: the bundle has batch size {bundle.batch_size}")
     layout = bundle.layout
-    b = slice(batch, batch + 1)
-    valid = fusion.key_validity(layout, bundle.image_masks[b], bundle.token_mask[b])  # [1, Q, S]
     keys, drawn_regions = fusion.render_key_index(layout, bundle.image_masks[batch], bundle.token_mask[batch])
     regions = layout.regions()
     D, L = bundle.attention.shape[:2]
@@ -92,18 +77,19 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
     cell_max = np.empty((D, L, A), np.float32)
     mass = np.empty((D, L, A, H + 1, len(regions)), np.uint16)
     heads: list[np.ndarray] | None = [] if (with_heads and bundle.attention_heads == "all") else None
-    for d in range(D):  # one step at a time: the temporaries stay one step in size (pi0: 25 MB)
-        probs = _action_probs(bundle, d, batch, valid)  # [L, H, A, S]
-        region_mass = np.stack([probs[..., r.start:r.stop].sum(-1, dtype=np.float64) for r in regions], -1)
-        region_mass = np.concatenate([region_mass, region_mass.mean(1, keepdims=True)], 1)  # [L, H + 1, A, M]
-        mass[d] = np.rint(np.clip(region_mass.transpose(0, 2, 1, 3), 0, 1) * _Q16).astype(np.uint16)
-        drawn = probs[..., keys]  # [L, H, A, R]
-        cmax = drawn.max(axis=(1, 3)) if R else np.zeros((L, A), np.float32)  # [L, A]
+    # The renderer's own fusion pass, one step at a time (the temporaries stay one step in size; pi0: 25 MB).
+    steps = fusion.fuse_steps(bundle.attention, layout, bundle.image_masks, bundle.token_mask,
+                              kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
+                              batch_index=batch)
+    for d, step in enumerate(steps):
+        region_mass = np.concatenate([step.layout_mass, step.layout_mass.mean(2, keepdims=True)], 2)  # [L, A, H+1, M]
+        mass[d] = np.rint(np.clip(region_mass, 0, 1) * _Q16).astype(np.uint16)
+        cmax = step.fused.max(axis=2) if R else np.zeros((L, A), np.float32)  # [L, A]
         cell_max[d] = cmax
         scale = np.where(cmax > 0, cmax, 1.0)[:, :, None]  # [L, A, 1]
-        fused[d] = _quantize_sqrt(drawn.max(1), scale)
+        fused[d] = _quantize_sqrt(step.fused, scale)
         if heads is not None:
-            heads.append(_quantize_sqrt(drawn.transpose(0, 2, 1, 3), scale[:, :, None]))  # [L, A, H, R]
+            heads.append(_quantize_sqrt(step.heads.transpose(0, 2, 1, 3), scale[:, :, None]))  # [L, A, H, R]
     images = {}
     for c, name in enumerate(bundle.camera_names):
         if bundle.image_masks[batch, c]:
