@@ -53,7 +53,7 @@ class CaptureBundle:
         layer_indices: [L] int32, which layers are stored (default all, 0..L-1).
         prompt: [B] str, the raw prompt.
         inference_step: index of this call in an episode, or None.
-        actions: [B, H, A] float32 sampled actions, or None.
+        actions: float32[B, A, action_dims] sampled actions, or None.
     """
 
     attention: np.ndarray

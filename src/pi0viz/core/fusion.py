@@ -1,13 +1,13 @@
 """From raw suffix attention to what the renderer draws: probabilities, head fusion, color levels.
 
 Word axes (see pi0viz.core.bundle): step (D), layer (L), batch (B), kv head (K), head per kv head (G), query (Q),
-key (S); action (A = the action-token queries), head (H = K * G), region (one per camera, then the prompt).
+key (S); action (A = the action-token queries), query head (N = K * G), region (one per camera, then the prompt).
 
 The pipeline, all vectorized numpy over the whole call:
 
     attention [D, L, B, K, G, Q, S]
       -> probabilities   (logits: mask + softmax per row; probs: checked to sum to 1 over valid keys)
-      -> fused           [D, L, A, R]   max over the H heads, action rows only, the R keys that are drawn
+      -> fused           [D, L, A, R]   max over the N heads, action rows only, the R keys that are drawn
       -> levels          [D, L, A, R]   uint8 colormap indices under the chosen color scale
 
 R ("render keys") are the keys of the unmasked cameras followed by the valid (non-pad) prompt tokens; masked
@@ -191,9 +191,9 @@ class FusedStep:
     and the analysis all read, so "max" and "mass" are the same numbers everywhere.
 
     Attributes:
-        heads: float32[L, H, A, R] per-head probabilities of the action queries on the drawn keys.
-        fused: float32[L, A, R] max over the H heads.
-        layout_mass: float32[L, A, H, M] probability mass of each head on each key region of the layout
+        heads: float32[L, N, A, R] per-head probabilities of the action queries on the drawn keys.
+        fused: float32[L, A, R] max over the N heads.
+        layout_mass: float32[L, A, N, M] probability mass of each head on each key region of the layout
             (M = layout.regions(): every camera slot, the prompt, then state and action keys when captured),
             summed over every key of the region. Masked keys hold exactly 0, so a drawn region's mass is the
             mass of its layout region.
@@ -214,7 +214,7 @@ def fuse_steps(attention: np.ndarray, layout: AttentionLayout, image_masks: np.n
         layout: key/query layout (layout.keys == "prefix" and heads_fused=True describe reduced captures).
         image_masks: bool[B, C]. token_mask: bool[B, T].
         kind: "probs" (post-softmax; checked) or "logits" (pre-softmax; masked and softmaxed here).
-        heads_fused: True when K = G = 1 hold a max over heads made at capture time (H = 1 then).
+        heads_fused: True when K = G = 1 hold a max over heads made at capture time (N = 1 then).
         batch_index: which batch element to fuse.
 
     Yields:
@@ -233,7 +233,7 @@ def fuse_steps(attention: np.ndarray, layout: AttentionLayout, image_masks: np.n
     valid = key_validity(layout, image_masks[b], token_mask[b])  # [1, Q, S]
     keys, _ = render_key_index(layout, image_masks[batch_index], token_mask[batch_index])
     actions = layout.action_queries()
-    A, R, H = layout.num_action_tokens, len(keys), K * G
+    A, R, N = layout.num_action_tokens, len(keys), K * G
     regions = layout.regions()
     groups = _row_groups(valid)  # once per call, not per step
     for d in range(D):
@@ -244,10 +244,10 @@ def fuse_steps(attention: np.ndarray, layout: AttentionLayout, image_masks: np.n
             check_probabilities(chunk, valid, sums_to_one=not heads_fused and layout.keys == "all", atol=atol,
                                 _groups=groups)
         rows = chunk[:, 0, :, :, actions]  # [L, K, G, A, S]
-        heads = _take_keys(rows, keys).reshape(L, H, A, R)  # float32
+        heads = _take_keys(rows, keys).reshape(L, N, A, R)  # float32
         mass = np.stack([rows[..., r.start:r.stop].sum(axis=-1, dtype=np.float32) for r in regions], axis=-1)
         yield FusedStep(heads=heads, fused=heads.max(axis=1),
-                        layout_mass=mass.reshape(L, H, A, len(regions)).transpose(0, 2, 1, 3))
+                        layout_mass=mass.reshape(L, N, A, len(regions)).transpose(0, 2, 1, 3))
 
 
 @dataclasses.dataclass
@@ -256,7 +256,7 @@ class FusedCall:
 
     Attributes:
         fused: float32[D, L, A, R], max over heads of the probability on each drawn key.
-        heads: float32[D, L, A, H, R] per-head probabilities, or None unless asked for.
+        heads: float32[D, L, A, N, R] per-head probabilities, or None unless asked for.
         region_mass: float32[D, L, A, N] probability mass on each drawn region (cameras kept, then text),
             averaged over heads: the share of attention that region actually received (absolute, in [0, 1]).
             For a capture whose heads were max-fused on the device, the sum of the fused map instead (an
@@ -285,9 +285,9 @@ def fuse_call(attention: np.ndarray, layout: AttentionLayout, image_masks: np.nd
     """`fuse_steps` over the whole call. Args as there; keep_heads also returns the per-head maps."""
     D, L = attention.shape[:2]
     keys, regions = render_key_index(layout, image_masks[batch_index], token_mask[batch_index])
-    A, R, H = layout.num_action_tokens, len(keys), attention.shape[3] * attention.shape[4]
+    A, R, N = layout.num_action_tokens, len(keys), attention.shape[3] * attention.shape[4]
     fused = np.empty((D, L, A, R), np.float32)
-    heads = np.empty((D, L, A, H, R), np.float32) if keep_heads else None
+    heads = np.empty((D, L, A, N, R), np.float32) if keep_heads else None
     mass = np.empty((D, L, A, len(regions)), np.float32)
     drawn = drawn_region_index(layout, regions)
     steps = fuse_steps(attention, layout, image_masks, token_mask, kind=kind, heads_fused=heads_fused,
@@ -396,7 +396,7 @@ def to_levels(values: np.ndarray, tops: np.ndarray, regions: Sequence[tuple[str,
     """Colormap indices for every drawn key of every cell.
 
     Args:
-        values: [D, L, A, (H,) R] fused (or per-head) probabilities.
+        values: [D, L, A, (N,) R] fused (or per-head) probabilities.
         tops: [D, L, A, N] from `scale_tops`.
 
     Returns:
@@ -405,7 +405,7 @@ def to_levels(values: np.ndarray, tops: np.ndarray, regions: Sequence[tuple[str,
     per_key = np.empty(tops.shape[:3] + (values.shape[-1],), np.float32)  # [D, L, A, R]
     for n, (_, start, stop) in enumerate(regions):
         per_key[..., start:stop] = tops[..., n:n + 1]
-    if values.ndim == 5:  # per-head values [D, L, A, H, R]
+    if values.ndim == 5:  # per-head values [D, L, A, N, R]
         per_key = per_key[:, :, :, None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(per_key > 0, values / per_key, 0.0).astype(np.float32)

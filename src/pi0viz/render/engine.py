@@ -184,7 +184,7 @@ class RenderJob:
         self.mass = call.region_mass
         self.head_levels = self.head_peaks = self.head_mass = None
         if call.heads is not None:
-            self.head_levels = to_levels(call.heads, self.tops, call.regions, options.scale)  # [D, L, A, H, R]
+            self.head_levels = to_levels(call.heads, self.tops, call.regions, options.scale)  # [D, L, A, N, R]
             self.head_peaks = np.stack([call.heads[..., s:e].max(axis=-1) for _, s, e in call.regions], axis=-1)
             self.head_mass = np.stack([call.heads[..., s:e].sum(axis=-1) for _, s, e in call.regions], axis=-1)
         self.num_heads = 0 if call.heads is None else call.heads.shape[3]

@@ -11,10 +11,10 @@ so a masked camera or a pad costs nothing. Encoding (little-endian, row-major):
   the log scale shows) fine: at 1e-3 of the cell max 16x finer than linear uint8 (first nonzero level 1.5e-5
   of the cell max); it is exact at 0 and at the cell maximum; relative error near the top <= 0.4 %.
 - cell_max float32 [D, L, A]: max over heads and drawn keys.
-- heads  uint8 [L, A, H, R] per diffusion step d, quantized against the same `cell_max`, so the fused map
+- heads  uint8 [L, A, N, R] per diffusion step d, quantized against the same `cell_max`, so the fused map
   equals the max over the decoded head maps exactly.
-- mass   uint16 [D, L, A, H + 1, M]: attention mass (sum of probabilities) per key region M (every camera
-  slot, the prompt, the state, the actions), for each head and, at index H, the mean over heads; value = q / 65535.
+- mass   uint16 [D, L, A, N + 1, M]: attention mass (sum of probabilities) per key region M (every camera
+  slot, the prompt, the state, the actions), for each head and, at index N, the mean over heads; value = q / 65535.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ _Q16 = 65535.0
 class CallArrays:
     """The viewer's data for one inference call (one batch element of one bundle).
 
-    Shapes: D steps, L layers, A action tokens, H heads, R drawn keys, M key regions (for the mass).
+    Shapes: D steps, L layers, A action tokens, N heads, R drawn keys, M key regions (for the mass).
     """
 
     inference_step: int
     fused: np.ndarray  # uint8 [D, L, A, R]
     cell_max: np.ndarray  # float32 [D, L, A]
-    heads: list[np.ndarray] | None  # D x uint8 [L, A, H, R]; None when not asked or the bundle holds fused heads
-    mass: np.ndarray  # uint16 [D, L, A, H + 1, M]
+    heads: list[np.ndarray] | None  # D x uint8 [L, A, N, R]; None when not asked or the bundle holds fused heads
+    mass: np.ndarray  # uint16 [D, L, A, N + 1, M]
     drawn_keys: np.ndarray  # int [R] indices into the key axis S
     drawn_regions: list[tuple[str, int, int]]  # (camera name | "text", start, stop) ranges into R
     mass_regions: list[tuple[str, str]]  # (name, kind) of the M regions
@@ -72,24 +72,24 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
     keys, drawn_regions = fusion.render_key_index(layout, bundle.image_masks[batch], bundle.token_mask[batch])
     regions = layout.regions()
     D, L = bundle.attention.shape[:2]
-    A, H, R = layout.num_action_tokens, bundle.attention.shape[3] * bundle.attention.shape[4], len(keys)
+    A, N, R = layout.num_action_tokens, bundle.attention.shape[3] * bundle.attention.shape[4], len(keys)
     fused = np.empty((D, L, A, R), np.uint8)
     cell_max = np.empty((D, L, A), np.float32)
-    mass = np.empty((D, L, A, H + 1, len(regions)), np.uint16)
+    mass = np.empty((D, L, A, N + 1, len(regions)), np.uint16)
     heads: list[np.ndarray] | None = [] if (with_heads and bundle.attention_heads == "all") else None
     # The renderer's own fusion pass, one step at a time (the temporaries stay one step in size; pi0: 25 MB).
     steps = fusion.fuse_steps(bundle.attention, layout, bundle.image_masks, bundle.token_mask,
                               kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
                               batch_index=batch)
     for d, step in enumerate(steps):
-        region_mass = np.concatenate([step.layout_mass, step.layout_mass.mean(2, keepdims=True)], 2)  # [L, A, H+1, M]
+        region_mass = np.concatenate([step.layout_mass, step.layout_mass.mean(2, keepdims=True)], 2)  # [L, A, N+1, M]
         mass[d] = np.rint(np.clip(region_mass, 0, 1) * _Q16).astype(np.uint16)
         cmax = step.fused.max(axis=2) if R else np.zeros((L, A), np.float32)  # [L, A]
         cell_max[d] = cmax
         scale = np.where(cmax > 0, cmax, 1.0)[:, :, None]  # [L, A, 1]
         fused[d] = _quantize_sqrt(step.fused, scale)
         if heads is not None:
-            heads.append(_quantize_sqrt(step.heads.transpose(0, 2, 1, 3), scale[:, :, None]))  # [L, A, H, R]
+            heads.append(_quantize_sqrt(step.heads.transpose(0, 2, 1, 3), scale[:, :, None]))  # [L, A, N, R]
     images = {}
     for c, name in enumerate(bundle.camera_names):
         if bundle.image_masks[batch, c]:

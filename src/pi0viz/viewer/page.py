@@ -102,10 +102,10 @@ def colormap_tables() -> dict[str, list[int]]:
 
 
 def check_same_layout(first: CallArrays, call: CallArrays) -> None:
-    """All calls of one page must share D, L, A, H and the mass regions (one set of sliders drives them all)."""
+    """All calls of one page must share D, L, A, N and the mass regions (one set of sliders drives them all)."""
     if call.mass.shape != first.mass.shape or call.mass_regions != first.mass_regions:
         raise BundleError(
-            f"inference step {call.inference_step}: [D, L, A, H+1, regions] = {list(call.mass.shape)} with regions "
+            f"inference step {call.inference_step}: [D, L, A, N+1, regions] = {list(call.mass.shape)} with regions "
             f"{[n for n, _ in call.mass_regions]}, but step {first.inference_step} has {list(first.mass.shape)} "
             f"with {[n for n, _ in first.mass_regions]}; view bundles of one policy and episode together"
         )
