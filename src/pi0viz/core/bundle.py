@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import numpy as np
 
 from pi0viz.core.layout import AttentionLayout
+from pi0viz.core.npzfile import NpzReader
+from pi0viz.core.writes import atomic_write
 from pi0viz.errors import BundleError
 
 FORMAT = "pi0viz.capture/1"
 SUPPORTED_FORMATS = (FORMAT,)
 BUNDLE_PREFIX = "attention_bundle/"  # key prefix when a bundle rides inside a policy response
+REQUIRED_KEYS = ("attention", "camera_names", "images", "image_masks", "token_ids", "token_pieces", "token_mask",
+                 "num_state_tokens", "num_action_tokens", "diffusion_times")
+INT32_MAX = 2**31 - 1  # indices are stored as int32
 
 
 
@@ -102,6 +105,12 @@ class CaptureBundle:
             queries=self.attention_queries,
         )
 
+    def _layout_or_error(self) -> AttentionLayout:
+        try:
+            return self.layout
+        except (ValueError, IndexError) as err:
+            raise BundleError(f"inconsistent layout: {err}") from None
+
     @property
     def batch_size(self) -> int:
         return int(self.attention.shape[2])
@@ -125,24 +134,10 @@ class CaptureBundle:
         if self.attention_heads == "max" and att.shape[3:5] != (1, 1):
             raise BundleError(f"attention_heads='max' means K = G = 1, got K, G = {att.shape[3:5]}")
         D, L, B, _, _, Q, S = att.shape
-        C = len(self.camera_names)
-        if C == 0:
+        if not self.camera_names:
             raise BundleError("camera_names is empty: expected at least one camera slot")
-        try:
-            layout = self.layout
-        except (ValueError, IndexError) as err:
-            raise BundleError(f"inconsistent layout: {err}") from None
-        if S != layout.num_keys:
-            raise BundleError(
-                f"attention has S = {S} keys, but the layout ({C} cameras x {layout.patches_per_camera} patches + "
-                f"{layout.num_text_tokens} prompt + {self.num_state_tokens} state + {self.num_action_tokens} action tokens, "
-                f"keys={self.attention_keys!r}) expects S = {layout.num_keys}"
-            )
-        if Q != layout.num_queries:
-            raise BundleError(
-                f"attention has Q = {Q} queries, but {self.num_state_tokens} state + {self.num_action_tokens} action "
-                f"tokens (queries={self.attention_queries!r}) expect Q = {layout.num_queries}"
-            )
+        _check_attention_shape(att.shape, self._layout_or_error(), self.num_state_tokens, self.num_action_tokens)
+        C = len(self.camera_names)
         _expect(self.images, "images", (B, C, None, None, 3), np.uint8)
         _expect(self.image_masks, "image_masks", (B, C), np.bool_)
         _expect(self.token_ids, "token_ids", (B, None), None, kind="iu")
@@ -154,6 +149,10 @@ class CaptureBundle:
         _expect(self.layer_indices, "layer_indices", (L,), None, kind="iu")
         if self.prompt is not None:
             _expect(self.prompt, "prompt", (B,), None, kind="U")
+        for name in ("step_indices", "layer_indices"):
+            _check_indices(getattr(self, name), name)
+        if self.inference_step is not None and not 0 <= int(self.inference_step) <= INT32_MAX:
+            raise BundleError(f"inference_step must be an integer in 0..{INT32_MAX}, got {self.inference_step}")
         if self.actions is not None and (self.actions.ndim != 3 or self.actions.shape[0] != B):
             raise BundleError(f"actions must be [B={B}, horizon, dim], got shape {self.actions.shape}")
         if np.isnan(att).any():
@@ -199,9 +198,7 @@ class CaptureBundle:
         fmt = _scalar(arrays, "format", str, None)
         if fmt not in SUPPORTED_FORMATS:
             raise BundleError(f"unknown bundle format {fmt!r}; this pi0viz reads {list(SUPPORTED_FORMATS)}")
-        required = ["attention", "camera_names", "images", "image_masks", "token_ids", "token_pieces", "token_mask",
-                    "num_state_tokens", "num_action_tokens", "diffusion_times"]
-        missing = [k for k in required if k not in arrays]
+        missing = [k for k in REQUIRED_KEYS if k not in arrays]
         if missing:
             raise BundleError(f"bundle is missing required keys {missing} (format {FORMAT}, see docs/capture-bundle.md)")
 
@@ -234,42 +231,136 @@ class CaptureBundle:
 
 
 def save_bundle(bundle: CaptureBundle, path: str | os.PathLike, *, compress: bool = False) -> Path:
-    """Write `bundle` to `path` (.npz) atomically: a crash or full disk never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **bundle.to_arrays())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `bundle` to `path` (.npz) atomically and durably (fsync'ed: one file per call, so the flush is
+    cheap): a crash, a power cut or a full disk never leaves a half-written file, and an older bundle of the
+    same name stays whole until the new one is complete.
+
+    Raises:
+        OutputError naming the path and the cause (read-only folder, no space or inodes, a path through a file).
+    """
+    arrays = bundle.to_arrays()
+    save = np.savez_compressed if compress else np.savez
+    return atomic_write(Path(path), lambda f: save(f, **arrays), durable=True)
+
+
+# Arrays read before anything large, to know the layout: scalars, short strings, patch_grid.
+_LAYOUT_KEYS = ("format", "attention_kind", "attention_heads", "attention_queries", "attention_keys", "patch_grid",
+                "num_state_tokens", "num_action_tokens", "inference_step")
+_SMALL_BYTES = 4096
 
 
 def load_bundle(path: str | os.PathLike) -> CaptureBundle:
-    """Read and validate a bundle written by `save_bundle` (never unpickles anything)."""
+    """Read and validate a bundle written by `save_bundle`, never unpickling anything.
+
+    The archive's .npy headers are checked first, without reading any array: every header must describe exactly
+    the bytes its member holds, and the big arrays (attention, images, tokens) must fit the layout that the
+    small ones describe. Only then are the arrays read, so a forged header never makes pi0viz allocate.
+
+    Raises:
+        BundleError naming the file and what was expected.
+    """
     path = Path(path)
     if not path.is_file():
-        raise BundleError(f"no capture bundle at {path}")
+        raise BundleError(f"no capture bundle at {path} (expected an .npz file written by pi0viz)")
+    with NpzReader(path) as npz:
+        small = {k: npz.load(k) for k in _LAYOUT_KEYS if k in npz.headers and npz.headers[k].nbytes <= _SMALL_BYTES}
+        try:
+            _check_headers({k: h.shape for k, h in npz.headers.items()}, small)
+        except BundleError as err:
+            raise BundleError(f"{path}: {err}") from None
+        arrays = {name: small[name] if name in small else npz.load(name) for name in npz.headers}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as err:  # object arrays would need pickle: refuse
-        raise BundleError(f"{path}: not a pi0viz capture bundle ({err})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise BundleError(f"{path}: unreadable .npz ({err})") from None
-    return CaptureBundle.from_arrays(arrays)
+        return CaptureBundle.from_arrays(arrays)
+    except BundleError as err:
+        raise BundleError(f"{path}: {err}") from None
+
+
+def _check_headers(shapes: Mapping[str, tuple[int, ...]], small: Mapping[str, np.ndarray]) -> None:
+    """The shapes of a bundle's arrays (from their headers) against the layout its small arrays describe."""
+    fmt = _scalar(small, "format", str, None) if "format" in shapes else None
+    if fmt not in SUPPORTED_FORMATS:
+        raise BundleError(f"unknown bundle format {fmt!r}; this pi0viz reads {list(SUPPORTED_FORMATS)}")
+    missing = [k for k in REQUIRED_KEYS if k not in shapes]
+    if missing:
+        raise BundleError(f"bundle is missing required keys {missing} (format {FORMAT}, see docs/capture-bundle.md)")
+    for key in ("num_state_tokens", "num_action_tokens"):
+        if key not in small:
+            raise BundleError(f"{key} must be a scalar integer, got shape {list(shapes[key])}")
+    att, cams, ids = shapes["attention"], shapes["camera_names"], shapes["token_ids"]
+    if len(att) != 7:
+        raise BundleError(f"attention must be a 7-d array [D, L, B, K, G, Q, S], got shape {list(att)}")
+    if len(cams) != 1 or cams[0] == 0:
+        raise BundleError(f"camera_names must be a non-empty [C] array, got shape {list(cams)}")
+    if len(ids) != 2:
+        raise BundleError(f"token_ids must have shape [B, T], got {list(ids)}")
+    grid = small.get("patch_grid", np.asarray((16, 16)))
+    heads = _scalar(small, "attention_heads", str, "all")
+    if heads == "max" and att[3:5] != (1, 1):
+        raise BundleError(f"attention_heads='max' means K = G = 1, got K, G = {att[3:5]}")
+    try:
+        layout = AttentionLayout(
+            camera_names=tuple(f"camera {i}" for i in range(cams[0])),
+            patch_grid=tuple(int(v) for v in np.asarray(grid).reshape(-1)[:2]),
+            num_text_tokens=ids[1],
+            num_state_tokens=_scalar(small, "num_state_tokens", int, None),
+            num_action_tokens=_scalar(small, "num_action_tokens", int, None),
+            keys=_scalar(small, "attention_keys", str, "all"),
+            queries=_scalar(small, "attention_queries", str, "suffix"),
+        )
+    except (ValueError, IndexError, TypeError) as err:
+        raise BundleError(f"inconsistent layout: {err}") from None
+    _check_attention_shape(att, layout, layout.num_state_tokens, layout.num_action_tokens)
+    D, L, B, C, T = att[0], att[1], att[2], cams[0], ids[1]
+    want = {"images": (B, C, None, None, 3), "image_masks": (B, C), "token_ids": (B, T), "token_pieces": (B, T),
+            "token_mask": (B, T), "diffusion_times": (D,), "step_indices": (D,), "layer_indices": (L,),
+            "prompt": (B,)}
+    for name, shape in want.items():
+        if name in shapes:
+            _expect_shape(shapes[name], name, shape)
+
+
+def _check_attention_shape(shape: tuple[int, ...], layout: AttentionLayout, num_state: int, num_action: int) -> None:
+    """attention [D, L, B, K, G, Q, S]: Q and S must be what the layout says."""
+    Q, S = shape[5], shape[6]
+    if S != layout.num_keys:
+        raise BundleError(
+            f"attention has S = {S} keys, but the layout ({layout.num_cameras} cameras x {layout.patches_per_camera} "
+            f"patches + {layout.num_text_tokens} prompt + {num_state} state + {num_action} action tokens, "
+            f"keys={layout.keys!r}) expects S = {layout.num_keys}"
+        )
+    if Q != layout.num_queries:
+        raise BundleError(
+            f"attention has Q = {Q} queries, but {num_state} state + {num_action} action tokens "
+            f"(queries={layout.queries!r}) expect Q = {layout.num_queries}"
+        )
+
+
+def _check_indices(values: np.ndarray, name: str) -> None:
+    """Stored step/layer indices name output folders: distinct, >= 0, int32."""
+    v = np.asarray(values)
+    if v.size == 0 or v.dtype.kind not in "iu":
+        return  # shape and dtype errors are reported by _expect
+    v = v.astype(np.int64)
+    if (v < 0).any() or (v > INT32_MAX).any():
+        bad = sorted({int(x) for x in v[(v < 0) | (v > INT32_MAX)]})[:5]
+        raise BundleError(f"{name} holds {bad}, negative or out of int32 range; expected distinct indices >= 0")
+    uniq, counts = np.unique(v, return_counts=True)
+    if (counts > 1).any():
+        raise BundleError(f"{name} holds duplicates {uniq[counts > 1].tolist()[:5]}: two stored entries would "
+                          "write the same folders; expected distinct indices")
+
+
+def _expect_shape(got: tuple[int, ...], name: str, shape: tuple) -> None:
+    ok = len(got) == len(shape) and all(want is None or g == want for g, want in zip(got, shape))
+    if not ok:
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise BundleError(f"{name} must have shape {want}, got {list(got)}")
 
 
 def _expect(a: Any, name: str, shape: tuple, dtype: Any, *, kind: str | None = None) -> None:
     if not isinstance(a, np.ndarray):
         raise BundleError(f"{name} must be a numpy array, got {type(a).__name__}")
-    ok = a.ndim == len(shape) and all(want is None or got == want for got, want in zip(a.shape, shape))
-    if not ok:
-        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
-        raise BundleError(f"{name} must have shape {want}, got {list(a.shape)}")
+    _expect_shape(a.shape, name, shape)
     if dtype is not None and a.dtype != dtype:
         raise BundleError(f"{name} must be {np.dtype(dtype).name}, got {a.dtype}")
     if kind is not None and a.dtype.kind not in kind:
@@ -284,4 +375,8 @@ def _scalar(arrays: Mapping[str, Any], key: str, typ: type, default: Any) -> Any
     value = np.asarray(arrays[key])
     if value.ndim != 0:
         raise BundleError(f"{key} must be a scalar, got shape {list(value.shape)}")
+    if typ is int and value.dtype.kind not in "iu":
+        raise BundleError(f"{key} must be an integer, got {value.dtype} {value.item()!r}")
+    if typ is str and value.dtype.kind != "U":
+        raise BundleError(f"{key} must be a string, got {value.dtype}")
     return typ(value.item())
