@@ -17,6 +17,7 @@ from pi0viz.cli import main
 from pi0viz.core.bundle import BundleError, save_bundle
 from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
 from pi0viz.render import RenderError, RenderOptions, parse_selection, render_bundle, safe_names
+from pi0viz.errors import SelectionError
 
 
 def test_tree_has_exactly_D_x_A_x_L_x_regions_files(tmp_path):
@@ -41,7 +42,7 @@ def test_paths_use_original_step_and_layer_indices_and_selections(tmp_path):
     got = {str(p.relative_to(tmp_path / "inference_timestep_0")) for p in jpgs(tmp_path)}
     assert got == {f"diffusion_timestep_{d}/action_token_{a}/layer_17/fused_attention_on_{r}.jpg"
                    for d in (4, 9) for a in (0, 3, 4) for r in ("base_0_rgb", "text")}
-    with pytest.raises(RenderError, match=r"layers: \[5\] not in this capture, which has 2,10,17"):
+    with pytest.raises(SelectionError, match=r"layers: \[5\] not in this capture, which has 2,10,17"):
         render_bundle(b, tmp_path, RenderOptions(layers="5", workers=1))
 
 
@@ -158,7 +159,7 @@ def test_selection_parser():
 
 def test_errors_are_clear(tmp_path):
     b = synthetic_bundle(num_steps=1, num_layers=1, num_action_tokens=2)
-    with pytest.raises(RenderError, match=r"unknown camera\(s\) \['top'\]"):
+    with pytest.raises(SelectionError, match=r"unknown camera\(s\) \['top'\]"):
         render_bundle(b, tmp_path, RenderOptions(cameras="top", workers=1))
     b.token_mask[:] = False
     with pytest.raises(RenderError, match="prompt is empty"):

@@ -92,6 +92,39 @@ def render_key_index(layout: AttentionLayout, image_mask: np.ndarray, token_mask
     return np.concatenate(parts).astype(np.int64), regions
 
 
+def padded_cameras(attention: np.ndarray, layout: AttentionLayout, image_masks: np.ndarray, *,
+                   kind: Literal["probs", "logits"] = "probs", batch_index: int = 0) -> list[int]:
+    """Camera slots that are padded although `image_masks` says they are not: no action query ever attends to them.
+
+    openpi's masks make every probability on a padded camera's keys exactly 0 (and leave its logits at the mask
+    value, -2.38e38, or -inf), in every step, layer and head. A real camera never gets exactly 0 everywhere
+    (softmax weights are positive), so such a camera is known to be padded from the attention itself, even when
+    the caller passed no image masks.
+
+    Args:
+        attention: float16/float32[D, L, B, K, G, Q, S].
+        image_masks: bool[B, C]; cameras already masked are not reported again.
+    Returns:
+        the slots c with image_masks[batch_index, c] True whose keys never receive attention.
+    """
+    actions = layout.action_queries()
+    out = []
+    for c in range(layout.num_cameras):
+        if not image_masks[batch_index, c]:
+            continue
+        keys = layout.camera_region(c).slice
+        silent = True
+        for d in range(attention.shape[0]):  # one step at a time: no call-sized temporaries
+            block = attention[d, :, batch_index, :, :, actions, keys]
+            top = float(block.max()) if block.size else 0.0
+            if (top > -1e30) if kind == "logits" else (top != 0.0 or float(block.min()) != 0.0):
+                silent = False
+                break
+        if silent:
+            out.append(c)
+    return out
+
+
 # -- probabilities -------------------------------------------------------------------------------------
 
 
@@ -353,10 +386,10 @@ class ColorScale:
             raise FusionError(f"unknown color scale {self.scope!r}; expected one of {list(SCALE_SCOPES)}")
         if self.percentile is not None and not 0 < self.percentile <= 100:
             raise FusionError(f"percentile must be in (0, 100], got {self.percentile}")
-        if not self.gamma > 0:
-            raise FusionError(f"gamma must be > 0, got {self.gamma}")
-        if self.log_decades is not None and not self.log_decades > 0:
-            raise FusionError(f"log_decades must be > 0, got {self.log_decades}")
+        if not 0 < self.gamma < np.inf:
+            raise FusionError(f"gamma must be a finite number > 0, got {self.gamma}")
+        if self.log_decades is not None and not 0 < self.log_decades < np.inf:
+            raise FusionError(f"log_decades must be a finite number > 0, got {self.log_decades}")
 
 
 def scale_tops(fused: np.ndarray, regions: Sequence[tuple[str, int, int]], scale: ColorScale) -> np.ndarray:

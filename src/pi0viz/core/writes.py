@@ -37,7 +37,7 @@ def os_error_cause(err: OSError) -> str:
 
 def output_error(path: str | os.PathLike, err: OSError, hint: str = "") -> OutputError:
     """OutputError "cannot write PATH: CAUSE[; HINT]" for an OSError raised while writing `path`."""
-    where = os.fspath(err.filename) if isinstance(err.filename, (str, os.PathLike)) else os.fspath(path)
+    where = os.fspath(path)
     cause = os_error_cause(err)
     if err.errno in FULL:
         cause = f"disk full ({cause})"

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import click
 
-from pi0viz.core.bundle import BundleError, load_bundle
-from pi0viz.core.colormap import DEFAULT_COLORMAP, ColormapError
-from pi0viz.core.fusion import SCALE_SCOPES, ColorScale, FusionError
+from pi0viz.core.bundle import load_bundle
+from pi0viz.core.colormap import DEFAULT_COLORMAP
+from pi0viz.core.fusion import SCALE_SCOPES, ColorScale
+from pi0viz.errors import Pi0vizError
 from pi0viz.render.engine import DEFAULT_QUALITY, RenderJob, RenderOptions, run_job
-from pi0viz.render.files import RenderError
 from pi0viz.render.panels import DEFAULT_ALPHA, DEFAULT_ZOOM
 
 _SELECTION = "numbers and ranges, e.g. '0,3-5,9' (default: all)"
 
 
 @click.command("render")
-@click.argument("bundle", type=click.Path(dir_okay=False))
-@click.option("--out", default="attention_viz", show_default=True, type=click.Path(file_okay=False),
+@click.argument("bundle", type=click.Path())
+@click.option("--out", default="attention_viz", show_default=True, type=click.Path(),
               help="Root of the attention_viz tree.")
 @click.option("--inference-step", type=int, default=None,
               help="N in inference_timestep_N (default: the bundle's inference_step, else 0).")
@@ -67,7 +67,7 @@ def render_command(bundle: str, out: str, inference_step: int | None, steps: str
         total = len(job.tasks) * len(job.layer_pos) * job.files_per_cell
         with progress_bar(total, "render", disable=no_progress) as bar:
             summary = run_job(job, progress=bar.update)
-    except (BundleError, FusionError, RenderError, ColormapError) as err:
+    except Pi0vizError as err:  # bundle, selection, scale, output faults: one line, exit 1
         raise click.ClickException(str(err)) from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted: finished files are intact; run the same command with --resume to finish", err=True)

@@ -18,14 +18,19 @@ from typing import Callable, Sequence
 import numpy as np
 import simplejpeg
 
-from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.bundle import INT32_MAX, CaptureBundle
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
-from pi0viz.core.fusion import ColorScale, FusionError, fuse_call, scale_tops, to_levels
+from pi0viz.core.fusion import ColorScale, FusionError, fuse_call, padded_cameras, scale_tops, to_levels
 from pi0viz.core.images import resize_with_pad
+from pi0viz.core.writes import make_folder as make_folders
+from pi0viz.errors import SelectionError
 from pi0viz.render.files import (
+    RESUME_HINT,
     RenderError,
     cell_dir,
     inference_dir,
+    is_complete_jpeg,
+    make_folder,
     parse_selection,
     remove_stale_temps,
     safe_names,
@@ -137,11 +142,22 @@ class RenderJob:
             raise RenderError(f"batch_index {b} out of range: this capture has batch size {bundle.batch_size}")
         if not bundle.token_mask[b].any():
             raise RenderError("the prompt is empty (token_mask has no True entry): expected at least one prompt token")
+        if not 0 <= int(inference_step) <= INT32_MAX:
+            raise RenderError(f"inference step must be an integer in 0..{INT32_MAX}, got {inference_step}")
         cameras = self._select(bundle)
-        keep_cams = [c for c in cameras if bundle.image_masks[b, c]]
+        # A camera nobody ever attends to is padded even if no mask says so (openpi masks its keys to exactly 0).
+        self.image_masks = bundle.image_masks.copy()
+        padded = padded_cameras(bundle.attention, bundle.layout, bundle.image_masks, kind=bundle.attention_kind,
+                                batch_index=b)
+        self.image_masks[b, padded] = False
+        keep_cams = [c for c in cameras if self.image_masks[b, c]]
         masked = [bundle.camera_names[c] for c in cameras if not bundle.image_masks[b, c]]
         if masked:
             self.notes.append(f"masked camera(s) {masked} are padded slots: no files written for them")
+        silent = [bundle.camera_names[c] for c in cameras if c in padded]
+        if silent:
+            self.notes.append(f"camera(s) {silent} receive exactly 0 attention in every cell, as openpi's masks "
+                              "leave a padded camera: treated as padded, no files written for them")
         self._fuse(bundle, keep_cams)
         self._build_painters(bundle, keep_cams)
         self.out_root = inference_dir(out_dir, inference_step)
@@ -150,15 +166,14 @@ class RenderJob:
         """Positions of the selected steps, layers, action tokens; returns the selected camera slots."""
         step_labels = [int(s) for s in bundle.step_indices]  # the numbers that appear in the paths
         layer_labels = [int(s) for s in bundle.layer_indices]
-        try:
-            steps = parse_selection(self.options.steps, step_labels, "diffusion steps")
-            layers = parse_selection(self.options.layers, layer_labels, "layers")
-            actions = parse_selection(self.options.action_tokens, range(bundle.num_action_tokens), "action tokens")
-            cameras = self._select_cameras(bundle.camera_names, self.options.cameras)
-        except ValueError as err:
-            raise RenderError(str(err)) from None
-        self.step_pos = [step_labels.index(s) for s in steps]
-        self.layer_pos = [layer_labels.index(s) for s in layers]
+        steps = parse_selection(self.options.steps, step_labels, "diffusion steps")  # SelectionError if bad
+        layers = parse_selection(self.options.layers, layer_labels, "layers")
+        actions = parse_selection(self.options.action_tokens, range(bundle.num_action_tokens), "action tokens")
+        cameras = self._select_cameras(bundle.camera_names, self.options.cameras)
+        step_at = {s: i for i, s in enumerate(step_labels)}
+        layer_at = {s: i for i, s in enumerate(layer_labels)}
+        self.step_pos = [step_at[s] for s in steps]
+        self.layer_pos = [layer_at[s] for s in layers]
         self.action_pos = list(actions)
         self.step_labels, self.layer_labels = step_labels, layer_labels
         return cameras
@@ -168,14 +183,14 @@ class RenderJob:
         "global" never depend on the selection)."""
         options, b = self.options, self.options.batch_index
         try:
-            call = fuse_call(bundle.attention, bundle.layout, bundle.image_masks, bundle.token_mask,
+            call = fuse_call(bundle.attention, bundle.layout, self.image_masks, bundle.token_mask,
                              kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
                              batch_index=b, keep_heads=options.per_head, check=options.check_probs)
         except FusionError as err:
             raise RenderError(str(err)) from None
         # call.regions = every unmasked camera in slot order, then the prompt (last). Keep the selected cameras
         # by slot (names from data may even be "text"), then the prompt.
-        fused_cams = [c for c in range(len(bundle.camera_names)) if bundle.image_masks[b, c]]
+        fused_cams = [c for c in range(len(bundle.camera_names)) if self.image_masks[b, c]]
         self.regions = call.regions
         self.region_keep = [fused_cams.index(c) for c in keep_cams] + [len(call.regions) - 1]
         self.tops = scale_tops(call.fused, call.regions, options.scale)  # [D, L, A, N]
@@ -234,7 +249,7 @@ class RenderJob:
         wanted = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
         unknown = [w for w in wanted if w not in names]
         if unknown:
-            raise ValueError(f"unknown camera(s) {unknown}; this capture has cameras {names}")
+            raise SelectionError(f"unknown camera(s) {unknown}; this capture has cameras {names}")
         return [i for i, n in enumerate(names) if n in wanted]
 
     def _captions(self, title: str, width: int, lut: np.ndarray, atlas: GlyphAtlas, zoom: int) -> list[Caption]:
@@ -265,10 +280,10 @@ class RenderJob:
             folder = cell_dir(self.out_root, self.step_labels[d], a, self.layer_labels[l])
             if self.options.resume:
                 remove_stale_temps(folder)
-                if all(os.path.exists(os.path.join(folder, n)) for n in names):
+                if all(is_complete_jpeg(os.path.join(folder, n)) for n in names):
                     skipped += len(names)
                     continue
-            _make_folder(folder)
+            make_folder(folder)
             for panel, name in zip(self.panels(d, l, a), names):
                 data = simplejpeg.encode_jpeg(as_rgbx(panel), quality=self.options.quality, colorspace="RGBX",
                                               colorsubsampling="420")
@@ -336,16 +351,6 @@ class RenderJob:
         return out
 
 
-def _make_folder(folder: str) -> None:
-    # One mkdir in the common case (parent exists, folder is new) instead of makedirs' checks.
-    try:
-        os.mkdir(folder)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
-
-
 # -- running --------------------------------------------------------------------------------------------
 
 _JOB: RenderJob | None = None
@@ -379,7 +384,7 @@ def run_job(job: RenderJob, progress: Callable[[int], None] | None = None) -> Re
     t0 = time.perf_counter()
     tasks = job.tasks
     workers = min(job.options.workers or default_workers(), max(1, len(tasks)))
-    os.makedirs(job.out_root, exist_ok=True)
+    make_folders(job.out_root, RESUME_HINT)
     written = nbytes = skipped = 0
     pool = None
     if workers > 1:

@@ -5,17 +5,18 @@
 
 Files are written under a hidden temporary name in the same folder and renamed into place, so a reader (or a
 later `--resume`) sees either a finished file or none. Renames are atomic against a killed process; they are
-not fsync'ed, so a power cut may still lose recent files (re-run with --resume).
+not fsync'ed (36,000 flushes per call would cost more than the render), so after a power cut a recent file may
+be empty or cut short: `--resume` therefore keeps a file only if it is a complete JPEG (`is_complete_jpeg`).
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 from typing import Sequence
 
-from pi0viz.errors import RenderError
+from pi0viz.core.writes import output_error
+from pi0viz.errors import OutputError, RenderError, SelectionError
 
 TMP_SUFFIX = ".tmp"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -51,7 +52,7 @@ def inference_dir(out_dir: str, inference_step: int) -> str:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file + rename. Raises RenderError on a full disk."""
+    """Write `data` to `path` via a temporary file + rename. Raises OutputError naming the path and the cause."""
     folder, name = os.path.split(path)
     write_atomic_in(folder, name, data)
 
@@ -74,12 +75,42 @@ def write_atomic_in(folder: str, name: str, data: bytes) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise RenderError(
-                f"disk full while writing {path}: the files finished so far are intact and no partial file was "
-                "left; free some space (or choose another --out) and run again with --resume"
-            ) from None
-        raise RenderError(f"cannot write {path}: {err.strerror or err}") from None
+        raise output_error(path, err, RESUME_HINT) from None
+
+
+RESUME_HINT = ("the files finished so far are intact and no partial file was left; fix that (free space, choose "
+               "another --out) and run the same command again with --resume")
+JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+
+
+def make_folder(folder: str) -> None:
+    """One mkdir in the common case (parent exists, folder is new) instead of makedirs' checks; OutputError
+    naming the folder and the cause otherwise."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        if not os.path.isdir(folder):
+            raise OutputError(f"cannot write {folder}: it exists and is not a folder; {RESUME_HINT}") from None
+    except FileNotFoundError:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise output_error(folder, err, RESUME_HINT) from None
+    except OSError as err:
+        raise output_error(folder, err, RESUME_HINT) from None
+
+
+def is_complete_jpeg(path: str) -> bool:
+    """True if `path` starts with the JPEG start-of-image marker and ends with the end-of-image marker (a file cut
+    short by a crash or a full disk, an empty file or another format fail; reads 4 bytes, not the image)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != JPEG_SOI:
+                return False
+            f.seek(-2, os.SEEK_END)
+            return f.read(2) == JPEG_EOI
+    except OSError:  # missing, or too short to seek back 2 bytes
+        return False
 
 
 def remove_stale_temps(folder: str) -> int:
@@ -104,7 +135,7 @@ def parse_selection(spec: str | Sequence[int] | None, available: Sequence[int], 
 
     The numbers are the ones that appear in the output paths (original step/layer indices, action token,
     ...). A range takes the values that exist inside it (layers "0-17" of a capture that kept 2, 10, 17 ->
-    2, 10, 17); a single number must exist. Raises ValueError naming the unknown values and what exists.
+    2, 10, 17); a single number must exist. Raises SelectionError naming the unknown values and what exists.
     """
     available = [int(a) for a in available]
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
@@ -118,20 +149,20 @@ def parse_selection(spec: str | Sequence[int] | None, available: Sequence[int], 
             if m:
                 lo, hi = int(m.group(1)), int(m.group(2))
                 if hi < lo:
-                    raise ValueError(f"{what}: range {part!r} runs backwards")
-                inside = [v for v in range(lo, hi + 1) if v in have]  # a range takes what exists inside it
+                    raise SelectionError(f"{what}: range {part!r} runs backwards")
+                inside = [v for v in available if lo <= v <= hi]  # what exists inside it: never expanded
                 if not inside:
-                    raise ValueError(f"{what}: range {part!r} holds none of this capture's {_ranges(available)}")
+                    raise SelectionError(f"{what}: range {part!r} holds none of this capture's {_ranges(available)}")
                 wanted.extend(inside)
             elif re.fullmatch(r"\d+", part):
                 wanted.append(int(part))
             else:
-                raise ValueError(f"{what}: cannot read {part!r}; use numbers and ranges like '0,3-5,9'")
+                raise SelectionError(f"{what}: cannot read {part!r}; use numbers and ranges like '0,3-5,9'")
     else:
         wanted = [int(v) for v in spec]
     missing = sorted(set(wanted) - have)
     if missing:
-        raise ValueError(f"{what}: {missing} not in this capture, which has {_ranges(available)}")
+        raise SelectionError(f"{what}: {missing} not in this capture, which has {_ranges(available)}")
     keep = set(wanted)
     return [a for a in available if a in keep]
 
