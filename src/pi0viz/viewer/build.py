@@ -11,7 +11,8 @@ import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, load_bundle
 from pi0viz.core.colormap import COLORMAPS
-from pi0viz.errors import ViewerError
+from pi0viz.core.npzfile import NpzReader
+from pi0viz.errors import BundleError, ViewerError
 from pi0viz.viewer.data import CallArrays, call_arrays
 from pi0viz.viewer.page import (
     AUTO_EMBED_CALLS,
@@ -74,10 +75,14 @@ def write_viewer(
         raise ViewerError("nothing to view: give capture bundles (.npz) and/or an attention_viz tree")
     builder = PageBuilder(out)
     meta: dict[str, Any] = {"version": 1, "zoom": zoom, "colormap": colormap, "colormaps": colormap_tables()}
-    if bundles:
-        meta.update(_add_calls(builder, bundles, heads=heads, fused=fused, batch=batch))
-    if tree is not None:
-        meta["tree"] = scan_tree(Path(tree), out.parent)
+    try:
+        if bundles:
+            meta.update(_add_calls(builder, bundles, heads=heads, fused=fused, batch=batch))
+        if tree is not None:
+            meta["tree"] = scan_tree(Path(tree), out.parent)
+    except BaseException:
+        builder.abort()  # nothing half-written: an older page and its side data stay as they were
+        raise
     if title is None:
         prompt = meta["calls"][0]["prompt"] if bundles else ""
         title = "pi0viz: " + (prompt or "attention viewer")
@@ -96,9 +101,12 @@ def _peek_step(item: BundleLike, index: int) -> int:
     if isinstance(item, CaptureBundle):
         return item.inference_step if item.inference_step is not None else index
     try:
-        with np.load(item, allow_pickle=False) as z:
-            return int(z["inference_step"]) if "inference_step" in z.files else index
-    except Exception:  # unreadable: load_bundle reports it properly below
+        with NpzReader(item) as npz:  # headers checked first: a forged size allocates nothing
+            header = npz.headers.get("inference_step")
+            if header is None or header.shape != () or header.dtype.kind not in "iu":
+                return index
+            return int(npz.load("inference_step"))
+    except BundleError:  # unreadable: load_bundle reports it properly below
         return index
 
 

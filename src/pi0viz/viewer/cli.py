@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pi0viz.core.bundle import BundleError
+from pi0viz.errors import Pi0vizError
 from pi0viz.core.colormap import COLORMAPS
 
 
@@ -33,7 +33,7 @@ def _split_inputs(inputs: tuple[Path, ...], tree: Path | None) -> tuple[list[Pat
 
 
 @click.command("view")
-@click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("pi0viz_view.html"),
               show_default=True, help="The HTML page to write (side data goes to <stem>_data/ next to it).")
 @click.option("--tree", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -56,9 +56,11 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
     """Write an interactive, offline HTML viewer for capture bundles (.npz, several = one episode) and/or an
     attention_viz tree. Open the page in a browser; keyboard: arrows = action token / layer, [ ] = diffusion
     step, , . = inference step, h = next head, s = color scale."""
-    from pi0viz.core.fusion import FusionError
-    from pi0viz.viewer import ViewerError, serve_viewer, write_viewer
+    from pi0viz.viewer import serve_viewer, write_viewer
 
+    if serve and not 0 <= port <= 65535:  # checked before anything is written
+        click.echo(f"error: --port must be in 0..65535 (0: any free port), got {port}", err=True)
+        raise SystemExit(1)
     bundles, tree = _split_inputs(inputs, tree)
     if not bundles and tree is None:
         raise click.UsageError("give at least one capture bundle (.npz) or an attention_viz tree")
@@ -66,7 +68,7 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
     try:
         page = write_viewer(bundles, out, tree=tree, heads=heads, fused=fused, batch=batch, zoom=zoom,
                             colormap=colormap, title=title)
-    except (BundleError, FusionError, ViewerError) as err:
+    except Pi0vizError as err:  # bundle, fusion, viewer and output faults: one line, exit 1
         click.echo(f"error: {err}", err=True)
         raise SystemExit(1) from None
     size = page.stat().st_size
@@ -81,7 +83,7 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
     root = Path(os.path.commonpath([page.resolve().parent, tree.resolve()])) if tree else None
     try:
         server, url = serve_viewer(page, host=host, port=port, root=root, background=True)
-    except OSError as err:
+    except (OSError, OverflowError) as err:
         click.echo(f"error: cannot serve on {host}:{port} ({err}); try --port 0", err=True)
         raise SystemExit(1) from None
     click.echo(f"serving {url}  (Ctrl-C to stop)")

@@ -69,7 +69,11 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
     if not 0 <= batch < bundle.batch_size:
         raise BundleError(f"batch {batch} out of range: the bundle has batch size {bundle.batch_size}")
     layout = bundle.layout
-    keys, drawn_regions = fusion.render_key_index(layout, bundle.image_masks[batch], bundle.token_mask[batch])
+    # As the renderer: a camera with exactly 0 attention everywhere is a padded slot even if no mask says so.
+    image_masks = bundle.image_masks.copy()
+    image_masks[batch, fusion.padded_cameras(bundle.attention, layout, image_masks, kind=bundle.attention_kind,
+                                             batch_index=batch)] = False
+    keys, drawn_regions = fusion.render_key_index(layout, image_masks[batch], bundle.token_mask[batch])
     regions = layout.regions()
     D, L = bundle.attention.shape[:2]
     A, N, R = layout.num_action_tokens, bundle.attention.shape[3] * bundle.attention.shape[4], len(keys)
@@ -78,7 +82,7 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
     mass = np.empty((D, L, A, N + 1, len(regions)), np.uint16)
     heads: list[np.ndarray] | None = [] if (with_heads and bundle.attention_heads == "all") else None
     # The renderer's own fusion pass, one step at a time (the temporaries stay one step in size; pi0: 25 MB).
-    steps = fusion.fuse_steps(bundle.attention, layout, bundle.image_masks, bundle.token_mask,
+    steps = fusion.fuse_steps(bundle.attention, layout, image_masks, bundle.token_mask,
                               kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
                               batch_index=batch)
     for d, step in enumerate(steps):
@@ -92,7 +96,7 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
             heads.append(_quantize_sqrt(step.heads.transpose(0, 2, 1, 3), scale[:, :, None]))  # [L, A, N, R]
     images = {}
     for c, name in enumerate(bundle.camera_names):
-        if bundle.image_masks[batch, c]:
+        if image_masks[batch, c]:
             images[name] = simplejpeg.encode_jpeg(np.ascontiguousarray(bundle.images[batch, c]), quality=92,
                                                   colorspace="RGB")
     step = bundle.inference_step if bundle.inference_step is not None else index
@@ -109,7 +113,7 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
         image_size=(int(bundle.images.shape[2]), int(bundle.images.shape[3])),
         pieces=[str(p) for p in bundle.token_pieces[batch]],
         token_mask=[bool(m) for m in bundle.token_mask[batch]],
-        image_masks=[bool(m) for m in bundle.image_masks[batch]],
+        image_masks=[bool(m) for m in image_masks[batch]],
         prompt=str(bundle.prompt[batch]) if bundle.prompt is not None else "",
     )
 

@@ -15,6 +15,7 @@ import html
 import json
 import os
 import re
+import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from pi0viz.core.bundle import BundleError
 from pi0viz.core.colormap import COLORMAPS, colormap_lut
+from pi0viz.core.writes import make_folder, output_error
 from pi0viz.viewer.data import CallArrays
 
 HeadsMode = Literal["side", "embed", "none"]
@@ -32,7 +34,13 @@ AUTO_EMBED_CALLS = 4  # with more calls than this, "auto" moves the fused maps t
 
 
 class PageBuilder:
-    """Collects chunks and metadata, then writes the page (and its side files) atomically."""
+    """Collects chunks and metadata, then writes the page and its side files as one unit.
+
+    Side files go to a hidden staging folder next to the page as they come; `write` writes the page under a
+    temporary name and only then swaps both into place. If anything fails before that (a bad bundle, a full
+    disk, a read-only folder), `abort` removes what was staged: an older page of the same name and its side data
+    stay untouched and no temporary is left. Write failures raise OutputError naming the path and the cause.
+    """
 
     def __init__(self, out_html: Path) -> None:
         self.out_html = out_html
@@ -40,6 +48,7 @@ class PageBuilder:
         self.inline: dict[str, str] = {}
         self.side_bytes = 0
         self.chunks: dict[str, dict[str, Any]] = {}
+        self._staging: Path | None = None
 
     def add(self, cid: str, array: np.ndarray, *, side: bool) -> None:
         """Register `array` (uint8/uint16/float32) as chunk `cid` (an internal, [A-Za-z0-9_] name)."""
@@ -49,15 +58,39 @@ class PageBuilder:
         spec: dict[str, Any] = {"dtype": dtype, "shape": list(array.shape)}
         if side:  # written now, so a long episode never holds all its side data in memory
             spec["file"] = f"{self.data_dir_name}/{cid}.js"
-            data_dir = self.out_html.parent / self.data_dir_name
-            data_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(data_dir / f"{cid}.js", f'pi0vizChunk("{cid}","{b64}");\n')
+            target = self.out_html.parent / self.data_dir_name / f"{cid}.js"
+            try:
+                (self._stage() / f"{cid}.js").write_text(f'pi0vizChunk("{cid}","{b64}");\n', encoding="utf-8")
+            except OSError as err:
+                self.abort()
+                raise output_error(target, err) from None
             self.side_bytes += len(b64)
         else:
             self.inline[cid] = b64
         self.chunks[cid] = spec
 
+    def _stage(self) -> Path:
+        if self._staging is None:
+            folder = make_folder(self.out_html.parent)
+            try:
+                self._staging = Path(tempfile.mkdtemp(prefix=f".{self.data_dir_name}.", suffix=".tmp", dir=folder))
+            except OSError as err:
+                raise output_error(folder / self.data_dir_name, err) from None
+        return self._staging
+
+    def abort(self) -> None:
+        """Remove staged side files (the old page and its data are untouched)."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
     def write(self, meta: dict[str, Any], title: str) -> Path:
+        try:
+            return self._write(meta, title)
+        finally:
+            self.abort()  # a no-op after a successful swap
+
+    def _write(self, meta: dict[str, Any], title: str) -> Path:
         meta = dict(meta, chunks=self.chunks)
         static = resources.files("pi0viz.viewer") / "static"
         page = (static / "viewer.html").read_text(encoding="utf-8")
@@ -72,8 +105,34 @@ class PageBuilder:
         }
         # One pass over the template, so a marker inside substituted text is never expanded again.
         page = re.sub(r"/\*@(TITLE|CSS|META|CHUNKS|JS)@\*/", lambda m: parts[m.group(1)], page)
-        self.out_html.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.out_html, page)
+        folder = make_folder(self.out_html.parent)
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.out_html.name}.", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(page)
+            if self._staging is not None:  # swap the side data in, then the page that refers to it
+                data_dir = folder / self.data_dir_name
+                old = None
+                if data_dir.exists():
+                    old = Path(tempfile.mkdtemp(prefix=f".{self.data_dir_name}.old.", suffix=".tmp", dir=folder))
+                    os.replace(data_dir, old / "data")
+                try:
+                    os.replace(self._staging, data_dir)
+                except OSError:
+                    if old is not None:  # put the old side data back
+                        os.replace(old / "data", data_dir)
+                    raise
+                self._staging = None
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, self.out_html)
+            tmp = None
+        except OSError as err:
+            raise output_error(self.out_html, err) from None
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
         return self.out_html
 
 
@@ -83,17 +142,6 @@ def json_for_script(obj: Any) -> str:
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)
     return text
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def colormap_tables() -> dict[str, list[int]]:
