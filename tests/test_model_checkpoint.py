@@ -51,7 +51,7 @@ def test_lora_factors_are_merged(small_tree, tmp_path):
 
 
 def test_missing_checkpoint_says_what_was_expected(tmp_path):
-    with pytest.raises(FileNotFoundError, match="orbax PyTree checkpoint"):
+    with pytest.raises(CheckpointError, match="orbax PyTree checkpoint"):
         load_params(tmp_path)
 
 

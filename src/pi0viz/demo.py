@@ -21,6 +21,8 @@ import click
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
+from pi0viz.core.writes import make_folder
+from pi0viz.errors import Pi0vizError
 from pi0viz.policy.libero_frames import LiberoFrame, load_frames
 
 HONEST_NOTE = (
@@ -71,7 +73,8 @@ def run_demo(
     seconds: dict[str, float] = {}
     out = Path(out)
     tree, bundle_dir = out / "attention_viz", out / "bundles"
-    bundle_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(tree)  # OutputError naming the folder before the slow part (read-only, a path through a file)
+    make_folder(bundle_dir)
 
     t0 = time.monotonic()
     echo("[1/4] loading the policy (JAX start-up and compilation take a while on CPU) ...")
@@ -145,7 +148,7 @@ def _write_viewer(bundles: list[Path], tree: Path, page: Path, echo: Any) -> Pat
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pi0viz_demo"),
               show_default=True, help="Output folder.")
-@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--checkpoint", type=click.Path(path_type=Path),
               help="openpi pi0 checkpoint directory (params/ + assets/); default: the untrained tiny pi0.")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PaliGemma's paligemma_tokenizer.model (use with --checkpoint).")
@@ -163,7 +166,7 @@ def demo_command(out: Path, checkpoint: Path | None, tokenizer: Path | None, cal
     Offline by default: the UNTRAINED tiny pi0 and the bundled tokenizer; its maps show the pipeline, not a
     trained pi0's attention. Point it at a real model with --checkpoint DIR --tokenizer PATH.
     """
-    from pi0viz.render import RenderError, parse_selection
+    from pi0viz.render import parse_selection
 
     if tokenizer is not None and checkpoint is None:
         raise click.UsageError("--tokenizer goes with --checkpoint (the tiny pi0 uses its bundled tokenizer)")
@@ -176,7 +179,7 @@ def demo_command(out: Path, checkpoint: Path | None, tokenizer: Path | None, cal
     try:
         result = run_demo(out, checkpoint=checkpoint, tokenizer=tokenizer, calls=calls, steps=steps,
                           action_tokens=action_tokens, layers=layers, workers=workers, viewer=not no_viewer)
-    except (ValueError, RenderError) as err:  # selections, bundle/render errors: say what, no traceback
+    except Pi0vizError as err:  # selections, checkpoint, bundle, render and output faults: one line, exit 1
         raise click.ClickException(str(err)) from None
     click.echo("")
     if checkpoint is None:

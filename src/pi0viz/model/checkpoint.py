@@ -14,8 +14,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from pi0viz.model.config import Pi0Config
+from pi0viz.errors import CheckpointError
+from pi0viz.model.config import PALIGEMMA_VOCAB_SIZE, Pi0Config
 from pi0viz.model.init import Params, abstract_params, flatten, unflatten
 
 RESTORE_CONCURRENT_GB = 1
@@ -58,7 +60,8 @@ def _merge_lora(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_params(params_dir: str | os.PathLike, *, dtype: str | jnp.dtype | None = None) -> Params:
+def load_params(params_dir: str | os.PathLike, *, dtype: str | jnp.dtype | None = None,
+                config: Pi0Config | None = None) -> Params:
     """Restore `<checkpoint>/params` as a nested dict of jax arrays with openpi's paths.
 
     Args:
@@ -66,33 +69,120 @@ def load_params(params_dir: str | os.PathLike, *, dtype: str | jnp.dtype | None 
         dtype: cast every leaf to this dtype while reading (e.g. "bfloat16" for inference as openpi does);
             None keeps the stored dtype. The cast happens per array inside tensorstore, so a float32 checkpoint
             never exists in memory in float32 next to its bfloat16 copy.
+        config: when given, every parameter's shape and dtype in the checkpoint's metadata is compared with the
+            config before anything is read (a tiny checkpoint under the full-size config fails here, naming the
+            parameter, both shapes and the config the checkpoint does fit).
     Returns:
         the tree under the top-level "params" key (trailing "value" keys stripped, LoRA factors merged).
+    Raises:
+        CheckpointError naming the path: not a checkpoint, unreadable (truncated, corrupted) files, a shape or
+        dtype that disagrees with `config`, or a non-finite parameter after loading.
     """
     import orbax.checkpoint as ocp
 
     path = Path(params_dir).expanduser().absolute()
     if (path / "params").is_dir() and not (path / "_METADATA").exists():
         path = path / "params"  # given the checkpoint folder itself
-    if not (path / "_METADATA").exists() and not (path / "manifest.ocdbt").exists():
-        raise FileNotFoundError(f"{path} is not an orbax PyTree checkpoint (expected openpi's <checkpoint>/params)")
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint parameters at {path} (expected openpi's <checkpoint>/params folder)")
+    if not (path / "_METADATA").exists():
+        raise CheckpointError(f"{path} is not an orbax PyTree checkpoint: no _METADATA file (expected openpi's "
+                              "<checkpoint>/params folder)")
     # Bound the bytes in flight while restoring (orbax's default is 96 GB, i.e. everything at once), so the
     # transient read buffers stay near one large array.
     ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=RESTORE_CONCURRENT_GB))
-    metadata = ckptr.metadata(path)
+    try:
+        metadata = ckptr.metadata(path)
+    except Exception as err:  # orbax/tensorstore raise many types for damaged files
+        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({_first_line(err)})") from None
     tree = getattr(metadata, "item_metadata", metadata)  # orbax >= 0.12 wraps the tree in StepMetadata
     tree = getattr(tree, "tree", tree)
-    if "params" not in tree:
-        raise ValueError(f"{path}: expected a top-level key 'params' (openpi layout), found {list(tree)}")
+    if not isinstance(tree, dict) or "params" not in tree:
+        found = list(tree) if isinstance(tree, dict) else "no readable tree"
+        raise CheckpointError(f"{path}: expected a top-level key 'params' (openpi layout), found {found}")
+    if config is not None:
+        check_against_config(path, _strip_value_suffix(flatten(tree["params"])), config)
     item = {"params": tree["params"]}
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     jdtype = None if dtype is None else jnp.dtype(dtype)
     restore_args = jax.tree.map(
         lambda _: ocp.ArrayRestoreArgs(restore_type=jax.Array, sharding=sharding, dtype=jdtype), item
     )
-    restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args))["params"]
+    try:
+        restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args))["params"]
+    except Exception as err:  # truncated or corrupted data files: tensorstore/orbax errors of many types
+        raise CheckpointError(f"{path}: cannot read the parameters, the checkpoint's files are truncated or "
+                              f"corrupted ({_first_line(err)})") from None
     flat = _merge_lora(_strip_value_suffix(flatten(restored)))
+    for name, leaf in flat.items():
+        if not bool(jnp.isfinite(leaf).all()):
+            raise CheckpointError(f"{path}: parameter {name} holds non-finite values (NaN or inf); the checkpoint "
+                                  "is corrupted or was saved from a diverged run")
     return unflatten(flat)
+
+
+def check_against_config(path: Path, stored: dict[str, Any], config: Pi0Config) -> None:
+    """Compare the checkpoint's parameters (metadata leaves with .shape and .dtype) with `config`'s tree.
+
+    Raises CheckpointError for a missing or unexpected parameter, a shape mismatch or a non-float dtype; the
+    message names the parameter, both shapes, and a known config the checkpoint fits, if any.
+    """
+    want = param_shapes(config)
+    have = {p: tuple(leaf.shape) for p, leaf in stored.items() if "lora" not in p.rsplit("/", 1)[-1]}
+    fits = _fitting_config(have, exclude=config)
+    hint = f"; the checkpoint fits {fits}" if fits else ""
+    for name, shape in want.items():
+        if name not in have:
+            raise CheckpointError(f"{path}: parameter {name} is missing (config expects shape {list(shape)}){hint}")
+        if have[name] != shape:
+            raise CheckpointError(f"{path}: parameter {name}: checkpoint has shape {list(have[name])}, config "
+                                  f"expects {list(shape)} ({_describe(config)}){hint}")
+    extra = sorted(set(have) - set(want))
+    if extra:
+        raise CheckpointError(f"{path}: {len(extra)} parameters the config does not have, e.g. {extra[0]} "
+                              f"({_describe(config)}){hint}")
+    for name, leaf in stored.items():
+        kind = np.dtype(leaf.dtype).kind if not str(leaf.dtype).startswith("bfloat16") else "f"
+        if kind != "f":
+            raise CheckpointError(f"{path}: parameter {name} is stored as {leaf.dtype}; expected a floating dtype "
+                                  f"(float32 or bfloat16, cast to {config.dtype} on load)")
+
+
+def _describe(config: Pi0Config) -> str:
+    return (f"{config.paligemma_variant} + {config.action_expert_variant}, SigLIP {config.siglip_variant}, "
+            f"vocab {config.vocab_size}, horizon {config.action_horizon}")
+
+
+def _known_configs(vocab_size: int) -> dict[str, Pi0Config]:
+    """Model shapes a checkpoint is commonly written for, by how a user would ask for them."""
+    out: dict[str, Pi0Config] = {}
+    candidates = {
+        "the full-size pi0 (Pi0Config.pi0())": lambda: Pi0Config.pi0(),
+        f"the tiny pi0 (config=Pi0Config.tiny(vocab_size={vocab_size}))": lambda: Pi0Config.tiny(vocab_size=vocab_size),
+    }
+    for name, make in candidates.items():
+        try:
+            out[name] = make()
+        except Exception:  # a variant this build cannot construct
+            continue
+    return out
+
+
+def _fitting_config(have: dict[str, tuple[int, ...]], exclude: Pi0Config) -> str | None:
+    embed = have.get("PaliGemma/llm/embedder/input_embedding")
+    vocab = embed[0] if embed else PALIGEMMA_VOCAB_SIZE
+    for name, config in _known_configs(vocab).items():
+        if config == exclude:
+            continue
+        if param_shapes(config) == have:
+            return name
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = (text[0] if text else "").split(" See full TensorStore details")[0]
+    return f"{type(err).__name__}: {line[:200]}"
 
 
 def save_params(params: Params, params_dir: str | os.PathLike) -> None:

@@ -124,13 +124,14 @@ class Policy:
 
         checkpoint_dir = Path(checkpoint_dir)
         config = dataclasses.replace(config or Pi0Config.pi0(), dtype=dtype)
+        # Cheap checks first: norm stats, then every parameter's shape against the config before reading arrays.
+        norm_stats = load_norm_stats(checkpoint_dir, asset_id)
+        params = load_params(checkpoint_dir / "params", dtype=config.dtype, config=config)
         tokenizer = PromptTokenizer.from_path(tokenizer_path) if tokenizer_path else PromptTokenizer.default()
         if tokenizer.is_bundled:
             logger.warning(
                 "using the bundled %s tokenizer with checkpoint %s: its token ids mean nothing to a trained pi0; "
                 "pass PaliGemma's paligemma_tokenizer.model (--tokenizer PATH)", tokenizer.name, checkpoint_dir)
-        params = load_params(checkpoint_dir / "params", dtype=config.dtype)
-        norm_stats = load_norm_stats(checkpoint_dir, asset_id)
         kwargs.setdefault("description",
                           f"pi0 checkpoint {checkpoint_dir} ({config.dtype}, tokenizer {tokenizer.name})")
         return cls(params, config, tokenizer, norm_stats, **kwargs)

@@ -20,13 +20,15 @@ NORM_EPS = 1e-6  # openpi's z-score epsilon
 NormStats = Mapping[str, Mapping[str, np.ndarray]]
 
 
-def load_norm_stats(checkpoint_dir: str | os.PathLike, asset_id: str) -> dict[str, dict[str, np.ndarray]]:
+def load_norm_stats(checkpoint_dir: str | os.PathLike, asset_id: str,
+                    required: tuple[str, ...] = ("state", "actions")) -> dict[str, dict[str, np.ndarray]]:
     """Read `<checkpoint>/assets/<asset_id>/norm_stats.json`.
 
     Returns:
         {"state": {"mean", "std"[, "q01", "q99"]}, "actions": {...}}: float64[d] arrays.
     Raises:
-        CheckpointError naming the file when it is missing, not JSON, or lacks mean/std.
+        CheckpointError naming the file when it is missing, not JSON, lacks a `required` entry or mean/std, or
+        holds non-finite numbers or fields of different lengths.
     """
     path = Path(checkpoint_dir) / "assets" / asset_id / "norm_stats.json"
     if not path.is_file():
@@ -46,6 +48,16 @@ def load_norm_stats(checkpoint_dir: str | os.PathLike, asset_id: str) -> dict[st
             out[key] = {k: np.asarray(v, dtype=np.float64) for k, v in entry.items() if v is not None}
         except (TypeError, ValueError):
             raise CheckpointError(f"norm stats file {path}: {key!r} must hold lists of numbers") from None
+        for field, values in out[key].items():
+            if values.ndim != 1 or not np.isfinite(values).all():
+                raise CheckpointError(f"norm stats file {path}: {key}.{field} must be a list of finite numbers, got "
+                                      f"{values.tolist()!r:.200}")
+        lengths = {f: len(v) for f, v in out[key].items()}
+        if len(set(lengths.values())) != 1:
+            raise CheckpointError(f"norm stats file {path}: {key!r} fields have different lengths {lengths}")
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise CheckpointError(f"norm stats file {path}: missing {missing} (with 'mean' and 'std'); found {sorted(out)}")
     return out
 
 

@@ -9,7 +9,7 @@ import click
 
 
 @click.command("serve")
-@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--checkpoint", type=click.Path(path_type=Path),
               help="openpi checkpoint directory (holds params/ and assets/<asset_id>/norm_stats.json).")
 @click.option("--tiny", is_flag=True, help="Serve the UNTRAINED tiny pi0 (offline; shows the plumbing only).")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
