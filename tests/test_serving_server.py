@@ -153,8 +153,8 @@ def test_real_openpi_client_in_its_own_environment(served, frame, tmp_path: Path
 
 @pytest.mark.parametrize("payload, expect", [
     (b"\xc1garbage", "not valid msgpack"),
-    ("a text frame", "binary msgpack frame"),
-    (msgpack_numpy.packb([1, 2, 3]), "must be a msgpack map"),
+    ("a text frame", "expected a binary frame"),
+    (msgpack_numpy.packb([1, 2, 3]), "expected one msgpack map"),
     (msgpack_numpy.packb({"prompt": "x"}), "missing"),
     (msgpack_numpy.packb({"observation/image": np.zeros((2, 2), np.float32)}), "missing"),
     (msgpack_numpy.packb({"prompt": "x", RETURN_ATTENTION_KEY: "yes"}), "true or false"),

@@ -191,7 +191,7 @@ class Policy:
         if want_bundle and capture is None:
             capture = CaptureOptions()
         if noise is not None:
-            noise = np.asarray(noise, dtype=np.float32)
+            noise = _as_float32(noise, "noise")
             want = (self.config.action_horizon, self.config.action_dim)
             if noise.shape != want:
                 raise ObservationError(f"noise must have shape {list(want)}, got {list(noise.shape)}")
@@ -201,6 +201,9 @@ class Policy:
         model_actions = np.asarray(jax.device_get(out.actions))[0]
         infer_ms = (time.monotonic() - start) * 1000
         actions = self.postprocess(model_actions, inputs.state)
+        if not np.isfinite(actions).all():  # never hand NaN or inf to a robot
+            raise ObservationError("the policy produced non-finite actions for this observation (state "
+                                   f"{inputs.raw_state.tolist()}); check the state's scale and the norm stats")
         result: dict[str, Any] = {"actions": actions, "policy_timing": {"infer_ms": infer_ms}}
         if want_bundle:
             result["attention_bundle"] = self._bundle(inputs, out, capture, actions, inference_step)
@@ -249,3 +252,19 @@ class Policy:
 
     def __repr__(self) -> str:
         return f"Policy({self.description})"
+
+
+def _as_float32(values: Any, name: str) -> np.ndarray:
+    """`values` as float32, the dtype the sampler takes; a finite number that overflows float32 is an error."""
+    try:
+        raw = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ObservationError(f"{name} must be an array of numbers") from None
+    if not np.isfinite(raw).all():
+        raise ObservationError(f"{name} contains NaN or inf")
+    with np.errstate(over="ignore"):
+        out = raw.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise ObservationError(f"{name} overflows float32 (|values| up to {np.abs(raw).max():.3g}; float32 holds "
+                               "up to 3.4e38)")
+    return out

@@ -133,7 +133,8 @@ class LiberoTransforms:
         Raises:
             ObservationError when a finite input overflows float32 (the model's input dtype).
         """
-        out = zscore(state, self.norm_stats["state"], self.action_dim)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as an error
+            out = zscore(state, self.norm_stats["state"], self.action_dim)
         if not np.isfinite(out).all():
             raise ObservationError(f"obs[{STATE_KEY!r}] overflows float32 after normalization "
                                    f"(|values| up to {np.abs(state).max():.3g}); expected robot-scale numbers")

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from pi0viz.core.bundle import BUNDLE_PREFIX, CaptureBundle
+from pi0viz.core.bundle import BUNDLE_PREFIX, INT32_MAX, CaptureBundle
 
 RETURN_ATTENTION_KEY = "pi0viz/return_attention"
 INFERENCE_STEP_KEY = "pi0viz/inference_step"
@@ -46,7 +46,7 @@ def split_request(request: Mapping[str, Any]) -> PolicyRequest:
     "pi0viz/" key is present (a typo would otherwise silently drop the attention).
     """
     if not isinstance(request, Mapping):
-        raise ValueError(f"a request must be a msgpack map (observation dict), got {type(request).__name__}")
+        raise ValueError(f"expected one msgpack map (the observation dict), got a value of type {type(request).__name__}")
     bad = [k for k in request if not isinstance(k, str)]
     if bad:
         raise ValueError(f"request keys must be strings, got {bad[:3]!r}")
@@ -62,8 +62,9 @@ def split_request(request: Mapping[str, Any]) -> PolicyRequest:
             raise ValueError(f"{key!r} must be true or false, got {value!r}")
         flags[key] = bool(value)
     step = request.get(INFERENCE_STEP_KEY)
-    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
-        raise ValueError(f"{INFERENCE_STEP_KEY!r} must be an integer, got {step!r}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))
+                             or not 0 <= int(step) <= INT32_MAX):  # stored as int32, names a folder
+        raise ValueError(f"{INFERENCE_STEP_KEY!r} must be an integer in 0..{INT32_MAX}, got {step!r:.40}")
     return PolicyRequest(obs=obs, return_attention=flags[RETURN_ATTENTION_KEY],
                          inference_step=None if step is None else int(step), fuse_heads=flags[FUSE_HEADS_KEY])
 

@@ -8,8 +8,10 @@ Protocol (the same bytes as openpi's WebsocketPolicyServer, so `openpi_client.We
   (see pi0viz.serving.protocol);
 - `GET /healthz` over plain HTTP -> 200 "OK".
 
-Errors are per request: a malformed message or a failing inference gets a TEXT frame with the message (what
-openpi's client raises as RuntimeError) and the connection stays open for the next request. (openpi instead
+Errors are per request and the connection stays open for the next one: a malformed message or observation gets
+a one-line TEXT frame "pi0viz server: bad request: <what was expected>" (what openpi's client raises as
+RuntimeError); a failure inside inference gets "pi0viz server: internal error (<type>) ...": its traceback, which
+names server paths, goes to the server's log only. (openpi instead
 closes the connection with code 1011 after any exception.) Inference runs in a worker thread, one call at a
 time across all connections, so health checks, new connections and disconnects are handled while the model
 runs; a client that disconnects mid-call only loses its own reply.
@@ -22,12 +24,12 @@ import http
 import logging
 import threading
 import time
-import traceback
 from typing import Any, Mapping, Protocol
 
 import websockets
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 
+from pi0viz.errors import Pi0vizError
 from pi0viz.errors import ProtocolError as RequestError
 from pi0viz.serving import msgpack_numpy, protocol
 
@@ -125,9 +127,11 @@ class PolicyServer:
                     logger.warning("bad request from %s: %s", peer, err)
                     await websocket.send(f"pi0viz server: bad request: {err}")
                     continue
-                except Exception:  # a failing inference must not take the server down
+                except Exception as err:  # a failing inference must not take the server down
+                    # The traceback (and any server path in it) goes to the log only; the client gets a reason.
                     logger.exception("inference failed for %s", peer)
-                    await websocket.send("pi0viz server: inference failed:\n" + traceback.format_exc())
+                    await websocket.send(f"pi0viz server: internal error ({type(err).__name__}) while answering "
+                                         "this request; the server log has the details")
                     continue
                 await websocket.send(reply)
                 prev_total_ms = (time.monotonic() - start) * 1000
@@ -138,19 +142,23 @@ class PolicyServer:
     async def _answer(self, message: str | bytes, prev_total_ms: float | None) -> bytes:
         """One request frame -> the packed response frame. Raises RequestError for client mistakes."""
         if isinstance(message, str):
-            raise RequestError("expected a binary msgpack frame, got a text frame")
+            raise RequestError("expected a binary frame holding one msgpack map (the observation, openpi's "
+                               "msgpack-numpy), got a text frame")
         try:
-            request = protocol.split_request(msgpack_numpy.unpackb(message))
+            decoded = msgpack_numpy.unpackb(message)
         except ValueError as err:  # MsgpackNumpyError is a ValueError
+            raise RequestError(f"expected one msgpack map (the observation, openpi's msgpack-numpy): {err}") from None
+        try:
+            request = protocol.split_request(decoded)
+        except ValueError as err:
             raise RequestError(str(err)) from None
         assert self._infer_lock is not None, "run() sets the lock before serving"
         async with self._infer_lock:
             start = time.monotonic()
             try:
                 result = await asyncio.to_thread(self._infer, request)
-            except (KeyError, TypeError, ValueError) as err:  # the policy's own input checks
-                logger.debug("the policy rejected an observation", exc_info=True)  # full traceback for server bugs
-                raise RequestError(f"{type(err).__name__}: {err}") from None
+            except Pi0vizError as err:  # the policy's own input checks (ObservationError, ...): the client's fault
+                raise RequestError(str(err)) from None
             infer_ms = (time.monotonic() - start) * 1000
         result["server_timing"] = {"infer_ms": infer_ms}
         if prev_total_ms is not None:
