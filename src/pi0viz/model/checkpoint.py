@@ -127,6 +127,11 @@ def check_against_config(path: Path, stored: dict[str, Any], config: Pi0Config) 
     Raises CheckpointError for a missing or unexpected parameter, a shape mismatch or a non-float dtype; the
     message names the parameter, both shapes, and a known config the checkpoint fits, if any.
     """
+    for name, leaf in stored.items():
+        kind = "f" if str(leaf.dtype).startswith("bfloat16") else np.dtype(leaf.dtype).kind
+        if kind != "f":
+            raise CheckpointError(f"{path}: parameter {name} is stored as {leaf.dtype}; expected a floating dtype "
+                                  f"(float32 or bfloat16, cast to {config.dtype} on load)")
     want = param_shapes(config)
     have = {p: tuple(leaf.shape) for p, leaf in stored.items() if "lora" not in p.rsplit("/", 1)[-1]}
     fits = _fitting_config(have, exclude=config)
@@ -141,11 +146,6 @@ def check_against_config(path: Path, stored: dict[str, Any], config: Pi0Config) 
     if extra:
         raise CheckpointError(f"{path}: {len(extra)} parameters the config does not have, e.g. {extra[0]} "
                               f"({_describe(config)}){hint}")
-    for name, leaf in stored.items():
-        kind = np.dtype(leaf.dtype).kind if not str(leaf.dtype).startswith("bfloat16") else "f"
-        if kind != "f":
-            raise CheckpointError(f"{path}: parameter {name} is stored as {leaf.dtype}; expected a floating dtype "
-                                  f"(float32 or bfloat16, cast to {config.dtype} on load)")
 
 
 def _describe(config: Pi0Config) -> str:
