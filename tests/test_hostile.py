@@ -21,6 +21,7 @@ import tracemalloc
 import zipfile
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -401,17 +402,29 @@ def test_demo_into_a_read_only_folder(mounts):
 # == 4. --resume: finished files must be complete JPEGs ======================================================
 
 
+@pytest.fixture(scope="module")
+def fresh_tree(tmp_path_factory):
+    """A finished render of the small bundle, and the bundle."""
+    root = tmp_path_factory.mktemp("fresh")
+    path = save_bundle(small(), root / "call.npz")
+    result = CliRunner().invoke(main, ["render", str(path), "--out", str(root / "tree"), "--no-progress",
+                                       "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    return path, root / "tree"
+
+
 @pytest.mark.parametrize("damage", ["truncate", "empty", "no_end_marker", "not_a_jpeg"])
-def test_resume_rerenders_incomplete_jpegs(bundle_path, tmp_path, damage):
-    fresh, damaged = tmp_path / "fresh", tmp_path / "damaged"
-    for out in (fresh, damaged):
-        assert CliRunner().invoke(main, ["render", str(bundle_path), "--out", str(out), "--no-progress",
-                                         "--workers", "1"]).exit_code == 0
+def test_resume_rerenders_incomplete_jpegs(fresh_tree, tmp_path, damage):
+    import shutil
+
+    path, fresh = fresh_tree
+    damaged = tmp_path / "damaged"
+    shutil.copytree(fresh, damaged)
     victim = sorted(damaged.rglob("fused_attention_on_base_0_rgb.jpg"))[3]
     data = victim.read_bytes()
     victim.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "no_end_marker": data[:-2],
                         "not_a_jpeg": b"GIF89a" + data[6:]}[damage])
-    result = CliRunner().invoke(main, ["render", str(bundle_path), "--out", str(damaged), "--no-progress",
+    result = CliRunner().invoke(main, ["render", str(path), "--out", str(damaged), "--no-progress",
                                        "--workers", "1", "--resume"])
     assert result.exit_code == 0 and "resume: kept 116 finished files" in result.output  # 1 cell of 4 redone
     assert {p.relative_to(damaged): p.read_bytes() for p in files_under(damaged)} == \
@@ -641,6 +654,10 @@ def test_bad_observation_gets_a_short_reason(server, extra, expect):
     ("a text frame", "expected a binary frame"),
     (b"\x93\x01\x02\x03", "expected one msgpack map"),  # a list
     (b"\x81\x01\x02", "expected one msgpack map"),  # {1: 2}: int keys
+    (b"\x91" * 5000 + b"\x01", "nested too deeply"),
+    (msgpack.packb({"observation/state": {b"__ndarray__": True, b"data": b"", b"dtype": "<f4",
+                                          b"shape": [10**12, 10**12]}}, use_bin_type=True),
+     "needs 4000000000000000000000000 bytes, got 0"),  # an absurd shape claimed over the wire
 ])
 def test_garbage_frame_says_what_was_expected(server, payload, expect):
     reply = assert_short_reason(ask(server.port, payload))

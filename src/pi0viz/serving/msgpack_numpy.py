@@ -107,7 +107,8 @@ def unpackb(data: bytes) -> Any:
     except MsgpackNumpyError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as err:
-        raise MsgpackNumpyError(f"not valid msgpack: {err}") from None
+        reason = "nested too deeply" if isinstance(err, msgpack.StackError) else (str(err) or type(err).__name__)
+        raise MsgpackNumpyError(f"not valid msgpack: {reason}") from None
 
 
 class Packer:
