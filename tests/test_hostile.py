@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -28,9 +27,8 @@ from click.testing import CliRunner
 
 from pi0viz.cli import main
 from pi0viz.core.bundle import CaptureBundle, load_bundle, save_bundle
-from pi0viz.errors import (BundleError, CheckpointError, ObservationError, OutputError, Pi0vizError, RenderError,
-                           SelectionError)
-from pi0viz.render.engine import RenderOptions, render_bundle
+from pi0viz.errors import BundleError, CheckpointError, ObservationError, OutputError
+from pi0viz.render.engine import RenderOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bundle_support import small  # noqa: E402
@@ -330,6 +328,16 @@ def test_render_on_a_full_disk_keeps_finished_files_and_resume_finishes(tmp_path
     done = assert_whole_jpegs(disk)
     assert done > 0
     assert_no_temporaries(disk)
+    # Free space (grow the file system), finish with --resume: the same tree as one uninterrupted render.
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    result = CliRunner().invoke(main, ["render", str(path), "--out", str(disk), "--no-progress", "--workers", "1",
+                                       "--resume"])
+    assert result.exit_code == 0 and f"resume: kept {done - done % 4}" in result.output, result.output
+    fresh = tmp_path / "fresh"
+    assert CliRunner().invoke(main, ["render", str(path), "--out", str(fresh), "--no-progress",
+                                     "--workers", "1"]).exit_code == 0
+    assert {p.relative_to(disk): p.read_bytes() for p in files_under(disk)} == \
+        {p.relative_to(fresh): p.read_bytes() for p in files_under(fresh)}
 
 
 def test_view_into_a_read_only_folder(bundle_path, mounts):

@@ -16,7 +16,7 @@ import re
 from typing import Sequence
 
 from pi0viz.core.writes import output_error
-from pi0viz.errors import OutputError, RenderError, SelectionError
+from pi0viz.errors import OutputError, RenderError, SelectionError  # noqa: F401  (RenderError: re-exported)
 
 TMP_SUFFIX = ".tmp"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
