@@ -4,6 +4,7 @@ when used, so `pi0viz render` never pays for JAX and `pi0viz --help` is instant.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -19,15 +20,25 @@ _COMMANDS = {
 
 
 class _LazyGroup(click.Group):
-    """Subcommands imported on first use; any Pi0vizError a command lets through becomes one line, exit 1."""
+    """Subcommands imported on first use. Every user fault a command lets through (a Pi0vizError, or a usage error
+    that click raises) becomes one line on stderr, `pi0viz CMD: error: ...`, and exit status 1."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        name = next((a for a in argv if a in _COMMANDS), "")
         try:
-            return super().invoke(ctx)
+            rv = super().main(argv, prog_name or "pi0viz", complete_var, standalone_mode=False, **extra)
         except Pi0vizError as err:
-            name = ctx.invoked_subcommand or ""
-            click.echo(f"pi0viz {name}: error: {err}".replace("  ", " "), err=True)
-            ctx.exit(1)
+            _fail(name, str(err))
+        except click.UsageError as err:  # bad option values, missing arguments: one line plus where to look
+            _fail(name, f"{err.format_message()} (see: pi0viz {name} --help)".replace("  ", " "))
+        except click.ClickException as err:
+            _fail(name, err.format_message())
+        except click.Abort:
+            _fail(name, "interrupted")
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
@@ -47,6 +58,12 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="pi0viz")
 def main() -> None:
     """See where a pi0 vision-language-action policy looks."""
+
+
+def _fail(command: str, message: str) -> None:
+    prefix = f"pi0viz {command}: error:" if command else "pi0viz: error:"
+    click.echo(f"{prefix} {' '.join(message.split())}", err=True)  # one line, whatever the message held
+    sys.exit(1)
 
 
 if __name__ == "__main__":

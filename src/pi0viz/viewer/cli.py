@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from pi0viz.errors import Pi0vizError
 from pi0viz.core.colormap import COLORMAPS
 
 
@@ -59,18 +58,14 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
     from pi0viz.viewer import serve_viewer, write_viewer
 
     if serve and not 0 <= port <= 65535:  # checked before anything is written
-        click.echo(f"error: --port must be in 0..65535 (0: any free port), got {port}", err=True)
-        raise SystemExit(1)
+        raise click.UsageError(f"--port must be in 0..65535 (0: any free port), got {port}")
     bundles, tree = _split_inputs(inputs, tree)
     if not bundles and tree is None:
         raise click.UsageError("give at least one capture bundle (.npz) or an attention_viz tree")
     start = time.perf_counter()
-    try:
-        page = write_viewer(bundles, out, tree=tree, heads=heads, fused=fused, batch=batch, zoom=zoom,
-                            colormap=colormap, title=title)
-    except Pi0vizError as err:  # bundle, fusion, viewer and output faults: one line, exit 1
-        click.echo(f"error: {err}", err=True)
-        raise SystemExit(1) from None
+    # bundle, fusion, viewer and output faults are Pi0vizErrors: the `pi0viz` command prints them as one line
+    page = write_viewer(bundles, out, tree=tree, heads=heads, fused=fused, batch=batch, zoom=zoom,
+                        colormap=colormap, title=title)
     size = page.stat().st_size
     data_dir = page.parent / (page.stem + "_data")
     side = sum(f.stat().st_size for f in data_dir.iterdir()) if data_dir.is_dir() else 0
@@ -84,8 +79,7 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
     try:
         server, url = serve_viewer(page, host=host, port=port, root=root, background=True)
     except (OSError, OverflowError) as err:
-        click.echo(f"error: cannot serve on {host}:{port} ({err}); try --port 0", err=True)
-        raise SystemExit(1) from None
+        raise click.ClickException(f"cannot serve on {host}:{port} ({err}); try --port 0") from None
     click.echo(f"serving {url}  (Ctrl-C to stop)")
     try:
         while True:
