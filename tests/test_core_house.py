@@ -56,3 +56,15 @@ def test_renderer_captions_and_viewer_read_the_same_fusion_numbers():
     # The caption's peak of the hottest region is the viewer's cell maximum, to float32 precision.
     np.testing.assert_allclose(job.peaks.max(axis=-1), view.cell_max, rtol=1e-6)
     assert job.peaks[1, 2, 3, 1] >= 0.8 and np.isclose(view.cell_max[1, 2, 3], job.peaks[1, 2, 3, 1])
+
+
+def test_usage_errors_are_one_line_with_exit_1():
+    from click.testing import CliRunner
+
+    from pi0viz.cli import main
+
+    for args, expect in ((["render", "--zoom", "99", "x.npz"], "pi0viz render: error: Invalid value for '--zoom'"),
+                         (["bogus"], "pi0viz: error: No such command 'bogus'")):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1 and result.stderr.startswith(expect), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
