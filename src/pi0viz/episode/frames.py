@@ -1,0 +1,148 @@
+"""The rollout's camera frames at every control step, and which step each inference call was made at.
+
+A capture bundle holds only what the policy saw at its own call (every 5th control step in LIBERO). To play
+attention against the whole rollout, an episode also keeps the frames in between, in one small file:
+
+    <episode>/frames.npz   format "pi0viz.frames/1" (np.savez_compressed, read with allow_pickle=False)
+
+| key | dtype | shape | meaning |
+|---|---|---|---|
+| `format` | str | `[]` | `"pi0viz.frames/1"` |
+| `frames` | uint8 | `[N, C, H, W, 3]` | every control step's camera images, in the policy's view (LIBERO: rotated 180 degrees and resized with padding to the model input, 224 x 224), so patch (r, c) of a bundle lands on the same pixels |
+| `camera_names` | str | `[C]` | the bundle camera slot each frame column shows, e.g. `base_0_rgb, left_wrist_0_rgb` |
+| `call_steps` | int32 | `[M]` | control step (index into `frames`) at which inference call m = 0..M-1 was made; increasing |
+| `fps` | float32 | `[]` | playback rate of one control step per video frame (LIBERO example: 10, as openpi's videos) |
+
+Call m's actions run from `call_steps[m]` to `call_steps[m + 1] - 1`, so the video shows call m's attention
+over exactly those frames. Sizes: 224 x 224 x 3 x 2 cameras = 301 KB per step raw; zlib takes LIBERO frames
+to about a third.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pi0viz.errors import EpisodeError
+
+FRAMES_FORMAT = "pi0viz.frames/1"
+FRAMES_FILE = "frames.npz"
+DEFAULT_FPS = 10.0  # openpi's LIBERO rollout videos play one control step per frame at 10 fps
+
+
+@dataclasses.dataclass
+class EpisodeFrames:
+    """Frames of one rollout and the control step of each inference call.
+
+    Attributes:
+        frames: uint8[N, C, H, W, 3], N control steps, C cameras.
+        camera_names: [C] bundle camera slot of each frame column.
+        call_steps: int32[M], control step of inference call m (strictly increasing, < N).
+        fps: video frames per second (one control step per frame).
+    """
+
+    frames: np.ndarray
+    camera_names: list[str]
+    call_steps: np.ndarray
+    fps: float = DEFAULT_FPS
+
+    def __post_init__(self) -> None:
+        self.camera_names = [str(n) for n in np.asarray(self.camera_names).reshape(-1)]
+        self.call_steps = np.asarray(self.call_steps, np.int64).reshape(-1)
+        self.fps = float(self.fps)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise EpisodeError saying what was expected unless shapes, dtypes and call steps agree."""
+        f = self.frames
+        if not isinstance(f, np.ndarray) or f.ndim != 5 or f.shape[-1] != 3 or f.dtype != np.uint8:
+            raise EpisodeError(f"frames must be uint8 [N steps, C cameras, H, W, 3], got "
+                               f"{getattr(f, 'dtype', type(f))} {getattr(f, 'shape', '')}")
+        if f.shape[1] != len(self.camera_names):
+            raise EpisodeError(f"frames hold {f.shape[1]} cameras but camera_names lists {len(self.camera_names)}")
+        steps = self.call_steps
+        if len(steps) and (steps[0] < 0 or steps[-1] >= len(f) or (np.diff(steps) <= 0).any()):
+            raise EpisodeError(f"call_steps must increase strictly within 0..{len(f) - 1} (the frames), "
+                               f"got {steps.tolist()[:8]}{'...' if len(steps) > 8 else ''}")
+        if not self.fps > 0:
+            raise EpisodeError(f"fps must be > 0, got {self.fps}")
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.frames.shape[0])
+
+    def call_at(self, step: int) -> int:
+        """The inference call whose actions run at control step `step` (-1 before the first call)."""
+        return int(np.searchsorted(self.call_steps, step, side="right")) - 1
+
+
+class FrameRecorder:
+    """Collects frames in a control loop: `add(images)` every step, `mark_call()` when the policy is queried."""
+
+    def __init__(self, camera_names: Sequence[str], fps: float = DEFAULT_FPS) -> None:
+        self.camera_names = list(camera_names)
+        self.fps = fps
+        self._frames: list[np.ndarray] = []
+        self._calls: list[int] = []
+
+    def add(self, images: Sequence[np.ndarray]) -> int:
+        """Append one control step's images (one uint8[H, W, 3] per camera); returns that step's index."""
+        self._frames.append(np.stack([np.asarray(im, np.uint8) for im in images]))
+        return len(self._frames) - 1
+
+    def mark_call(self) -> None:
+        """The policy is queried at the step added last."""
+        self._calls.append(len(self._frames) - 1)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def result(self) -> EpisodeFrames:
+        if not self._frames:
+            raise EpisodeError("no frames were recorded: expected at least one control step")
+        return EpisodeFrames(np.stack(self._frames), self.camera_names, np.asarray(self._calls), self.fps)
+
+
+def save_frames(frames: EpisodeFrames, path: str | os.PathLike) -> Path:
+    """Write `frames` as a compressed .npz (atomically: a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"format": np.asarray(FRAMES_FORMAT), "frames": frames.frames,
+              "camera_names": np.asarray(frames.camera_names, dtype=str),
+              "call_steps": frames.call_steps.astype(np.int32), "fps": np.asarray(frames.fps, np.float32)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_frames(path: str | os.PathLike) -> EpisodeFrames:
+    """Read a frames file written by `save_frames`; EpisodeError if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise EpisodeError(f"no frames file at {path}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise EpisodeError(f"{path} is not a readable .npz frames file ({err})") from None
+    fmt = str(arrays.get("format", ""))
+    if fmt != FRAMES_FORMAT:
+        raise EpisodeError(f"{path}: expected format {FRAMES_FORMAT!r}, got {fmt or 'none'!r}")
+    missing = [k for k in ("frames", "camera_names", "call_steps") if k not in arrays]
+    if missing:
+        raise EpisodeError(f"{path}: missing key(s) {missing} (see docs/episode.md)")
+    if arrays["camera_names"].dtype.kind != "U" or arrays["call_steps"].dtype.kind not in "iu":
+        raise EpisodeError(f"{path}: camera_names must be strings and call_steps integers")
+    return EpisodeFrames(arrays["frames"], list(arrays["camera_names"]), arrays["call_steps"],
+                         float(arrays.get("fps", DEFAULT_FPS)))
