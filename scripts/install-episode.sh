@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the optional parts of pi0viz.episode into the project's .venv: imageio + imageio-ffmpeg (the MP4,
-# extra [video]) and rerun-sdk (the .rrd and the reader the tests check it with, extra [rerun]).
+# extra [video]) and rerun-sdk (the .rrd and the reader the tests check it with, extra [rerun]). rerun-sdk stays in
+# LeRobot 0.4's range (>=0.24,<0.27) so that the [torch] side's LeRobot and this share one venv.
 #   bash scripts/install-episode.sh          # quick no-op when already installed
 #   PI0VIZ_VENV=/path/to/venv bash scripts/install-episode.sh
 set -euo pipefail
@@ -11,7 +12,8 @@ PY="$VENV/bin/python"
 
 if "$PY" - <<'PYEOF' 2>/dev/null
 import importlib.metadata as md, importlib.util, sys
-ok = md.version("rerun-sdk").startswith("0.41.") and all(importlib.util.find_spec(m) for m in ("imageio", "imageio_ffmpeg"))
+major, minor = (int(x) for x in md.version("rerun-sdk").split(".")[:2])
+ok = (0, 24) <= (major, minor) < (0, 27) and all(importlib.util.find_spec(m) for m in ("imageio", "imageio_ffmpeg"))
 sys.exit(0 if ok else 1)
 PYEOF
 then
@@ -24,5 +26,5 @@ CONSTRAINTS=$(mktemp)
 trap 'rm -f "$CONSTRAINTS"' EXIT
 printf 'numpy>=2\n' >"$CONSTRAINTS"  # JAX needs numpy 2: never let an extra pull it back
 "$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" \
-  "imageio>=2.34" "imageio-ffmpeg>=0.5" "rerun-sdk~=0.41.0" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  "imageio>=2.34" "imageio-ffmpeg>=0.5" "rerun-sdk>=0.24,<0.27" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 echo "install-episode.sh: video and rerun extras installed in $VENV in $(( $(date +%s) - start )) s"

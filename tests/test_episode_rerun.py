@@ -1,9 +1,8 @@
-"""The Rerun export, read back with Rerun's own reader (rerun.chunk.RrdReader) and checked against the bundles."""
+"""The Rerun export, read back with Rerun's own reader (rerun.dataframe) and checked against the bundles."""
 
 from __future__ import annotations
 
 import io
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,19 @@ rr = pytest.importorskip("rerun", reason="the [rerun] extra: bash scripts/instal
 
 
 def read_rrd(path: Path) -> dict[str, list[dict]]:
-    """entity path -> rows (dicts of column name -> value) sorted by control_step, from every chunk."""
-    from rerun.chunk import RrdReader
-
-    rows: dict[str, list[dict]] = defaultdict(list)
-    for chunk in RrdReader(str(path)).stream():
-        batch = chunk.to_record_batch()
-        names = [n for n in batch.schema.names if n not in ("log_time", "rerun.controls.RowId")]
-        columns = {n: batch.column(n).to_pylist() for n in names}
-        for i in range(batch.num_rows):
-            rows[chunk.entity_path].append({n: columns[n][i] for n in names})
-    return {e: sorted(r, key=lambda row: row.get("control_step", -1)) for e, r in rows.items()}
+    """entity path -> its rows ({"control_step", "inference_call", component: value}) in control_step order
+    (static entities: one row), read back with Rerun's dataframe API."""
+    recording = rr.dataframe.load_recording(str(path))
+    columns = recording.schema().component_columns()
+    static = {c.entity_path for c in columns if c.is_static}
+    out: dict[str, list[dict]] = {}
+    for entity in sorted({c.entity_path for c in columns}):
+        view = recording.view(index="control_step", contents=entity)
+        table = (view.select_static() if entity in static else view.select()).read_all()
+        names = [n for n in table.schema.names if n.startswith(entity + ":") or n in ("control_step", "inference_call")]
+        columns = {n.removeprefix(entity + ":"): table.column(n).to_pylist() for n in names}
+        out[entity] = [{k: v[i] for k, v in columns.items()} for i in range(table.num_rows)]
+    return out
 
 
 def _tensor(cell: list[dict]) -> np.ndarray:
