@@ -118,10 +118,12 @@ def main() -> None:
         print(f"  MP4: {video.frames} frames {video.size[1]}x{video.size[0]}  {video.seconds:8.2f} s"
               f"  {video.bytes / 1e6:.2f} MB ({video.bytes / n / 1e3:.1f} kB per call)")
         rrd_b, raw_b = rrd.stat().st_size, rrd_raw.stat().st_size
-        print(f"  .rrd (JPEG q90)                  {t_rrd:8.2f} s  {rrd_b / 1e6:.2f} MB ({rrd_b / n / 1e3:.0f} kB per call)")
-        print(f"  .rrd (raw pixels)                {t_rrd_raw:8.2f} s  {raw_b / 1e6:.2f} MB ({raw_b / n / 1e3:.0f} kB per call)")
+        for what, t, size_b in (("JPEG q90", t_rrd, rrd_b), ("raw pixels", t_rrd_raw, raw_b)):
+            print(f"  .rrd ({what:10s})                {t:8.2f} s  {size_b / 1e6:.2f} MB "
+                  f"({size_b / n / 1e3:.0f} kB per call)")
+        tree_b = summary.bytes_written
         print(f"  JPEG tree, one call              {t_tree:8.2f} s  {summary.files_written} files "
-              f"{summary.bytes_written / 1e6:.0f} MB -> x{n}: {t_tree * n:.0f} s, {summary.bytes_written * n / 1e9:.1f} GB")
+              f"{tree_b / 1e6:.0f} MB -> x{n}: {t_tree * n:.0f} s, {tree_b * n / 1e9:.1f} GB")
         rows.append((size, t_agg, video, rrd_b, t_rrd, t_tree * n, summary.bytes_written * n))
         print(f"  [{load()}]")
 
@@ -129,8 +131,9 @@ def main() -> None:
     print("| size | video: aggregate + encode | MP4 | .rrd (JPEG) per call | .rrd export | JPEG tree (x calls) |")
     print("|---|---|---|---|---|---|")
     for size, t_agg, video, rrd_b, t_rrd, t_tree, tree_b in rows:
-        print(f"| {size} | {t_agg:.1f} + {video.seconds:.1f} s | {video.bytes / 1e6:.1f} MB | {rrd_b / args.calls / 1e3:.0f} kB "
-              f"| {t_agg:.1f} + {t_rrd:.1f} s | {t_tree:.0f} s, {tree_b / 1e9:.1f} GB |")
+        print(f"| {size} | {t_agg:.1f} + {video.seconds:.1f} s | {video.bytes / 1e6:.1f} MB "
+              f"| {rrd_b / args.calls / 1e3:.0f} kB | {t_agg:.1f} + {t_rrd:.1f} s "
+              f"| {t_tree:.0f} s, {tree_b / 1e9:.1f} GB |")
 
 
 if __name__ == "__main__":

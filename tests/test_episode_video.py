@@ -122,3 +122,19 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
         assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
         assert "Traceback" not in result.output
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_label_names_call_step_t_and_selection(episode_dir: Path) -> None:
+    from pi0viz.episode.aggregate import Selection
+    from pi0viz.episode.source import load_episode
+    from pi0viz.episode.video import VideoOptions, frame_label, iter_frames
+
+    episode = load_episode([episode_dir], Selection(step=0, layers="1", action_tokens="0-1"))
+    assert frame_label(episode, 1).startswith("control step 1/22  before the first call")
+    label = frame_label(episode, 14)
+    assert label == ("control step 14/22  call 2  diffusion step 0 (t=1.00) | "
+                     "mean over layers 1 and action tokens 0-1")
+    # The label is drawn: below the prompt strip, consecutive frames differ where the step number is written.
+    frames = list(iter_frames(episode, VideoOptions()))
+    y0 = FrameComposer(["a", "b"], (224, 224), [episode.maps[0].prompt_pieces], colormap_lut()).height - 30
+    assert (frames[14][y0:] != frames[15][y0:]).any() and (frames[14][y0:, 200:] == frames[15][y0:, 200:]).all()

@@ -21,6 +21,12 @@ where N is the index of the call in the episode. A full pi0 call is 9,000 cells 
 runs use --bundles-only (one .npz per call in <episode>/bundles/, render later with `pi0viz render` or browse with
 `pi0viz view`), --fuse-heads, the --render-* selections, or --max-inference-calls for quick looks. --viewer writes
 <episode>/viewer.html, the interactive viewer over the episode's calls.
+
+Episode views (docs/episode.md; `bash scripts/install-episode.sh` for imageio-ffmpeg and rerun-sdk):
+--attention-video saves every control step's two camera frames (<episode>/frames.npz) and the bundles, and writes
+<episode>/attention_video.mp4, the rollout under each call's attention; --rerun logs the episode live into
+<episode>/episode.rrd (--rerun-spawn: also to a Rerun viewer spawned on this machine). --episode-step,
+--episode-layers and --episode-action-tokens choose what both show (default: last step, all layers and tokens).
 """
 
 from __future__ import annotations
@@ -37,10 +43,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
+from pi0viz.episode import FrameRecorder, Selection, call_maps, save_frames
 from pi0viz.policy import libero_env
 
 logger = logging.getLogger("libero_example")
 VIDEO_FPS = 10
+LIBERO_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb")  # openpi's LIBERO inputs: image -> base, wrist_image -> left wrist
 
 
 @dataclasses.dataclass
@@ -72,6 +80,12 @@ class Args:
     render_action_tokens: str | None = None
     render_layers: str | None = None
     workers: int | None = None
+    attention_video: bool = False
+    rerun: bool = False
+    rerun_spawn: bool = False
+    episode_step: int | None = None
+    episode_layers: str | None = None
+    episode_action_tokens: str | None = None
 
 
 @dataclasses.dataclass
@@ -85,6 +99,8 @@ class EpisodeResult:
     episode_dir: Path
     frames: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)  # model-input agentview
     video: Path | None = None
+    attention_video: Path | None = None
+    rerun: Path | None = None
     error: str | None = None
 
 
@@ -140,7 +156,7 @@ def make_policy(args: Args) -> ChunkPolicy:
 def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
     """Render one call's bundle with pi0viz.visualize_attention (or only save it with --bundles-only)."""
     step = int(bundle.inference_step or 0)
-    if args.bundles_only or args.save_bundles or args.viewer:
+    if args.bundles_only or args.save_bundles or args.viewer or args.attention_video:
         save_bundle(bundle, episode_dir / "bundles" / f"inference_{step:03d}.npz")
     if args.bundles_only:
         return
@@ -178,6 +194,7 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
     plan: collections.deque = collections.deque()
     frames: list[np.ndarray] = []
     calls, rendered, t, success, error = 0, [], 0, False, None
+    recorder, live = _episode_views(args, episode_dir)
     try:
         while t < max_steps + args.num_steps_wait:
             if t < args.num_steps_wait:  # objects are dropped into the scene: let them settle
@@ -189,6 +206,10 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
                 break
             request = libero_env.policy_observation(obs, prompt, size=args.resize_size)
             frames.append(request["observation/image"])
+            images = (request["observation/image"], request["observation/wrist_image"])
+            if recorder is not None:
+                recorder.add(images)
+            bundle = None
             if not plan:
                 want = args.attention and calls % args.attention_every == 0
                 out = policy.infer(request, return_attention=want, inference_step=calls, fuse_heads=args.fuse_heads)
@@ -197,10 +218,17 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
                     raise ValueError(f"replanning every {args.replan_steps} steps needs chunks that long; "
                                      f"the policy returned {len(chunk)} actions")
                 plan.extend(chunk[: args.replan_steps])
+                if recorder is not None:
+                    recorder.mark_call()
                 if want:
-                    render_call(out["attention_bundle"], episode_dir, args)
+                    bundle = out["attention_bundle"]
+                    render_call(bundle, episode_dir, args)
                     rendered.append(calls)
                 calls += 1
+            if live is not None:  # after the query: this step already runs the new call's actions
+                live.frame(len(frames) - 1, calls - 1, dict(zip(LIBERO_CAMERAS, images)))
+                if bundle is not None:
+                    live.call(len(frames) - 1, [call_maps(bundle, _selection(args), call=calls - 1)])
             obs, _, done, _ = env.step(plan.popleft().tolist())
             if done:
                 success = True
@@ -209,10 +237,43 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
     except Exception:  # as openpi: a failing episode is logged and counted as a failure
         error = traceback.format_exc()
         logger.error("episode failed:\n%s", error)
+    result = EpisodeResult(success=success, steps=t, inference_calls=calls, rendered_calls=rendered,
+                           episode_dir=episode_dir, frames=frames, error=error)
+    if live is not None:
+        live.close()
+        result.rerun = live.path
     if args.viewer and rendered:
         write_episode_viewer(episode_dir, with_tree=not args.bundles_only)
-    return EpisodeResult(success=success, steps=t, inference_calls=calls, rendered_calls=rendered,
-                         episode_dir=episode_dir, frames=frames, error=error)
+    if recorder is not None and len(recorder) and rendered:
+        result.attention_video = write_attention_video(recorder, episode_dir, args)
+    return result
+
+
+def _selection(args: Args) -> Any:
+    return Selection(step=args.episode_step, layers=args.episode_layers, action_tokens=args.episode_action_tokens)
+
+
+def _episode_views(args: Args, episode_dir: Path) -> tuple[FrameRecorder | None, Any]:
+    """A frame recorder (--attention-video) and a live Rerun logger (--rerun), as asked."""
+    recorder = FrameRecorder(LIBERO_CAMERAS, fps=VIDEO_FPS) if args.attention_video else None
+    live = None
+    if args.rerun or args.rerun_spawn:
+        from pi0viz.episode.rerun_export import RerunLogger
+
+        live = RerunLogger(episode_dir / "episode.rrd", recording_id=episode_dir.name, selection=_selection(args),
+                           spawn=args.rerun_spawn)
+    return recorder, live
+
+
+def write_attention_video(recorder: FrameRecorder, episode_dir: Path, args: Args) -> Path:
+    """<episode>/frames.npz and <episode>/attention_video.mp4 from the recorded frames and the saved bundles."""
+    from pi0viz.episode.source import load_episode
+    from pi0viz.episode.video import write_video as write_mp4
+
+    save_frames(recorder.result(), episode_dir / "frames.npz")
+    summary = write_mp4(load_episode([episode_dir], _selection(args)), episode_dir / "attention_video.mp4")
+    logger.info("attention video: %s", summary)
+    return summary.path
 
 
 def write_episode_viewer(episode_dir: Path, *, with_tree: bool) -> Path:
@@ -297,6 +358,14 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--render-action-tokens", default=None, help="action tokens to render, e.g. '0-4'")
     p.add_argument("--render-layers", default=None, help="layers to render, e.g. '0,17'")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
+    p.add_argument("--attention-video", action="store_true",
+                   help="save every step's frames and write <episode>/attention_video.mp4 (implies --save-bundles)")
+    p.add_argument("--rerun", action="store_true", help="log the episode live into <episode>/episode.rrd")
+    p.add_argument("--rerun-spawn", action="store_true", help="--rerun, and stream to a spawned Rerun viewer")
+    p.add_argument("--episode-step", type=int, default=None,
+                   help="denoising step the video and .rrd show (default: the last)")
+    p.add_argument("--episode-layers", default=None, help="layers they average, e.g. '12-17' (default: all)")
+    p.add_argument("--episode-action-tokens", default=None, help="action tokens they average (default: all)")
     args = Args(**vars(p.parse_args(argv)))
     if args.attention_every < 1:
         p.error("--attention-every must be >= 1")

@@ -5,13 +5,13 @@ attention against the whole rollout, an episode also keeps the frames in between
 
     <episode>/frames.npz   format "pi0viz.frames/1" (np.savez_compressed, read with allow_pickle=False)
 
-| key | dtype | shape | meaning |
-|---|---|---|---|
-| `format` | str | `[]` | `"pi0viz.frames/1"` |
-| `frames` | uint8 | `[N, C, H, W, 3]` | every control step's camera images, in the policy's view (LIBERO: rotated 180 degrees and resized with padding to the model input, 224 x 224), so patch (r, c) of a bundle lands on the same pixels |
-| `camera_names` | str | `[C]` | the bundle camera slot each frame column shows, e.g. `base_0_rgb, left_wrist_0_rgb` |
-| `call_steps` | int32 | `[M]` | control step (index into `frames`) at which inference call m = 0..M-1 was made; increasing |
-| `fps` | float32 | `[]` | playback rate of one control step per video frame (LIBERO example: 10, as openpi's videos) |
+    format        str   []               "pi0viz.frames/1"
+    frames        uint8 [N, C, H, W, 3]  every control step's camera images in the policy's view (LIBERO: rotated
+                                         180 degrees, resized with padding to the 224 x 224 model input), so patch
+                                         (r, c) of a bundle lands on the same pixels
+    camera_names  str   [C]              bundle camera slot of each column, e.g. base_0_rgb, left_wrist_0_rgb
+    call_steps    int32 [M]              control step (index into frames) of inference call m = 0..M-1; increasing
+    fps           float32 []             playback rate, one control step per video frame (LIBERO example: 10)
 
 Call m's actions run from `call_steps[m]` to `call_steps[m + 1] - 1`, so the video shows call m's attention
 over exactly those frames. Sizes: 224 x 224 x 3 x 2 cameras = 301 KB per step raw; zlib takes LIBERO frames

@@ -134,8 +134,8 @@ class RerunLogger:
         self.rec.disconnect()
 
 
-def export_rerun(episode: Episode, path: str | os.PathLike, *, recording_id: str | None = None, selection: Selection = Selection(),
-                 options: RerunOptions = RerunOptions(),
+def export_rerun(episode: Episode, path: str | os.PathLike, *, recording_id: str | None = None,
+                 selection: Selection = Selection(), options: RerunOptions = RerunOptions(),
                  progress: Callable[[int], None] | None = None) -> Path:
     """Write a whole episode to `path` (.rrd).
 
@@ -152,7 +152,8 @@ def export_rerun(episode: Episode, path: str | os.PathLike, *, recording_id: str
     try:
         for step in range(frames.num_steps):
             m = frames.call_at(step)
-            logger.frame(step, _call_label(per_step, m), {n: frames.frames[step, c] for n, c in zip(names, columns)})
+            images = {n: frames.frames[step, c] for n, c in zip(names, columns)}
+            logger.frame(step, _call_label(per_step, m), images)
             if m >= 0 and frames.call_steps[m] == step and m in per_step[0]:
                 logger.call(step, [maps[m] for maps in per_step if m in maps])
             if progress:

@@ -39,6 +39,8 @@ _SELECTION = "numbers and ranges, e.g. '0,3-5,9' (default: all)"
 @click.option("--quality", type=click.IntRange(1, 100), default=DEFAULT_QUALITY, show_default=True,
               help="JPEG quality.")
 @click.option("--per-head", is_flag=True, help="Also write per_head_attention_on_*.jpg (fused map + every head).")
+@click.option("--composite", is_flag=True,
+              help="Also write composite.jpg per cell: all cameras and the prompt in one labelled image.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes (default: all cores).")
 @click.option("--resume", is_flag=True, help="Keep finished cells of an interrupted render; do the rest.")
 @click.option("--batch-index", type=click.IntRange(0), default=0, show_default=True,
@@ -47,11 +49,13 @@ _SELECTION = "numbers and ranges, e.g. '0,3-5,9' (default: all)"
 def render_command(bundle: str, out: str, inference_step: int | None, steps: str | None, action_tokens: str | None,
                    layers: str | None, cameras: str | None, scale: str, percentile: float | None, gamma: float,
                    log_decades: float | None, colormap: str, zoom: int, bilinear: bool, alpha: float, quality: int,
-                   per_head: bool, workers: int | None, resume: bool, batch_index: int, no_progress: bool) -> None:
+                   per_head: bool, composite: bool, workers: int | None, resume: bool, batch_index: int,
+                   no_progress: bool) -> None:
     """Render a capture bundle (.npz) as the attention_viz tree of JPEGs.
 
     OUT/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_{camera}.jpg
-    and fused_attention_on_text.jpg; D = 0 is the first denoising step (t = 1.0, pure noise).
+    and fused_attention_on_text.jpg; D = 0 is the first denoising step (t = 1.0, pure noise). Each caption
+    ends with the cell's label: call, step (with t), action token and layer.
     """
     from pi0viz.core.progress import progress_bar
 
@@ -61,7 +65,8 @@ def render_command(bundle: str, out: str, inference_step: int | None, steps: str
             steps=steps, action_tokens=action_tokens, layers=layers, cameras=cameras,
             scale=ColorScale(scope=scale, percentile=percentile, gamma=gamma, log_decades=log_decades),
             colormap=colormap, zoom=zoom, upsample="bilinear" if bilinear else "nearest", alpha=alpha,
-            quality=quality, per_head=per_head, workers=workers, resume=resume, batch_index=batch_index)
+            quality=quality, per_head=per_head, composite=composite, workers=workers, resume=resume,
+            batch_index=batch_index)
         step = inference_step if inference_step is not None else (capture.inference_step or 0)
         job = RenderJob(capture, out, step, options)
         total = len(job.tasks) * len(job.layer_pos) * job.files_per_cell

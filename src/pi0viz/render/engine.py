@@ -38,6 +38,7 @@ from pi0viz.render.files import (
 )
 from pi0viz.render.glyphs import GlyphAtlas
 from pi0viz.render.panels import (
+    CAPTION_PAPER,
     DEFAULT_ALPHA,
     DEFAULT_ZOOM,
     CameraPainter,
@@ -46,7 +47,9 @@ from pi0viz.render.panels import (
     TextPainter,
     Upsample,
     as_rgbx,
+    cell_label,
     layout_prompt,
+    pack_rgb,
 )
 
 MODEL_PATCH_PX = 14  # SigLIP So400m/14: the model sees rows*14 x cols*14 pixels (224 x 224 for 16 x 16 patches)
@@ -69,6 +72,7 @@ class RenderOptions:
         alpha: heat-map weight in the blend with the image, 0..1.
         quality: JPEG quality 1..95.
         per_head: also write per_head_attention_on_{region}.jpg: the fused map next to every head's map.
+        composite: also write composite.jpg per cell: every camera side by side, the prompt below, with captions.
         workers: processes; None = all cores, 1 = in this process.
         resume: skip cells whose files all exist; finish the rest.
         batch_index: which batch element to draw (B > 1 captures hold several environments).
@@ -86,6 +90,7 @@ class RenderOptions:
     alpha: float = DEFAULT_ALPHA
     quality: int = DEFAULT_QUALITY
     per_head: bool = False
+    composite: bool = False
     workers: int | None = None
     resume: bool = False
     batch_index: int = 0
@@ -161,6 +166,8 @@ class RenderJob:
         self._fuse(bundle, keep_cams)
         self._build_painters(bundle, keep_cams)
         self.out_root = inference_dir(out_dir, inference_step)
+        self.inference_step = int(inference_step)
+        self.times = [float(t) for t in bundle.diffusion_times]
 
     def _select(self, bundle: CaptureBundle) -> list[int]:
         """Positions of the selected steps, layers, action tokens; returns the selected camera slots."""
@@ -233,6 +240,7 @@ class RenderJob:
         self.captions.append(self._captions("prompt", self.text_layout.width, lut, atlas, zoom))
         self.file_names.append("text")
         self._buffers: list[np.ndarray] | None = None
+        self._composite_buf: np.ndarray | None = None
         self._stack: CameraStack | None = None
         if keep_cams and options.upsample == "nearest":  # the fast path: all cameras of a cell at once
             n = len(keep_cams)
@@ -264,13 +272,19 @@ class RenderJob:
 
     @property
     def files_per_cell(self) -> int:
-        return len(self.file_names) * (2 if self.options.per_head else 1)
+        return len(self.cell_files())
 
     def cell_files(self) -> list[str]:
         names = [f"fused_attention_on_{n}.jpg" for n in self.file_names]
         if self.options.per_head:
             names += [f"per_head_attention_on_{n}.jpg" for n in self.file_names]
+        if self.options.composite:
+            names.append("composite.jpg")
         return names
+
+    def label(self, d: int, l: int, a: int) -> tuple[str, str]:
+        """The caption label of cell (step position d, layer position l, action a)."""
+        return cell_label(self.inference_step, self.step_labels[d], self.times[d], a, self.layer_labels[l])
 
     def render_task(self, d: int, a: int) -> tuple[int, int, int]:
         """Render every selected layer of cell (step position d, action a). Returns (written, bytes, skipped)."""
@@ -304,17 +318,37 @@ class RenderJob:
             num_cams = len(self.painters) - 1
             peaks, mass, tops = (x[d, l, a].tolist() for x in (self.peaks, self.mass, self.tops))
             keep = self.region_keep
+            label = self.label(d, l, a)
             out = list(self._stack.draw(self.levels[d, l, a, self._cam_keys].reshape(num_cams, -1)))
             self._stack.numbers([peaks[n] for n in keep[:-1]], [mass[n] for n in keep[:-1]],
-                                [tops[n] for n in keep[:-1]])
+                                [tops[n] for n in keep[:-1]], label)
             text, (_, start, stop), buf = self.painters[-1], self.regions[keep[-1]], self._buffers[num_cams]
             split = text.layout.height
             text.draw(self.levels[d, l, a, start:stop], buf[:split])
-            self.captions[-1][0].numbers(buf[split:], peak=peaks[keep[-1]], mass=mass[keep[-1]], top=tops[keep[-1]])
+            self.captions[-1][0].numbers(buf[split:], peak=peaks[keep[-1]], mass=mass[keep[-1]], top=tops[keep[-1]],
+                                         label=label)
             out.append(buf)
+        fused = out[:len(self.painters)]
         if self.options.per_head:
             out += [self._montage(self._buffers[len(self.painters) + k], k, d, l, a) for k in range(len(self.painters))]
+        if self.options.composite:
+            out.append(self._composite(fused))
         return out
+
+    def _composite(self, panels: list[np.ndarray]) -> np.ndarray:
+        """Cameras side by side, the prompt below: one [h, w] uint32 image of a cell's fused panels."""
+        cams, text = panels[:-1], panels[-1]
+        cam_h = max((p.shape[0] for p in cams), default=0)
+        width = max(sum(p.shape[1] for p in cams), text.shape[1])
+        if self._composite_buf is None or self._composite_buf.shape != (cam_h + text.shape[0], width):
+            self._composite_buf = np.empty((cam_h + text.shape[0], width), np.uint32)
+            self._composite_buf[...] = pack_rgb(np.asarray(CAPTION_PAPER, np.uint8))
+        buf, x = self._composite_buf, 0
+        for p in cams:
+            buf[:p.shape[0], x:x + p.shape[1]] = p
+            x += p.shape[1]
+        buf[cam_h:, :text.shape[1]] = text
+        return buf
 
     def _alloc(self, k: int, count: int) -> np.ndarray:
         painter, cap = self.painters[k], self.captions[k][0]
@@ -338,7 +372,8 @@ class RenderJob:
         split = painter.shape[0] if isinstance(painter, CameraPainter) else painter.layout.height
         painter.draw(levels, out[:split])
         caption = self.captions[k][0 if head is None else head + 1]
-        caption.draw(out[split:], peak=float(peak), mass=float(mass), top=float(self.tops[d, l, a, n]))
+        caption.draw(out[split:], peak=float(peak), mass=float(mass), top=float(self.tops[d, l, a, n]),
+                     label=self.label(d, l, a))
         return out
 
     def _montage(self, out: np.ndarray, k: int, d: int, l: int, a: int) -> np.ndarray:

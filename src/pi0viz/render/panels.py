@@ -27,6 +27,7 @@ CAPTION_PAPER = (255, 255, 255)
 TEXT_PAPER = (255, 255, 255)
 NUMBER_CHARS = 24  # "max 2.1e-05  mass 0.123" fits
 TOP_CHARS = 8
+LABEL_CHARS = 24  # "call 123  step 9 t=0.10" and "action 49  layer 17" fit in a 224 px panel
 
 
 def format_prob(value: float) -> str:
@@ -58,18 +59,25 @@ def _blend(paper: np.ndarray, ink: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 # -- captions -----------------------------------------------------------------------------------------
 
 
+def cell_label(call: int, step: int, t: float, action: int, layer: int) -> tuple[str, str]:
+    """The two label lines that say which cell a file shows: ("call 3  step 9 t=0.10", "action 17  layer 12")."""
+    return f"call {call}  step {step} t={t:.2f}", f"action {action}  layer {layer}"
+
+
 class Caption:
-    """A strip under a panel, outside the image block, with the absolute scale of that panel.
+    """A strip under a panel, outside the image block, with the absolute scale of that panel and its cell.
 
         base_0_rgb                         <- title (static)
         max 0.900  mass 0.412              <- highest fused probability on the region; head-averaged mass
         0 [colorbar] 0.900                 <- the colors span 0 .. the scale top (0.900 here)
+        call 3  step 9 t=0.10              <- the label: inference call, denoising step and its flow time,
+        action 17  layer 12                   action token and layer, so a file out of its folder says what it is
     """
 
     def __init__(self, title: str, width: int, lut: np.ndarray, atlas: GlyphAtlas, zoom: int = 1) -> None:
         lh, pad = atlas.height, 2 * zoom
-        self.rows = (pad, pad + lh, pad + 2 * lh)  # y of the three lines
-        self.height = pad * 2 + 3 * lh
+        self.rows = tuple(pad + k * lh for k in range(5))  # y of the five lines
+        self.height = pad * 2 + 5 * lh
         self.width = width
         static = np.empty((self.height, width, 3), np.uint8)
         static[...] = CAPTION_PAPER
@@ -104,15 +112,17 @@ class Caption:
         h, adv = self.tiles.shape[0], self.advance
         out[y:y + h, x:x + n * adv].reshape(h, n, adv)[...] = np.take(self.tiles, codes, axis=1)
 
-    def draw(self, out: np.ndarray, *, peak: float, mass: float, top: float) -> None:
+    def draw(self, out: np.ndarray, *, peak: float, mass: float, top: float, label: tuple[str, str]) -> None:
         """Fill `out` [height, width] uint32 with this caption for one cell."""
         out[...] = self.static
-        self.numbers(out, peak=peak, mass=mass, top=top)
+        self.numbers(out, peak=peak, mass=mass, top=top, label=label)
 
-    def numbers(self, out: np.ndarray, *, peak: float, mass: float, top: float) -> None:
-        """Only the per-cell numbers, onto a copy of `static` already in `out`."""
+    def numbers(self, out: np.ndarray, *, peak: float, mass: float, top: float, label: tuple[str, str]) -> None:
+        """Only the per-cell text (numbers and the `cell_label` lines), onto a copy of `static` already in `out`."""
         self._write(out, f"max {format_prob(peak)}  mass {mass:.3f}", self.pad, self.rows[1], NUMBER_CHARS)
         self._write(out, format_prob(top), self.bar_x1 + self.pad, self.rows[2], TOP_CHARS)
+        self._write(out, label[0], self.pad, self.rows[3], LABEL_CHARS)
+        self._write(out, label[1], self.pad, self.rows[4], LABEL_CHARS)
 
 
 # -- cameras ------------------------------------------------------------------------------------------
@@ -178,6 +188,8 @@ class CameraStack:
         self.line = (y0 + cap.rows[1], cap.pad, min(NUMBER_CHARS, (cap.width - cap.pad) // cap.advance))  # y, x, chars
         self.top = (y0 + cap.rows[2], cap.bar_x1 + cap.pad,
                     min(TOP_CHARS, (cap.width - cap.bar_x1 - cap.pad) // cap.advance))
+        label_chars = min(LABEL_CHARS, (cap.width - cap.pad) // cap.advance)
+        self.labels = [(y0 + cap.rows[k], cap.pad, label_chars) for k in (3, 4)]
         self.buffer[:, self.shape[0]:] = self.static  # once: per cell only the fixed-width numbers change
 
     def draw(self, levels: np.ndarray) -> np.ndarray:
@@ -189,10 +201,17 @@ class CameraStack:
         np.add(self.base, row_colors[:, :, None, :], out=self.buffer[:, :h].reshape(C, rows, ph, w))
         return self.buffer
 
-    def numbers(self, peaks: Sequence[float], masses: Sequence[float], tops: Sequence[float]) -> None:
-        """Write every camera's caption numbers (see Caption) with one gather and one copy per line."""
+    def numbers(self, peaks: Sequence[float], masses: Sequence[float], tops: Sequence[float],
+                label: tuple[str, str]) -> None:
+        """Write every camera's caption numbers and the cell's label (see Caption), one gather per line."""
         self._write([f"max {format_prob(p)}  mass {m:.3f}" for p, m in zip(peaks, masses)], *self.line)
         self._write([format_prob(t) for t in tops], *self.top)
+        for text, (y, x, n) in zip(label, self.labels):  # the same text under every camera: gathered once
+            if n > 0:
+                codes = np.frombuffer(text[:n].ljust(n).encode("ascii", "replace"), np.uint8)
+                h, adv = self.tiles.shape[0], self.advance
+                glyphs = np.take(self.tiles, codes, axis=1).reshape(h, n * adv)  # [h, n * advance]
+                self.buffer[:, y:y + h, x:x + n * adv] = glyphs
 
     def _write(self, texts: Sequence[str], y: int, x: int, n: int) -> None:
         if n <= 0:
