@@ -39,7 +39,7 @@ def load() -> str:
 def rollout(calls: int, wait: int = 10, per_call: int = 5):
     """EpisodeFrames of real LIBERO scenes, shifted 1 px per control step."""
     from pi0viz.episode import EpisodeFrames
-    from pi0viz.libero_frames import load_frames as shipped
+    from pi0viz.policy.libero_frames import load_frames as shipped
 
     scene = shipped()[0]
     n = wait + calls * per_call
@@ -52,7 +52,7 @@ def rollout(calls: int, wait: int = 10, per_call: int = 5):
 
 def bundle_of_size(size: str, scene):
     """A pi0-shaped capture with LIBERO's camera slots (right wrist padded) and the scene's images."""
-    from pi0viz.synthetic import synthetic_bundle
+    from pi0viz.core.synthetic import synthetic_bundle
 
     layers, dtype = (4, np.float32) if size == "tiny" else (18, np.float16)
     b = synthetic_bundle(num_layers=layers, dtype=dtype, image_masks=(True, True, False))
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="render processes for the JPEG tree")
     args = ap.parse_args()
 
-    from pi0viz.bundle import load_bundle, save_bundle
+    from pi0viz.core.bundle import load_bundle, save_bundle
     from pi0viz.episode.rerun_export import RerunOptions, export_rerun
     from pi0viz.episode.source import episode_from_bundles
     from pi0viz.episode.video import VideoOptions, write_video

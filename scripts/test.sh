@@ -22,5 +22,7 @@ fi
 # it pins numpy<2 while JAX needs numpy>=2).
 [ -f scripts/install-libero.sh ] && bash scripts/install-libero.sh
 [ -f scripts/install-openpi-client.sh ] && bash scripts/install-openpi-client.sh
+# The episode extras: imageio-ffmpeg (attention MP4) and rerun-sdk (.rrd), both read back by the tests.
+[ -f scripts/install-episode.sh ] && bash scripts/install-episode.sh
 
 exec .venv/bin/python -m pytest "$@"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pi0viz.bundle import CaptureBundle
+from pi0viz.core.bundle import CaptureBundle
 from pi0viz.episode import EpisodeFrames
-from pi0viz.synthetic import place_hot_key, synthetic_bundle
+from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # the right wrist is a padded slot, as in LIBERO
 GRID = 16

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi0viz import libero_env
-from pi0viz.bundle import load_bundle
+from pi0viz.policy import libero_env
+from pi0viz.core.bundle import load_bundle
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
 if not libero_env.libero_installed():
@@ -36,7 +36,7 @@ def test_libero_episode_writes_video_and_recording(tmp_path: Path) -> None:
     from pi0viz.episode import Selection, call_maps, load_frames
     from pi0viz.episode.source import load_episode
     from pi0viz.episode.video import VideoOptions, iter_frames
-    from pi0viz.model.policy import Policy
+    from pi0viz.policy.jax_policy import Policy
 
     example = _load_example()
     suite = libero_env.task_suite("libero_spatial")

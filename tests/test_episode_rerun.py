@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from episode_support import CALL_STEPS, HOT, NUM_FRAMES, hot_call, rollout_frames
-from pi0viz.bundle import save_bundle
+from pi0viz.core.bundle import save_bundle
 from pi0viz.episode import Selection, call_maps, save_frames
 from pi0viz.episode.source import load_episode
 

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from episode_support import CALL_STEPS, HOT, NUM_FRAMES, hot_call, rollout_frames
-from pi0viz.bundle import save_bundle
+from pi0viz.core.bundle import save_bundle
 from pi0viz.episode import episode_from_bundles, load_frames, save_frames
 from pi0viz.episode.compose import FrameComposer
 from pi0viz.episode.frames import EpisodeFrames
 from pi0viz.errors import EpisodeError
-from pi0viz.render.colormap import colormap_lut
+from pi0viz.core.colormap import colormap_lut
 from pi0viz.render.panels import layout_prompt
 
 imageio = pytest.importorskip("imageio.v2", reason="the [video] extra: bash scripts/install-episode.sh (CI runs it)")

@@ -8,7 +8,7 @@ import pytest
 
 from bundle_support import small
 from pi0viz.render import RenderOptions, render_bundle
-from pi0viz.render.colormap import colormap_lut
+from pi0viz.core.colormap import colormap_lut
 from pi0viz.render.glyphs import GlyphAtlas
 from pi0viz.render.panels import CAPTION_INK, CAPTION_PAPER, Caption
 from render_support import cell, decode

@@ -16,6 +16,8 @@ _COMMANDS = {
     "render": ("pi0viz.render.cli", "render_command", "Render a capture bundle as the attention_viz tree of JPEGs."),
     "view": ("pi0viz.viewer.cli", "view_command", "Write (and optionally serve) the interactive attention viewer."),
     "serve": ("pi0viz.serving.cli", "serve_command", "Serve a pi0 policy over openpi's websocket protocol."),
+    "video": ("pi0viz.episode.cli", "video_command", "Write an episode's attention video (MP4) synced to the rollout."),
+    "rerun": ("pi0viz.episode.cli", "rerun_command", "Write an episode's attention as a Rerun recording (.rrd)."),
 }
 
 

@@ -60,6 +60,10 @@ class ServerError(Pi0vizError, RuntimeError):
     """A policy server answered a request with an error message."""
 
 
+class EpisodeError(Pi0vizError, ValueError):
+    """An episode (frames file, bundles, video or Rerun export) cannot be read or written as asked."""
+
+
 class MissingExtraError(Pi0vizError, ImportError):
     """An optional part (JAX model, PyTorch capture, LIBERO, ...) is not installed; the message names the extra."""
 

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from pi0viz.bundle import CaptureBundle
-from pi0viz.errors import EpisodeError
-from pi0viz.fusion import FusionError, fuse_call
+from pi0viz.core.bundle import CaptureBundle
+from pi0viz.errors import SelectionError
+from pi0viz.core.fusion import fuse_call
 from pi0viz.render.files import parse_selection
 
 
@@ -92,24 +92,21 @@ def call_maps(bundle: CaptureBundle, selection: Selection = Selection(), *, call
     """
     b = selection.batch_index
     if not 0 <= b < bundle.batch_size:
-        raise EpisodeError(f"batch_index {b} out of range: the capture has batch size {bundle.batch_size}")
+        raise SelectionError(f"batch_index {b} out of range: the capture has batch size {bundle.batch_size}")
     steps = [int(s) for s in bundle.step_indices]
     step = steps[-1] if selection.step is None else int(selection.step)
     if step not in steps:
-        raise EpisodeError(f"denoising step {step} is not in this capture, which has steps {spans(steps)}")
+        raise SelectionError(f"denoising step {step} is not in this capture, which has steps {spans(steps)}")
     try:
         layers = parse_selection(selection.layers, [int(l) for l in bundle.layer_indices], "layers")
         actions = parse_selection(selection.action_tokens, range(bundle.num_action_tokens), "action tokens")
     except ValueError as err:
-        raise EpisodeError(str(err)) from None
+        raise SelectionError(str(err)) from None
     d = steps.index(step)
     layer_pos = [int(np.flatnonzero(bundle.layer_indices == l)[0]) for l in layers]
     attention = bundle.attention[d:d + 1][:, layer_pos]  # [1, L', B, K, G, Q, S]
-    try:
-        fused = fuse_call(attention, bundle.layout, bundle.image_masks, bundle.token_mask,
-                          kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max", batch_index=b)
-    except FusionError as err:
-        raise EpisodeError(str(err)) from None
+    fused = fuse_call(attention, bundle.layout, bundle.image_masks, bundle.token_mask,  # FusionError: one line
+                      kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max", batch_index=b)
     values = fused.fused[0][:, actions].mean(axis=(0, 1))  # [R]
     mass = fused.region_mass[0][:, actions].mean(axis=(0, 1))  # [N]
     rows, cols = bundle.patch_grid

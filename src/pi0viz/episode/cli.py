@@ -38,7 +38,7 @@ def _load(inputs: tuple[str, ...], steps: list[int] | None, layers: str | None, 
           batch_index: int, no_progress: bool, first_step: int | None = None):
     from pi0viz.episode.aggregate import Selection
     from pi0viz.episode.source import find_inputs, load_episode
-    from pi0viz.progress import progress_bar
+    from pi0viz.core.progress import progress_bar
 
     selection = Selection(step=first_step, layers=layers, action_tokens=action_tokens, batch_index=batch_index)
     _, bundles = find_inputs(inputs)
@@ -72,7 +72,7 @@ def video_command(inputs: tuple[str, ...], out: str, step: int | None, layers: s
     capture bundle files (then one frame per call, from the bundles' own images).
     """
     from pi0viz.episode.video import VideoOptions, write_video
-    from pi0viz.progress import progress_bar
+    from pi0viz.core.progress import progress_bar
 
     episode, _ = _load(inputs, None, layers, action_tokens, batch_index, no_progress, first_step=step)
     options = VideoOptions(scale=scale, colormap=colormap, alpha=alpha, fps=fps, quality=quality)

@@ -33,19 +33,17 @@ import numpy as np
 from pi0viz.episode.aggregate import CallMaps, Selection, spans
 from pi0viz.episode.compose import overlay, to_levels
 from pi0viz.episode.source import Episode
-from pi0viz.errors import EpisodeError
-from pi0viz.render.colormap import DEFAULT_COLORMAP, colormap_lut
+from pi0viz.errors import require
+from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
 
 APPLICATION_ID = "pi0viz"
 DEFAULT_JPEG_QUALITY = 90
 
 
 def _rerun() -> Any:
-    try:
-        import rerun as rr
-    except ImportError:
-        raise EpisodeError("Rerun export needs rerun-sdk: pip install 'pi0viz[rerun]' "
-                           "(or bash scripts/install-episode.sh)") from None
+    require("rerun", "rerun", "the Rerun export")
+    import rerun as rr
+
     return rr
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from pi0viz.bundle import BundleError, CaptureBundle, load_bundle
+from pi0viz.core.bundle import CaptureBundle, load_bundle
 from pi0viz.episode.aggregate import CallMaps, Selection, call_maps
 from pi0viz.episode.frames import FRAMES_FILE, EpisodeFrames, load_frames
 from pi0viz.errors import EpisodeError
@@ -79,7 +79,8 @@ def load_episode(inputs: Sequence[str | os.PathLike], selection: Selection = Sel
     """Read an episode (see module doc) and aggregate each call's attention as `selection` says (for each of
     `steps`, the diffusion steps, when given)."""
     frames_path, bundle_paths = find_inputs(inputs)
-    return episode_from_bundles((_load(p) for p in bundle_paths), load_frames(frames_path) if frames_path else None,
+    frames = load_frames(frames_path) if frames_path else None
+    return episode_from_bundles((load_bundle(p) for p in bundle_paths), frames,
                                 selection, steps=steps, progress=progress)
 
 
@@ -120,9 +121,3 @@ def episode_from_bundles(bundles: Iterable[CaptureBundle], frames: EpisodeFrames
                            f"{last + 1} call(s): expected the frames of the same episode")
     return Episode(frames, [{m[0].call: m[k] for m in maps} for k in range(len(selections))], prompt)
 
-
-def _load(path: Path) -> CaptureBundle:
-    try:
-        return load_bundle(path)
-    except BundleError as err:
-        raise EpisodeError(str(err)) from None

@@ -16,8 +16,8 @@ import numpy as np
 from pi0viz.episode.aggregate import spans
 from pi0viz.episode.compose import FrameComposer
 from pi0viz.episode.source import Episode
-from pi0viz.errors import EpisodeError
-from pi0viz.render.colormap import DEFAULT_COLORMAP, ColormapError, colormap_lut
+from pi0viz.errors import EpisodeError, require
+from pi0viz.core.colormap import DEFAULT_COLORMAP, ColormapError, colormap_lut
 
 VideoScale = Literal["call", "episode"]
 DEFAULT_QUALITY = 8  # imageio-ffmpeg's 0..10 (10 = best); 8 keeps 14 px patches crisp at ~60 KB/s
@@ -80,10 +80,7 @@ def frame_label(episode: Episode, step: int) -> str:
 
 def iter_frames(episode: Episode, options: VideoOptions):
     """Yield uint8[H, W, 3] video frames, one per control step."""
-    try:
-        lut = colormap_lut(options.colormap)
-    except ColormapError as err:
-        raise EpisodeError(str(err)) from None
+    lut = colormap_lut(options.colormap)  # ColormapError (a Pi0vizError) names the choices
     frames = episode.frames
     names = episode.camera_names
     columns = [frames.camera_names.index(n) for n in names]
@@ -105,10 +102,9 @@ def write_video(episode: Episode, path: str | os.PathLike, options: VideoOptions
                 progress: Callable[[int], None] | None = None) -> VideoSummary:
     """Encode the episode's attention video to `path` (.mp4), atomically (temporary file, then rename)."""
     options.validate()
-    try:
-        import imageio.v2 as imageio
-    except ImportError:
-        raise EpisodeError("writing MP4 needs imageio and imageio-ffmpeg: pip install 'pi0viz[video]'") from None
+    require("imageio", "video", "the attention video")
+    require("imageio_ffmpeg", "video", "the attention video (its ffmpeg)")
+    import imageio.v2 as imageio
     t0 = time.perf_counter()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
