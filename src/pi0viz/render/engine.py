@@ -47,7 +47,7 @@ from pi0viz.render.panels import (
     TextPainter,
     Upsample,
     as_rgbx,
-    cell_label,
+    CellLabels,
     layout_prompt,
     pack_rgb,
 )
@@ -166,8 +166,8 @@ class RenderJob:
         self._fuse(bundle, keep_cams)
         self._build_painters(bundle, keep_cams)
         self.out_root = inference_dir(out_dir, inference_step)
-        self.inference_step = int(inference_step)
-        self.times = [float(t) for t in bundle.diffusion_times]
+        self.labels = CellLabels(self.captions[-1][0], int(inference_step), self.step_labels,
+                                 [float(t) for t in bundle.diffusion_times], bundle.num_action_tokens, self.layer_labels)
 
     def _select(self, bundle: CaptureBundle) -> list[int]:
         """Positions of the selected steps, layers, action tokens; returns the selected camera slots."""
@@ -282,9 +282,9 @@ class RenderJob:
             names.append("composite.jpg")
         return names
 
-    def label(self, d: int, l: int, a: int) -> tuple[str, str]:
-        """The caption label of cell (step position d, layer position l, action a)."""
-        return cell_label(self.inference_step, self.step_labels[d], self.times[d], a, self.layer_labels[l])
+    def label(self, d: int, l: int, a: int) -> list:
+        """The caption label of cell (step position d, layer position l, action a), as strips (CellLabels)."""
+        return self.labels.parts(d, l, a)
 
     def render_task(self, d: int, a: int) -> tuple[int, int, int]:
         """Render every selected layer of cell (step position d, action a). Returns (written, bytes, skipped)."""

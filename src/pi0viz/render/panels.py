@@ -59,9 +59,7 @@ def _blend(paper: np.ndarray, ink: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 # -- captions -----------------------------------------------------------------------------------------
 
 
-def cell_label(call: int, step: int, t: float, action: int, layer: int) -> tuple[str, str]:
-    """The two label lines that say which cell a file shows: ("call 3  step 9 t=0.10", "action 17  layer 12")."""
-    return f"call {call}  step {step} t={t:.2f}", f"action {action}  layer {layer}"
+LabelParts = list[tuple[int, int, np.ndarray]]  # (caption line, character column, uint32[h, n * advance] strip)
 
 
 class Caption:
@@ -112,17 +110,54 @@ class Caption:
         h, adv = self.tiles.shape[0], self.advance
         out[y:y + h, x:x + n * adv].reshape(h, n, adv)[...] = np.take(self.tiles, codes, axis=1)
 
-    def draw(self, out: np.ndarray, *, peak: float, mass: float, top: float, label: tuple[str, str]) -> None:
+    def strip(self, text: str, chars: int) -> np.ndarray:
+        """`text` padded (or cut) to `chars` characters as glyph pixels: uint32[h, chars * advance]."""
+        codes = np.frombuffer(text[:chars].ljust(chars).encode("ascii", "replace"), np.uint8)
+        return np.take(self.tiles, codes, axis=1).reshape(self.tiles.shape[0], chars * self.advance)
+
+    def place(self, part: tuple[int, int, np.ndarray], y0: int = 0) -> tuple[slice, slice, int]:
+        """Where a label part goes: (rows, columns, width) in a panel whose caption starts at y0, clipped."""
+        line, col, strip = part
+        y, x = y0 + self.rows[line], self.pad + col * self.advance
+        w = max(0, min(strip.shape[1], self.width - x))
+        return slice(y, y + strip.shape[0]), slice(x, x + w), w
+
+    def draw(self, out: np.ndarray, *, peak: float, mass: float, top: float, label: LabelParts) -> None:
         """Fill `out` [height, width] uint32 with this caption for one cell."""
         out[...] = self.static
         self.numbers(out, peak=peak, mass=mass, top=top, label=label)
 
-    def numbers(self, out: np.ndarray, *, peak: float, mass: float, top: float, label: tuple[str, str]) -> None:
-        """Only the per-cell text (numbers and the `cell_label` lines), onto a copy of `static` already in `out`."""
+    def numbers(self, out: np.ndarray, *, peak: float, mass: float, top: float, label: LabelParts) -> None:
+        """Only the per-cell text (numbers and the label, see CellLabels), onto a copy of `static` in `out`."""
         self._write(out, f"max {format_prob(peak)}  mass {mass:.3f}", self.pad, self.rows[1], NUMBER_CHARS)
         self._write(out, format_prob(top), self.bar_x1 + self.pad, self.rows[2], TOP_CHARS)
-        self._write(out, label[0], self.pad, self.rows[3], LABEL_CHARS)
-        self._write(out, label[1], self.pad, self.rows[4], LABEL_CHARS)
+        for part in label:
+            rows, cols, w = self.place(part)
+            out[rows, cols] = part[2][:, :w]
+
+
+class CellLabels:
+    """Every cell's caption label, pre-rendered once per render job: per cell three strips are copied.
+
+        call 3  step 9 t=0.10      <- per step: the inference call, the denoising step, its flow time t
+        action 17  layer 12        <- "action A" per action token, then "  layer L" per layer
+
+    Args:
+        caption: any caption of the job (all share one glyph atlas and colors).
+        call: the inference call. steps, times: step index and t of every stored step (by position).
+        num_actions: action tokens. layers: layer index of every stored layer (by position).
+    """
+
+    def __init__(self, caption: Caption, call: int, steps: Sequence[int], times: Sequence[float], num_actions: int,
+                 layers: Sequence[int]) -> None:
+        self.action_chars = len(f"action {num_actions - 1}")
+        self.steps = [caption.strip(f"call {call}  step {s} t={t:.2f}", LABEL_CHARS) for s, t in zip(steps, times)]
+        self.actions = [caption.strip(f"action {a}", self.action_chars) for a in range(num_actions)]
+        self.layers = [caption.strip(f"  layer {l}", LABEL_CHARS - self.action_chars) for l in layers]
+
+    def parts(self, d: int, l: int, a: int) -> LabelParts:
+        """Label of the cell at step position d, layer position l, action token a."""
+        return [(3, 0, self.steps[d]), (4, 0, self.actions[a]), (4, self.action_chars, self.layers[l])]
 
 
 # -- cameras ------------------------------------------------------------------------------------------
@@ -188,8 +223,7 @@ class CameraStack:
         self.line = (y0 + cap.rows[1], cap.pad, min(NUMBER_CHARS, (cap.width - cap.pad) // cap.advance))  # y, x, chars
         self.top = (y0 + cap.rows[2], cap.bar_x1 + cap.pad,
                     min(TOP_CHARS, (cap.width - cap.bar_x1 - cap.pad) // cap.advance))
-        label_chars = min(LABEL_CHARS, (cap.width - cap.pad) // cap.advance)
-        self.labels = [(y0 + cap.rows[k], cap.pad, label_chars) for k in (3, 4)]
+        self.caption = cap
         self.buffer[:, self.shape[0]:] = self.static  # once: per cell only the fixed-width numbers change
 
     def draw(self, levels: np.ndarray) -> np.ndarray:
@@ -202,16 +236,13 @@ class CameraStack:
         return self.buffer
 
     def numbers(self, peaks: Sequence[float], masses: Sequence[float], tops: Sequence[float],
-                label: tuple[str, str]) -> None:
-        """Write every camera's caption numbers and the cell's label (see Caption), one gather per line."""
+                label: LabelParts) -> None:
+        """Write every camera's caption numbers (one gather per line) and the cell's label (see CellLabels)."""
         self._write([f"max {format_prob(p)}  mass {m:.3f}" for p, m in zip(peaks, masses)], *self.line)
         self._write([format_prob(t) for t in tops], *self.top)
-        for text, (y, x, n) in zip(label, self.labels):  # the same text under every camera: gathered once
-            if n > 0:
-                codes = np.frombuffer(text[:n].ljust(n).encode("ascii", "replace"), np.uint8)
-                h, adv = self.tiles.shape[0], self.advance
-                glyphs = np.take(self.tiles, codes, axis=1).reshape(h, n * adv)  # [h, n * advance]
-                self.buffer[:, y:y + h, x:x + n * adv] = glyphs
+        for part in label:  # the same strips under every camera
+            rows, cols, w = self.caption.place(part, self.shape[0])
+            self.buffer[:, rows, cols] = part[2][:, :w]
 
     def _write(self, texts: Sequence[str], y: int, x: int, n: int) -> None:
         if n <= 0:
