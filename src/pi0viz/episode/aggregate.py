@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle
-from pi0viz.errors import SelectionError
 from pi0viz.core.fusion import fuse_call
+from pi0viz.errors import SelectionError
 from pi0viz.render.files import parse_selection
 
 
@@ -130,12 +130,10 @@ def call_maps(bundle: CaptureBundle, selection: Selection = Selection(), *, call
 
 def spans(values: Sequence[int]) -> str:
     """[0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (how a selection is written in labels)."""
-    values = sorted(int(v) for v in values)
-    parts: list[str] = []
-    for v in values:
-        if parts and v == last + 1:
-            parts[-1] = f"{parts[-1].split('-')[0]}-{v}"
+    runs: list[list[int]] = []
+    for v in sorted(int(v) for v in values):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
         else:
-            parts.append(str(v))
-        last = v
-    return ",".join(parts) or "none"
+            runs.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pi0viz.episode.aggregate import CallMaps
 from pi0viz.core.colormap import readable_ink
+from pi0viz.episode.aggregate import CallMaps
 from pi0viz.render.glyphs import fit_text, font, line_height, paint, text_mask
 from pi0viz.render.panels import TextPainter, as_rgbx, layout_prompt
 

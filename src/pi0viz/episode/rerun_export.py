@@ -30,11 +30,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
 from pi0viz.episode.aggregate import CallMaps, Selection, spans
 from pi0viz.episode.compose import overlay, to_levels
 from pi0viz.episode.source import Episode
 from pi0viz.errors import require
-from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
 
 APPLICATION_ID = "pi0viz"
 DEFAULT_JPEG_QUALITY = 90
@@ -110,11 +110,10 @@ class RerunLogger:
         for m in maps:
             self._time(step, m.call)
             sub = f"step_{m.step}"
-            levels_top = m.top
             for c, name in enumerate(m.camera_names):
                 base = f"cameras/{_part(rr, name)}/{sub}"
                 self.rec.log(f"{base}/heatmap", rr.Tensor(m.cameras[c], dim_names=["row", "col"]))
-                pixels = overlay(m.images[c], to_levels(m.cameras[c], levels_top), self.lut, self.options.alpha)
+                pixels = overlay(m.images[c], to_levels(m.cameras[c], m.top), self.lut, self.options.alpha)
                 self.rec.log(f"{base}/overlay", self._image(pixels))
                 self.rec.log(f"mass/{sub}/{_part(rr, name)}", rr.Scalars([float(m.mass[c])]))
             self.rec.log(f"mass/{sub}/prompt", rr.Scalars([float(m.mass[-1])]))

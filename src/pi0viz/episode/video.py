@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 from typing import Callable, Literal
 
-import numpy as np
-
+from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
 from pi0viz.episode.aggregate import spans
 from pi0viz.episode.compose import FrameComposer
 from pi0viz.episode.source import Episode
 from pi0viz.errors import EpisodeError, require
-from pi0viz.core.colormap import DEFAULT_COLORMAP, ColormapError, colormap_lut
 
 VideoScale = Literal["call", "episode"]
 DEFAULT_QUALITY = 8  # imageio-ffmpeg's 0..10 (10 = best); 8 keeps 14 px patches crisp at ~60 KB/s
