@@ -14,8 +14,8 @@ attention against the whole rollout, an episode also keeps the frames in between
     fps           float32 []             playback rate, one control step per video frame (LIBERO example: 10)
 
 Call m's actions run from `call_steps[m]` to `call_steps[m + 1] - 1`, so the video shows call m's attention
-over exactly those frames. Sizes: 224 x 224 x 3 x 2 cameras = 301 KB per step raw; zlib takes LIBERO frames
-to about a third.
+over exactly those frames. Sizes: 224 x 224 x 3 x 2 cameras = 301 kB per step raw; zlib leaves about 40% of
+that for LIBERO scenes.
 """
 
 from __future__ import annotations
