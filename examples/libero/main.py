@@ -377,5 +377,10 @@ def _int_list(text: str) -> list[int]:
 
 
 if __name__ == "__main__":
+    from pi0viz.errors import Pi0vizError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    eval_libero(parse_args())
+    try:
+        eval_libero(parse_args())
+    except Pi0vizError as err:  # e.g. --rerun without rerun-sdk: one line, not a traceback
+        raise SystemExit(f"error: {err}") from None
