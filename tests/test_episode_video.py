@@ -107,6 +107,9 @@ def test_frames_file_round_trip_and_bad_input(tmp_path: Path) -> None:
     np.savez(tmp_path / "other.npz", frames=frames.frames)
     with pytest.raises(EpisodeError, match="expected format"):
         load_frames(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_bytes(b"PK not really a zip")
+    with pytest.raises(EpisodeError, match="not an .npz archive"):
+        load_frames(tmp_path / "junk.npz")
     # A bundle from a later call than the frames know of: refused, saying why.
     with pytest.raises(EpisodeError, match="records only 1 call"):
         episode_from_bundles([hot_call(0), hot_call(1)], EpisodeFrames(frames.frames, frames.camera_names, [0]))

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from pi0viz.errors import EpisodeError
+from pi0viz.core.npzfile import NpzReader
+from pi0viz.core.writes import atomic_write
+from pi0viz.errors import BundleError, EpisodeError
 
 FRAMES_FORMAT = "pi0viz.frames/1"
 FRAMES_FILE = "frames.npz"
@@ -110,38 +110,29 @@ class FrameRecorder:
 
 
 def save_frames(frames: EpisodeFrames, path: str | os.PathLike) -> Path:
-    """Write `frames` as a compressed .npz (atomically: a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `frames` as a compressed .npz, atomically (a temporary file renamed into place; OutputError if not)."""
     arrays = {"format": np.asarray(FRAMES_FORMAT), "frames": frames.frames,
               "camera_names": np.asarray(frames.camera_names, dtype=str),
               "call_steps": frames.call_steps.astype(np.int32), "fps": np.asarray(frames.fps, np.float32)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays), durable=True)
 
 
 def load_frames(path: str | os.PathLike) -> EpisodeFrames:
-    """Read a frames file written by `save_frames`; EpisodeError if it is not one."""
+    """Read a frames file written by `save_frames` (headers checked before any array is allocated, no pickle);
+    EpisodeError if it is not one."""
+    if not Path(path).is_file():
+        raise EpisodeError(f"no frames file at {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise EpisodeError(f"no frames file at {path}") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise EpisodeError(f"{path} is not a readable .npz frames file ({err})") from None
-    fmt = str(arrays.get("format", ""))
-    if fmt != FRAMES_FORMAT:
-        raise EpisodeError(f"{path}: expected format {FRAMES_FORMAT!r}, got {fmt or 'none'!r}")
-    missing = [k for k in ("frames", "camera_names", "call_steps") if k not in arrays]
-    if missing:
-        raise EpisodeError(f"{path}: missing key(s) {missing} (see docs/episode.md)")
+        with NpzReader(path) as z:
+            fmt = str(z.load("format")) if "format" in z.headers else ""
+            if fmt != FRAMES_FORMAT:
+                raise EpisodeError(f"{path}: expected format {FRAMES_FORMAT!r}, got {fmt or 'none'!r}")
+            missing = [k for k in ("frames", "camera_names", "call_steps") if k not in z.headers]
+            if missing:
+                raise EpisodeError(f"{path}: missing key(s) {missing} (see docs/episode.md)")
+            arrays = {k: z.load(k) for k in ("frames", "camera_names", "call_steps", "fps") if k in z.headers}
+    except BundleError as err:  # the reader's one-line complaint about the archive itself
+        raise EpisodeError(str(err)) from None
     if arrays["camera_names"].dtype.kind != "U" or arrays["call_steps"].dtype.kind not in "iu":
         raise EpisodeError(f"{path}: camera_names must be strings and call_steps integers")
     return EpisodeFrames(arrays["frames"], list(arrays["camera_names"]), arrays["call_steps"],

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
+from pi0viz.core.writes import make_folder
 from pi0viz.episode.aggregate import CallMaps, Selection, spans
 from pi0viz.episode.compose import overlay, to_levels
 from pi0viz.episode.source import Episode
@@ -76,7 +77,7 @@ class RerunLogger:
         self.options = options
         self.lut = colormap_lut(options.colormap)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=recording_id)
         if spawn:
             self.rec.spawn(connect=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
+from pi0viz.core.writes import make_folder
 from pi0viz.episode.aggregate import spans
 from pi0viz.episode.compose import FrameComposer
 from pi0viz.episode.source import Episode
@@ -105,7 +106,7 @@ def write_video(episode: Episode, path: str | os.PathLike, options: VideoOptions
     import imageio.v2 as imageio
     t0 = time.perf_counter()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix or '.mp4'}")
     fps = options.fps or episode.frames.fps
     count, shape = 0, (0, 0)
