@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from episode_support import CALL_STEPS, HOT, NUM_FRAMES, hot_call, rollout_frames
+from pi0viz.cli import main
 from pi0viz.core.bundle import save_bundle
 from pi0viz.episode import Selection, call_maps, save_frames
 from pi0viz.episode.source import load_episode
@@ -56,11 +57,9 @@ def episode_dir(tmp_path_factory) -> Path:
 
 
 def test_logged_values_match_the_bundles(episode_dir: Path, tmp_path: Path) -> None:
-    from pi0viz.episode.cli import rerun_command
-
     out = tmp_path / "episode.rrd"
-    result = CliRunner().invoke(rerun_command, [str(episode_dir), "--out", str(out), "--raw-images", "--steps",
-                                                "0,1", "--no-progress"])
+    result = CliRunner().invoke(main, ["rerun", str(episode_dir), "--out", str(out), "--raw-images", "--steps", "0,1",
+                                       "--no-progress"])
     assert result.exit_code == 0, result.output
     log = read_rrd(out)
     frames = rollout_frames()
@@ -107,8 +106,9 @@ def test_jpeg_overlay_shows_the_hot_patch(episode_dir: Path, tmp_path: Path) -> 
     assert not list(tmp_path.glob(".*"))  # the temporary file was renamed into place
 
 
-def test_rerun_cli_refuses_a_wrong_suffix(episode_dir: Path, tmp_path: Path) -> None:
-    from pi0viz.episode.cli import rerun_command
-
-    result = CliRunner().invoke(rerun_command, [str(episode_dir), "--out", str(tmp_path / "e.mp4")])
-    assert result.exit_code == 1 and result.output.count("\n") == 1 and ".rrd" in result.output
+def test_rerun_cli_bad_input_is_one_line(episode_dir: Path, tmp_path: Path) -> None:
+    for args in (["--out", str(tmp_path / "e.mp4")], ["--steps", "nine"], ["--steps", "7"]):
+        result = CliRunner().invoke(main, ["rerun", str(episode_dir), *args, "--no-progress"])
+        assert result.exit_code == 1 and result.stderr.startswith("pi0viz rerun: error: "), result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+    assert "not in this capture" in result.stderr  # step 7: the capture has steps 0-1

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from episode_support import CALL_STEPS, HOT, NUM_FRAMES, hot_call, rollout_frames
+from pi0viz.cli import main
 from pi0viz.core.bundle import save_bundle
 from pi0viz.episode import episode_from_bundles, load_frames, save_frames
 from pi0viz.episode.compose import FrameComposer
@@ -42,10 +43,8 @@ def episode_dir(tmp_path_factory) -> Path:
 
 
 def test_hot_patch_follows_the_calls_frame_by_frame(episode_dir: Path, tmp_path: Path) -> None:
-    from pi0viz.episode.cli import video_command
-
     out = tmp_path / "episode.mp4"
-    result = CliRunner().invoke(video_command, [str(episode_dir), "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(main, ["video", str(episode_dir), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     frames = _decode(out)
     assert len(frames) == NUM_FRAMES
@@ -82,11 +81,9 @@ def test_hot_prompt_token_is_the_brightest_box(episode_dir: Path, tmp_path: Path
 
 
 def test_bundles_only_video_has_one_frame_per_call(episode_dir: Path, tmp_path: Path) -> None:
-    from pi0viz.episode.cli import video_command
-
     bundles = sorted(str(p) for p in (episode_dir / "bundles").glob("*.npz"))
     out = tmp_path / "calls.mp4"
-    result = CliRunner().invoke(video_command, [*bundles, "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(main, ["video", *bundles, "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     frames = _decode(out)
     assert len(frames) == len(HOT)
@@ -116,14 +113,13 @@ def test_frames_file_round_trip_and_bad_input(tmp_path: Path) -> None:
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
-    from pi0viz.episode.cli import video_command
-
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    for args in ([str(tmp_path / "missing")], [str(tmp_path / "junk.npz")], [str(tmp_path)]):
-        result = CliRunner().invoke(video_command, [*args, "--out", str(tmp_path / "x.mp4"), "--no-progress"])
-        assert result.exit_code == 1, result.output
-        assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
-        assert "Traceback" not in result.output
+    bad = ([str(tmp_path / "missing")], [str(tmp_path / "junk.npz")], [str(tmp_path)], [str(tmp_path), "--step", "x"])
+    for args in bad:
+        result = CliRunner().invoke(main, ["video", *args, "--out", str(tmp_path / "x.mp4"), "--no-progress"])
+        assert result.exit_code == 1, result.stderr
+        assert result.stderr.startswith("pi0viz video: error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.mp4").exists()
 
 

@@ -1,12 +1,10 @@
-"""`pi0viz video` and `pi0viz rerun`: an episode's attention as an MP4 or a Rerun recording."""
+"""`pi0viz video` and `pi0viz rerun`: an episode's attention as an MP4 or a Rerun recording. User faults are
+Pi0vizErrors (EpisodeError, SelectionError, BundleError, MissingExtraError, ...): the `pi0viz` command prints them
+as one line and exits 1."""
 
 from __future__ import annotations
 
-import functools
-
 import click
-
-from pi0viz.errors import Pi0vizError
 
 _INPUTS = "RUN_DIR_OR_BUNDLES"
 
@@ -21,24 +19,11 @@ def _selection_options(f):
     return f
 
 
-def _one_line_errors(f):
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        try:
-            return f(*args, **kwargs)
-        except Pi0vizError as err:
-            raise click.ClickException(str(err)) from None
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: nothing was left half-written", err=True)
-            raise SystemExit(130) from None
-    return wrapper
-
-
 def _load(inputs: tuple[str, ...], steps: list[int] | None, layers: str | None, action_tokens: str | None,
           batch_index: int, no_progress: bool, first_step: int | None = None):
+    from pi0viz.core.progress import progress_bar
     from pi0viz.episode.aggregate import Selection
     from pi0viz.episode.source import find_inputs, load_episode
-    from pi0viz.core.progress import progress_bar
 
     selection = Selection(step=first_step, layers=layers, action_tokens=action_tokens, batch_index=batch_index)
     _, bundles = find_inputs(inputs)
@@ -61,7 +46,6 @@ def _load(inputs: tuple[str, ...], steps: list[int] | None, layers: str | None, 
 @click.option("--colormap", default="inferno", show_default=True, help="A matplotlib colormap name.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Heat-map weight over the frame.")
-@_one_line_errors
 def video_command(inputs: tuple[str, ...], out: str, step: int | None, layers: str | None, action_tokens: str | None,
                   batch_index: int, no_progress: bool, scale: str, fps: float | None, quality: int, colormap: str,
                   alpha: float) -> None:
@@ -91,7 +75,6 @@ def video_command(inputs: tuple[str, ...], out: str, step: int | None, layers: s
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=90, show_default=True,
               help="JPEG quality of frames and overlays in the recording.")
 @click.option("--raw-images", is_flag=True, help="Store frames and overlays as raw pixels (larger, exact).")
-@_one_line_errors
 def rerun_command(inputs: tuple[str, ...], out: str, steps: str | None, layers: str | None, action_tokens: str | None,
                   batch_index: int, no_progress: bool, jpeg_quality: int, raw_images: bool) -> None:
     """Write an episode's attention as a Rerun recording (.rrd): frames, heat maps, overlays, prompt weights and
