@@ -1,0 +1,27 @@
+"""PyTorch capture for LeRobot's PI0Policy / PI05Policy and openpi's PyTorch pi0 (extra [torch]; imports no JAX).
+
+    from pi0viz.torch_capture import CaptureOptions, capture_attention
+
+    with capture_attention(policy, CaptureOptions(fuse_heads=True)) as cap:
+        action = policy.select_action(batch)
+    pi0viz.save_bundle(cap.bundle(tokenizer=tok), "call.npz")
+
+`openpi_to_torch_state_dict` (numpy only) and `load_openpi_params` put openpi JAX checkpoints into these models.
+"""
+
+from pi0viz.torch_capture.capture import AttentionCapture, CaptureOptions, capture_attention
+from pi0viz.torch_capture.convert import ConversionError, openpi_to_torch_state_dict
+from pi0viz.torch_capture.model_parts import CompiledModelError, TorchCaptureError, check_not_compiled
+from pi0viz.torch_capture.weights import load_openpi_params
+
+__all__ = [
+    "AttentionCapture",
+    "CaptureOptions",
+    "CompiledModelError",
+    "ConversionError",
+    "TorchCaptureError",
+    "capture_attention",
+    "check_not_compiled",
+    "load_openpi_params",
+    "openpi_to_torch_state_dict",
+]

@@ -1,0 +1,198 @@
+"""Capture the action expert's attention from an unmodified PyTorch pi0 / pi0.5 with forward hooks.
+
+    with capture_attention(policy, CaptureOptions(fuse_heads=True, dtype="float16")) as cap:
+        action = policy.select_action(batch)
+    bundle = cap.bundle(tokenizer=tokenizer)          # one CaptureBundle per inference call the block ran
+
+Hooks (removed on exit, also when the block raises):
+- SigLIP's forward pre-hook: each call is one camera's pixels; the first after any expert call opens a new
+  inference call (a `select_action` served from LeRobot's action queue runs none).
+- the prompt embedding's pre-hook: the token ids.
+- each expert `self_attn` forward hook: the post-softmax weights [B, N, Q, S] of one (step, layer). Calls come
+  in the order step 0 layer 0..L-1, step 1 layer 0..L-1, ...; call c is step c // L, layer c % L, and a call whose
+  module is not layer c % L stops the capture. The reductions run right there, on the model's device; only the
+  reduced tensor is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from pi0viz.torch_capture.model_parts import ModelParts, TorchCaptureError, find_parts
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureOptions:
+    """Reductions applied to each (step, layer) on the device; same names as the JAX capture's options.
+
+    Full expert attention is [D, L, B, K, G, Q, S] (pi0: Q = 51, S = 867); each option shrinks one axis.
+    """
+
+    action_rows_only: bool = False  # Q = action tokens only (drop pi0's state-token row): 51 -> 50
+    prefix_keys_only: bool = False  # S = camera + prompt keys only: 867 -> 816
+    fuse_heads: bool = False  # max over the query heads: K = G = 1 (8x smaller)
+    dtype: str = "float32"  # or "float16" (2x smaller)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float16"):
+            raise TorchCaptureError(f"CaptureOptions.dtype must be 'float32' or 'float16', got {self.dtype!r}")
+
+
+@dataclasses.dataclass
+class CapturedCall:
+    """What one inference call fed the model and its reduced expert attention (tensors stay on the device).
+
+    Attributes:
+        pixels: C tensors float[B, 3, H, W] in [-1, 1], camera slots in token order.
+        token_ids: int[B, T] prompt ids, or None if the prompt embedding was not seen.
+        records: D * L tensors [B, K', G', Q', S'] in hook-call order (step-major).
+        key_valid: bool[B, P] prefix keys (cameras then prompt) that the action tokens may attend to.
+        num_queries, num_keys: Q and S before any reduction.
+    """
+
+    pixels: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    token_ids: torch.Tensor | None = None
+    records: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    key_valid: torch.Tensor | None = None
+    num_queries: int = 0
+    num_keys: int = 0
+
+
+class AttentionCapture:
+    """The calls recorded inside one `capture_attention` block; turn each into a CaptureBundle."""
+
+    def __init__(self, parts: ModelParts, options: CaptureOptions) -> None:
+        self.parts = parts
+        self.options = options
+        self.calls: list[CapturedCall] = []
+        self._layer_of = {id(m): i for i, m in enumerate(parts.expert_attention)}
+
+    # -- hooks -------------------------------------------------------------------------------------------
+
+    def _current(self, *, new_on_records: bool) -> CapturedCall:
+        if not self.calls or (new_on_records and self.calls[-1].records):
+            self.calls.append(CapturedCall())
+        return self.calls[-1]
+
+    def on_pixels(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        pixels = args[0] if args else kwargs["pixel_values"]
+        self._current(new_on_records=True).pixels.append(pixels.detach())
+
+    def on_tokens(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        call = self._current(new_on_records=True)
+        if call.token_ids is None:
+            call.token_ids = (args[0] if args else kwargs["input"]).detach()
+
+    def on_attention(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if weights is None:
+            raise TorchCaptureError(
+                "the action expert returned no attention weights: it must run eager attention "
+                "(config._attn_implementation = 'eager'; LeRobot and openpi set it in sample_actions)")
+        call = self._current(new_on_records=False)
+        num_layers = len(self.parts.expert_attention)
+        want = len(call.records) % num_layers
+        if self._layer_of[id(module)] != want:
+            raise TorchCaptureError(
+                f"expert layer {self._layer_of[id(module)]} ran where layer {want} was expected: the capture "
+                "assumes steps x layers calls in order (step 0 layers 0..L-1, step 1, ...)")
+        b, n, q, s = weights.shape
+        if not call.records:
+            call.num_queries, call.num_keys = q, s
+            call.key_valid = _prefix_key_valid(kwargs.get("attention_mask"), weights, prefix=s - q)
+        call.records.append(self._reduce(weights.detach(), prefix=s - q))
+
+    def _reduce(self, w: torch.Tensor, *, prefix: int) -> torch.Tensor:
+        """[B, N, Q, S] -> [B, K', G', Q', S'] with the options' reductions (no copy when none applies)."""
+        opts = self.options
+        if opts.action_rows_only:
+            w = w[:, :, self.parts.num_state_tokens:]
+        if opts.prefix_keys_only:
+            w = w[..., :prefix]
+        if opts.fuse_heads:
+            w = w.amax(dim=1, keepdim=True).unsqueeze(1)  # [B, 1, 1, Q, S]
+        else:
+            w = w.unflatten(1, (self.parts.num_kv_heads, -1))  # query head n = k * G + g
+        return w.to(torch.float16 if opts.dtype == "float16" else torch.float32)
+
+    # -- results -----------------------------------------------------------------------------------------
+
+    def attention(self, call: int = -1) -> np.ndarray:
+        """The reduced attention of one call as float16/float32[D, L, B, K, G, Q, S] on the host."""
+        c = self._call(call)
+        num_layers = len(self.parts.expert_attention)
+        if len(c.records) % num_layers:
+            raise TorchCaptureError(
+                f"incomplete capture: {len(c.records)} expert attention calls is not a whole number of steps of "
+                f"{num_layers} layers (did the call stop early?)")
+        stacked = torch.stack(c.records)  # [D * L, B, K, G, Q, S]
+        return stacked.reshape(-1, num_layers, *stacked.shape[1:]).cpu().numpy()
+
+    def bundle(self, call: int = -1, **kwargs: Any):
+        """One call as a validated CaptureBundle; see `pi0viz.torch_capture.bundle.build_bundle` for kwargs."""
+        from pi0viz.torch_capture.bundle import build_bundle
+
+        return build_bundle(self, self._call(call), **kwargs)
+
+    def bundles(self, **kwargs: Any) -> list:
+        """Every recorded call as a CaptureBundle, in call order."""
+        return [self.bundle(i, **kwargs) for i in range(len(self.calls))]
+
+    def _call(self, index: int) -> CapturedCall:
+        done = [c for c in self.calls if c.records]
+        if not done:
+            raise TorchCaptureError(
+                "no inference call was captured in this block (LeRobot's select_action serves queued actions "
+                "without running the model; predict_action_chunk / sample_actions always run it)")
+        try:
+            return done[index]
+        except IndexError:
+            raise TorchCaptureError(f"call {index} was not captured: {len(done)} call(s) recorded") from None
+
+
+def _prefix_key_valid(mask: torch.Tensor | None, weights: torch.Tensor, *, prefix: int) -> torch.Tensor:
+    """bool[B, P]: prefix keys the last query (an action token, which sees every valid key) may attend to.
+
+    The 4-D mask is additive (0 = visible, a huge negative = masked) in LeRobot and openpi, or boolean.
+    Without a mask, masked keys are the ones with probability exactly 0 in every head.
+    """
+    if mask is None:
+        return (weights[:, :, -1, :prefix] > 0).any(dim=1)
+    row = mask[:, 0, -1, :prefix]
+    return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
+
+
+@contextlib.contextmanager
+def capture_attention(model: Any, options: CaptureOptions | None = None) -> Iterator[AttentionCapture]:
+    """Hook an unmodified LeRobot PI0Policy / PI05Policy (or openpi's PI0Pytorch) for the duration of a block.
+
+    Args:
+        model: the policy or its core model, uncompiled, in eval mode.
+        options: reductions applied on the device (default: the full attention, float32).
+
+    Yields:
+        AttentionCapture; after the block, `cap.bundle()` is the last inference call as a CaptureBundle and
+        `cap.attention()` its attention [D, L, B, K, G, Q, S].
+
+    Raises:
+        CompiledModelError: the model or its sampler is compiled (hooks would never fire).
+        TorchCaptureError: unknown model layout, or the expert did not return weights.
+    """
+    parts = find_parts(model)
+    capture = AttentionCapture(parts, options or CaptureOptions())
+    handles = [
+        parts.vision_tower.register_forward_pre_hook(capture.on_pixels, with_kwargs=True),
+        parts.embed_tokens.register_forward_pre_hook(capture.on_tokens, with_kwargs=True),
+    ]
+    try:
+        for module in parts.expert_attention:
+            handles.append(module.register_forward_hook(capture.on_attention, with_kwargs=True))
+        yield capture
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,174 @@
+"""PyTorch capture on LeRobot's real PI0Policy / PI05Policy (tiny variant, openpi's tiny reference weights).
+
+Parity: openpi's JAX checkpoint goes through pi0viz's converter into LeRobot's model; case_A's inputs and noise must
+reproduce openpi's recorded actions (1e-4) and attention (2e-5). Measured on this machine: pi0 actions 4.7e-5,
+attention 2.7e-6; pi0.5 actions 3.7e-5, attention 1.5e-6 (float32 CPU; openpi's JAX run fuses ops under XLA).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs the [torch] extra (bash scripts/install-torch.sh)")
+pytest.importorskip("lerobot", reason="needs LeRobot 0.4.4 (bash scripts/install-torch.sh)")
+
+import torch_support as ts  # noqa: E402
+
+from pi0viz import load_bundle, save_bundle  # noqa: E402
+from pi0viz.torch_capture import (  # noqa: E402
+    CaptureOptions,
+    CompiledModelError,
+    TorchCaptureError,
+    capture_attention,
+    openpi_to_torch_state_dict,
+)
+
+ACTIONS_ATOL = 1e-4
+ATTENTION_ATOL = 2e-5
+REDUCED = CaptureOptions(action_rows_only=True, prefix_keys_only=True, fuse_heads=True, dtype="float16")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two cores shared by several jobs: torch's default of one spinning thread per core is ~10x slower here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", params=["pi0", "pi05"])
+def run(request):
+    """Per kind: the policy, case_A, and one full capture of sample_actions on case_A."""
+    kind = request.param
+    policy, case = ts.tiny_policy(kind), ts.reference_case(kind)
+    with capture_attention(policy) as cap:
+        actions = ts.sample(policy, kind, case)
+    return kind, policy, case, cap, actions
+
+
+def test_converter_maps_every_leaf_into_torch_layout():
+    params = ts.reference_params("pi0")
+    sd = openpi_to_torch_state_dict(params, prefix="")
+    q = params["PaliGemma/llm/layers/attn/q_einsum_1/w"]  # [L, N, D, H]
+    n, d, h = 5, 7, 3  # query head 5, input feature 7, head dim 3 of layer 2
+    assert sd["paligemma_with_expert.gemma_expert.model.layers.2.self_attn.q_proj.weight"][n * 16 + h, d] == q[2, n, d, h]
+    kv = params["PaliGemma/llm/layers/attn/kv_einsum/w"]  # [L, 2, K, D, H]
+    v = sd["paligemma_with_expert.paligemma.model.language_model.layers.1.self_attn.v_proj.weight"]
+    assert np.array_equal(v, kv[1, 1, 0].T)
+    conv = sd["paligemma_with_expert.paligemma.model.vision_tower.vision_model.embeddings.patch_embedding.weight"]
+    assert conv[4, 2, 13, 0] == params["PaliGemma/img/embedding/kernel"][13, 0, 2, 4]  # OIHW <- HWIO
+    with pytest.raises(ValueError, match="no PyTorch counterpart"):
+        openpi_to_torch_state_dict({**params, "PaliGemma/llm/extra/w": np.zeros(1)})
+
+
+def test_actions_and_attention_match_openpi(run):
+    kind, _, case, cap, actions = run
+    np.testing.assert_allclose(actions, case["actions"], rtol=0, atol=ACTIONS_ATOL)
+    attention = cap.attention()  # [D, L, B, K, G, Q, S]
+    assert attention.shape[:2] == (10, 4) and attention.dtype == np.float32
+    np.testing.assert_allclose(attention[case["attention_steps"]], case["attention_probs"], rtol=0, atol=ATTENTION_ATOL)
+
+
+def test_bundle_holds_what_the_model_saw(run):
+    kind, policy, case, cap, actions = run
+    b = cap.bundle(tokenizer=lambda ids: [f"t{i}" for i in ids], actions=actions, prompt="pick up the bowl")
+    assert b.camera_names == list(ts.CAMERAS)  # from LeRobot's config.image_features
+    for c, name in enumerate(ts.CAMERAS):  # [-1, 1] pixels back to the uint8 input, exactly
+        np.testing.assert_array_equal(b.images[:, c], case[f"image_u8/{name}"])
+    np.testing.assert_array_equal(b.token_ids, case["tokenized_prompt"])
+    np.testing.assert_array_equal(b.token_mask, case["tokenized_prompt_mask"])
+    assert b.image_masks.all()
+    first_pad = int(case["tokenized_prompt_mask"][0].sum())
+    assert b.token_pieces[0, 0] == f"t{case['tokenized_prompt'][0, 0]}" and b.token_pieces[0, first_pad] == ""
+    assert (b.num_state_tokens, b.num_action_tokens) == ((1, 50) if kind == "pi0" else (0, 10))
+    np.testing.assert_allclose(b.diffusion_times, np.linspace(1.0, 0.1, 10), atol=1e-6)
+
+
+def test_reductions_on_device_equal_reducing_the_full_capture(run):
+    kind, policy, case, cap, _ = run
+    with capture_attention(policy, REDUCED) as small:
+        ts.sample(policy, kind, case)
+    full, reduced = cap.attention(), small.attention()
+    ns, prefix = (1, 816) if kind == "pi0" else (0, 968)
+    want = full[:, :, :, :, :, ns:, :prefix].max(axis=(3, 4), keepdims=True).astype(np.float16)
+    assert reduced.dtype == np.float16 and reduced.shape == want.shape
+    np.testing.assert_array_equal(reduced, want)
+    b = small.bundle()
+    assert (b.attention_heads, b.attention_queries, b.attention_keys) == ("max", "actions", "prefix")
+
+
+def test_masked_camera_is_masked_in_bundle_and_gets_no_attention():
+    policy, case = ts.tiny_policy("pi0"), ts.reference_case("pi0")
+    case = {**case, "image_mask/right_wrist_0_rgb": np.zeros(1, bool)}
+    with capture_attention(policy) as cap:
+        ts.sample(policy, "pi0", case)
+    b = cap.bundle()
+    assert b.image_masks.tolist() == [[True, True, False]]
+    assert np.all(b.attention[..., 512:768] == 0) and np.all(b.attention[..., :512].max(-1) > 0)
+
+
+def test_select_action_captures_one_call_and_queued_actions_none():
+    policy = ts.tiny_policy("pi0", n_action_steps=2)
+    batch = ts.policy_batch(ts.reference_case("pi0"))
+    policy.reset()
+    with capture_attention(policy, CaptureOptions(fuse_heads=True)) as cap:
+        policy.select_action(batch)
+    assert len(cap.calls) == 1 and cap.attention().shape == (10, 4, 1, 1, 1, 51, 867)
+    with capture_attention(policy) as queued:
+        policy.select_action(batch)  # served from LeRobot's action queue: the model does not run
+    with pytest.raises(TorchCaptureError, match="no inference call"):
+        queued.bundle()
+
+
+def hook_counts(policy) -> list[int]:
+    return [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in policy.modules()]
+
+
+def test_hooks_removed_on_exit_and_on_error(run):
+    kind, policy, case, _, _ = run
+    before = hook_counts(policy)
+    with capture_attention(policy) as cap:
+        assert sum(hook_counts(policy)) == sum(before) + 2 + 4  # SigLIP, embedding, 4 expert layers
+    assert hook_counts(policy) == before
+    with pytest.raises(RuntimeError):
+        with capture_attention(policy) as cap:
+            images, masks, tokens, token_mask, state = ts.model_inputs(case)
+            policy.model.sample_actions(images, masks, tokens[:, :3], token_mask, state)  # bad shapes: model raises
+    assert hook_counts(policy) == before
+    with pytest.raises(KeyError):
+        with capture_attention(policy):
+            raise KeyError("user code fails inside the block")
+    assert hook_counts(policy) == before
+    ts.sample(policy, kind, case)
+    assert not any(c.records for c in cap.calls)  # nothing recorded once the hooks are gone
+
+
+def test_compiled_models_are_refused_with_the_way_out(run):
+    _, policy, _, _, _ = run
+    policy.model.sample_actions = torch.compile(policy.model.sample_actions)  # what compile_model=True does
+    try:
+        with pytest.raises(CompiledModelError, match="compile_model=False"):
+            with capture_attention(policy):
+                pass
+    finally:
+        del policy.model.sample_actions
+    with pytest.raises(CompiledModelError, match="_orig_mod"):
+        with capture_attention(torch.compile(policy)):
+            pass
+    with pytest.raises(TorchCaptureError, match="paligemma_with_expert"):
+        with capture_attention(torch.nn.Linear(2, 2)):
+            pass
+
+
+def test_bundle_saves_and_renders(run, tmp_path):
+    from pi0viz.render import RenderOptions, render_bundle
+
+    kind, _, _, cap, actions = run
+    path = save_bundle(cap.bundle(actions=actions, inference_step=3), tmp_path / "call.npz")
+    bundle = load_bundle(path)
+    render_bundle(bundle, tmp_path / "viz", RenderOptions(steps="9", action_tokens="0", layers="3", workers=1))
+    cell = tmp_path / "viz" / "inference_timestep_3" / "diffusion_timestep_9" / "action_token_0" / "layer_3"
+    assert sorted(p.name for p in cell.iterdir()) == sorted(
+        [f"fused_attention_on_{c}.jpg" for c in ts.CAMERAS] + ["fused_attention_on_text.jpg"])
