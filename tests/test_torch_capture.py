@@ -38,11 +38,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def policies():
+    """One tiny policy per kind for the whole module (building one takes seconds)."""
+    return {kind: ts.tiny_policy(kind) for kind in ("pi0", "pi05")}
+
+
 @pytest.fixture(scope="module", params=["pi0", "pi05"])
-def run(request):
+def run(request, policies):
     """Per kind: the policy, case_A, and one full capture of sample_actions on case_A."""
     kind = request.param
-    policy, case = ts.tiny_policy(kind), ts.reference_case(kind)
+    policy, case = policies[kind], ts.reference_case(kind)
     with capture_attention(policy) as cap:
         actions = ts.sample(policy, kind, case)
     return kind, policy, case, cap, actions
@@ -99,8 +105,8 @@ def test_reductions_on_device_equal_reducing_the_full_capture(run):
     assert (b.attention_heads, b.attention_queries, b.attention_keys) == ("max", "actions", "prefix")
 
 
-def test_masked_camera_is_masked_in_bundle_and_gets_no_attention():
-    policy, case = ts.tiny_policy("pi0"), ts.reference_case("pi0")
+def test_masked_camera_is_masked_in_bundle_and_gets_no_attention(policies):
+    policy, case = policies["pi0"], ts.reference_case("pi0")
     case = {**case, "image_mask/right_wrist_0_rgb": np.zeros(1, bool)}
     with capture_attention(policy) as cap:
         ts.sample(policy, "pi0", case)
@@ -109,8 +115,8 @@ def test_masked_camera_is_masked_in_bundle_and_gets_no_attention():
     assert np.all(b.attention[..., 512:768] == 0) and np.all(b.attention[..., :512].max(-1) > 0)
 
 
-def test_select_action_captures_one_call_and_queued_actions_none():
-    policy = ts.tiny_policy("pi0", n_action_steps=2)
+def test_select_action_captures_one_call_and_queued_actions_none(policies):
+    policy = policies["pi0"]
     batch = ts.policy_batch(ts.reference_case("pi0"))
     policy.reset()
     with capture_attention(policy, CaptureOptions(fuse_heads=True)) as cap:
@@ -145,8 +151,8 @@ def test_hooks_removed_on_exit_and_on_error(run):
     assert not any(c.records for c in cap.calls)  # nothing recorded once the hooks are gone
 
 
-def test_compiled_models_are_refused_with_the_way_out(run):
-    _, policy, _, _, _ = run
+def test_compiled_models_are_refused_with_the_way_out(policies):
+    policy = policies["pi0"]
     policy.model.sample_actions = torch.compile(policy.model.sample_actions)  # what compile_model=True does
     try:
         with pytest.raises(CompiledModelError, match="compile_model=False"):
