@@ -16,10 +16,11 @@ pytest.importorskip("lerobot", reason="needs LeRobot 0.4.4 (bash scripts/install
 import torch_support as ts  # noqa: E402
 
 from pi0viz import load_bundle, save_bundle  # noqa: E402
+from pi0viz.errors import CheckpointError  # noqa: E402
 from pi0viz.torch_capture import (  # noqa: E402
     CaptureOptions,
     CompiledModelError,
-    TorchCaptureError,
+    CaptureError,
     capture_attention,
     openpi_to_torch_state_dict,
 )
@@ -65,7 +66,7 @@ def test_converter_maps_every_leaf_into_torch_layout():
     assert np.array_equal(v, kv[1, 1, 0].T)
     conv = sd["paligemma_with_expert.paligemma.model.vision_tower.vision_model.embeddings.patch_embedding.weight"]
     assert conv[4, 2, 13, 0] == params["PaliGemma/img/embedding/kernel"][13, 0, 2, 4]  # OIHW <- HWIO
-    with pytest.raises(ValueError, match="no PyTorch counterpart"):
+    with pytest.raises(CheckpointError, match="no PyTorch counterpart"):
         openpi_to_torch_state_dict({**params, "PaliGemma/llm/extra/w": np.zeros(1)})
 
 
@@ -124,7 +125,7 @@ def test_select_action_captures_one_call_and_queued_actions_none(policies):
     assert len(cap.calls) == 1 and cap.attention().shape == (10, 4, 1, 1, 1, 51, 867)
     with capture_attention(policy) as queued:
         policy.select_action(batch)  # served from LeRobot's action queue: the model does not run
-    with pytest.raises(TorchCaptureError, match="no inference call"):
+    with pytest.raises(CaptureError, match="no inference call"):
         queued.bundle()
 
 
@@ -163,7 +164,7 @@ def test_compiled_models_are_refused_with_the_way_out(policies):
     with pytest.raises(CompiledModelError, match="_orig_mod"):
         with capture_attention(torch.compile(policy)):
             pass
-    with pytest.raises(TorchCaptureError, match="paligemma_with_expert"):
+    with pytest.raises(CaptureError, match="paligemma_with_expert"):
         with capture_attention(torch.nn.Linear(2, 2)):
             pass
 

@@ -64,6 +64,14 @@ class EpisodeError(Pi0vizError, ValueError):
     """An episode (frames file, bundles, video or Rerun export) cannot be read or written as asked."""
 
 
+class CaptureError(Pi0vizError, RuntimeError):
+    """Attention cannot be captured from a model as asked (unknown layout, no eager weights, no call ran)."""
+
+
+class CompiledModelError(CaptureError):
+    """The PyTorch model or its sampler is compiled with torch.compile: hooks inside the graph never run."""
+
+
 class MissingExtraError(Pi0vizError, ImportError):
     """An optional part (JAX model, PyTorch capture, LIBERO, ...) is not installed; the message names the extra."""
 

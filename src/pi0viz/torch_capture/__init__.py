@@ -9,17 +9,17 @@
 `openpi_to_torch_state_dict` (numpy only) and `load_openpi_params` put openpi JAX checkpoints into these models.
 """
 
+from pi0viz.errors import CaptureError, CompiledModelError
 from pi0viz.torch_capture.capture import AttentionCapture, CaptureOptions, capture_attention
-from pi0viz.torch_capture.convert import ConversionError, openpi_to_torch_state_dict
-from pi0viz.torch_capture.model_parts import CompiledModelError, TorchCaptureError, check_not_compiled
+from pi0viz.torch_capture.convert import openpi_to_torch_state_dict
+from pi0viz.torch_capture.model_parts import check_not_compiled
 from pi0viz.torch_capture.weights import load_openpi_params
 
 __all__ = [
     "AttentionCapture",
     "CaptureOptions",
+    "CaptureError",
     "CompiledModelError",
-    "ConversionError",
-    "TorchCaptureError",
     "capture_attention",
     "check_not_compiled",
     "load_openpi_params",

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 
-from pi0viz.bundle import CaptureBundle
-from pi0viz.torch_capture.model_parts import TorchCaptureError
+from pi0viz.core.bundle import CaptureBundle
+from pi0viz.errors import CaptureError
 
 if TYPE_CHECKING:
     from pi0viz.torch_capture.capture import AttentionCapture, CapturedCall
@@ -43,7 +43,7 @@ def build_bundle(
     attention = capture.attention(capture.calls.index(call))
     num_cameras = len(call.pixels)
     if num_cameras == 0 or call.token_ids is None:
-        raise TorchCaptureError("the call's images or prompt tokens were not seen (did sample_actions run inside the block?)")
+        raise CaptureError("the call's images or prompt tokens were not seen (did sample_actions run inside the block?)")
     pixels = torch.stack(call.pixels, dim=1)  # [B, C, 3, H, W] in [-1, 1]
     images = ((pixels.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
     token_ids = call.token_ids.cpu().numpy().astype(np.int32)  # [B, T]
@@ -52,7 +52,7 @@ def build_bundle(
     per_camera = (prefix - num_text) // num_cameras
     side = math.isqrt(per_camera)
     if side * side != per_camera or per_camera * num_cameras + num_text != prefix:
-        raise TorchCaptureError(
+        raise CaptureError(
             f"prefix of {prefix} keys does not split into {num_cameras} square camera grids + {num_text} prompt tokens")
     valid = call.key_valid.cpu().numpy()  # [B, P]
     token_mask = valid[:, num_cameras * per_camera:]
@@ -83,7 +83,7 @@ def build_bundle(
 def _camera_names(names: Sequence[str] | None, config: Any, count: int) -> list[str]:
     if names is not None:
         if len(names) != count:
-            raise TorchCaptureError(f"camera_names has {len(names)} names but the model saw {count} cameras")
+            raise CaptureError(f"camera_names has {len(names)} names but the model saw {count} cameras")
         return [str(n) for n in names]
     keys = list(getattr(config, "image_features", None) or [])
     if len(keys) == count:
@@ -105,7 +105,7 @@ def _pieces(ids: np.ndarray, mask: np.ndarray, tokenizer: Any) -> np.ndarray:
     elif callable(tokenizer):
         decode = tokenizer
     else:
-        raise TorchCaptureError(f"tokenizer must decode ids to pieces, got {type(tokenizer).__name__}")
+        raise CaptureError(f"tokenizer must decode ids to pieces, got {type(tokenizer).__name__}")
     rows = [[str(p) if keep else "" for p, keep in zip(decode([int(i) for i in r]), m)] for r, m in zip(ids, mask)]
     return np.asarray(rows, dtype=str).reshape(ids.shape)
 

@@ -23,7 +23,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from pi0viz.torch_capture.model_parts import ModelParts, TorchCaptureError, find_parts
+from pi0viz.errors import CaptureError
+from pi0viz.torch_capture.model_parts import ModelParts, find_parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class CaptureOptions:
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float16"):
-            raise TorchCaptureError(f"CaptureOptions.dtype must be 'float32' or 'float16', got {self.dtype!r}")
+            raise CaptureError(f"CaptureOptions.dtype must be 'float32' or 'float16', got {self.dtype!r}")
 
 
 @dataclasses.dataclass
@@ -91,14 +92,14 @@ class AttentionCapture:
     def on_attention(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None:
-            raise TorchCaptureError(
+            raise CaptureError(
                 "the action expert returned no attention weights: it must run eager attention "
                 "(config._attn_implementation = 'eager'; LeRobot and openpi set it in sample_actions)")
         call = self._current(new_on_records=False)
         num_layers = len(self.parts.expert_attention)
         want = len(call.records) % num_layers
         if self._layer_of[id(module)] != want:
-            raise TorchCaptureError(
+            raise CaptureError(
                 f"expert layer {self._layer_of[id(module)]} ran where layer {want} was expected: the capture "
                 "assumes steps x layers calls in order (step 0 layers 0..L-1, step 1, ...)")
         b, n, q, s = weights.shape
@@ -127,7 +128,7 @@ class AttentionCapture:
         c = self._call(call)
         num_layers = len(self.parts.expert_attention)
         if len(c.records) % num_layers:
-            raise TorchCaptureError(
+            raise CaptureError(
                 f"incomplete capture: {len(c.records)} expert attention calls is not a whole number of steps of "
                 f"{num_layers} layers (did the call stop early?)")
         stacked = torch.stack(c.records)  # [D * L, B, K, G, Q, S]
@@ -146,13 +147,13 @@ class AttentionCapture:
     def _call(self, index: int) -> CapturedCall:
         done = [c for c in self.calls if c.records]
         if not done:
-            raise TorchCaptureError(
+            raise CaptureError(
                 "no inference call was captured in this block (LeRobot's select_action serves queued actions "
                 "without running the model; predict_action_chunk / sample_actions always run it)")
         try:
             return done[index]
         except IndexError:
-            raise TorchCaptureError(f"call {index} was not captured: {len(done)} call(s) recorded") from None
+            raise CaptureError(f"call {index} was not captured: {len(done)} call(s) recorded") from None
 
 
 def _prefix_key_valid(mask: torch.Tensor | None, weights: torch.Tensor, *, prefix: int) -> torch.Tensor:
@@ -181,7 +182,7 @@ def capture_attention(model: Any, options: CaptureOptions | None = None) -> Iter
 
     Raises:
         CompiledModelError: the model or its sampler is compiled (hooks would never fire).
-        TorchCaptureError: unknown model layout, or the expert did not return weights.
+        CaptureError: unknown model layout, or the expert did not return weights.
     """
     parts = find_parts(model)
     capture = AttentionCapture(parts, options or CaptureOptions())

@@ -21,13 +21,11 @@ from typing import Mapping
 
 import numpy as np
 
+from pi0viz.errors import CheckpointError
+
 PALIGEMMA = "paligemma_with_expert.paligemma.model."
 EXPERT = "paligemma_with_expert.gemma_expert.model."
 SIGLIP = PALIGEMMA + "vision_tower.vision_model."
-
-
-class ConversionError(ValueError):
-    """The parameter tree is not an openpi pi0 / pi0.5 tree of the expected layout."""
 
 
 def openpi_to_torch_state_dict(params: Mapping[str, np.ndarray], *, prefix: str = "model.") -> dict[str, np.ndarray]:
@@ -58,7 +56,7 @@ def openpi_to_torch_state_dict(params: Mapping[str, np.ndarray], *, prefix: str 
         _linear(p, out, name, name)
     unused = sorted(set(p) - p.used)
     if unused:
-        raise ConversionError(f"{len(unused)} openpi parameters have no PyTorch counterpart, e.g. {unused[:3]}")
+        raise CheckpointError(f"{len(unused)} openpi parameters have no PyTorch counterpart, e.g. {unused[:3]}")
     return {prefix + k: v for k, v in out.items()}
 
 
@@ -71,7 +69,7 @@ class _Params(dict):
 
     def take(self, path: str) -> np.ndarray:
         if path not in self:
-            raise ConversionError(f"openpi parameter {path!r} is missing (expected an openpi pi0 / pi0.5 params tree)")
+            raise CheckpointError(f"openpi parameter {path!r} is missing (expected an openpi pi0 / pi0.5 params tree)")
         self.used.add(path)
         return np.asarray(self[path])
 

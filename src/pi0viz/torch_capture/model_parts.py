@@ -18,15 +18,7 @@ from typing import Any
 
 import torch
 
-from pi0viz.errors import Pi0vizError
-
-
-class TorchCaptureError(Pi0vizError):
-    """A PyTorch model cannot be captured as asked; the message says what was expected."""
-
-
-class CompiledModelError(TorchCaptureError):
-    """The model (or its sampler) is compiled with torch.compile: hooks inside the compiled graph never run."""
+from pi0viz.errors import CaptureError, CompiledModelError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +47,13 @@ def find_parts(model: Any) -> ModelParts:
 
     Raises:
         CompiledModelError: the model or its sampler is compiled.
-        TorchCaptureError: the object is not a pi0 / pi0.5 of the known layout.
+        CaptureError: the object is not a pi0 / pi0.5 of the known layout.
     """
     check_not_compiled(model)
     core = model.model if hasattr(getattr(model, "model", None), "paligemma_with_expert") else model
     pwe = getattr(core, "paligemma_with_expert", None)
     if pwe is None:
-        raise TorchCaptureError(
+        raise CaptureError(
             f"expected a LeRobot PI0Policy / PI05Policy or openpi's PI0Pytorch (a module with "
             f"`paligemma_with_expert`), got {type(model).__name__}")
     paligemma = pwe.paligemma
@@ -70,7 +62,7 @@ def find_parts(model: Any) -> ModelParts:
     language = getattr(inner, "language_model", None)
     layers = getattr(getattr(pwe.gemma_expert, "model", None), "layers", None)
     if vision is None or language is None or layers is None:
-        raise TorchCaptureError(
+        raise CaptureError(
             "this pi0 has an unknown module layout (expected paligemma.model.vision_tower, "
             "paligemma.model.language_model and gemma_expert.model.layers)")
     return ModelParts(

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from pi0viz.errors import CheckpointError
-from pi0viz.torch_capture.convert import ConversionError, openpi_to_torch_state_dict
+from pi0viz.torch_capture.convert import openpi_to_torch_state_dict
 
 # The action expert never decodes tokens, so its lm_head has no openpi counterpart.
 _UNCONVERTED = ("paligemma_with_expert.gemma_expert.lm_head.weight",)
@@ -26,10 +26,7 @@ def load_openpi_params(model: torch.nn.Module, params: Mapping[str, np.ndarray])
     """
     own = model.state_dict()
     prefix = "model." if any(k.startswith("model.paligemma_with_expert.") for k in own) else ""
-    try:
-        converted = openpi_to_torch_state_dict(params, prefix=prefix)
-    except ConversionError as err:
-        raise CheckpointError(str(err)) from None
+    converted = openpi_to_torch_state_dict(params, prefix=prefix)
     unknown = sorted(set(converted) - set(own))
     if unknown:
         raise CheckpointError(f"{len(unknown)} converted weights have no place in {type(model).__name__}, e.g. {unknown[:3]}")
