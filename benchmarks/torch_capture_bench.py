@@ -1,0 +1,89 @@
+"""Cost of capturing attention from LeRobot's PI0Policy / PI05Policy (tiny variant, openpi's tiny reference weights).
+
+    python benchmarks/torch_capture_bench.py              # pi0 and pi0.5, 7 rounds each, ~1 min on a shared CPU
+    python benchmarks/torch_capture_bench.py --rounds 15 --threads 2
+
+For each model: `sample_actions` on the reference case without capture, with the full capture and with each
+reduction, alternating in rounds so that machine load hits every variant alike; prints min / median wall time, the
+ratio to no capture (target <= 1.3x), the bytes one call's attention takes for each reduction, and whether the
+actions are bitwise equal with and without capture (hooks must not change the computation).
+Timings on a shared machine are noisy: compare ratios within one run, not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the tiny LeRobot variant lives with the tests (torch_support.py)
+
+import torch_support as ts  # noqa: E402
+
+from pi0viz.torch_capture import CaptureOptions, capture_attention  # noqa: E402
+
+VARIANTS = {
+    "full float32": CaptureOptions(),
+    "float16": CaptureOptions(dtype="float16"),
+    "heads max": CaptureOptions(fuse_heads=True),
+    "actions x prefix": CaptureOptions(action_rows_only=True, prefix_keys_only=True),
+    "all reductions, float16": CaptureOptions(action_rows_only=True, prefix_keys_only=True, fuse_heads=True,
+                                              dtype="float16"),
+}
+
+
+def timed(policy, kind: str, case: dict, options: CaptureOptions | None) -> tuple[float, np.ndarray, int]:
+    """One call: wall seconds (including moving the capture to the host), actions, captured bytes."""
+    start = time.perf_counter()
+    if options is None:
+        actions = ts.sample(policy, kind, case)
+        return time.perf_counter() - start, actions, 0
+    with capture_attention(policy, options) as cap:
+        actions = ts.sample(policy, kind, case)
+    attention = cap.attention()
+    return time.perf_counter() - start, actions, attention.nbytes
+
+
+def bench(kind: str, rounds: int) -> None:
+    policy, case = ts.tiny_policy(kind), ts.reference_case(kind)
+    names = ["no capture", *VARIANTS]
+    times: dict[str, list[float]] = {n: [] for n in names}
+    nbytes: dict[str, int] = {}
+    timed(policy, kind, case, None)  # warm-up: first-call allocations
+    baseline = None
+    equal = True
+    for _ in range(rounds):
+        for name in names:
+            seconds, actions, size = timed(policy, kind, case, VARIANTS.get(name))
+            times[name].append(seconds)
+            nbytes[name] = size
+            baseline = actions if baseline is None else baseline
+            equal = equal and np.array_equal(actions, baseline)
+    base = statistics.median(times["no capture"])
+    print(f"\n{kind}: sample_actions, B = 1, 10 steps x 4 layers ({rounds} rounds, {torch.get_num_threads()} threads)")
+    print(f"  {'variant':26s} {'min s':>7s} {'median s':>9s} {'ratio':>6s} {'bytes/call':>12s}")
+    for name in names:
+        med = statistics.median(times[name])
+        print(f"  {name:26s} {min(times[name]):7.3f} {med:9.3f} {med / base:5.2f}x {nbytes[name]:12,d}")
+    print(f"  actions bitwise equal with and without capture: {equal}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: least noise when shared)")
+    parser.add_argument("--kinds", default="pi0,pi05")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for kind in args.kinds.split(","):
+        bench(kind, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
