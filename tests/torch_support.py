@@ -73,14 +73,8 @@ def tiny_config(kind: str, **overrides):
 
 def tiny_policy(kind: str, **overrides):
     """LeRobot's PI0Policy / PI05Policy at tiny size with openpi's tiny reference weights, in eval mode."""
-    from pi0viz.torch_capture import load_openpi_params
-
-    module = lerobot_module(kind)
     with tiny_variant(kind):
-        cls = module.PI0Policy if kind == "pi0" else module.PI05Policy
-        policy = cls(tiny_config(kind, **overrides))
-    load_openpi_params(policy, reference_params(kind))
-    return policy.eval()
+        return tiny_policy_from_config(kind, tiny_config(kind, **overrides))
 
 
 def reference_params(kind: str) -> dict[str, np.ndarray]:
@@ -128,3 +122,53 @@ def sample(policy, kind: str, case: dict[str, np.ndarray]):
         else:
             out = policy.model.sample_actions(images, masks, tokens, token_mask, noise=noise)
     return out.numpy()
+
+
+LIBERO_CAMERAS = ("image", "image2")  # LeRobot's LIBERO datasets: agentview, wrist
+
+
+def save_libero_checkpoint(kind: str, folder: Path, tokenizer_dir: Path) -> Path:
+    """A LeRobot checkpoint folder as `save_pretrained` writes it, LIBERO-shaped (2 cameras, 8-d state, 7-d
+    actions), tiny weights, with LeRobot's own processor pipelines. The tokenizer step points at a local HF
+    tokenizer built from pi0viz's bundled sentencepiece model (PaliGemma's lives on the Hub)."""
+    import torch
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from transformers import GemmaTokenizer
+
+    from pi0viz.policy.tokenizer import BUNDLED_MODEL
+
+    GemmaTokenizer(vocab_file=str(BUNDLED_MODEL)).save_pretrained(tokenizer_dir)
+    features = {f"observation.images.{c}": PolicyFeature(FeatureType.VISUAL, (3, 224, 224)) for c in LIBERO_CAMERAS}
+    features["observation.state"] = PolicyFeature(FeatureType.STATE, (8,))
+    config = tiny_config(kind, input_features=features,
+                         output_features={"action": PolicyFeature(FeatureType.ACTION, (7,))})
+    with tiny_variant(kind):
+        policy = tiny_policy_from_config(kind, config)
+    stats = {"observation.state": {"mean": torch.zeros(8), "std": torch.ones(8)},
+             "action": {"mean": torch.full((7,), 0.5), "std": torch.full((7,), 2.0)}}
+    module = lerobot_module(kind)
+    processors = __import__(module.__name__.replace("modeling_", "processor_"), fromlist=["_"])
+    make = processors.make_pi0_pre_post_processors if kind == "pi0" else processors.make_pi05_pre_post_processors
+    real_step = processors.TokenizerProcessorStep
+
+    def local_tokenizer(**kwargs):
+        return real_step(**{**kwargs, "tokenizer_name": str(tokenizer_dir)})
+
+    processors.TokenizerProcessorStep = local_tokenizer
+    try:
+        pre, post = make(config, dataset_stats=stats)
+    finally:
+        processors.TokenizerProcessorStep = real_step
+    policy.save_pretrained(folder)
+    pre.save_pretrained(folder)
+    post.save_pretrained(folder)
+    return folder
+
+
+def tiny_policy_from_config(kind: str, config):
+    from pi0viz.torch_capture import load_openpi_params
+
+    module = lerobot_module(kind)
+    policy = (module.PI0Policy if kind == "pi0" else module.PI05Policy)(config)
+    load_openpi_params(policy, reference_params(kind))
+    return policy.eval()

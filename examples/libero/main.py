@@ -6,6 +6,8 @@
     .venv/bin/python examples/libero/main.py --task-suite-name libero_spatial --task-ids 0 --num-trials-per-task 1
     # b) in-process, no server:
     .venv/bin/python examples/libero/main.py --policy tiny --task-ids 0 --num-trials-per-task 1 --max-inference-calls 3
+    # c) a LeRobot pi0 / pi0.5 checkpoint folder, in PyTorch (docs/torch.md):
+    .venv/bin/python examples/libero/main.py --policy lerobot:PATH --device cuda --task-ids 0 --num-trials-per-task 1
 
 Same loop as openpi: per task one env (256 x 256 cameras), per trial reset + benchmark init state, 10 "wait"
 steps with the dummy action, then query the policy with the rotated, 224 x 224 images and the 8-d state, execute
@@ -55,10 +57,11 @@ LIBERO_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb")  # openpi's LIBERO inputs: i
 class Args:
     """Command-line options (see `--help`)."""
 
-    policy: str = "server"  # "server" (--host/--port), "tiny", or "checkpoint:DIR"
+    policy: str = "server"  # "server" (--host/--port), "tiny", "checkpoint:DIR", or "lerobot:DIR" (PyTorch)
     host: str = "127.0.0.1"
     port: int = 8000
     tokenizer: str | None = None  # PaliGemma tokenizer for policy checkpoint:DIR
+    device: str = "cpu"  # torch device for policy lerobot:DIR
     resize_size: int = 224
     replan_steps: int = 5
     task_suite_name: str = "libero_spatial"
@@ -119,9 +122,9 @@ class InProcessPolicy:
               fuse_heads: bool = False) -> dict[str, Any]:
         capture = None
         if return_attention and fuse_heads:
-            from pi0viz.model import CaptureOptions
+            from pi0viz.serving.server import capture_options  # the policy's own backend's options
 
-            capture = CaptureOptions(fuse_heads=True)
+            capture = capture_options(self.policy, fuse_heads=True)
         return self.policy.infer(obs, return_bundle=return_attention, inference_step=inference_step, capture=capture)
 
 
@@ -141,16 +144,20 @@ class ServerPolicy:
 
 
 def make_policy(args: Args) -> ChunkPolicy:
-    """--policy server | tiny | checkpoint:DIR -> an object with infer(obs, return_attention, inference_step)."""
+    """--policy server | tiny | checkpoint:DIR | lerobot:DIR -> an object with infer(obs, return_attention, ...)."""
     if args.policy == "server":
         return ServerPolicy(args.host, args.port)
+    if args.policy.startswith("lerobot:"):  # a LeRobot pi0 / pi0.5 checkpoint (PyTorch; no JAX imported)
+        from pi0viz.policy.lerobot_policy import LeRobotPolicy
+
+        return InProcessPolicy(LeRobotPolicy.from_pretrained(args.policy.split(":", 1)[1], device=args.device))
     from pi0viz.policy.jax_policy import Policy
 
     if args.policy == "tiny":
         return InProcessPolicy(Policy.tiny(seed=0))
     if args.policy.startswith("checkpoint:"):
         return InProcessPolicy(Policy.from_checkpoint(args.policy.split(":", 1)[1], tokenizer_path=args.tokenizer))
-    raise ValueError(f"--policy must be 'server', 'tiny' or 'checkpoint:DIR', got {args.policy!r}")
+    raise ValueError(f"--policy must be 'server', 'tiny', 'checkpoint:DIR' or 'lerobot:DIR', got {args.policy!r}")
 
 
 def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
@@ -331,10 +338,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = Args()
     p.add_argument("--policy", default=d.policy,
-                   help="'server' (connect to --host/--port), 'tiny', or 'checkpoint:DIR'")
+                   help="'server' (connect to --host/--port), 'tiny', 'checkpoint:DIR' (openpi JAX checkpoint), or "
+                        "'lerobot:DIR' (a LeRobot pi0 / pi0.5 checkpoint folder, run with PyTorch)")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--tokenizer", default=None, help="PaliGemma tokenizer model for --policy checkpoint:DIR")
+    p.add_argument("--device", default=d.device, help="torch device for --policy lerobot:DIR")
     p.add_argument("--resize-size", type=int, default=d.resize_size)
     p.add_argument("--replan-steps", type=int, default=d.replan_steps)
     p.add_argument("--task-suite-name", default=d.task_suite_name, choices=libero_env.SUITES)

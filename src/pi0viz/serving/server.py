@@ -171,15 +171,24 @@ class PolicyServer:
         started = time.monotonic()
         kwargs: dict[str, Any] = {"return_bundle": request.return_attention, "inference_step": request.inference_step}
         if request.return_attention and request.fuse_heads:
-            from pi0viz.model import CaptureOptions  # JAX side; only a served pi0viz Policy gets here
-
-            kwargs["capture"] = CaptureOptions(fuse_heads=True)
+            kwargs["capture"] = capture_options(self.policy, fuse_heads=True)
         out = self.policy.infer(request.obs, **kwargs)
         result = {k: v for k, v in out.items() if k != "attention_bundle"}
         result.setdefault("policy_timing", {"infer_ms": (time.monotonic() - started) * 1000})
         if request.return_attention:
             result.update(protocol.bundle_to_response(out["attention_bundle"]))
         return result
+
+
+def capture_options(policy: Any, **kwargs: Any) -> Any:
+    """Capture options of the policy's own backend: a policy may name them (`capture_options`, e.g. the PyTorch
+    LeRobotPolicy, so no JAX is imported), else pi0viz's JAX model options."""
+    make = getattr(policy, "capture_options", None)
+    if make is None:
+        from pi0viz.model import CaptureOptions
+
+        make = CaptureOptions
+    return make(**kwargs)
 
 
 def server_metadata(policy: Any) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""A LeRobot pi0 / pi0.5 checkpoint behind pi0viz's policy interface (LIBERO requests in, actions + bundle out).
+
+The checkpoint folder is what LeRobot's `save_pretrained` writes (config.json, model.safetensors,
+policy_preprocessor.json, policy_postprocessor.json and their normalizer stats); LeRobot's own pipelines do the
+normalization and tokenization, so the policy sees exactly what `lerobot-eval` would feed it. Attention comes from
+`pi0viz.torch_capture.capture_attention` around the unmodified policy. Extra [torch] plus the user's LeRobot.
+
+Request (openpi's LIBERO client): "observation/image" and "observation/wrist_image" uint8[h, w, 3] (already rotated
+180 degrees as LeRobot's LIBERO env also does), "observation/state" float[8], "prompt" str. The two images go to
+the first two `image_features` of the checkpoint's config, in order (LeRobot's LIBERO datasets: image, image2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from pi0viz.errors import CheckpointError, ObservationError, require
+
+REQUEST_IMAGES = ("observation/image", "observation/wrist_image")
+
+
+class LeRobotPolicy:
+    """LeRobot's PI0Policy / PI05Policy with its processor pipelines; `infer` as pi0viz's JAX Policy.
+
+    Args:
+        policy: an uncompiled LeRobot PI0Policy / PI05Policy.
+        preprocessor, postprocessor: LeRobot's PolicyProcessorPipelines saved with the checkpoint.
+        description: shown by the server's metadata.
+    """
+
+    def __init__(self, policy: Any, preprocessor: Any, postprocessor: Any, *, description: str = "LeRobot pi0") -> None:
+        self.policy = policy.eval()
+        self.preprocessor = preprocessor
+        self.postprocessor = postprocessor
+        self.description = description
+        self.image_keys = list(policy.config.image_features)
+        if len(self.image_keys) < len(REQUEST_IMAGES):
+            raise CheckpointError(f"the checkpoint's config has {len(self.image_keys)} image features "
+                                  f"({self.image_keys}); LIBERO requests carry {len(REQUEST_IMAGES)} images")
+        self.tokenizer = _pipeline_tokenizer(preprocessor)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> "LeRobotPolicy":
+        """Load a local LeRobot checkpoint folder (no Hub access except what its tokenizer step needs)."""
+        require("torch", "torch", "a LeRobot policy")
+        require("lerobot", "torch", "a LeRobot policy (install LeRobot yourself: pip install lerobot)")
+        from lerobot.configs.policies import PreTrainedConfig
+        from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path} is not a LeRobot checkpoint folder (expected config.json and model.safetensors)")
+        config = PreTrainedConfig.from_pretrained(path)
+        if config.type not in ("pi0", "pi05"):
+            raise CheckpointError(f"{path} holds a LeRobot {config.type!r} policy; pi0viz captures pi0 and pi05")
+        config.device = device
+        config.compile_model = False  # a compiled sampler hides the attention from the hooks
+        policy = get_policy_class(config.type).from_pretrained(path, config=config)
+        pre, post = make_pre_post_processors(config, pretrained_path=str(path))
+        return cls(policy, pre, post, description=f"LeRobot {config.type} ({path.name})")
+
+    @staticmethod
+    def capture_options(**kwargs: Any) -> Any:
+        """The capture options this backend takes (pi0viz.torch_capture.CaptureOptions; no JAX import)."""
+        from pi0viz.torch_capture import CaptureOptions
+
+        return CaptureOptions(**kwargs)
+
+    @property
+    def action_dims(self) -> int:
+        return int(self.policy.config.output_features["action"].shape[0])
+
+    def infer(self, obs: Mapping[str, Any], *, return_bundle: bool = False, inference_step: int | None = None,
+              capture: Any = None) -> dict[str, Any]:
+        """Actions for one LIBERO request, optionally with the call's CaptureBundle.
+
+        Args:
+            obs: the request (module docstring).
+            return_bundle: also return "attention_bundle".
+            capture: pi0viz.torch_capture.CaptureOptions (implies return_bundle); default the full attention.
+            inference_step: stored in the bundle.
+        Returns:
+            {"actions": float32[H, A], "policy_timing": {"infer_ms"}} and on request "attention_bundle".
+        """
+        import torch
+
+        from pi0viz.torch_capture import CaptureOptions, capture_attention
+
+        batch = self._batch(obs)
+        want = return_bundle or capture is not None
+        start = time.monotonic()
+        with torch.no_grad():
+            inputs = self.preprocessor(batch)
+            hooks = capture_attention(self.policy, capture or CaptureOptions()) if want else contextlib.nullcontext()
+            with hooks as cap:
+                chunk = self.policy.predict_action_chunk(inputs)  # [1, H, A], normalized
+            actions = self.postprocessor(chunk)
+        actions = actions.detach().float().cpu().numpy()[0]
+        result: dict[str, Any] = {"actions": actions,
+                                  "policy_timing": {"infer_ms": (time.monotonic() - start) * 1000}}
+        if want:
+            result["attention_bundle"] = cap.bundle(
+                camera_names=[k.rsplit(".", 1)[-1] for k in self.image_keys], tokenizer=self.tokenizer,
+                prompt=str(obs["prompt"]), actions=actions[None], inference_step=inference_step)
+        return result
+
+    def _batch(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        """The request as a LeRobot observation: images float[1, 3, H, W] in [0, 1], state float32[1, D], task."""
+        import torch
+
+        missing = [k for k in (*REQUEST_IMAGES, "observation/state", "prompt") if k not in obs]
+        if missing:
+            raise ObservationError(f"request lacks {missing}; expected openpi's LIBERO keys "
+                                   f"{[*REQUEST_IMAGES, 'observation/state', 'prompt']}")
+        batch: dict[str, Any] = {}
+        for key, name in zip(self.image_keys, REQUEST_IMAGES):
+            image = np.asarray(obs[name])
+            if image.ndim != 3 or image.shape[-1] != 3:
+                raise ObservationError(f"{name} must be an image [h, w, 3], got shape {list(image.shape)}")
+            scaled = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+            batch[key] = torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))[None]
+        batch["observation.state"] = torch.from_numpy(np.asarray(obs["observation/state"], dtype=np.float32))[None]
+        batch["task"] = [str(obs["prompt"])]
+        return batch
+
+    def __repr__(self) -> str:
+        return f"LeRobotPolicy({self.description})"
+
+
+def _pipeline_tokenizer(pipeline: Any) -> Any:
+    """The HF tokenizer inside LeRobot's TokenizerProcessorStep (for the bundle's prompt pieces), or None."""
+    for step in getattr(pipeline, "steps", []):
+        for attr in ("input_tokenizer", "tokenizer"):
+            tok = getattr(step, attr, None)
+            if hasattr(tok, "convert_ids_to_tokens"):
+                return tok
+    return None

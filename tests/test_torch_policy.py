@@ -1,0 +1,131 @@
+"""A LeRobot checkpoint folder (tiny pi0, LeRobot's own processor pipelines) behind pi0viz: in process, through the
+policy server (openpi's protocol), and in the LIBERO example (`--policy lerobot:DIR`) with the real simulator."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs the [torch] extra (bash scripts/install-torch.sh)")
+pytest.importorskip("lerobot", reason="needs LeRobot 0.4.4 (bash scripts/install-torch.sh)")
+
+import torch_support as ts  # noqa: E402
+
+from pi0viz.policy.libero_frames import load_frames  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)  # shared 2-core machine: one spinning thread per core is ~10x slower
+    root = tmp_path_factory.mktemp("lerobot")
+    return ts.save_libero_checkpoint("pi0", root / "pi0_libero_tiny", root / "tokenizer")
+
+
+@pytest.fixture(scope="module")
+def policy(checkpoint):
+    from pi0viz.policy.lerobot_policy import LeRobotPolicy
+
+    with ts.tiny_variant("pi0"):  # LeRobot's from_pretrained builds the model from the config's variant names
+        return LeRobotPolicy.from_pretrained(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def request_():
+    frame = load_frames()[0]  # real LIBERO frames, as openpi's client sends them
+    return frame.observation()
+
+
+def test_checkpoint_round_trip_keeps_the_openpi_weights(policy):
+    q = ts.reference_params("pi0")["PaliGemma/llm/layers/attn/q_einsum_1/w"]  # [L, N, D, H]
+    got = policy.policy.model.paligemma_with_expert.gemma_expert.model.layers[3].self_attn.q_proj.weight
+    np.testing.assert_array_equal(got.detach().numpy()[2 * 16 + 5], q[3, 2, :, 5])
+
+
+def test_infer_runs_lerobot_pipelines_and_returns_the_bundle(policy, request_):
+    torch.manual_seed(0)
+    plain = policy.infer(request_)
+    torch.manual_seed(0)
+    out = policy.infer(request_, return_bundle=True, inference_step=4)
+    np.testing.assert_array_equal(out["actions"], plain["actions"])  # the hooks do not change the computation
+    assert out["actions"].shape == (50, 7)
+    b = out["attention_bundle"]
+    assert b.camera_names == ["image", "image2"] and b.image_masks.tolist() == [[True, True]]
+    np.testing.assert_array_equal(b.images[0, 0], request_["observation/image"])
+    np.testing.assert_array_equal(b.images[0, 1], request_["observation/wrist_image"])
+    assert b.attention.shape == (10, 4, 1, 1, 8, 51, 2 * 256 + 48 + 51) and b.inference_step == 4
+    # LeRobot's tokenizer step wrote the prompt (plus its newline) into the tokens; pieces decode it back.
+    text = "".join(b.token_pieces[0][b.token_mask[0]]).replace("\u2581", " ")
+    assert request_["prompt"].lower() in text.lower() and text.endswith("\n")
+    np.testing.assert_array_equal(b.actions[0], out["actions"])
+
+
+def test_server_serves_a_lerobot_policy_with_fused_heads(policy, request_):
+    from pi0viz.serving.client import PolicyClient
+    from pi0viz.serving.server import PolicyServer
+    from pi0viz.torch_capture import CaptureOptions
+
+    server = PolicyServer(policy, port=0)
+    server.start_in_thread()
+    try:
+        client = PolicyClient("127.0.0.1", server.port)
+        out = client.infer(request_, return_attention=True, inference_step=1, fuse_heads=True)
+        client.close()
+    finally:
+        server.stop()
+    b = out["attention_bundle"]
+    assert b.attention_heads == "max" and b.attention.shape == (10, 4, 1, 1, 1, 51, 611)
+    assert np.asarray(out["actions"]).shape == (50, 7)
+    assert isinstance(policy.capture_options(fuse_heads=True), CaptureOptions)  # no JAX options for torch
+
+
+def test_serve_command_wants_exactly_one_policy(checkpoint):
+    from click.testing import CliRunner
+
+    from pi0viz.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--lerobot", str(checkpoint), "--tiny"])
+    assert result.exit_code == 2 and "exactly one of" in result.output
+
+
+def test_lerobot_folder_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
+    from pi0viz.errors import CheckpointError
+    from pi0viz.policy.lerobot_policy import LeRobotPolicy
+
+    with pytest.raises(CheckpointError, match="not a LeRobot checkpoint folder"):
+        LeRobotPolicy.from_pretrained(tmp_path)
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+def test_libero_example_runs_a_lerobot_checkpoint(checkpoint, tmp_path):
+    from pi0viz.core.bundle import load_bundle
+    from pi0viz.policy import libero_env
+
+    if not libero_env.libero_installed():
+        pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh")
+    spec = importlib.util.spec_from_file_location("libero_example_main_torch", ROOT / "examples" / "libero" / "main.py")
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example
+    spec.loader.exec_module(example)
+    args = example.Args(policy=f"lerobot:{checkpoint}", max_inference_calls=1, bundles_only=True, fuse_heads=True)
+    with ts.tiny_variant("pi0"):
+        policy = example.make_policy(args)
+    suite = libero_env.task_suite("libero_spatial")
+    env, prompt = libero_env.make_env(suite, 0, seed=7)
+    try:
+        episode = tmp_path / "ep0"
+        result = example.run_episode(env, suite.get_task_init_states(0)[0], prompt, policy, args, episode,
+                                     max_steps=220)
+    finally:
+        env.close()
+    assert result.error is None, result.error
+    assert result.inference_calls == 1 and result.steps == 10 + 5
+    bundle = load_bundle(episode / "bundles" / "inference_000.npz")
+    assert bundle.camera_names == ["image", "image2"] and str(bundle.prompt[0]) == prompt
+    np.testing.assert_array_equal(bundle.images[0, 0], result.frames[0])
