@@ -179,3 +179,25 @@ def test_bundle_saves_and_renders(run, tmp_path):
     cell = tmp_path / "viz" / "inference_timestep_3" / "diffusion_timestep_9" / "action_token_0" / "layer_3"
     assert sorted(p.name for p in cell.iterdir()) == sorted(
         [f"fused_attention_on_{c}.jpg" for c in ts.CAMERAS] + ["fused_attention_on_text.jpg"])
+
+
+def test_a_call_stopped_mid_step_is_refused_not_misnumbered(policies):
+    policy, case = policies["pi0"], ts.reference_case("pi0")
+    layer2 = policy.model.paligemma_with_expert.gemma_expert.model.layers[2].self_attn
+    seen = []
+
+    def fail_at_step_3(module, args, output):
+        seen.append(1)
+        if len(seen) == 4:
+            raise RuntimeError("stopped inside step 3")
+
+    handle = layer2.register_forward_hook(fail_at_step_3)  # runs before the capture's own hook on that layer
+    try:
+        with pytest.raises(RuntimeError, match="step 3"):
+            with capture_attention(policy) as cap:
+                ts.sample(policy, "pi0", case)
+    finally:
+        handle.remove()
+    assert len(cap.calls[-1].records) == 3 * 4 + 2  # steps 0-2, then layers 0 and 1 of step 3
+    with pytest.raises(CaptureError, match="not a whole number of steps of 4 layers"):
+        cap.attention()

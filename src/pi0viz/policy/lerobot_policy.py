@@ -42,7 +42,9 @@ class LeRobotPolicy:
         if len(self.image_keys) < len(REQUEST_IMAGES):
             raise CheckpointError(f"the checkpoint's config has {len(self.image_keys)} image features "
                                   f"({self.image_keys}); LIBERO requests carry {len(REQUEST_IMAGES)} images")
-        self.tokenizer = _pipeline_tokenizer(preprocessor)
+        from pi0viz.torch_capture import pipeline_tokenizer
+
+        self.tokenizer = pipeline_tokenizer(preprocessor)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> "LeRobotPolicy":
@@ -131,12 +133,3 @@ class LeRobotPolicy:
     def __repr__(self) -> str:
         return f"LeRobotPolicy({self.description})"
 
-
-def _pipeline_tokenizer(pipeline: Any) -> Any:
-    """The HF tokenizer inside LeRobot's TokenizerProcessorStep (for the bundle's prompt pieces), or None."""
-    for step in getattr(pipeline, "steps", []):
-        for attr in ("input_tokenizer", "tokenizer"):
-            tok = getattr(step, attr, None)
-            if hasattr(tok, "convert_ids_to_tokens"):
-                return tok
-    return None

@@ -10,6 +10,7 @@
 """
 
 from pi0viz.errors import CaptureError, CompiledModelError
+from pi0viz.torch_capture.bundle import pipeline_tokenizer
 from pi0viz.torch_capture.capture import AttentionCapture, CaptureOptions, capture_attention
 from pi0viz.torch_capture.convert import openpi_to_torch_state_dict
 from pi0viz.torch_capture.model_parts import check_not_compiled
@@ -24,4 +25,5 @@ __all__ = [
     "check_not_compiled",
     "load_openpi_params",
     "openpi_to_torch_state_dict",
+    "pipeline_tokenizer",
 ]

@@ -40,7 +40,7 @@ def build_bundle(
         actions: float[B, H, A] actions the call returned (optional).
         inference_step: index of the call in an episode (optional).
     """
-    attention = capture.attention(capture.calls.index(call))
+    attention = capture.stacked(call)
     num_cameras = len(call.pixels)
     if num_cameras == 0 or call.token_ids is None:
         raise CaptureError("the call's images or prompt tokens were not seen (did sample_actions run inside the block?)")
@@ -112,3 +112,16 @@ def _pieces(ids: np.ndarray, mask: np.ndarray, tokenizer: Any) -> np.ndarray:
 
 def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def pipeline_tokenizer(preprocessor: Any) -> Any:
+    """The HF tokenizer inside a LeRobot preprocessor pipeline (its TokenizerProcessorStep), or None.
+
+    Pass it as `tokenizer=` so the bundle shows the prompt's pieces instead of ids.
+    """
+    for step in getattr(preprocessor, "steps", []):
+        for attr in ("input_tokenizer", "tokenizer"):
+            tok = getattr(step, attr, None)
+            if hasattr(tok, "convert_ids_to_tokens"):
+                return tok
+    return None

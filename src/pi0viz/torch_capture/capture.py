@@ -125,13 +125,16 @@ class AttentionCapture:
 
     def attention(self, call: int = -1) -> np.ndarray:
         """The reduced attention of one call as float16/float32[D, L, B, K, G, Q, S] on the host."""
-        c = self._call(call)
+        return self.stacked(self._call(call))
+
+    def stacked(self, call: CapturedCall) -> np.ndarray:
+        """`call`'s records in step-major order -> [D, L, B, K, G, Q, S] numpy (one device-to-host copy)."""
         num_layers = len(self.parts.expert_attention)
-        if len(c.records) % num_layers:
+        if len(call.records) % num_layers:
             raise CaptureError(
-                f"incomplete capture: {len(c.records)} expert attention calls is not a whole number of steps of "
+                f"incomplete capture: {len(call.records)} expert attention calls is not a whole number of steps of "
                 f"{num_layers} layers (did the call stop early?)")
-        stacked = torch.stack(c.records)  # [D * L, B, K, G, Q, S]
+        stacked = torch.stack(call.records)  # [D * L, B, K, G, Q, S]
         return stacked.reshape(-1, num_layers, *stacked.shape[1:]).cpu().numpy()
 
     def bundle(self, call: int = -1, **kwargs: Any):
