@@ -4,9 +4,10 @@
     python benchmarks/torch_capture_bench.py --rounds 15 --threads 2
 
 For each model: `sample_actions` on the reference case without capture, with the full capture and with each
-reduction, alternating in rounds so that machine load hits every variant alike; prints min / median wall time, the
-ratio to no capture (target <= 1.3x), the bytes one call's attention takes for each reduction, and whether the
-actions are bitwise equal with and without capture (hooks must not change the computation).
+reduction, alternating in rounds so that machine load hits every variant alike; prints the ratios to no capture
+of the minimum wall time and of the median process CPU time (target <= 1.3x; on a loaded machine the wall
+median mostly measures the neighbours), the bytes one call's attention takes for each reduction, and whether
+the actions are bitwise equal with and without capture (hooks must not change the computation).
 Timings on a shared machine are noisy: compare ratios within one run, not absolute times across runs.
 """
 
@@ -38,39 +39,43 @@ VARIANTS = {
 }
 
 
-def timed(policy, kind: str, case: dict, options: CaptureOptions | None) -> tuple[float, np.ndarray, int]:
-    """One call: wall seconds (including moving the capture to the host), actions, captured bytes."""
-    start = time.perf_counter()
+def timed(policy, kind: str, case: dict, options: CaptureOptions | None) -> tuple[float, float, np.ndarray, int]:
+    """One call: wall and process-CPU seconds (including moving the capture to the host), actions, bytes."""
+    wall, cpu = time.perf_counter(), time.process_time()
     if options is None:
         actions = ts.sample(policy, kind, case)
-        return time.perf_counter() - start, actions, 0
+        return time.perf_counter() - wall, time.process_time() - cpu, actions, 0
     with capture_attention(policy, options) as cap:
         actions = ts.sample(policy, kind, case)
     attention = cap.attention()
-    return time.perf_counter() - start, actions, attention.nbytes
+    return time.perf_counter() - wall, time.process_time() - cpu, actions, attention.nbytes
 
 
 def bench(kind: str, rounds: int) -> None:
     policy, case = ts.tiny_policy(kind), ts.reference_case(kind)
     names = ["no capture", *VARIANTS]
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpus: dict[str, list[float]] = {n: [] for n in names}
     nbytes: dict[str, int] = {}
     timed(policy, kind, case, None)  # warm-up: first-call allocations
     baseline = None
     equal = True
     for _ in range(rounds):
         for name in names:
-            seconds, actions, size = timed(policy, kind, case, VARIANTS.get(name))
+            seconds, cpu, actions, size = timed(policy, kind, case, VARIANTS.get(name))
             times[name].append(seconds)
+            cpus[name].append(cpu)
             nbytes[name] = size
             baseline = actions if baseline is None else baseline
             equal = equal and np.array_equal(actions, baseline)
-    base = statistics.median(times["no capture"])
+    base_wall, base_cpu = min(times["no capture"]), statistics.median(cpus["no capture"])
     print(f"\n{kind}: sample_actions, B = 1, 10 steps x 4 layers ({rounds} rounds, {torch.get_num_threads()} threads)")
-    print(f"  {'variant':26s} {'min s':>7s} {'median s':>9s} {'ratio':>6s} {'bytes/call':>12s}")
+    print(f"  {'variant':26s} {'wall min s':>10s} {'ratio':>6s} {'wall med s':>10s} {'CPU med s':>9s} {'ratio':>6s}"
+          f" {'bytes/call':>12s}")
     for name in names:
-        med = statistics.median(times[name])
-        print(f"  {name:26s} {min(times[name]):7.3f} {med:9.3f} {med / base:5.2f}x {nbytes[name]:12,d}")
+        wall, cpu = min(times[name]), statistics.median(cpus[name])
+        print(f"  {name:26s} {wall:10.3f} {wall / base_wall:5.2f}x {statistics.median(times[name]):10.3f} "
+              f"{cpu:9.3f} {cpu / base_cpu:5.2f}x {nbytes[name]:12,d}")
     print(f"  actions bitwise equal with and without capture: {equal}")
 
 
