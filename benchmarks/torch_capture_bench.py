@@ -25,9 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny LeRobot variant lives with the tests (torch_support.py)
 
-import torch_support as ts  # noqa: E402
+import torch_support as ts
 
-from pi0viz.torch_capture import CaptureOptions, capture_attention  # noqa: E402
+from pi0viz.torch_capture import CaptureOptions, capture_attention
 
 VARIANTS = {
     "full float32": CaptureOptions(),

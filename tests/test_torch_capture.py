@@ -13,14 +13,14 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the [torch] extra (bash scripts/install-torch.sh)")
 pytest.importorskip("lerobot", reason="needs LeRobot 0.4.4 (bash scripts/install-torch.sh)")
 
-import torch_support as ts  # noqa: E402
+import torch_support as ts
 
-from pi0viz import load_bundle, save_bundle  # noqa: E402
-from pi0viz.errors import CheckpointError  # noqa: E402
-from pi0viz.torch_capture import (  # noqa: E402
+from pi0viz import load_bundle, save_bundle
+from pi0viz.errors import CheckpointError
+from pi0viz.torch_capture import (
+    CaptureError,
     CaptureOptions,
     CompiledModelError,
-    CaptureError,
     capture_attention,
     openpi_to_torch_state_dict,
 )
@@ -60,7 +60,8 @@ def test_converter_maps_every_leaf_into_torch_layout():
     sd = openpi_to_torch_state_dict(params, prefix="")
     q = params["PaliGemma/llm/layers/attn/q_einsum_1/w"]  # [L, N, D, H]
     n, d, h = 5, 7, 3  # query head 5, input feature 7, head dim 3 of layer 2
-    assert sd["paligemma_with_expert.gemma_expert.model.layers.2.self_attn.q_proj.weight"][n * 16 + h, d] == q[2, n, d, h]
+    q_proj = sd["paligemma_with_expert.gemma_expert.model.layers.2.self_attn.q_proj.weight"]  # [N * H, D]
+    assert q_proj[n * 16 + h, d] == q[2, n, d, h]
     kv = params["PaliGemma/llm/layers/attn/kv_einsum/w"]  # [L, 2, K, D, H]
     v = sd["paligemma_with_expert.paligemma.model.language_model.layers.1.self_attn.v_proj.weight"]
     assert np.array_equal(v, kv[1, 1, 0].T)
@@ -71,7 +72,7 @@ def test_converter_maps_every_leaf_into_torch_layout():
 
 
 def test_actions_and_attention_match_openpi(run):
-    kind, _, case, cap, actions = run
+    _, _, case, cap, actions = run
     np.testing.assert_allclose(actions, case["actions"], rtol=0, atol=ACTIONS_ATOL)
     attention = cap.attention()  # [D, L, B, K, G, Q, S]
     assert attention.shape[:2] == (10, 4) and attention.dtype == np.float32
@@ -79,7 +80,7 @@ def test_actions_and_attention_match_openpi(run):
 
 
 def test_bundle_holds_what_the_model_saw(run):
-    kind, policy, case, cap, actions = run
+    kind, _, case, cap, actions = run
     b = cap.bundle(tokenizer=lambda ids: [f"t{i}" for i in ids], actions=actions, prompt="pick up the bowl")
     assert b.camera_names == list(ts.CAMERAS)  # from LeRobot's config.image_features
     for c, name in enumerate(ts.CAMERAS):  # [-1, 1] pixels back to the uint8 input, exactly
@@ -136,43 +137,38 @@ def hook_counts(policy) -> list[int]:
 def test_hooks_removed_on_exit_and_on_error(run):
     kind, policy, case, _, _ = run
     before = hook_counts(policy)
-    with capture_attention(policy) as cap:
+    with capture_attention(policy) as done:
         assert sum(hook_counts(policy)) == sum(before) + 2 + 4  # SigLIP, embedding, 4 expert layers
     assert hook_counts(policy) == before
-    with pytest.raises(RuntimeError):
-        with capture_attention(policy) as cap:
-            images, masks, tokens, token_mask, state = ts.model_inputs(case)
-            policy.model.sample_actions(images, masks, tokens[:, :3], token_mask, state)  # bad shapes: model raises
+    images, masks, tokens, token_mask, state = ts.model_inputs(case)
+    with pytest.raises(RuntimeError), capture_attention(policy):  # bad shapes: the model itself raises
+        policy.model.sample_actions(images, masks, tokens[:, :3], token_mask, state)
     assert hook_counts(policy) == before
-    with pytest.raises(KeyError):
-        with capture_attention(policy):
-            raise KeyError("user code fails inside the block")
+    with pytest.raises(KeyError), capture_attention(policy):
+        raise KeyError("user code fails inside the block")
     assert hook_counts(policy) == before
     ts.sample(policy, kind, case)
-    assert not any(c.records for c in cap.calls)  # nothing recorded once the hooks are gone
+    assert done.calls == []  # the model ran after the block: nothing reached the finished capture
 
 
 def test_compiled_models_are_refused_with_the_way_out(policies):
     policy = policies["pi0"]
     policy.model.sample_actions = torch.compile(policy.model.sample_actions)  # what compile_model=True does
     try:
-        with pytest.raises(CompiledModelError, match="compile_model=False"):
-            with capture_attention(policy):
-                pass
+        with pytest.raises(CompiledModelError, match="compile_model=False"), capture_attention(policy):
+            pass
     finally:
         del policy.model.sample_actions
-    with pytest.raises(CompiledModelError, match="_orig_mod"):
-        with capture_attention(torch.compile(policy)):
-            pass
-    with pytest.raises(CaptureError, match="paligemma_with_expert"):
-        with capture_attention(torch.nn.Linear(2, 2)):
-            pass
+    with pytest.raises(CompiledModelError, match="_orig_mod"), capture_attention(torch.compile(policy)):
+        pass
+    with pytest.raises(CaptureError, match="paligemma_with_expert"), capture_attention(torch.nn.Linear(2, 2)):
+        pass
 
 
 def test_bundle_saves_and_renders(run, tmp_path):
     from pi0viz.render import RenderOptions, render_bundle
 
-    kind, _, _, cap, actions = run
+    _, _, _, cap, actions = run
     path = save_bundle(cap.bundle(actions=actions, inference_step=3), tmp_path / "call.npz")
     bundle = load_bundle(path)
     render_bundle(bundle, tmp_path / "viz", RenderOptions(steps="9", action_tokens="0", layers="3", workers=1))
@@ -193,9 +189,8 @@ def test_a_call_stopped_mid_step_is_refused_not_misnumbered(policies):
 
     handle = layer2.register_forward_hook(fail_at_step_3)  # runs before the capture's own hook on that layer
     try:
-        with pytest.raises(RuntimeError, match="step 3"):
-            with capture_attention(policy) as cap:
-                ts.sample(policy, "pi0", case)
+        with pytest.raises(RuntimeError, match="step 3"), capture_attention(policy) as cap:
+            ts.sample(policy, "pi0", case)
     finally:
         handle.remove()
     assert len(cap.calls[-1].records) == 3 * 4 + 2  # steps 0-2, then layers 0 and 1 of step 3

@@ -13,9 +13,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the [torch] extra (bash scripts/install-torch.sh)")
 pytest.importorskip("lerobot", reason="needs LeRobot 0.4.4 (bash scripts/install-torch.sh)")
 
-import torch_support as ts  # noqa: E402
+import torch_support as ts
 
-from pi0viz.policy.libero_frames import load_frames  # noqa: E402
+from pi0viz.policy.libero_frames import load_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,15 +10,16 @@ projector to width 64. Every module is still LeRobot's / transformers' own.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 DATA = Path(__file__).parent / "data"
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 # openpi pi05_libero: 10 action tokens, 200 prompt slots; pi0: 50 and 48.
-SHAPES = {"pi0": {"chunk_size": 50, "tokenizer_max_length": 48}, "pi05": {"chunk_size": 10, "tokenizer_max_length": 200}}
+SHAPES = {"pi0": {"chunk_size": 50, "tokenizer_max_length": 48},
+          "pi05": {"chunk_size": 10, "tokenizer_max_length": 200}}
 
 
 def lerobot_module(kind: str):

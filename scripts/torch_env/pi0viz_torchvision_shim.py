@@ -60,7 +60,7 @@ class _PatchBeforeTorchvision(importlib.abc.MetaPathFinder):
 
             if not getattr(torch.library.register_fake, "_pi0viz_shim", False):
                 torch.library.register_fake = _tolerant_register_fake(torch.library.register_fake)
-        return None  # the normal finders load torchvision
+        # the normal finders load torchvision
 
 
 def install() -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class LeRobotPolicy:
         self.tokenizer = pipeline_tokenizer(preprocessor)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> "LeRobotPolicy":
+    def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> LeRobotPolicy:
         """Load a local LeRobot checkpoint folder (no Hub access except what its tokenizer step needs)."""
         require("torch", "torch", "a LeRobot policy")
         require("lerobot", "torch", "a LeRobot policy (install LeRobot yourself: pip install lerobot)")
@@ -56,7 +57,8 @@ class LeRobotPolicy:
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path} is not a LeRobot checkpoint folder (expected config.json and model.safetensors)")
+            raise CheckpointError(
+                f"{path} is not a LeRobot checkpoint folder (expected config.json and model.safetensors)")
         config = PreTrainedConfig.from_pretrained(path)
         if config.type not in ("pi0", "pi05"):
             raise CheckpointError(f"{path} holds a LeRobot {config.type!r} policy; pi0viz captures pi0 and pi05")

@@ -11,15 +11,19 @@
 
 from pi0viz.errors import CaptureError, CompiledModelError
 from pi0viz.torch_capture.bundle import pipeline_tokenizer
-from pi0viz.torch_capture.capture import AttentionCapture, CaptureOptions, capture_attention
+from pi0viz.torch_capture.capture import (
+    AttentionCapture,
+    CaptureOptions,
+    capture_attention,
+)
 from pi0viz.torch_capture.convert import openpi_to_torch_state_dict
 from pi0viz.torch_capture.model_parts import check_not_compiled
 from pi0viz.torch_capture.weights import load_openpi_params
 
 __all__ = [
     "AttentionCapture",
-    "CaptureOptions",
     "CaptureError",
+    "CaptureOptions",
     "CompiledModelError",
     "capture_attention",
     "check_not_compiled",

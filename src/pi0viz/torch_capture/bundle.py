@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,8 +19,8 @@ LEROBOT_IMAGE_PREFIX = "observation.images."
 
 
 def build_bundle(
-    capture: "AttentionCapture",
-    call: "CapturedCall",
+    capture: AttentionCapture,
+    call: CapturedCall,
     *,
     camera_names: Sequence[str] | None = None,
     tokenizer: Any = None,
@@ -43,7 +44,8 @@ def build_bundle(
     attention = capture.stacked(call)
     num_cameras = len(call.pixels)
     if num_cameras == 0 or call.token_ids is None:
-        raise CaptureError("the call's images or prompt tokens were not seen (did sample_actions run inside the block?)")
+        raise CaptureError(
+            "the call's images or prompt tokens were not seen (did sample_actions run inside the block?)")
     pixels = torch.stack(call.pixels, dim=1)  # [B, C, 3, H, W] in [-1, 1]
     images = ((pixels.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
     token_ids = call.token_ids.cpu().numpy().astype(np.int32)  # [B, T]
@@ -74,7 +76,8 @@ def build_bundle(
         attention_heads="max" if capture.options.fuse_heads else "all",
         attention_queries="actions" if capture.options.action_rows_only else "suffix",
         attention_keys="prefix" if capture.options.prefix_keys_only else "all",
-        prompt=None if prompt is None else np.asarray([prompt] * batch if isinstance(prompt, str) else prompt, dtype=str),
+        prompt=None if prompt is None else np.asarray([prompt] * batch if isinstance(prompt, str) else prompt,
+                                                      dtype=str),
         inference_step=inference_step,
         actions=None if actions is None else _numpy(actions).astype(np.float32),
     )
@@ -87,7 +90,7 @@ def _camera_names(names: Sequence[str] | None, config: Any, count: int) -> list[
         return [str(n) for n in names]
     keys = list(getattr(config, "image_features", None) or [])
     if len(keys) == count:
-        return [k[len(LEROBOT_IMAGE_PREFIX):] if k.startswith(LEROBOT_IMAGE_PREFIX) else k for k in keys]
+        return [k.removeprefix(LEROBOT_IMAGE_PREFIX) for k in keys]
     return [f"camera_{i}" for i in range(count)]
 
 
@@ -95,13 +98,13 @@ def _pieces(ids: np.ndarray, mask: np.ndarray, tokenizer: Any) -> np.ndarray:
     """str[B, T] display pieces; pads are ""."""
     decode: Callable[[list[int]], list[str]]
     if tokenizer is None:
-        decode = lambda row: [f"<{i}>" for i in row]  # noqa: E731
+        decode = lambda row: [f"<{i}>" for i in row]
     elif hasattr(tokenizer, "pieces"):  # pi0viz's own tokenizer already blanks pads
         return np.asarray(tokenizer.pieces(ids, mask), dtype=str)
     elif hasattr(tokenizer, "convert_ids_to_tokens"):
         decode = tokenizer.convert_ids_to_tokens
     elif hasattr(tokenizer, "id_to_piece"):
-        decode = lambda row: [tokenizer.id_to_piece(int(i)) for i in row]  # noqa: E731
+        decode = lambda row: [tokenizer.id_to_piece(int(i)) for i in row]
     elif callable(tokenizer):
         decode = tokenizer
     else:

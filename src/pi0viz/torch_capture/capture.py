@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,7 +103,7 @@ class AttentionCapture:
             raise CaptureError(
                 f"expert layer {self._layer_of[id(module)]} ran where layer {want} was expected: the capture "
                 "assumes steps x layers calls in order (step 0 layers 0..L-1, step 1, ...)")
-        b, n, q, s = weights.shape
+        _, _, q, s = weights.shape  # [B, N, Q, S]
         if not call.records:
             call.num_queries, call.num_keys = q, s
             call.key_valid = _prefix_key_valid(kwargs.get("attention_mask"), weights, prefix=s - q)

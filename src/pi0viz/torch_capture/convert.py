@@ -17,7 +17,7 @@ No suffix on a JAX name = PaliGemma (prefix tokens), suffix "_1" = the action ex
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -141,7 +141,8 @@ def _gemma(p, out, *, suffix: str, dest: str) -> None:
         out[layer + "mlp.gate_proj.weight"] = np.ascontiguousarray(gating[i, 0].T)
         out[layer + "mlp.up_proj.weight"] = np.ascontiguousarray(gating[i, 1].T)
         out[layer + "mlp.down_proj.weight"] = np.ascontiguousarray(down[i].T)
-        for jax_norm, torch_norm in (("pre_attention_norm", "input_layernorm"), ("pre_ffw_norm", "post_attention_layernorm")):
+        norms = (("pre_attention_norm", "input_layernorm"), ("pre_ffw_norm", "post_attention_layernorm"))
+        for jax_norm, torch_norm in norms:
             _norm(p, out, f"{llm}layers/{jax_norm}{suffix}", layer + torch_norm, index=i)
     _norm(p, out, f"{llm}final_norm{suffix}", dest + "norm")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,8 @@ def load_openpi_params(model: torch.nn.Module, params: Mapping[str, np.ndarray])
     converted = openpi_to_torch_state_dict(params, prefix=prefix)
     unknown = sorted(set(converted) - set(own))
     if unknown:
-        raise CheckpointError(f"{len(unknown)} converted weights have no place in {type(model).__name__}, e.g. {unknown[:3]}")
+        raise CheckpointError(
+            f"{len(unknown)} converted weights have no place in {type(model).__name__}, e.g. {unknown[:3]}")
     wrong = [f"{k}: model {tuple(own[k].shape)} vs checkpoint {v.shape}" for k, v in converted.items()
              if tuple(own[k].shape) != v.shape]
     if wrong:
@@ -37,5 +39,6 @@ def load_openpi_params(model: torch.nn.Module, params: Mapping[str, np.ndarray])
     missing = sorted(k for k in set(own) - set(converted) if not k.endswith(_UNCONVERTED))
     if missing:
         raise CheckpointError(f"{len(missing)} model weights are not in the checkpoint, e.g. {missing[:3]}")
-    tensors: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(v)).to(own[k].dtype) for k, v in converted.items()}
+    tensors: dict[str, Any] = {
+        k: torch.from_numpy(np.ascontiguousarray(v)).to(own[k].dtype) for k, v in converted.items()}
     model.load_state_dict(tensors, strict=False)
