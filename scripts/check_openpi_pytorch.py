@@ -65,7 +65,8 @@ def check(kind: str) -> None:
     model = build(kind)
     load_openpi_params(model, params)
     obs = Observation(
-        images={c: torch.from_numpy(case[f"image/{c}"]) for c in CAMERAS},
+        # openpi's PyTorch path takes channels-first images (its preprocessing keeps the layout it is given)
+        images={c: torch.from_numpy(case[f"image/{c}"]).permute(0, 3, 1, 2).contiguous() for c in CAMERAS},
         image_masks={c: torch.from_numpy(case[f"image_mask/{c}"]) for c in CAMERAS},
         state=torch.from_numpy(case["state"]),
         tokenized_prompt=torch.from_numpy(case["tokenized_prompt"]).long(),
@@ -75,6 +76,7 @@ def check(kind: str) -> None:
         actions = model.sample_actions("cpu", obs, noise=torch.from_numpy(case["noise"])).numpy()
     attention = cap.attention()
     bundle = cap.bundle()
+    assert bundle.camera_names == list(CAMERAS), bundle.camera_names
     print(f"{kind}: openpi PI0Pytorch, capture {attention.shape}; bundle cameras {bundle.camera_names}")
     print(f"  actions max |diff| vs openpi JAX: {np.abs(actions - case['actions']).max():.2e}")
     diff = np.abs(attention[case["attention_steps"]] - case["attention_probs"]).max()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pi0viz.torch_capture.capture import AttentionCapture, CapturedCall
 
 LEROBOT_IMAGE_PREFIX = "observation.images."
+OPENPI_IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # openpi's models/model.py IMAGE_KEYS
 
 
 def build_bundle(
@@ -33,7 +34,8 @@ def build_bundle(
     Args:
         camera_names: C names in the model's camera order. Default: LeRobot's `config.image_features` keys
             without "observation.images." when their count matches (LeRobot feeds the cameras present in the
-            batch in that order and appends absent ones, masked, at the end), else camera_0, camera_1, ...
+            batch in that order and appends absent ones, masked, at the end); for openpi's PI0Pytorch (its config
+            has `pytorch_compile_mode`) with 3 cameras, openpi's IMAGE_KEYS; else camera_0, camera_1, ...
         tokenizer: turns ids into display pieces: an HF tokenizer (`convert_ids_to_tokens`), a sentencepiece
             processor (`id_to_piece`), pi0viz's tokenizer (`pieces`), or a callable ids -> pieces.
             None: pieces are the ids as "<id>".
@@ -91,6 +93,8 @@ def _camera_names(names: Sequence[str] | None, config: Any, count: int) -> list[
     keys = list(getattr(config, "image_features", None) or [])
     if len(keys) == count:
         return [k.removeprefix(LEROBOT_IMAGE_PREFIX) for k in keys]
+    if hasattr(config, "pytorch_compile_mode") and count == len(OPENPI_IMAGE_KEYS):
+        return list(OPENPI_IMAGE_KEYS)
     return [f"camera_{i}" for i in range(count)]
 
 
