@@ -36,8 +36,12 @@ then
 fi
 
 start=$(date +%s)
-pip_install() {  # pip, minus this machine's "local index location is ignored" chatter; fails when pip fails
-  "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+# pip, minus this machine's "local index location is ignored" chatter and the resolver's list of what the
+# --no-deps LeRobot declares but does not need here (torch < 2.11, wandb, ...); fails when pip fails.
+pip_install() {
+  "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | {
+    grep -v -e "is ignored: it is neither" -e "^lerobot 0.4.4 requires" -e "dependency resolver does not currently" \
+      || true; }
   return "${PIPESTATUS[0]}"
 }
 pip_install torch==2.13.0

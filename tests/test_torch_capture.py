@@ -199,3 +199,13 @@ def test_a_call_stopped_mid_step_is_refused_not_misnumbered(policies):
     assert len(cap.calls[-1].records) == 3 * 4 + 2  # steps 0-2, then layers 0 and 1 of step 3
     with pytest.raises(CaptureError, match="not a whole number of steps of 4 layers"):
         cap.attention()
+
+
+def test_the_pytorch_side_imports_no_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys, pi0viz.torch_capture, pi0viz.policy.lerobot_policy, pi0viz.serving.server; "
+            "print(sorted(m for m in ('jax', 'flax', 'orbax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
