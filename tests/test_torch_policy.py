@@ -48,6 +48,11 @@ def test_checkpoint_round_trip_keeps_the_openpi_weights(policy):
     q = ts.reference_params("pi0")["PaliGemma/llm/layers/attn/q_einsum_1/w"]  # [L, N, D, H]
     got = policy.policy.model.paligemma_with_expert.gemma_expert.model.layers[3].self_attn.q_proj.weight
     np.testing.assert_array_equal(got.detach().numpy()[2 * 16 + 5], q[3, 2, :, 5])
+    # save_pretrained stores the tied embedding once (as lm_head); LeRobot's strict load complains but the tie
+    # fills the embedding: check it did.
+    table = ts.reference_params("pi0")["PaliGemma/llm/embedder/input_embedding"]
+    embed = policy.policy.model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight
+    np.testing.assert_array_equal(embed.detach().numpy()[108], table[108])
 
 
 def test_infer_runs_lerobot_pipelines_and_returns_the_bundle(policy, request_):
@@ -66,6 +71,22 @@ def test_infer_runs_lerobot_pipelines_and_returns_the_bundle(policy, request_):
     text = "".join(b.token_pieces[0][b.token_mask[0]]).replace("\u2581", " ")
     assert request_["prompt"].lower() in text.lower() and text.endswith("\n")
     np.testing.assert_array_equal(b.actions[0], out["actions"])
+
+
+def test_pi05_checkpoint_gets_the_state_into_its_prompt(tmp_path_factory, request_):
+    from pi0viz.policy.lerobot_policy import LeRobotPolicy
+
+    root = tmp_path_factory.mktemp("lerobot05")
+    folder = ts.save_libero_checkpoint("pi05", root / "pi05_libero_tiny", root / "tokenizer")
+    with ts.tiny_variant("pi05"):
+        policy = LeRobotPolicy.from_pretrained(folder)
+    out = policy.infer(request_, return_bundle=True, capture=policy.capture_options(action_rows_only=True))
+    b = out["attention_bundle"]
+    assert out["actions"].shape == (10, 7) and (b.num_state_tokens, b.num_action_tokens) == (0, 10)
+    assert b.attention.shape == (10, 4, 1, 1, 8, 10, 2 * 256 + 200 + 10)
+    # LeRobot's pi0.5 pipeline writes the discretized state into the prompt (no state token in the suffix).
+    text = "".join(b.token_pieces[0][b.token_mask[0]]).replace("\u2581", " ")
+    assert "State" in text and request_["prompt"].lower() in text.lower()
 
 
 def test_server_serves_a_lerobot_policy_with_fused_heads(policy, request_):

@@ -145,8 +145,11 @@ def save_libero_checkpoint(kind: str, folder: Path, tokenizer_dir: Path) -> Path
                          output_features={"action": PolicyFeature(FeatureType.ACTION, (7,))})
     with tiny_variant(kind):
         policy = tiny_policy_from_config(kind, config)
-    stats = {"observation.state": {"mean": torch.zeros(8), "std": torch.ones(8)},
-             "action": {"mean": torch.full((7,), 0.5), "std": torch.full((7,), 2.0)}}
+    def stats(dim: int, center: float, spread: float) -> dict:  # pi0 normalizes by mean/std, pi0.5 by quantiles
+        c, s = torch.full((dim,), center), torch.full((dim,), spread)
+        return {"mean": c, "std": s, "q01": c - s, "q99": c + s, "min": c - 2 * s, "max": c + 2 * s}
+
+    stats = {"observation.state": stats(8, 0.0, 1.0), "action": stats(7, 0.5, 2.0)}
     module = lerobot_module(kind)
     processors = __import__(module.__name__.replace("modeling_", "processor_"), fromlist=["_"])
     make = processors.make_pi0_pre_post_processors if kind == "pi0" else processors.make_pi05_pre_post_processors
