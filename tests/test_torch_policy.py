@@ -108,13 +108,16 @@ def test_server_serves_a_lerobot_policy_with_fused_heads(policy, request_):
     assert isinstance(policy.capture_options(fuse_heads=True), CaptureOptions)  # no JAX options for torch
 
 
-def test_serve_command_wants_exactly_one_policy(checkpoint):
+def test_serve_command_faults_are_one_line(tmp_path):
     from click.testing import CliRunner
 
     from pi0viz.cli import main
 
-    result = CliRunner().invoke(main, ["serve", "--lerobot", str(checkpoint), "--tiny"])
-    assert result.exit_code == 2 and "exactly one of" in result.output
+    both = CliRunner().invoke(main, ["serve", "--lerobot", str(tmp_path), "--tiny"])
+    assert both.exit_code == 1 and "exactly one of --checkpoint DIR, --lerobot DIR or --tiny" in both.output
+    empty = CliRunner().invoke(main, ["serve", "--lerobot", str(tmp_path)])
+    assert empty.exit_code == 1 and "is not a LeRobot checkpoint folder" in empty.output
+    assert "Traceback" not in both.output + empty.output
 
 
 def test_lerobot_folder_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
