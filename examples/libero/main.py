@@ -302,12 +302,46 @@ def write_video(frames: list[np.ndarray], path: Path) -> Path:
     return path
 
 
+def guard_disk(args: Args, num_tasks: int) -> "disk.DiskEstimate":
+    """Print the expected disk use of the run; refuse (DiskSpaceError) when the disk cannot hold it.
+
+    The defaults (50 trials per task, every call's full JPEG tree) would write ~0.4 GB per full pi0 call.
+    """
+    from pi0viz.sweep import disk
+
+    max_steps = args.max_steps or libero_env.MAX_STEPS[args.task_suite_name]
+    calls = disk.calls_per_episode(max_steps, args.replan_steps, args.max_inference_calls)
+    shape = disk.CallShape(steps=10, layers=4 if args.policy == "tiny" else 18, action_tokens=50)
+    bundle = shape.bundle_bytes(heads=1 if args.fuse_heads else 8)
+    selected = {name: len(_span(sel)) for name, sel in (("steps", args.render_steps), ("layers", args.render_layers),
+                                                         ("action_tokens", args.render_action_tokens)) if sel}
+    est = disk.estimate(dataclasses.replace(shape, **selected), episodes=num_tasks * args.num_trials_per_task,
+                        calls=calls, frames=max_steps, video=True, render=args.attention and not args.bundles_only,
+                        render_every=args.attention_every, call_bytes=bundle,
+                        records=args.attention and (args.bundles_only or args.save_bundles or args.viewer))
+    logger.info("expected disk use: %s", est.describe().replace("records", "bundles"))
+    disk.check_free(args.attention_out, est.total, what="this evaluation",
+                    hint="--bundles-only, --render-steps/--render-layers/--render-action-tokens, "
+                         "--attention-every, fewer --num-trials-per-task, or pi0viz sweep")
+    return est
+
+
+def _span(selection: str) -> list[int]:
+    """"0,3-5" -> [0, 3, 4, 5]."""
+    out: list[int] = []
+    for part in selection.split(","):
+        lo, _, hi = part.strip().partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def eval_libero(args: Args) -> list[EpisodeResult]:
     """The evaluation loop over tasks and trials; returns every episode's result."""
     np.random.seed(args.seed)
     suite = libero_env.task_suite(args.task_suite_name)
     max_steps = args.max_steps or libero_env.MAX_STEPS[args.task_suite_name]
     task_ids = args.task_ids if args.task_ids is not None else list(range(suite.n_tasks))
+    guard_disk(args, len(task_ids))
     policy = make_policy(args)
     results: list[EpisodeResult] = []
     for task_id in task_ids:

@@ -15,6 +15,7 @@ _COMMANDS = {
     "demo": ("pi0viz.demo", "demo_command", "Run the tiny pi0 on shipped LIBERO frames and render its attention."),
     "render": ("pi0viz.render.cli", "render_command", "Render a capture bundle as the attention_viz tree of JPEGs."),
     "view": ("pi0viz.viewer.cli", "view_command", "Write (and optionally serve) the interactive attention viewer."),
+    "sweep": ("pi0viz.sweep.cli", "sweep_command", "Run a whole LIBERO evaluation with attention on Ray."),
     "serve": ("pi0viz.serving.cli", "serve_command", "Serve a pi0 policy over openpi's websocket protocol."),
     "video": ("pi0viz.episode.cli", "video_command", "Write an episode's attention video (MP4) synced to the rollout."),
     "rerun": ("pi0viz.episode.cli", "rerun_command", "Write an episode's attention as a Rerun recording (.rrd)."),

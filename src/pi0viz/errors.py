@@ -36,6 +36,10 @@ class OutputError(RenderError):
     """Writing an output file failed (read-only folder, full disk, no inodes, a path through a file)."""
 
 
+class DiskSpaceError(OutputError):
+    """A run would write more than the disk can hold; the message says how much is needed and free."""
+
+
 class ViewerError(Pi0vizError, ValueError):
     """The viewer cannot be built as asked; the message says what was expected."""
 

@@ -1,0 +1,52 @@
+"""`pi0viz sweep`: a whole LIBERO evaluation with attention, on Ray (local by default, --address for a cluster)."""
+
+from __future__ import annotations
+
+import click
+
+from pi0viz.sweep.plan import parse_int_list
+
+
+@click.command("sweep")
+@click.option("--suite", default="libero_spatial", show_default=True, help="LIBERO task suite.")
+@click.option("--episodes-per-task", type=int, default=50, show_default=True, help="Trials per task (openpi: 50).")
+@click.option("--policy", default="tiny", show_default=True, help="'tiny', 'checkpoint:DIR' or 'ws://HOST:PORT'.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="RUN_DIR (resumable).")
+@click.option("--tasks", default=None, help="Task ids, e.g. '0,1' or '0-4' (default: all tasks of the suite).")
+@click.option("--address", default=None, help="Ray cluster address (e.g. 'auto'); default: start Ray locally.")
+@click.option("--env-workers", type=int, default=1, show_default=True, help="LIBERO env worker actors.")
+@click.option("--policy-actors", type=int, default=1, show_default=True, help="Policy replicas.")
+@click.option("--policy-gpus", type=float, default=0.0, show_default=True, help="GPUs per policy actor.")
+@click.option("--tokenizer", default=None, help="PaliGemma tokenizer for --policy checkpoint:DIR.")
+@click.option("--max-steps", type=int, default=None, help="Env steps per episode (default: the suite's, as openpi).")
+@click.option("--max-calls", type=int, default=None, help="End each episode after N inference calls.")
+@click.option("--steps", default=None, help="Denoising steps kept in the records, e.g. '9' (default: all).")
+@click.option("--layers", default=None, help="Layers kept in the records, e.g. '12-17' (default: all).")
+@click.option("--all-heads", is_flag=True, help="Ship every head (exact per-head masses; 8x more data).")
+@click.option("--render", is_flag=True, help="Also render each call's JPEG tree (~370 MB per full pi0 call).")
+@click.option("--save-bundles", is_flag=True, help="Also save each call's capture bundle (.npz).")
+@click.option("--no-video", is_flag=True, help="Skip the rollout videos.")
+@click.option("--max-in-flight", type=int, default=2, show_default=True,
+              help="Attention tasks per env worker pending before its simulator waits.")
+@click.option("--env-resolution", type=int, default=256, show_default=True, help="LIBERO camera pixels.")
+@click.option("--seed", type=int, default=7, show_default=True)
+def sweep_command(suite: str, episodes_per_task: int, policy: str, out: str, tasks: str | None, address: str | None,
+                  env_workers: int, policy_actors: int, policy_gpus: float, tokenizer: str | None,
+                  max_steps: int | None, max_calls: int | None, steps: str | None, layers: str | None,
+                  all_heads: bool, render: bool, save_bundles: bool, no_video: bool, max_in_flight: int,
+                  env_resolution: int, seed: int) -> None:
+    """Run (or resume) a whole LIBERO evaluation with attention: one record per episode in OUT/episodes,
+    per-task success rates in OUT/results.md. Rerun the same command to finish an interrupted sweep."""
+    from pi0viz.sweep.engine import RunOptions, run_sweep
+    from pi0viz.sweep.plan import SweepSettings
+    from pi0viz.sweep.rollout import WorkerOptions
+
+    settings = SweepSettings(suite=suite, policy=policy, tokenizer=tokenizer, max_steps=max_steps, max_calls=max_calls,
+                             env_resolution=env_resolution, all_heads=all_heads, steps=steps, layers=layers)
+    options = RunOptions(out=out, episodes_per_task=episodes_per_task, task_ids=parse_int_list(tasks, "--tasks"),
+                         seed=seed, env_workers=env_workers, policy_actors=policy_actors, address=address,
+                         policy_gpus=policy_gpus,
+                         worker=WorkerOptions(max_in_flight=max_in_flight, video=not no_video, render=render,
+                                              save_bundles=save_bundles),
+                         echo=click.echo)
+    run_sweep(settings, options)

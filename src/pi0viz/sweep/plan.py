@@ -1,0 +1,103 @@
+"""What a sweep runs: its settings, and one key per episode.
+
+An episode is identified by (suite, task, trial, seed): trial k of task t uses LIBERO init state k (mod the
+suite's 50), the env is seeded with `seed`, and the policy's noise for call n is drawn from (seed, task, trial, n),
+so the same key gives the same episode on any worker, in any order, in any run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pi0viz.errors import ConfigError
+
+RECORD_FORMAT = "pi0viz.sweep-episode/1"
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class EpisodeKey:
+    """One episode of the evaluation."""
+
+    suite: str
+    task: int
+    trial: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """File-name stem, e.g. "libero_spatial_t03_e012_s7"."""
+        return f"{self.suite}_t{self.task:02d}_e{self.trial:03d}_s{self.seed}"
+
+    def noise_seed(self, call: int) -> list[int]:
+        """numpy SeedSequence entropy of the policy noise of call `call` of this episode."""
+        return [self.seed, self.task, self.trial, call]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """Everything that determines an episode's content (stored in run.json; a resumed run must match).
+
+    Attributes:
+        suite: LIBERO suite name. policy: "tiny", "checkpoint:DIR" or "ws://HOST:PORT".
+        tokenizer: PaliGemma tokenizer path for checkpoint policies.
+        max_steps: env steps after the wait steps (default: the suite's limit, as openpi).
+        max_calls: end an episode after this many inference calls (None: only max_steps / success end it).
+        num_steps_wait, replan_steps, resize_size: openpi's LIBERO loop (10, 5, 224).
+        env_resolution: LIBERO camera size in pixels (openpi: 256; the model sees 224 either way).
+        all_heads: ship every head's attention from the policy (exact per-head region masses, 8x more data);
+            default: heads max-fused on the device (the same fused maps).
+        steps, layers: which denoising steps / layers to keep in the record (None = all), e.g. "9" or "12-17".
+    """
+
+    suite: str = "libero_spatial"
+    policy: str = "tiny"
+    tokenizer: str | None = None
+    max_steps: int | None = None
+    max_calls: int | None = None
+    num_steps_wait: int = 10
+    replan_steps: int = 5
+    resize_size: int = 224
+    env_resolution: int = 256
+    all_heads: bool = False
+    steps: str | None = None
+    layers: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_policy(spec: str) -> tuple[str, str | None]:
+    """"tiny" | "checkpoint:DIR" | "ws://HOST:PORT" -> (kind, argument)."""
+    if spec == "tiny":
+        return "tiny", None
+    if spec.startswith("checkpoint:") and len(spec) > len("checkpoint:"):
+        return "checkpoint", spec.split(":", 1)[1]
+    if spec.startswith(("ws://", "wss://")):
+        return "server", spec
+    raise ConfigError(f"--policy must be 'tiny', 'checkpoint:DIR' or 'ws://HOST:PORT', got {spec!r}")
+
+
+def parse_int_list(text: str | None, what: str) -> list[int] | None:
+    """"0,3-5" -> [0, 3, 4, 5]; None -> None."""
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"{what} must be integers like '0,3-5', got {text!r}") from None
+    if not out:
+        raise ConfigError(f"{what} is empty: expected integers like '0,3-5'")
+    return sorted(set(out))
+
+
+def plan_episodes(suite: str, task_ids: list[int], episodes_per_task: int, seed: int) -> list[EpisodeKey]:
+    """Every episode of the sweep, task-major (trial k uses init state k, as openpi's loop)."""
+    if episodes_per_task < 1:
+        raise ConfigError(f"--episodes-per-task must be >= 1, got {episodes_per_task}")
+    return [EpisodeKey(suite, t, k, seed) for t in task_ids for k in range(episodes_per_task)]

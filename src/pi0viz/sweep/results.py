@@ -1,0 +1,95 @@
+"""The results of a sweep: per-task success rates (as openpi's LIBERO table), throughput, and, when the
+episode records carry grounding metrics, their means per task and for success vs failure.
+
+Written to RUN_DIR/results.json and RUN_DIR/results.md from the records alone, so they can be rebuilt at any time
+(`pi0viz sweep ... ` on a finished run only rewrites them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from pi0viz.sweep.metrics_hook import ANALYSIS_STATUS
+from pi0viz.sweep.plan import EpisodeKey, SweepSettings
+from pi0viz.sweep.store import RunStore, _atomic_write_bytes
+
+
+def collect(store: RunStore, keys: list[EpisodeKey]) -> dict[str, Any]:
+    """Success table, timing and grounding summary over the finished episodes among `keys`."""
+    per_task: dict[int, dict[str, Any]] = {}
+    timing = defaultdict(float)
+    metric_sums: dict[tuple[str, str], list[float]] = defaultdict(list)  # (group, metric) -> per-episode means
+    finished = 0
+    for key in keys:
+        row = per_task.setdefault(key.task, {"task": key.task, "prompt": "", "planned": 0, "episodes": 0,
+                                             "successes": 0})
+        row["planned"] += 1
+        if not store.is_done(key):
+            continue
+        meta = store.meta(key)
+        finished += 1
+        row["prompt"] = meta["prompt"]
+        row["episodes"] += 1
+        row["successes"] += int(meta["success"])
+        for name in ("wall_s", "sim_s", "policy_s", "attention_wait_s", "setup_s"):
+            timing[name] += float(meta["timing"].get(name, 0.0))
+        if meta["metric_names"]:
+            record = store.load_record(key)
+            outcome = "success" if meta["success"] else "failure"
+            for name in meta["metric_names"]:
+                value = float(np.nanmean(record[name]))
+                for group in (f"task {key.task}", outcome):
+                    metric_sums[(group, name.removeprefix("metrics/"))].append(value)
+    tasks = [dict(r, success_rate=r["successes"] / r["episodes"] if r["episodes"] else None)
+             for r in sorted(per_task.values(), key=lambda r: r["task"])]
+    total_eps = sum(r["episodes"] for r in tasks)
+    total_ok = sum(r["successes"] for r in tasks)
+    wall = timing["wall_s"]
+    return {
+        "tasks": tasks,
+        "total": {"planned": len(keys), "episodes": total_eps, "successes": total_ok,
+                  "success_rate": total_ok / total_eps if total_eps else None},
+        "timing": dict(timing, attention_wait_share=timing["attention_wait_s"] / wall if wall else None),
+        "grounding": ({f"{g} / {m}": float(np.mean(v)) for (g, m), v in sorted(metric_sums.items())}
+                      if metric_sums else None),
+        "grounding_status": "computed" if metric_sums else ANALYSIS_STATUS,
+        "finished": finished,
+    }
+
+
+def to_markdown(summary: dict[str, Any], settings: SweepSettings) -> str:
+    """The results as a markdown page: success table first, then timing and grounding."""
+    lines = [f"# {settings.suite}: {settings.policy}", "",
+             "| task | prompt | episodes | successes | success rate |", "|---:|---|---:|---:|---:|"]
+    for r in summary["tasks"]:
+        rate = "-" if r["success_rate"] is None else f"{100 * r['success_rate']:.1f} %"
+        done = f"{r['episodes']}" if r["episodes"] == r["planned"] else f"{r['episodes']} of {r['planned']}"
+        lines.append(f"| {r['task']} | {r['prompt']} | {done} | {r['successes']} | {rate} |")
+    t = summary["total"]
+    rate = "-" if t["success_rate"] is None else f"{100 * t['success_rate']:.1f} %"
+    lines += [f"| **all** | | {t['episodes']} | {t['successes']} | **{rate}** |", ""]
+    tm = summary["timing"]
+    if tm.get("wall_s"):
+        lines.append(f"Episode time {tm['wall_s']:.0f} s in all: simulator {tm['sim_s']:.0f} s, waiting on the policy "
+                     f"{tm['policy_s']:.0f} s, waiting on attention work {tm['attention_wait_s']:.1f} s "
+                     f"({100 * tm['attention_wait_share']:.1f} % of episode time).")
+        lines.append("")
+    lines.append("## Grounding")
+    if summary["grounding"]:
+        lines += ["", "| group / metric | mean |", "|---|---:|"]
+        lines += [f"| {k} | {v:.4g} |" for k, v in summary["grounding"].items()]
+    else:
+        lines += ["", summary["grounding_status"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(store: RunStore, keys: list[EpisodeKey], settings: SweepSettings) -> dict[str, Any]:
+    """Write RUN_DIR/results.json and results.md; returns the summary."""
+    summary = collect(store, keys)
+    _atomic_write_bytes(store.root / "results.json", json.dumps(summary, indent=1).encode())
+    _atomic_write_bytes(store.root / "results.md", to_markdown(summary, settings).encode())
+    return summary
