@@ -26,5 +26,6 @@ fi
 [ -f scripts/install-episode.sh ] && bash scripts/install-episode.sh
 # The torch extra: CPU torch, LeRobot 0.4.4, openpi's transformers patch (docs/torch.md).
 [ -f scripts/install-torch.sh ] && bash scripts/install-torch.sh
+[ -f scripts/install-ray.sh ] && bash scripts/install-ray.sh  # the [sweep] extra: Ray for `pi0viz sweep`
 
 exec .venv/bin/python -m pytest "$@"

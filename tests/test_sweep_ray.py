@@ -35,6 +35,8 @@ KEYS = plan_episodes("libero_spatial", [0, 1], 2, seed=7)
 
 @pytest.fixture(scope="module")
 def local_ray():
+    # This machine is shared: Ray's memory monitor would kill our workers for other processes' memory.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=300 << 20,
              namespace="pi0viz-sweep-test")
     yield

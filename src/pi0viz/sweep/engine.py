@@ -160,7 +160,7 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
         while queue or running or finishing:
             for i in range(len(workers)):
                 if queue and i not in {w for w, _ in running.values()}:
-                    key = _pick(queue, holds[i])
+                    key = _pick(queue, holds[i], {t for j, t in holds.items() if j != i})
                     attempts[key] = attempts.get(key, 0) + 1
                     ref = workers[i].run.remote(key, policies[i % len(policies)])
                     running[ref] = (i, key)
@@ -172,19 +172,21 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
                 try:
                     out = ray.get(ref)
                     finishing[out["finish"]] = key
-                except ray.exceptions.RayActorError:
-                    options.echo(f"sweep: env worker {i} died during {key.name}; replacing it, redoing the episode")
-                    workers[i], holds[i] = new_worker(i), None
-                    _requeue(queue, key, attempts, options)
                 except ray.exceptions.RayTaskError as err:
                     if isinstance(err.cause, Pi0vizError):
                         raise err.cause from None
-                    if isinstance(err.cause, ray.exceptions.RayError):  # its policy actor died or an object was lost
-                        options.echo(f"sweep: {key.name} interrupted ({type(err.cause).__name__}); redoing it")
-                        policies = [p if _alive(ray, p) else new_policy(j) for j, p in enumerate(policies)]
-                        _requeue(queue, key, attempts, options)
-                    else:
-                        raise
+                    if not isinstance(err.cause, ray.exceptions.RayError):
+                        raise  # a bug in the worker: keep its traceback
+                    # its policy actor died or an object was lost: replace what is dead, redo the episode
+                    options.echo(f"sweep: {key.name} interrupted ({type(err.cause).__name__}); redoing it")
+                    policies = [p if _alive(ray, p) else new_policy(j) for j, p in enumerate(policies)]
+                    _requeue(queue, key, attempts, options)
+                except ray.exceptions.RayError as err:  # the worker died (killed, crashed, out of memory)
+                    options.echo(f"sweep: env worker {i} lost during {key.name} ({type(err).__name__}); "
+                                 "replacing it, redoing the episode")
+                    ray.kill(workers[i])
+                    workers[i], holds[i] = new_worker(i), None
+                    _requeue(queue, key, attempts, options)
             else:
                 key = finishing.pop(ref)
                 try:
@@ -211,11 +213,13 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
             ray.shutdown()
 
 
-def _pick(queue: list[EpisodeKey], task: int | None) -> EpisodeKey:
-    """Next episode for a worker: the first one of the task whose env it holds, else the first in the queue."""
-    for j, key in enumerate(queue):
-        if key.task == task:
-            return queue.pop(j)
+def _pick(queue: list[EpisodeKey], task: int | None, others: set[int | None]) -> EpisodeKey:
+    """Next episode for a worker: one of the task whose env it holds (no env to build), else one of a task no
+    other worker holds (workers spread over tasks), else the first in the queue."""
+    for wanted in (lambda k: k.task == task, lambda k: k.task not in others):
+        for j, key in enumerate(queue):
+            if wanted(key):
+                return queue.pop(j)
     return queue.pop(0)
 
 
