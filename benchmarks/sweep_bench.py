@@ -21,9 +21,13 @@ import numpy as np
 
 
 def per_call_costs(repeats: int = 3) -> dict[str, float]:
-    """Seconds of the attention task (fusion + float16 record part) for a tiny and a full-size pi0 call."""
+    """Seconds of the attention task (fusion + float16 record part) and of writing the record, per call, for a
+    tiny and a full-size pi0 call (synthetic probabilities: real attention is peakier and compresses better)."""
     from pi0viz.core.synthetic import synthetic_bundle
     from pi0viz.sweep.attention import summarize_call
+    from pi0viz.sweep.finish import assemble_record
+    from pi0viz.sweep.plan import EpisodeKey, SweepSettings
+    from pi0viz.sweep.store import RunStore
 
     out = {}
     for name, layers in (("tiny", 4), ("full", 18)):
@@ -36,6 +40,17 @@ def per_call_costs(repeats: int = 3) -> dict[str, float]:
             summarize_call(bundle)
             times.append(time.perf_counter() - start)
         out[f"attention_task_{name}_s"] = min(times)
+        # the finish task's share per call: compress + write the record (np.savez_compressed, fsync)
+        part = summarize_call(bundle)
+        with tempfile.TemporaryDirectory() as tmp:
+            store = RunStore(tmp).open(SweepSettings())
+            key = EpisodeKey("libero_spatial", 0, 0, 7)
+            outcome = {"key": {"suite": key.suite, "task": 0, "trial": 0, "seed": 7}, "prompt": "", "success": False,
+                       "steps": 0, "calls": 4, "error": None}
+            start = time.perf_counter()
+            path = store.write_record(key, assemble_record(outcome, {}, [part] * 4, None))
+            out[f"record_write_{name}_s_per_call"] = (time.perf_counter() - start) / 4
+            out[f"record_{name}_mib_per_call"] = path.stat().st_size / 4 / 2**20
     return out
 
 
@@ -69,8 +84,7 @@ def main() -> None:
     p.add_argument("--render", action="store_true", help="render every call's JPEG tree too")
     args = p.parse_args()
 
-    print("per-call attention task (fusion -> float16 record part):",
-          ", ".join(f"{k} {v:.3f}" for k, v in per_call_costs().items()))
+    print("per call:", ", ".join(f"{k} {v:.3f}" for k, v in per_call_costs().items()))
     rows = []
     with tempfile.TemporaryDirectory(prefix="sweep_bench_") as tmp:
         for workers in (1, 2):

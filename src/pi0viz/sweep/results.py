@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from pi0viz.core.writes import atomic_write
 from pi0viz.sweep.metrics_hook import ANALYSIS_STATUS
 from pi0viz.sweep.plan import EpisodeKey, SweepSettings
-from pi0viz.sweep.store import RunStore, _atomic_write_bytes
+from pi0viz.sweep.store import RunStore
 
 
 def collect(store: RunStore, keys: list[EpisodeKey]) -> dict[str, Any]:
@@ -90,6 +91,6 @@ def to_markdown(summary: dict[str, Any], settings: SweepSettings) -> str:
 def write_results(store: RunStore, keys: list[EpisodeKey], settings: SweepSettings) -> dict[str, Any]:
     """Write RUN_DIR/results.json and results.md; returns the summary."""
     summary = collect(store, keys)
-    _atomic_write_bytes(store.root / "results.json", json.dumps(summary, indent=1).encode())
-    _atomic_write_bytes(store.root / "results.md", to_markdown(summary, settings).encode())
+    atomic_write(store.root / "results.json", json.dumps(summary, indent=1))
+    atomic_write(store.root / "results.md", to_markdown(summary, settings))
     return summary

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from pi0viz.errors import ConfigError, OutputError
+from pi0viz.core.writes import atomic_write, make_folder
+from pi0viz.errors import ConfigError
 from pi0viz.sweep.plan import RECORD_FORMAT, EpisodeKey, SweepSettings
 
 CONTENT_EXCLUDED = ("timing",)  # arrays of a record that describe the run, not the episode
@@ -49,10 +49,7 @@ class RunStore:
 
     def open(self, settings: SweepSettings) -> "RunStore":
         """Create the folders and run.json, or check that an existing run used the same settings."""
-        try:
-            self.episodes.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(f"cannot create the run folder {self.root}: {err.strerror}") from None
+        make_folder(self.episodes)
         run = self.root / "run.json"
         want = settings.to_json()
         if run.is_file():
@@ -62,7 +59,7 @@ class RunStore:
                 raise ConfigError(f"{self.root} holds a sweep with other settings ({', '.join(diff)} differ); "
                                   "resume with the same options or choose another --out")
         else:
-            _atomic_write_bytes(run, json.dumps(want, indent=1).encode())
+            atomic_write(run, json.dumps(want, indent=1))
         return self
 
     # -- paths and states ----------------------------------------------------------------------------
@@ -87,24 +84,14 @@ class RunStore:
     def mark_started(self, key: EpisodeKey, worker: str) -> None:
         """Note which worker (name, pid) runs the episode; removed when the record is written."""
         info = {"key": key.name, "worker": worker, "pid": os.getpid()}
-        _atomic_write_bytes(self.started_path(key), json.dumps(info).encode())
+        atomic_write(self.started_path(key), json.dumps(info))
 
     # -- records -------------------------------------------------------------------------------------
 
     def write_record(self, key: EpisodeKey, arrays: Mapping[str, np.ndarray]) -> Path:
         """Write the record atomically (temporary file + rename), then drop the started marker."""
-        path = self.record_path(key)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key.name}.", suffix=".tmp", dir=self.episodes)
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; a record is an ordinary readable file
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, format=np.asarray(RECORD_FORMAT), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as err:
-            Path(tmp).unlink(missing_ok=True)
-            raise OutputError(f"cannot write episode record {path}: {err.strerror}") from None
+        path = atomic_write(self.record_path(key),
+                            lambda f: np.savez_compressed(f, format=np.asarray(RECORD_FORMAT), **arrays), durable=True)
         self.started_path(key).unlink(missing_ok=True)
         return path
 
@@ -135,14 +122,3 @@ def record_content(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A record minus what describes the run rather than the episode (timings): compare these across runs."""
     return {k: v for k, v in arrays.items() if k not in CONTENT_EXCLUDED}
 
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {err.strerror}") from None
