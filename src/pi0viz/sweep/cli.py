@@ -16,6 +16,8 @@ from pi0viz.sweep.plan import parse_int_list
 @click.option("--address", default=None, help="Ray cluster address (e.g. 'auto'); default: start Ray locally.")
 @click.option("--env-workers", type=int, default=1, show_default=True, help="LIBERO env worker actors.")
 @click.option("--policy-actors", type=int, default=1, show_default=True, help="Policy replicas.")
+@click.option("--num-cpus", type=int, default=None,
+              help="CPU slots of a local Ray (default: enough for the actors, at least the machine's cores).")
 @click.option("--policy-gpus", type=float, default=0.0, show_default=True, help="GPUs per policy actor.")
 @click.option("--tokenizer", default=None, help="PaliGemma tokenizer for --policy checkpoint:DIR.")
 @click.option("--max-steps", type=int, default=None, help="Env steps per episode (default: the suite's, as openpi).")
@@ -31,7 +33,7 @@ from pi0viz.sweep.plan import parse_int_list
 @click.option("--env-resolution", type=int, default=256, show_default=True, help="LIBERO camera pixels.")
 @click.option("--seed", type=int, default=7, show_default=True)
 def sweep_command(suite: str, episodes_per_task: int, policy: str, out: str, tasks: str | None, address: str | None,
-                  env_workers: int, policy_actors: int, policy_gpus: float, tokenizer: str | None,
+                  env_workers: int, policy_actors: int, num_cpus: int | None, policy_gpus: float, tokenizer: str | None,
                   max_steps: int | None, max_calls: int | None, steps: str | None, layers: str | None,
                   all_heads: bool, render: bool, save_bundles: bool, no_video: bool, max_in_flight: int,
                   env_resolution: int, seed: int) -> None:
@@ -45,7 +47,7 @@ def sweep_command(suite: str, episodes_per_task: int, policy: str, out: str, tas
                              env_resolution=env_resolution, all_heads=all_heads, steps=steps, layers=layers)
     options = RunOptions(out=out, episodes_per_task=episodes_per_task, task_ids=parse_int_list(tasks, "--tasks"),
                          seed=seed, env_workers=env_workers, policy_actors=policy_actors, address=address,
-                         policy_gpus=policy_gpus,
+                         num_cpus=num_cpus, policy_gpus=policy_gpus,
                          worker=WorkerOptions(max_in_flight=max_in_flight, video=not no_video, render=render,
                                               save_bundles=save_bundles),
                          echo=click.echo)
