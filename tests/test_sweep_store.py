@@ -105,6 +105,8 @@ def test_command_refuses_a_sweep_the_disk_cannot_hold_in_one_line(tmp_path: Path
     assert not out.exists()  # refused before writing anything
     res = CliRunner().invoke(main, ["sweep", "--policy", "gpu", "--out", str(out)])
     assert res.exit_code == 1 and "--policy must be" in res.output
+    res = CliRunner().invoke(main, ["sweep", "--policy", f"checkpoint:{tmp_path}", "--out", str(out)])
+    assert res.exit_code == 1 and "expected an openpi checkpoint folder" in res.output and not out.exists()
 
 
 def test_example_refuses_default_jpeg_trees_the_disk_cannot_hold(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ import dataclasses
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
-from pi0viz.errors import ConfigError, MissingExtraError, Pi0vizError
+from pi0viz.errors import CheckpointError, ConfigError, MissingExtraError, Pi0vizError
 from pi0viz.sweep import disk, results
 from pi0viz.sweep.plan import EpisodeKey, SweepSettings, parse_policy, plan_episodes
 from pi0viz.sweep.policy_actor import PolicyRunner, expected_shape
@@ -57,7 +58,10 @@ class RunOptions:
 
 def run_sweep(settings: SweepSettings, options: RunOptions) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the results dict also written to RUN_DIR/results.json."""
-    parse_policy(settings.policy)
+    kind, where = parse_policy(settings.policy)
+    if kind == "checkpoint" and not (Path(where) / "params").is_dir():
+        raise CheckpointError(f"--policy checkpoint:{where}: expected an openpi checkpoint folder with params/ "
+                              "(on a cluster: a path every node sees)")
     if options.env_workers < 1 or options.policy_actors < 1:
         raise ConfigError("--env-workers and --policy-actors must be >= 1")
     if options.worker.max_in_flight < 1:
@@ -133,7 +137,11 @@ def start_ray(options: RunOptions) -> bool:
 
 
 def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: list[EpisodeKey]) -> None:
+    from pi0viz.policy import libero_env
+
     ray = _ray()
+    if not libero_env.libero_installed():  # checked here: inside an actor it would only show as a dead actor
+        raise MissingExtraError("pi0viz sweep needs the LIBERO extra: bash scripts/install-libero.sh")
     started = start_ray(options)
     Policy = ray.remote(PolicyRunner)
     Worker = ray.remote(EnvWorker)
@@ -149,6 +157,13 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
 
     try:
         policies = [new_policy(i) for i in range(options.policy_actors)]
+        try:  # a bad checkpoint or an unreachable server: say so in one line before any episode starts
+            options.echo(f"sweep: policy {ray.get(policies[0].describe.remote())}")
+        except ray.exceptions.RayError as err:
+            fault = _user_fault(err)
+            if fault is not None:
+                raise fault from None
+            raise
         workers = [new_worker(i) for i in range(options.env_workers)]
         queue = list(todo)
         attempts: dict[EpisodeKey, int] = {}
@@ -229,6 +244,18 @@ def _requeue(queue: list[EpisodeKey], key: EpisodeKey, attempts: dict[EpisodeKey
     queue.insert(0, key)
     if options.on_progress is not None:
         options.on_progress("redo", {"key": key.name})
+
+
+def _user_fault(err: BaseException) -> Pi0vizError | None:
+    """The Pi0vizError (or connection failure) behind a Ray error, following Ray's `cause` chain."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, Pi0vizError):
+            return err
+        if isinstance(err, ConnectionError):
+            return Pi0vizError(str(err))
+        err, seen = getattr(err, "cause", None) or err.__cause__, seen + 1
+    return None
 
 
 def _alive(ray: Any, actor: Any) -> bool:
