@@ -207,11 +207,12 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
                 try:
                     info = ray.get(ref)
                 except ray.exceptions.RayError as err:  # e.g. the worker that owned the write died
-                    if store.is_done(key):
+                    if not store.is_done(key):
+                        options.echo(f"sweep: writing {key.name} failed ({type(err).__name__}); redoing the episode")
+                        _requeue(queue, key, attempts, options)
                         continue
-                    options.echo(f"sweep: writing {key.name} failed ({type(err).__name__}); redoing the episode")
-                    _requeue(queue, key, attempts, options)
-                    continue
+                    # the record was complete before its owner died: the episode is done
+                    info = dict(store.meta(key), record_bytes=store.record_path(key).stat().st_size)
                 done += 1
                 rate = done / max(time.monotonic() - t_start, 1e-9) * 3600
                 options.echo(f"sweep: {done}/{len(todo)} {key.name} {'success' if info['success'] else 'failure'} "
