@@ -215,9 +215,9 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
                     info = dict(store.meta(key), record_bytes=store.record_path(key).stat().st_size)
                 done += 1
                 rate = done / max(time.monotonic() - t_start, 1e-9) * 3600
+                size = disk.format_bytes(info["record_bytes"])
                 options.echo(f"sweep: {done}/{len(todo)} {key.name} {'success' if info['success'] else 'failure'} "
-                             f"({info['steps']} steps, {info['calls']} calls, {disk.format_bytes(info['record_bytes'])})"
-                             f"; {rate:.0f} episodes/h")
+                             f"({info['steps']} steps, {info['calls']} calls, {size}); {rate:.0f} episodes/h")
                 if options.on_progress is not None:
                     options.on_progress("done", info)
         for w in workers:
