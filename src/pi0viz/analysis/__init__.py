@@ -1,0 +1,14 @@
+"""Numbers from attention: sinks, summaries, grounding metrics against object masks, and a report.
+
+numpy only (plus matplotlib for the report's plots); no model framework is imported here. Modules:
+
+    maps.py       a capture bundle -> the action tokens' attention over all keys, head mean and head max
+    sinks.py      keys that soak up attention whatever the query (per step and layer), and their share
+    summaries.py  maps reduced over action tokens / layers / steps, written next to the attention_viz tree
+    masks.py      object masks of a camera frame -> coverage per patch of the model's 16 x 16 grid (LIBERO)
+    grounding.py  mass, lift, IoU at top 10/25/50 %, pointing hit and entropy against those masks
+    report.py     one offline HTML page of plots over a run
+    cli.py        `pi0viz metrics` and `pi0viz report`
+
+See docs/analysis.md for the definitions.
+"""

@@ -1,0 +1,276 @@
+"""Grounding metrics: does an action token's attention land on the task's objects?
+
+For every denoising step d, layer l and action token a (one row of head-mean probabilities over the keys, from
+`pi0viz.analysis.maps`) and every camera c that has an object mask (coverage m[p] in [0, 1] of each of the
+camera's P patches, from `pi0viz.analysis.masks`), with x[p] the attention on patch p of that camera:
+
+    mass          sum_p x[p] m[p]                          share of the whole row that lands on the objects
+    mass_in_camera  mass / sum_p x[p]                      share of the camera's attention on the objects
+                                                           (vla-interp's "attention mass", normalized per image)
+    lift          mass_in_camera / (sum_p m[p] / P)        1 = no better than spreading uniformly over the camera
+    iou10/25/50   top set T_k = {p : x[p] >= percentile(x, 100 - k)} (numpy's linear percentile, ties included),
+                  IoU = sum_{p in T_k} m[p] / (|T_k| + sum_p m[p] - sum_{p in T_k} m[p]), 0 when the union is empty
+    pointing_hit  m[argmax_p x] > 0 (the hottest patch touches an object); pointing_cover = m[argmax_p x]
+    entropy       -sum_p q[p] ln q[p] / ln P with q = x / sum x: 0 = one patch, 1 = uniform over the camera
+
+and over the whole prefix (all cameras and the prompt): object_mass (sum over cameras of `mass`), object_share
+= object_mass / prefix mass, text_share = prompt mass / prefix mass (the linguistic side of vla-interp's
+visual/linguistic ratio), prefix_mass (share of the row on the prefix at all, the rest goes to state/actions).
+
+The top-k% IoU, mass and pointing hit follow vla-interp's analysis/attention/attention_iou.py
+(Hither1/vla-interp @ afecc09: `threshold_attention(heatmap, "percentile", 100 - k)`, `compute_iou`,
+`attention_mass`, `pointing_hit`) with one difference: vla-interp compares a heat map resized to the 256 x 256
+segmentation image; here the mask goes through the model's own image transform onto the 16 x 16 patch grid and
+each patch carries its covered fraction. With the attention drawn as flat patch blocks (as pi0viz renders it),
+the patch-level IoU above equals the pixel-level IoU at the 224 x 224 model input.
+
+Everything is computed for all D x L x A rows at once ([N, P] arrays, N = D * L * A; a pi0 call: 9,000 rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from pi0viz.analysis.errors import AnalysisError
+from pi0viz.analysis.maps import ActionMaps
+
+TOP_PERCENTS = (10, 25, 50)
+CAMERA_METRICS = ("mass", "mass_in_camera", "lift", "iou10", "iou25", "iou50", "pointing_hit", "pointing_cover",
+                  "entropy")
+PREFIX_METRICS = ("object_mass", "object_share", "text_share", "prefix_mass")
+
+
+def camera_metrics(x: np.ndarray, coverage: np.ndarray) -> dict[str, np.ndarray]:
+    """Grounding metrics of many attention rows over one camera against one coverage mask.
+
+    Args:
+        x: float[N, P] attention on the camera's P patches (raster order), any non-negative scale.
+        coverage: float[P] fraction of each patch covered by the objects, in [0, 1].
+
+    Returns:
+        {name: float32[N]} for every name in CAMERA_METRICS. Ratios with a zero denominator (a camera that
+        gets no attention, an empty mask for lift) are NaN; IoU with an empty union is 0 (as vla-interp).
+    """
+    x = np.asarray(x, np.float32)
+    m = np.asarray(coverage, np.float32).reshape(-1)
+    N, P = x.shape
+    if m.shape != (P,):
+        raise AnalysisError(f"coverage has {m.size} patches, the camera has {P}")
+    area = float(m.sum())
+    total = x.sum(axis=-1)  # [N]
+    # einsum rather than `@`: a matrix-vector product through BLAS costs ~5x more here (threads, casts)
+    mass = np.einsum("np,p->n", x, m)  # [N]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        in_camera = np.where(total > 0, mass / total, np.nan)
+        lift = in_camera / (area / P) if area > 0 else np.full(N, np.nan, np.float32)
+    out = {"mass": mass, "mass_in_camera": in_camera, "lift": lift}
+    ordered = np.sort(x, axis=-1)  # one sort serves every threshold
+    for k in TOP_PERCENTS:
+        thr = row_percentile(ordered, 100 - k)  # [N]
+        top = x >= thr[:, None]  # [N, P]
+        inter = np.einsum("np,p->n", top, m)
+        union = np.count_nonzero(top, axis=-1) + area - inter
+        out[f"iou{k}"] = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    cover = m[x.argmax(axis=-1)]
+    out["pointing_hit"] = (cover > 0).astype(np.float32)
+    out["pointing_cover"] = cover
+    # H(x / t) = ln t - sum(x ln x) / t: one log pass over the rows, no normalized copy (0 ln 0 = 0).
+    xlogx = (x * np.log(np.maximum(x, np.finfo(np.float32).tiny))).sum(axis=-1, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = total.astype(np.float64)
+        entropy = (np.log(t) - xlogx / t) / np.log(P) if P > 1 else np.zeros(N)
+    out["entropy"] = np.where(total > 0, np.clip(entropy, 0.0, 1.0), np.nan)
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def row_percentile(ordered: np.ndarray, q: float) -> np.ndarray:
+    """`np.percentile(x, q, axis=-1)` (method "linear") from rows already sorted ascending, [N] in x's dtype.
+
+    Same arithmetic as numpy's linear method (virtual index (P - 1) q / 100, numpy's two-sided lerp), so the
+    top sets equal vla-interp's `heatmap >= np.percentile(heatmap, q)` exactly, at a fraction of the cost.
+    """
+    P = ordered.shape[-1]
+    pos = (P - 1) * q / 100.0
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, P - 1)
+    t = pos - lo
+    a, b = ordered[:, lo], ordered[:, hi]
+    diff = b - a
+    t = np.asarray(t, ordered.dtype)  # numpy interpolates in the input's precision
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+@dataclasses.dataclass
+class CallGrounding:
+    """Grounding metrics of one call, for every step, layer and action token.
+
+    Attributes:
+        cameras: names of the cameras that have a mask (and are not padded slots), in slot order.
+        per_camera: {metric: float32[C', D, L, A]} for every metric of CAMERA_METRICS.
+        prefix: {metric: float32[D, L, A]} for every metric of PREFIX_METRICS.
+        area_share: float32[C'], covered fraction of each camera's patches.
+        step_labels, layer_labels: the tree's numbers for the D and L axes.
+    """
+
+    cameras: list[str]
+    per_camera: dict[str, np.ndarray]
+    prefix: dict[str, np.ndarray]
+    area_share: np.ndarray
+    step_labels: np.ndarray
+    layer_labels: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.prefix["prefix_mass"].shape  # type: ignore[return-value]
+
+
+def call_grounding(maps: ActionMaps, coverage: np.ndarray, has_mask: Sequence[bool],
+                   image_mask: Sequence[bool] | None = None) -> CallGrounding:
+    """Grounding metrics of one call.
+
+    Args:
+        maps: the call's action maps (head-mean probabilities are used).
+        coverage: float[C, rows, cols] object coverage per camera slot (values of slots without a mask ignored).
+        has_mask: bool[C], which camera slots have a mask.
+        image_mask: bool[C], False for padded camera slots (skipped even if they have a mask); default all True.
+
+    Returns:
+        CallGrounding.
+    """
+    layout = maps.layout
+    C = layout.num_cameras
+    rows, cols = layout.patch_grid
+    coverage = np.asarray(coverage, np.float32)
+    if coverage.shape != (C, rows, cols):
+        raise AnalysisError(f"masks have shape {list(coverage.shape)}, the capture expects [C={C}, {rows}, {cols}] "
+                            f"(one coverage grid per camera slot {list(layout.camera_names)})")
+    if not np.isfinite(coverage).all() or coverage.min() < 0 or coverage.max() > 1 + 1e-6:
+        raise AnalysisError("mask coverage must be fractions in [0, 1] (no NaN)")
+    image_mask = [True] * C if image_mask is None else list(image_mask)
+    D, L, A, S = maps.mean.shape
+    flat = maps.mean.reshape(-1, S)  # [N, S]
+    names, per_cam, areas = [], {k: [] for k in CAMERA_METRICS}, []
+    object_mass = np.zeros(flat.shape[0], np.float32)
+    for c in range(C):
+        if not (has_mask[c] and image_mask[c]):
+            continue
+        region = layout.camera_region(c)
+        metrics = camera_metrics(flat[:, region.slice], coverage[c].reshape(-1))
+        for k in CAMERA_METRICS:
+            per_cam[k].append(metrics[k].reshape(D, L, A))
+        object_mass += metrics["mass"]
+        names.append(layout.camera_names[c])
+        areas.append(float(coverage[c].mean()))
+    if not names:
+        raise AnalysisError("no camera has an object mask: nothing to measure (check the masks' camera names)")
+    prefix_mass = flat[:, : layout.num_prefix_keys].sum(axis=-1)
+    text = flat[:, layout.text_region.slice].sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prefix = {
+            "object_mass": object_mass,
+            "object_share": np.where(prefix_mass > 0, object_mass / prefix_mass, np.nan),
+            "text_share": np.where(prefix_mass > 0, text / prefix_mass, np.nan),
+            "prefix_mass": prefix_mass,
+        }
+    return CallGrounding(
+        cameras=names,
+        per_camera={k: np.stack(v).astype(np.float32) for k, v in per_cam.items()},
+        prefix={k: np.asarray(v, np.float32).reshape(D, L, A) for k, v in prefix.items()},
+        area_share=np.asarray(areas, np.float32),
+        step_labels=maps.step_labels, layer_labels=maps.layer_labels,
+    )
+
+
+# -- aggregation ---------------------------------------------------------------------------------------
+
+
+def _nanmean(x: np.ndarray, axis: Any = None) -> Any:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        count = np.sum(~np.isnan(x), axis=axis)
+        total = np.nansum(x, axis=axis)
+        out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def _clean(value: Any) -> Any:
+    """float or list with NaN -> None (JSON has no NaN), rounded to 6 decimals."""
+    if isinstance(value, np.ndarray):
+        return [_clean(v) for v in value.tolist()]
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return round(float(value), 6)
+
+
+def summarize_call(g: CallGrounding) -> dict[str, Any]:
+    """Per-call aggregates: every metric averaged over all rows, and its curves over layers and steps.
+
+    Returns (JSON-ready; NaN rows are left out of means, a mean of nothing is None):
+        {"cameras": {name: {"area_share", "mean": {metric: v}, "by_layer": {metric: [L]}, "by_step": {metric: [D]}}},
+         "prefix": {"mean": {...}, "by_layer": {...}, "by_step": {...}}, "steps": [D], "layers": [L]}
+    """
+    def block(arrays: dict[str, np.ndarray], select: Any) -> dict[str, Any]:
+        return {
+            "mean": {k: _clean(_nanmean(v[select])) for k, v in arrays.items()},
+            "by_layer": {k: _clean(_nanmean(v[select], axis=(0, 2))) for k, v in arrays.items()},
+            "by_step": {k: _clean(_nanmean(v[select], axis=(1, 2))) for k, v in arrays.items()},
+        }
+
+    cams = {}
+    for i, name in enumerate(g.cameras):
+        cams[name] = {"area_share": _clean(g.area_share[i]), **block(g.per_camera, i)}
+    return {"steps": [int(s) for s in g.step_labels], "layers": [int(x) for x in g.layer_labels],
+            "cameras": cams, "prefix": block(g.prefix, Ellipsis)}
+
+
+def aggregate(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Average per-call (or per-episode) "mean" blocks: {"count", "cameras": {name: {metric: v}}, "prefix": {...}}.
+
+    Each summary is given equal weight; metrics missing (None) in a summary are left out of its average.
+    """
+    cams: dict[str, dict[str, list[float]]] = {}
+    prefix: dict[str, list[float]] = {}
+    for s in summaries:
+        for name, block in s["cameras"].items():
+            for k, v in block["mean"].items():
+                if v is not None:
+                    cams.setdefault(name, {}).setdefault(k, []).append(v)
+        for k, v in s["prefix"]["mean"].items():
+            if v is not None:
+                prefix.setdefault(k, []).append(v)
+
+    def avg(values: list[float]) -> float | None:
+        return round(float(np.mean(values)), 6) if values else None
+
+    return {"count": len(summaries),
+            "cameras": {n: {"mean": {k: avg(v) for k, v in m.items()}} for n, m in cams.items()},
+            "prefix": {"mean": {k: avg(v) for k, v in prefix.items()}}}
+
+
+# -- CSV -------------------------------------------------------------------------------------------------
+
+
+def to_csv(g: CallGrounding, path: Any, *, call: int) -> None:
+    """One row per (step, layer, action token): call, step, layer, action_token, then `<camera>.<metric>` for
+    every camera and metric, then `prefix.<metric>`. NaN is written as an empty field."""
+    D, L, A = g.shape
+    dd, ll, aa = np.meshgrid(g.step_labels, g.layer_labels, np.arange(A), indexing="ij")
+    columns = [np.full(D * L * A, call), dd.reshape(-1), ll.reshape(-1), aa.reshape(-1)]
+    header = ["call", "step", "layer", "action_token"]
+    for i, name in enumerate(g.cameras):
+        for k in CAMERA_METRICS:
+            columns.append(g.per_camera[k][i].reshape(-1))
+            header.append(f"{name}.{k}")
+    for k in PREFIX_METRICS:
+        columns.append(g.prefix[k].reshape(-1))
+        header.append(f"prefix.{k}")
+    table = np.stack(columns, axis=1).astype(np.float64).tolist()  # [N, 4 + metrics]
+    row = ",".join(["%d"] * 4 + ["%.6g"] * (len(header) - 4))
+    # One format per row (not per value); NaN prints as "nan", and no other field can contain that text.
+    body = "\n".join(row % tuple(r) for r in table).replace("nan", "")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join(header) + "\n" + body + "\n")

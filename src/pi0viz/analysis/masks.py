@@ -1,0 +1,172 @@
+"""Object masks on the model's patch grid: what fraction of each 14 x 14 patch the task's objects cover.
+
+A mask is drawn in the camera's own frame (LIBERO: 256 x 256, upside down). It goes through exactly the image
+transform the policy input went through, so that patch (r, c) of the mask is patch (r, c) of the image the
+model saw:
+
+    1. rotate 180 degrees (openpi's examples/libero/main.py: `img[::-1, ::-1]`, "to match train preprocessing"),
+    2. resize with pad to 224 x 224 (pi0viz's one `resize_with_pad`, openpi-client's geometry, bilinear),
+    3. average each 14 x 14 block -> coverage in [0, 1] per patch of the 16 x 16 grid.
+
+Step 2 runs on the mask as a 0/255 image, so the bilinear filter gives partial pixels at the object's edges
+and the block mean is the covered area fraction (padding bars, if any, cover nothing).
+
+Masks of a call are stored next to its bundle: `inference_007.npz` -> `inference_007.masks.npz`
+(MASKS_FORMAT, see docs/capture-bundle.md), read with `allow_pickle=False` like the bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from pi0viz.analysis.errors import AnalysisError
+from pi0viz.model.image_tools import resize_with_pad
+
+MASKS_FORMAT = "pi0viz.masks/1"
+MODEL_PATCH_PX = 14  # SigLIP So400m/14
+
+
+def patch_coverage(mask: np.ndarray, *, grid: tuple[int, int] = (16, 16), rotate: bool = True) -> np.ndarray:
+    """A camera-frame object mask -> covered fraction of each model-input patch.
+
+    Args:
+        mask: bool[H, W] (or any array, nonzero = object) in the camera's frame as the simulator renders it.
+        grid: (rows, cols) of the patch grid; the model input is rows*14 x cols*14 pixels.
+        rotate: apply openpi's LIBERO 180-degree rotation first (False for frames that are already upright).
+
+    Returns:
+        float32[rows, cols] in [0, 1].
+    """
+    m = np.asarray(mask)
+    if m.ndim == 3 and m.shape[-1] == 1:
+        m = m[..., 0]
+    if m.ndim != 2 or m.size == 0:
+        raise AnalysisError(f"a mask must be [H, W], got shape {list(m.shape)}")
+    img = np.where(m != 0, np.uint8(255), np.uint8(0))
+    if rotate:
+        img = img[::-1, ::-1]
+    rows, cols = grid
+    H, W = rows * MODEL_PATCH_PX, cols * MODEL_PATCH_PX
+    rgb = np.ascontiguousarray(np.repeat(img[..., None], 3, axis=-1))
+    model = resize_with_pad(rgb, H, W)[..., 0].astype(np.float32) / 255.0  # [H, W]
+    return model.reshape(rows, MODEL_PATCH_PX, cols, MODEL_PATCH_PX).mean(axis=(1, 3))
+
+
+@dataclasses.dataclass
+class CallMasks:
+    """Object masks of one call on the patch grid.
+
+    Attributes:
+        camera_names: [C] camera slots, as in the bundle.
+        objects: [K] object names (e.g. LIBERO's objects of interest of the task).
+        coverage: float32[K, C, rows, cols], covered fraction of each patch, per object.
+        has_mask: bool[C], which camera slots have a mask (a padded slot or a camera without segmentation: False).
+    """
+
+    camera_names: list[str]
+    objects: list[str]
+    coverage: np.ndarray
+    has_mask: np.ndarray
+
+    def union(self, objects: Sequence[str] | None = None) -> np.ndarray:
+        """float32[C, rows, cols], coverage of the given objects together (default all); instance masks do not
+        overlap, so this is their sum (clipped to 1 against rounding)."""
+        idx = range(len(self.objects)) if objects is None else [self._index(o) for o in objects]
+        total = self.coverage[list(idx)].sum(axis=0) if len(idx) else np.zeros(self.coverage.shape[1:], np.float32)
+        return np.clip(total, 0.0, 1.0).astype(np.float32)
+
+    def _index(self, name: str) -> int:
+        try:
+            return self.objects.index(name)
+        except ValueError:
+            raise AnalysisError(f"no mask for object {name!r}; the masks hold {self.objects}") from None
+
+    def validate(self) -> None:
+        K, C = len(self.objects), len(self.camera_names)
+        if self.coverage.ndim != 4 or self.coverage.shape[:2] != (K, C):
+            raise AnalysisError(f"coverage must be [K={K} objects, C={C} cameras, rows, cols], "
+                                f"got {list(self.coverage.shape)}")
+        if self.has_mask.shape != (C,) or self.has_mask.dtype != bool:
+            raise AnalysisError(f"has_mask must be bool [C={C}], got {self.has_mask.dtype} {list(self.has_mask.shape)}")
+        if self.coverage.dtype.kind != "f" or not np.isfinite(self.coverage).all():
+            raise AnalysisError("coverage must be finite floats")
+        if self.coverage.size and (self.coverage.min() < 0 or self.coverage.max() > 1 + 1e-6):
+            raise AnalysisError("coverage must be fractions in [0, 1]")
+
+
+def masks_path(bundle_path: str | os.PathLike) -> Path:
+    """Where the masks of a bundle live: `name.npz` -> `name.masks.npz` in the same folder."""
+    p = Path(bundle_path)
+    return p.with_name(p.name[: -len(".npz")] + ".masks.npz" if p.name.endswith(".npz") else p.name + ".masks.npz")
+
+
+def save_masks(masks: CallMasks, path: str | os.PathLike) -> Path:
+    """Write masks atomically as an .npz (format MASKS_FORMAT)."""
+    masks.validate()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, format=np.asarray(MASKS_FORMAT), camera_names=np.asarray(masks.camera_names, str),
+                                objects=np.asarray(masks.objects, str).reshape(-1),
+                                coverage=masks.coverage.astype(np.float32), has_mask=masks.has_mask.astype(bool))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_masks(path: str | os.PathLike) -> CallMasks:
+    """Read masks written by `save_masks` (never unpickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnalysisError(f"no masks at {path} (expected the .masks.npz written next to the bundle)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise AnalysisError(f"{path}: not a pi0viz masks file ({err})") from None
+    return masks_from_arrays(arrays, str(path))
+
+
+def masks_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "masks") -> CallMasks:
+    fmt = str(np.asarray(arrays.get("format", "")))
+    if fmt != MASKS_FORMAT:
+        raise AnalysisError(f"{source}: format {fmt!r}, this pi0viz reads {MASKS_FORMAT!r}")
+    missing = [k for k in ("camera_names", "objects", "coverage", "has_mask") if k not in arrays]
+    if missing:
+        raise AnalysisError(f"{source}: missing keys {missing}")
+    masks = CallMasks(camera_names=[str(c) for c in np.asarray(arrays["camera_names"]).reshape(-1)],
+                      objects=[str(o) for o in np.asarray(arrays["objects"]).reshape(-1)],
+                      coverage=np.asarray(arrays["coverage"]), has_mask=np.asarray(arrays["has_mask"]))
+    masks.validate()
+    return masks
+
+
+def masks_for_bundle(masks: CallMasks, camera_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The union coverage and has_mask reordered to a bundle's camera slots (matched by name).
+
+    Returns:
+        (float32[C, rows, cols], bool[C]) in the bundle's camera order; cameras the masks do not name get none.
+    """
+    union = masks.union()
+    rows, cols = union.shape[1:]
+    out = np.zeros((len(camera_names), rows, cols), np.float32)
+    has = np.zeros(len(camera_names), bool)
+    for c, name in enumerate(camera_names):
+        if name in masks.camera_names:
+            i = masks.camera_names.index(name)
+            out[c], has[c] = union[i], masks.has_mask[i]
+    if not has.any():
+        raise AnalysisError(f"the masks name cameras {masks.camera_names}, none of which is a masked-in camera of "
+                            f"the bundle {list(camera_names)}")
+    return out, has
