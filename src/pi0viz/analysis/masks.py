@@ -101,6 +101,101 @@ class CallMasks:
             raise AnalysisError("coverage must be fractions in [0, 1]")
 
 
+# LIBERO camera -> pi0's camera slot, as openpi's LIBERO policy inputs map them (the right wrist slot is padded).
+LIBERO_CAMERAS = {"agentview": "base_0_rgb", "robot0_eye_in_hand": "left_wrist_0_rgb"}
+LIBERO_SLOTS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+
+
+class LiberoSegmenter:
+    """Instance masks of a LIBERO task's objects for exactly the frames in the env's observations.
+
+    robosuite samples a camera image once per control step, after the first physics substep, so re-rendering
+    after `env.step` shows a slightly later state (the arm moves by up to 24 substeps). The segmenter therefore
+    adds its own observables, `<camera>_pi0viz_instances`, sampled at the cameras' rate right after them in the
+    same update: each observation then carries the instance map of the very state its image shows.
+
+    Why not robosuite's segmentation sensor (`camera_segmentations="instance"`): robosuite 1.4.0 decodes the ID
+    colors with uint8 arithmetic that overflows under numpy 2 (OverflowError), and enabling it shrinks every site
+    of the model, so the frames would no longer be those of a plain evaluation. Here the env's own off-screen
+    context draws the ID colors (same camera, size and row order as the images) and they are decoded in int32.
+    Rendering the IDs leaves the RGB frames bit-identical.
+
+    The task's objects are LIBERO's `obj_of_interest` (from the task's BDDL); a name that is not an object
+    instance (a region such as "wooden_cabinet_1_top_region") stands for the instance it starts with.
+    Attach a new segmenter after every `env.reset()` (a hard reset rebuilds the model and its observables).
+    """
+
+    SUFFIX = "_pi0viz_instances"
+
+    def __init__(self, env, resolution: int = 256) -> None:
+        from robosuite.utils.observables import Observable, sensor
+
+        inner = getattr(env, "env", env)  # LIBERO's wrapper holds the robosuite env in .env
+        self.sim = inner.sim
+        self.resolution = int(resolution)
+        instances = list(inner.model.instances_to_ids.keys())
+        self.objects: dict[str, int] = {}  # object name -> instance index
+        for name in inner.obj_of_interest:
+            if name in instances:
+                self.objects[name] = instances.index(name)
+                continue
+            for i, inst in enumerate(instances):
+                if name.startswith(inst + "_"):
+                    self.objects[inst] = i
+        if not self.objects:
+            raise AnalysisError(f"none of the task's objects {list(inner.obj_of_interest)} is an object instance "
+                                f"of the scene ({instances})")
+        # geom id -> instance index (-1: not part of any instance, e.g. the table or the floor)
+        self.geom_instance = np.full(self.sim.model.ngeom, -1, np.int32)
+        for geom, inst in inner.model.geom_ids_to_instances.items():
+            self.geom_instance[geom] = instances.index(inst)
+        for camera in LIBERO_CAMERAS:
+            rate = 1.0 / inner._observables[f"{camera}_image"]._sampling_timestep  # sampled with the image
+
+            @sensor(modality="image")
+            def instances_sensor(obs_cache, camera=camera):
+                return self.instances(camera)
+
+            inner.add_observable(Observable(name=camera + self.SUFFIX, sensor=instances_sensor, sampling_rate=rate))
+
+    def instances(self, camera: str) -> np.ndarray:
+        """int32[H, W] instance index of every pixel of `camera` now (-1 = none), oriented like the env's images."""
+        import mujoco
+        from robosuite.macros import IMAGE_CONVENTION
+        from robosuite.utils.mjcf_utils import IMAGE_CONVENTION_MAPPING
+
+        ctx, n = self.sim._render_context_offscreen, self.resolution
+        ctx.render(width=n, height=n, camera_id=self.sim.model.camera_name2id(camera), segmentation=True)
+        rgb = np.empty((n, n, 3), np.uint8)
+        mujoco.mjr_readPixels(rgb=rgb, depth=None, viewport=mujoco.MjrRect(0, 0, n, n), con=ctx.con)
+        segid = rgb[..., 0].astype(np.int32) | rgb[..., 1].astype(np.int32) << 8 | rgb[..., 2].astype(np.int32) << 16
+        scene = ctx.scn
+        lut = np.full(scene.ngeom + 1, -1, np.int32)  # ID color (segid + 1) -> instance; 0 = background
+        for i in range(scene.ngeom):
+            g = scene.geoms[i]
+            if g.segid != -1 and g.objtype == mujoco.mjtObj.mjOBJ_GEOM:
+                lut[g.segid + 1] = self.geom_instance[g.objid]
+        segid[segid > scene.ngeom] = 0
+        return lut[segid][:: IMAGE_CONVENTION_MAPPING[IMAGE_CONVENTION]]  # the row order robosuite gives images
+
+    def call_masks(self, obs: Mapping[str, np.ndarray], *, grid: tuple[int, int] = (16, 16)) -> CallMasks:
+        """Masks of the task's objects in the frames of observation `obs` (the ones the policy is about to see), on
+        the patch grid of pi0's three camera slots (the padded right wrist has no mask)."""
+        objects = list(self.objects)
+        cov = np.zeros((len(objects), len(LIBERO_SLOTS)) + tuple(grid), np.float32)
+        has = np.zeros(len(LIBERO_SLOTS), bool)
+        for camera, slot in LIBERO_CAMERAS.items():
+            key = camera + self.SUFFIX
+            if key not in obs:
+                raise AnalysisError(f"the observation has no {key!r}: attach the LiberoSegmenter after env.reset()")
+            seg = np.asarray(obs[key])
+            c = LIBERO_SLOTS.index(slot)
+            for k, name in enumerate(objects):
+                cov[k, c] = patch_coverage(seg == self.objects[name], grid=grid)
+            has[c] = True
+        return CallMasks(camera_names=list(LIBERO_SLOTS), objects=objects, coverage=cov, has_mask=has)
+
+
 def masks_path(bundle_path: str | os.PathLike) -> Path:
     """Where the masks of a bundle live: `name.npz` -> `name.masks.npz` in the same folder."""
     p = Path(bundle_path)

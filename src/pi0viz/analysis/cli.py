@@ -1,0 +1,65 @@
+"""`pi0viz metrics BUNDLES...` and `pi0viz report RUN_DIR`: parse, call the library, one line on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pi0viz.analysis.errors import AnalysisError
+from pi0viz.analysis.sinks import SinkCriterion
+
+
+def _expand(paths: tuple[str, ...]) -> list[Path]:
+    """Bundle files; a folder stands for every inference_*.npz below it (masks files are skipped)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*.npz") if not f.name.endswith(".masks.npz"))
+        else:
+            out.append(p)
+    return out
+
+
+@click.command("metrics")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path())
+@click.option("--masks", "masks_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder of NAME.masks.npz files (default: next to each bundle NAME.npz).")
+@click.option("--require-masks", is_flag=True, help="Fail when a bundle has no masks (default: sinks and masses only).")
+@click.option("--sink-min", type=click.FloatRange(0, 1, min_open=True), default=SinkCriterion.min_value,
+              show_default=True, help="Sink: fused probability a key reaches in a row.")
+@click.option("--sink-rows", type=click.FloatRange(0, 1, min_open=True), default=SinkCriterion.row_fraction,
+              show_default=True, help="Sink: share of the action rows of a (step, layer) where it does.")
+@click.option("--no-csv", is_flag=True, help="Skip the per-cell grounding CSV.")
+def metrics_command(bundles: tuple[str, ...], masks_dir: str | None, require_masks: bool, sink_min: float,
+                    sink_rows: float, no_csv: bool) -> None:
+    """Sinks, region masses and grounding metrics of saved capture bundles (files or folders).
+
+    Writes NAME.metrics.json (and NAME.grounding.csv with masks) next to each bundle NAME.npz and
+    episode_metrics.json per folder of bundles (one folder = one episode). See docs/analysis.md.
+    """
+    from pi0viz.analysis.metrics import analyze_bundles
+    from pi0viz.bundle import BundleError
+
+    try:
+        written = analyze_bundles(_expand(bundles), masks_dir=masks_dir, require_masks=require_masks,
+                                  criterion=SinkCriterion(min_value=sink_min, row_fraction=sink_rows),
+                                  csv=not no_csv, log=click.echo)
+    except (AnalysisError, BundleError) as err:
+        raise click.ClickException(str(err)) from None
+    for path in written:
+        click.echo(f"episode metrics: {path}")
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="The page (default RUN_DIR/report.html).")
+def report_command(run_dir: str, out: str | None) -> None:
+    """One offline HTML page of plots over the episode metrics under RUN_DIR."""
+    from pi0viz.analysis.report import write_report
+
+    try:
+        page = write_report(run_dir, out)
+    except AnalysisError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"report: {page}")

@@ -1,0 +1,171 @@
+"""Metrics files for saved calls: per call, per episode, next to the bundles.
+
+    episode_dir/
+        episode.json                       written by the LIBERO example: suite, task, trial, prompt, success, ...
+        bundles/inference_007.npz          the capture bundle
+        bundles/inference_007.masks.npz    object masks of the frames the policy saw (optional; masks.py)
+        bundles/inference_007.metrics.json per call: region masses, sinks, grounding summary (analyze_call)
+        bundles/inference_007.grounding.csv  per (step, layer, action token) grounding metrics (with masks)
+        bundles/episode_metrics.json       per episode: the calls' summaries in order + episode means
+
+A folder of bundles is one episode; the episode's outcome comes from `episode.json` in the folder or its parent
+(absent: unknown). `pi0viz report` aggregates episodes per task and by success vs failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pi0viz.analysis import grounding as G
+from pi0viz.analysis.errors import AnalysisError
+from pi0viz.analysis.maps import ActionMaps, action_maps
+from pi0viz.analysis.masks import load_masks, masks_for_bundle, masks_path
+from pi0viz.analysis.sinks import SinkCriterion, find_sinks, sink_report
+from pi0viz.bundle import CaptureBundle, load_bundle
+
+METRICS_FORMAT = "pi0viz.metrics/1"
+EPISODE_FILE = "episode.json"
+EPISODE_METRICS = "episode_metrics.json"
+
+
+def region_masses(maps: ActionMaps) -> dict[str, Any]:
+    """Head-mean attention mass per key region (every camera slot, the prompt, state, actions), averaged over the
+    action tokens: {"names": [N], "kinds": [N], "mass": [N][D][L]}."""
+    regions = maps.layout.regions()
+    per_key = maps.mean.mean(axis=2)  # [D, L, S]
+    mass = np.stack([per_key[..., r.slice].sum(axis=-1) for r in regions])  # [N, D, L]
+    return {"names": [r.name for r in regions], "kinds": [r.kind for r in regions],
+            "mass": np.round(mass, 6).tolist()}
+
+
+def analyze_call(bundle: CaptureBundle, *, coverage: np.ndarray | None = None, has_mask: np.ndarray | None = None,
+                 objects: Sequence[str] = (), criterion: SinkCriterion = SinkCriterion(), batch: int = 0,
+                 source: str = "") -> tuple[dict[str, Any], G.CallGrounding | None]:
+    """Everything measured on one call.
+
+    Args:
+        bundle: the call.
+        coverage: float[C, rows, cols] object coverage per camera slot (None: no grounding metrics).
+        has_mask: bool[C] which slots have a mask.
+        objects: names of the objects the masks cover (for the record).
+        criterion: the sink criterion.
+
+    Returns:
+        (JSON-ready dict {"format", "call", "source", "prompt", "regions", "sinks", "grounding" (or None)},
+         the CallGrounding for the CSV, or None without masks).
+    """
+    maps = action_maps(bundle, batch=batch)
+    pieces = [str(p) for p in bundle.token_pieces[batch]]
+    sinks = find_sinks(maps, criterion)
+    g = None
+    summary = None
+    if coverage is not None:
+        g = G.call_grounding(maps, coverage, has_mask if has_mask is not None else [True] * len(coverage),
+                             bundle.image_masks[batch])
+        summary = dict(G.summarize_call(g), objects=list(objects))
+    call = int(bundle.inference_step) if bundle.inference_step is not None else None
+    return ({
+        "format": METRICS_FORMAT,
+        "call": call,
+        "source": source,
+        "prompt": str(bundle.prompt[batch]) if bundle.prompt is not None else "",
+        "heads_fused": maps.heads_fused,
+        "regions": region_masses(maps),
+        "sinks": sink_report(sinks, maps, pieces),
+        "grounding": summary,
+    }, g)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Atomic JSON write (NaN is refused: every metric is cleaned to None first)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_episode_info(folder: Path) -> dict[str, Any]:
+    """episode.json of an episode (in the bundles' folder or its parent), or {} when there is none."""
+    for candidate in (folder / EPISODE_FILE, folder.parent / EPISODE_FILE):
+        if candidate.is_file():
+            try:
+                info = json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise AnalysisError(f"{candidate}: unreadable episode record ({err})") from None
+            if not isinstance(info, dict):
+                raise AnalysisError(f"{candidate}: expected a JSON object")
+            return info
+    return {}
+
+
+def analyze_bundles(paths: Sequence[str | os.PathLike], *, masks_dir: str | os.PathLike | None = None,
+                    require_masks: bool = False, criterion: SinkCriterion = SinkCriterion(),
+                    csv: bool = True, log=None) -> list[Path]:
+    """Metrics files for saved bundles, grouped into episodes by folder. Returns the episode_metrics.json paths.
+
+    Args:
+        paths: bundle files (.npz).
+        masks_dir: where the .masks.npz files are (default: next to each bundle).
+        require_masks: fail when a bundle has no masks (default: sinks and masses only for that call).
+        csv: also write the per-cell grounding CSV.
+    """
+    bundles = [Path(p) for p in paths if not str(p).endswith(".masks.npz")]
+    if not bundles:
+        raise AnalysisError("no capture bundles given (expected .npz files written by pi0viz)")
+    episodes: dict[Path, list[Path]] = {}
+    for p in bundles:
+        episodes.setdefault(p.resolve().parent, []).append(p)
+    written = []
+    for folder, files in episodes.items():
+        calls = []
+        for path in files:
+            bundle = load_bundle(path)
+            mpath = masks_path(path) if masks_dir is None else Path(masks_dir) / masks_path(path).name
+            coverage = has = None
+            objects: list[str] = []
+            if mpath.is_file():
+                masks = load_masks(mpath)
+                coverage, has = masks_for_bundle(masks, bundle.camera_names)
+                objects = masks.objects
+            elif require_masks:
+                raise AnalysisError(f"{path}: no masks at {mpath}")
+            record, g = analyze_call(bundle, coverage=coverage, has_mask=has, objects=objects, criterion=criterion,
+                                     source=path.name)
+            if record["call"] is None:
+                record["call"] = len(calls)
+            stem = path.name[: -len(".npz")] if path.name.endswith(".npz") else path.name
+            write_json(path.with_name(stem + ".metrics.json"), record)
+            if g is not None and csv:
+                G.to_csv(g, path.with_name(stem + ".grounding.csv"), call=record["call"])
+            calls.append(record)
+            if log:
+                log(f"{path}: metrics{' + grounding' if g is not None else ''}")
+        calls.sort(key=lambda r: r["call"])
+        written.append(write_json(folder / EPISODE_METRICS, episode_record(calls, read_episode_info(folder))))
+    return written
+
+
+def episode_record(calls: Sequence[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
+    """Per episode: the outcome (from episode.json), each call's summary, and the episode means."""
+    grounded = [c["grounding"] for c in calls if c.get("grounding")]
+    return {
+        "format": METRICS_FORMAT,
+        "episode": info,
+        "calls": [{"call": c["call"], "source": c["source"], "prompt": c["prompt"], "regions": c["regions"],
+                   "sink_share": c["sinks"]["share"], "sink_keys": c["sinks"]["keys"][:10],
+                   "grounding": c.get("grounding")} for c in calls],
+        "grounding": G.aggregate(grounded) if grounded else None,
+    }

@@ -1,0 +1,322 @@
+"""`pi0viz report RUN_DIR`: one offline HTML page over a run's metrics, with matplotlib plots.
+
+Reads every episode_metrics.json under RUN_DIR (written by `pi0viz metrics` or the LIBERO example's
+--grounding) and writes RUN_DIR/report.html (plots embedded as PNG data URIs; no script, no network: the page's
+Content-Security-Policy allows nothing but inline styles and images) plus RUN_DIR/run_metrics.json (the
+aggregates per task and by outcome). All text from data is HTML-escaped; links are relative and URL-quoted.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import quote
+
+import numpy as np
+
+from pi0viz.analysis import grounding as G
+from pi0viz.analysis.errors import AnalysisError
+from pi0viz.analysis.metrics import EPISODE_METRICS, write_json
+
+OUTCOME_COLORS = {True: "#1a9850", False: "#d73027", None: "#777777"}
+MAX_EPISODE_SECTIONS = 50  # beyond this the page lists episodes without per-episode plots
+
+
+def load_run(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(episode folder, episode_metrics.json content) for every episode under run_dir, sorted by path."""
+    files = sorted(run_dir.rglob(EPISODE_METRICS))
+    if not files:
+        raise AnalysisError(f"no {EPISODE_METRICS} under {run_dir}: run `pi0viz metrics BUNDLES` (or the LIBERO "
+                            "example with --grounding) first")
+    out = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise AnalysisError(f"{f}: unreadable metrics ({err})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("calls"), list):
+            raise AnalysisError(f"{f}: not a pi0viz episode metrics file")
+        folder = f.parent.parent if f.parent.name == "bundles" else f.parent
+        out.append((folder, data))
+    return out
+
+
+def _outcome(ep: dict[str, Any]) -> bool | None:
+    value = ep.get("episode", {}).get("success")
+    return bool(value) if isinstance(value, bool) else None
+
+
+def _task(ep: dict[str, Any]) -> str:
+    info = ep.get("episode", {})
+    if "suite" in info and "task_id" in info:
+        return f"{info['suite']} task {info['task_id']}"
+    calls = ep.get("calls") or [{}]
+    return str(info.get("prompt") or calls[0].get("prompt") or "unknown task")
+
+
+def aggregate_run(episodes: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    """Grounding means per task and per outcome (episodes weighted equally)."""
+    def agg(selected: list[dict[str, Any]]) -> dict[str, Any]:
+        summaries = [ep["grounding"] for ep in selected if ep.get("grounding")]
+        means = [{"cameras": s["cameras"], "prefix": s["prefix"]} for s in summaries]
+        out = G.aggregate(means) if means else {"count": 0, "cameras": {}, "prefix": {"mean": {}}}
+        out["episodes"] = len(selected)
+        out["successes"] = sum(1 for ep in selected if _outcome(ep) is True)
+        return out
+
+    eps = [ep for _, ep in episodes]
+    tasks: dict[str, list[dict[str, Any]]] = {}
+    for ep in eps:
+        tasks.setdefault(_task(ep), []).append(ep)
+    return {
+        "all": agg(eps),
+        "success": agg([ep for ep in eps if _outcome(ep) is True]),
+        "failure": agg([ep for ep in eps if _outcome(ep) is False]),
+        "tasks": {name: agg(items) for name, items in sorted(tasks.items())},
+    }
+
+
+# -- plots -------------------------------------------------------------------------------------------------
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # files only, never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _region_curves(calls: Sequence[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
+    """names, mass [N regions, D, L] averaged over the calls."""
+    names = calls[0]["regions"]["names"]
+    stack = np.asarray([c["regions"]["mass"] for c in calls if c["regions"]["names"] == names], np.float64)
+    return names, stack.mean(axis=0)
+
+
+def plot_region_mass(calls: Sequence[dict[str, Any]], title: str) -> str:
+    plt = _pyplot()
+    names, mass = _region_curves(calls)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    for name, m in zip(names, mass):
+        axes[0].plot(m.mean(axis=0), marker=".", label=name)  # over layers
+        axes[1].plot(m.mean(axis=1), marker=".", label=name)  # over steps
+    axes[0].set(xlabel="layer", ylabel="attention mass (head mean)", title="per layer")
+    axes[1].set(xlabel="denoising step (0 = t 1.0, noise)", title="per step")
+    axes[0].legend(fontsize=7)
+    image = axes[2].imshow(np.concatenate([m for m in mass], axis=1), aspect="auto", cmap="inferno")
+    axes[2].set(xlabel=" | ".join(names), ylabel="step", title="step x layer, per region")
+    axes[2].set_xticks([])
+    fig.colorbar(image, ax=axes[2])
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def _call_series(ep: dict[str, Any], camera: str | None, metric: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for c in ep["calls"]:
+        g = c.get("grounding")
+        if not g:
+            continue
+        block = g["prefix"] if camera is None else g["cameras"].get(camera)
+        value = block["mean"].get(metric) if block else None
+        if value is not None:
+            xs.append(c["call"])
+            ys.append(value)
+    return xs, ys
+
+
+def plot_grounding_over_episodes(episodes: Sequence[dict[str, Any]], camera: str | None) -> str | None:
+    """Object share of the prefix and the first camera's top-10 % IoU over each episode's calls, by outcome."""
+    plt = _pyplot()
+    panels = [(None, "object_share", "object share of the prefix attention")]
+    if camera:
+        panels += [(camera, "iou10", f"{camera}: IoU of the top 10 %"), (camera, "lift", f"{camera}: lift")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.2), squeeze=False)
+    drawn = False
+    for ax, (cam, metric, label) in zip(axes[0], panels):
+        for ep in episodes:
+            xs, ys = _call_series(ep, cam, metric)
+            if xs:
+                ax.plot(xs, ys, marker=".", color=OUTCOME_COLORS[_outcome(ep)], alpha=0.8)
+                drawn = True
+        ax.set(xlabel="inference call", title=label)
+    axes[0][0].plot([], [], color=OUTCOME_COLORS[True], label="success")
+    axes[0][0].plot([], [], color=OUTCOME_COLORS[False], label="failure")
+    axes[0][0].legend(fontsize=7)
+    return _png(fig) if drawn else None
+
+
+def plot_outcomes(run: dict[str, Any], camera: str | None) -> str | None:
+    plt = _pyplot()
+    metrics = [("prefix", "object_share"), ("prefix", "text_share")]
+    if camera:
+        metrics += [(camera, m) for m in ("mass_in_camera", "iou10", "iou25", "pointing_hit")]
+    groups = [("success", run["success"]), ("failure", run["failure"])]
+    if not any(g["count"] for _, g in groups):
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    width = 0.38
+    for i, (name, g) in enumerate(groups):
+        vals = []
+        for where, m in metrics:
+            block = g["prefix"] if where == "prefix" else g["cameras"].get(where, {})
+            v = block.get("mean", {}).get(m) if block else None
+            vals.append(np.nan if v is None else v)
+        ax.bar(np.arange(len(metrics)) + (i - 0.5) * width, vals, width, label=f"{name} ({g['episodes']})",
+               color=OUTCOME_COLORS[name == "success"])
+    ax.set_xticks(np.arange(len(metrics)), [f"{w}\n{m}" if w != "prefix" else m for w, m in metrics], fontsize=7)
+    ax.legend(fontsize=7)
+    ax.set_title("episode means by outcome")
+    return _png(fig)
+
+
+def plot_sinks(calls: Sequence[dict[str, Any]]) -> str | None:
+    plt = _pyplot()
+    shares = [np.asarray(c["sink_share"], np.float64) for c in calls if c.get("sink_share")]
+    if not shares or len({s.shape for s in shares}) != 1:
+        return None
+    mean = np.mean(shares, axis=0)  # [D, L]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    image = ax.imshow(mean, aspect="auto", cmap="inferno", vmin=0, vmax=max(float(mean.max()), 1e-6))
+    ax.set(xlabel="layer (position)", ylabel="step (position)", title="attention mass on sink keys")
+    fig.colorbar(image, ax=ax)
+    return _png(fig)
+
+
+# -- page ------------------------------------------------------------------------------------------------
+
+_STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:8px 0 18px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%;display:block;margin:6px 0}
+.ok{color:#1a9850;font-weight:600}.bad{color:#d73027;font-weight:600}section{border-top:1px solid #ddd;margin-top:18px}
+.muted{color:#777}"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None else (f"{value:.3f}" if isinstance(value, float) else _e(value))
+
+
+def _link(target: Path, page_dir: Path, label: str) -> str:
+    rel = os.path.relpath(target.resolve(), page_dir.resolve())
+    return f'<a href="{_e(quote(Path(rel).as_posix()))}">{_e(label)}</a>'
+
+
+def _img(data: str | None, alt: str) -> str:
+    return f'<img src="{data}" alt="{_e(alt)}">' if data else f'<p class="muted">{_e(alt)}: no data</p>'
+
+
+def _outcome_html(ep: dict[str, Any]) -> str:
+    o = _outcome(ep)
+    return {True: '<span class="ok">success</span>', False: '<span class="bad">failure</span>'}.get(
+        o, '<span class="muted">unknown</span>')
+
+
+def _first_camera(episodes: Sequence[dict[str, Any]]) -> str | None:
+    for ep in episodes:
+        for c in ep["calls"]:
+            if c.get("grounding") and c["grounding"]["cameras"]:
+                return next(iter(c["grounding"]["cameras"]))
+    return None
+
+
+def _task_table(run: dict[str, Any], camera: str | None) -> str:
+    head = ["task", "episodes", "successes", "object share", "text share"]
+    if camera:
+        head += [f"{camera} mass in camera", f"{camera} lift", f"{camera} IoU 10 %", f"{camera} pointing"]
+    rows = []
+    for name, g in [("all episodes", run["all"]), ("successes", run["success"]), ("failures", run["failure"])] + \
+            list(run["tasks"].items()):
+        cam = g["cameras"].get(camera, {}).get("mean", {}) if camera else {}
+        cells = [g["episodes"], g["successes"], g["prefix"]["mean"].get("object_share"),
+                 g["prefix"]["mean"].get("text_share")]
+        if camera:
+            cells += [cam.get("mass_in_camera"), cam.get("lift"), cam.get("iou10"), cam.get("pointing_hit")]
+        rows.append(f'<tr><td class="l">{_e(name)}</td>' + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
+    return ("<table><tr>" + "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(head))
+            + "</tr>" + "".join(rows) + "</table>")
+
+
+def _sink_table(calls: Sequence[dict[str, Any]]) -> str:
+    counts: dict[tuple, list] = {}
+    for c in calls:
+        for k in c.get("sink_keys", []):
+            ident = (k["region"], k.get("piece", ""), tuple(k.get("patch", ())), k.get("token", k.get("index", "")))
+            counts.setdefault(ident, []).append((k["cells"], k["mean_share"]))
+    if not counts:
+        return '<p class="muted">no sinks found (criterion: see docs/analysis.md)</p>'
+    rows = sorted(counts.items(), key=lambda kv: -sum(n for n, _ in kv[1]))[:12]
+    body = "".join(
+        f'<tr><td class="l">{_e(r)}</td><td class="l">{_e(p if p else (list(pt) if pt else i))}</td>'
+        f"<td>{len(v)}</td><td>{sum(n for n, _ in v)}</td><td>{np.mean([s for _, s in v]):.3f}</td></tr>"
+        for (r, p, pt, i), v in rows)
+    return ('<table><tr><th class="l">region</th><th class="l">token / patch</th><th>calls</th>'
+            "<th>(step, layer) cells</th><th>mean share</th></tr>" + body + "</table>")
+
+
+def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None = None) -> Path:
+    """Write RUN_DIR/report.html (and run_metrics.json) from the episode metrics under RUN_DIR."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AnalysisError(f"no run folder at {run_dir}")
+    out = Path(out_html) if out_html else run_dir / "report.html"
+    episodes = load_run(run_dir)
+    eps = [ep for _, ep in episodes]
+    run = aggregate_run(episodes)
+    write_json(out.parent / "run_metrics.json", run)
+    calls = [c for ep in eps for c in ep["calls"]]
+    camera = _first_camera(eps)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data: file: 'self'; "
+        "style-src 'unsafe-inline'\">",
+        f"<title>pi0viz report: {_e(run_dir.name)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>pi0viz report: {_e(run_dir.name)}</h1>",
+        f"<p>{len(eps)} episode(s), {len(calls)} inference call(s), {run['all']['successes']} success(es). "
+        "Metrics: head-mean attention of every action token, step and layer; definitions in docs/analysis.md "
+        "(IoU at top k % as vla-interp).</p>",
+        "<h2>Grounding per task and outcome</h2>", _task_table(run, camera),
+        "<h2>Attention mass per region</h2>", _img(plot_region_mass(calls, "all calls"), "mass per region"),
+        "<h2>Grounding over the episodes</h2>",
+        _img(plot_grounding_over_episodes(eps, camera), "grounding over the episodes (needs object masks)"),
+        _img(plot_outcomes(run, camera), "success vs failure"),
+        "<h2>Sinks</h2>", _img(plot_sinks(calls), "sink share"), _sink_table(calls),
+        "<h2>Episodes</h2>",
+    ]
+    for i, (folder, ep) in enumerate(episodes):
+        info = ep.get("episode", {})
+        prompt = info.get("prompt") or (ep["calls"][0]["prompt"] if ep["calls"] else "")
+        links = [_link(folder / name, out.parent, label) for name, label in
+                 (("viewer.html", "viewer"), ("episode_summary.jpg", "summary strip"))
+                 if (folder / name).is_file()]
+        links.append(_link(folder / "bundles" / EPISODE_METRICS if (folder / "bundles").is_dir()
+                           else folder / EPISODE_METRICS, out.parent, "metrics (JSON)"))
+        parts.append(f"<section><h3>{_e(folder.name)}: {_outcome_html(ep)}</h3><p>{_e(prompt)}"
+                     f"{' · ' + _e(info.get('steps')) + ' env steps' if 'steps' in info else ''} · "
+                     f"{len(ep['calls'])} call(s) · " + " · ".join(links) + "</p>")
+        if i < MAX_EPISODE_SECTIONS and ep["calls"]:
+            parts.append(_img(plot_region_mass(ep["calls"], folder.name), "mass per region"))
+            parts.append(_img(plot_grounding_over_episodes([ep], camera), "grounding over the calls"))
+        parts.append("</section>")
+    parts.append("</body></html>")
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out

@@ -1,0 +1,230 @@
+"""Summary maps: a call's fused maps reduced over action tokens, layers and/or denoising steps, as JPEGs.
+
+The fused maps are the renderer's (pi0viz.fusion.fuse_call: max over heads, the drawn keys), reduced by mean
+(default) or max over the chosen axes, drawn with the renderer's painters and written beside the tree, which is
+left unchanged:
+
+    attention_viz/inference_timestep_N/summary/
+        mean_over_action_tokens/diffusion_timestep_D/layer_L/fused_attention_on_{camera}.jpg   (D x L cells)
+        mean_over_action_tokens_steps/layer_L/...                                              (one per layer)
+        mean_over_action_tokens_layers_steps/fused_attention_on_{camera}.jpg                   (the whole call)
+
+Each summary map has its own color scale (its max, shared by its cameras and the prompt, as the tree's default
+"cell" scale). Captions give the reduced map's max, the reduced attention mass (same reduction), and the top.
+
+Per episode, `write_episode_strip` lays the whole-call summary of every call side by side
+(`attention_viz/episode_summary.jpg`: one row of tiles per camera, one column per call, one color scale for the
+strip so that calls compare).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import simplejpeg
+
+from pi0viz import fusion
+from pi0viz.analysis.errors import AnalysisError
+from pi0viz.bundle import CaptureBundle
+from pi0viz.model.image_tools import resize_with_pad
+from pi0viz.render.colormap import colormap_lut, readable_ink
+from pi0viz.render.files import inference_dir, safe_names, write_atomic
+from pi0viz.render.glyphs import GlyphAtlas
+from pi0viz.render.panels import DEFAULT_ALPHA, Caption, CameraPainter, TextPainter, as_rgbx, layout_prompt
+
+Reduce = Literal["mean", "max"]
+AXES = ("steps", "layers", "action_tokens")  # axis 0, 1, 2 of the fused maps [D, L, A, R]
+DEFAULT_SUMMARIES = ("action_tokens", "action_tokens+steps", "action_tokens+layers+steps")
+_DIR_NAMES = ("diffusion_timestep", "layer", "action_token")  # folder prefix of each kept axis, in tree order
+PATCH_PX = 14
+
+
+@dataclasses.dataclass
+class CallSummary:
+    """Reduced maps of one call.
+
+    Attributes:
+        name: folder name, e.g. "mean_over_action_tokens".
+        axes: the reduced axes (names from AXES).
+        maps: float32[D', L', A', R] fused values over the drawn keys; reduced axes have length 1.
+        mass: float32[D', L', A', N] attention mass per region, reduced the same way.
+        regions: [(name, start, stop)] ranges into R (cameras, then "text").
+    """
+
+    name: str
+    axes: tuple[str, ...]
+    maps: np.ndarray
+    mass: np.ndarray
+    regions: list[tuple[str, int, int]]
+
+
+def parse_summaries(spec: str | Sequence[str | Sequence[str]]) -> list[tuple[str, ...]]:
+    """'action_tokens,action_tokens+steps' (or a list of such items, or of axis tuples) ->
+    [("action_tokens",), ("steps", "action_tokens")], each tuple in AXES order."""
+    raw = spec.split(",") if isinstance(spec, str) else [s if isinstance(s, str) else "+".join(s) for s in spec]
+    items = [s for s in raw if s.strip()]
+    out = []
+    for item in items:
+        axes = tuple(a.strip() for a in str(item).split("+") if a.strip())
+        bad = [a for a in axes if a not in AXES]
+        if bad or not axes:
+            raise AnalysisError(f"unknown summary axes {bad or item!r}; use '+'-joined names from {list(AXES)}, "
+                                "e.g. 'action_tokens' or 'action_tokens+layers+steps'")
+        out.append(tuple(a for a in AXES if a in axes))
+    return out
+
+
+def reduce_call(fused: fusion.FusedCall, axes: Sequence[str], how: Reduce = "mean") -> CallSummary:
+    """Reduce a fused call over `axes` (names from AXES), keeping them as length-1 axes."""
+    if how not in ("mean", "max"):
+        raise AnalysisError(f"summary reduction must be 'mean' or 'max', got {how!r}")
+    idx = tuple(AXES.index(a) for a in axes)
+    op = np.mean if how == "mean" else np.max
+    maps = op(fused.fused, axis=idx, keepdims=True).astype(np.float32)
+    mass = op(fused.region_mass, axis=idx, keepdims=True).astype(np.float32)
+    ordered = [a for a in ("action_tokens", "layers", "steps") if a in axes]  # read as "over tokens, layers, steps"
+    return CallSummary(name=f"{how}_over_{'_'.join(ordered)}", axes=tuple(axes), maps=maps, mass=mass,
+                       regions=fused.regions)
+
+
+class _Painter:
+    """The renderer's camera, prompt and caption painters for one bundle, drawing one summary cell at a time."""
+
+    def __init__(self, bundle: CaptureBundle, batch: int, regions: list[tuple[str, int, int]],
+                 colormap: str = "inferno") -> None:
+        lut = colormap_lut(colormap)
+        rows, cols = bundle.patch_grid
+        h, w = rows * PATCH_PX, cols * PATCH_PX
+        atlas = GlyphAtlas(11)
+        files = safe_names(bundle.camera_names)
+        self.panels: list[tuple[str, object, Caption, np.ndarray]] = []
+        for name, _, _ in regions[:-1]:
+            c = bundle.camera_names.index(name)
+            image = bundle.images[batch, c]
+            if image.shape[:2] != (h, w):
+                image = resize_with_pad(np.ascontiguousarray(image), h, w)
+            painter = CameraPainter(image, bundle.patch_grid, lut, alpha=DEFAULT_ALPHA)
+            caption = Caption(name, painter.shape[1], lut, atlas)
+            buf = np.empty((painter.shape[0] + caption.height, painter.shape[1]), np.uint32)
+            self.panels.append((files[c], painter, caption, buf))
+        text = layout_prompt(list(bundle.token_pieces[batch]), list(bundle.token_mask[batch]), width=2 * w)
+        caption = Caption("prompt", text.width, lut, atlas)
+        buf = np.empty((text.height + caption.height, text.width), np.uint32)
+        self.panels.append(("text", TextPainter(text, lut, readable_ink(lut)), caption, buf))
+        self.regions = regions
+
+    def draw(self, levels: np.ndarray, peaks: np.ndarray, mass: np.ndarray, tops: np.ndarray) -> list[tuple[str, bytes]]:
+        """JPEGs of one cell: levels uint8[R]; peaks, mass, tops float[N] per region."""
+        out = []
+        for n, ((file, painter, caption, buf), (_, start, stop)) in enumerate(zip(self.panels, self.regions)):
+            split = painter.shape[0] if isinstance(painter, CameraPainter) else painter.layout.height
+            painter.draw(levels[start:stop], buf[:split])
+            caption.draw(buf[split:], peak=float(peaks[n]), mass=float(mass[n]), top=float(tops[n]))
+            out.append((f"fused_attention_on_{file}.jpg",
+                        simplejpeg.encode_jpeg(as_rgbx(buf), quality=90, colorspace="RGBX", colorsubsampling="420")))
+        return out
+
+
+def write_call_summaries(bundle: CaptureBundle, out_dir: str | os.PathLike, *,
+                         summaries: str | Sequence[str | Sequence[str]] = DEFAULT_SUMMARIES, how: Reduce = "mean",
+                         inference_step: int | None = None, batch: int = 0) -> list[CallSummary]:
+    """Write the summary maps of one call under `out_dir`/inference_timestep_N/summary/.
+
+    Args:
+        bundle: the call.
+        out_dir: root of the attention_viz tree (the tree itself is not touched).
+        summaries: which axes to reduce, one tuple (or '+'-joined string) per summary.
+        how: "mean" or "max" over the reduced axes.
+        inference_step: N; default the bundle's, else 0.
+
+    Returns:
+        the reduced maps, in the order of `summaries`.
+    """
+    specs = parse_summaries(summaries)
+    try:
+        call = fusion.fuse_call(bundle.attention, bundle.layout, bundle.image_masks, bundle.token_mask,
+                                kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
+                                batch_index=batch)
+    except fusion.FusionError as err:
+        raise AnalysisError(str(err)) from None
+    step = inference_step if inference_step is not None else (bundle.inference_step or 0)
+    root = Path(inference_dir(os.fspath(out_dir), step)) / "summary"
+    painter = _Painter(bundle, batch, call.regions)
+    labels = (np.asarray(bundle.step_indices), np.asarray(bundle.layer_indices), np.arange(bundle.num_action_tokens))
+    results = []
+    for axes in specs:
+        s = reduce_call(call, axes, how)
+        scale = fusion.ColorScale()  # "cell": each summary map its own top, shared by its regions
+        tops = fusion.scale_tops(s.maps, s.regions, scale)
+        levels = fusion.to_levels(s.maps, tops, s.regions, scale)
+        peaks = np.stack([s.maps[..., a:b].max(axis=-1) if b > a else np.zeros(s.maps.shape[:3], np.float32)
+                          for _, a, b in s.regions], axis=-1)
+        for index in np.ndindex(*s.maps.shape[:3]):
+            folder = root / s.name
+            for axis, i in enumerate(index):  # tree order: step, layer, action token; reduced axes have no folder
+                if AXES[axis] not in axes:
+                    folder = folder / f"{_DIR_NAMES[axis]}_{int(labels[axis][i])}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in painter.draw(levels[index], peaks[index], s.mass[index], tops[index]):
+                write_atomic(os.fspath(folder / name), data)
+        results.append(s)
+    return results
+
+
+def write_episode_strip(calls: Sequence[tuple[int, CallSummary, CaptureBundle]], out_path: str | os.PathLike, *,
+                        per_row: int = 16, batch: int = 0) -> Path:
+    """One image for an episode: per camera a row of tiles, one per call (its whole-call summary map), wrapped
+    every `per_row` calls. All tiles share one color scale (the max over the strip), so calls compare.
+
+    Args:
+        calls: (inference_step, a CallSummary reduced over steps, layers and action tokens, the call's bundle).
+        out_path: the JPEG to write.
+    """
+    if not calls:
+        raise AnalysisError("no calls to put in the episode strip")
+    lut = colormap_lut("inferno")
+    atlas = GlyphAtlas(11)
+    first = calls[0][2]
+    rows, cols = first.patch_grid
+    h, w = rows * PATCH_PX, cols * PATCH_PX
+    cams = [name for name, _, _ in calls[0][1].regions[:-1]]
+    top = max(float(s.maps[..., : s.regions[-1][1]].max()) for _, s, _ in calls) if cams else 0.0
+    if not cams:
+        raise AnalysisError("the calls have no unmasked camera to draw")
+    tiles = []  # [camera][call] uint32 panels
+    for ci, cam in enumerate(cams):
+        row = []
+        for n, s, b in calls:
+            if s.maps.shape[:3] != (1, 1, 1):
+                raise AnalysisError("episode strips need summaries reduced over steps, layers and action tokens")
+            _, start, stop = s.regions[ci]
+            values = s.maps[0, 0, 0, start:stop]
+            level = fusion.to_levels(values[None, None, None], np.full((1, 1, 1, 1), top, np.float32),
+                                     [("cam", 0, stop - start)], fusion.ColorScale())[0, 0, 0]
+            image = b.images[batch, b.camera_names.index(cam)]
+            if image.shape[:2] != (h, w):
+                image = resize_with_pad(np.ascontiguousarray(image), h, w)
+            painter = CameraPainter(image, b.patch_grid, lut)
+            caption = Caption(f"call {n} · {cam}", w, lut, atlas)
+            buf = np.empty((h + caption.height, w), np.uint32)
+            painter.draw(level, buf[:h])
+            caption.draw(buf[h:], peak=float(values.max()), mass=float(s.mass[0, 0, 0, ci]), top=top)
+            row.append(buf)
+        tiles.append(row)
+    tile_h, tile_w = tiles[0][0].shape
+    bands = [range(i, min(i + per_row, len(calls))) for i in range(0, len(calls), per_row)]
+    canvas = np.full((len(bands) * len(cams) * tile_h, min(per_row, len(calls)) * tile_w), 0xFFFFFFFF, np.uint32)
+    for bi, band in enumerate(bands):
+        for ci in range(len(cams)):
+            y = (bi * len(cams) + ci) * tile_h
+            for k, n in enumerate(band):
+                canvas[y:y + tile_h, k * tile_w:(k + 1) * tile_w] = tiles[ci][n]
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(os.fspath(out), simplejpeg.encode_jpeg(as_rgbx(canvas), quality=90, colorspace="RGBX",
+                                                         colorsubsampling="420"))
+    return out
