@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bundle_support import small
-from pi0viz.analysis.errors import AnalysisError
+from pi0viz.errors import AnalysisError
 from pi0viz.analysis.grounding import (CAMERA_METRICS, call_grounding, camera_metrics, row_percentile,
                                        summarize_call, to_csv)
 from pi0viz.analysis.maps import action_maps

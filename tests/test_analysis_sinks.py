@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bundle_support import small
-from pi0viz.analysis.errors import AnalysisError
+from pi0viz.errors import AnalysisError
 from pi0viz.analysis.maps import action_maps
 from pi0viz.analysis.sinks import SinkCriterion, describe_key, detect_sinks, find_sinks, sink_report
 
@@ -50,7 +50,7 @@ def test_a_sink_on_a_camera_patch_is_described_by_its_patch() -> None:
 
 
 def test_a_hot_patch_of_one_action_token_is_not_a_sink() -> None:
-    from pi0viz.synthetic import place_hot_key
+    from pi0viz.core.synthetic import place_hot_key
 
     b = small()
     for head in range(8):

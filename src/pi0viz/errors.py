@@ -44,6 +44,10 @@ class ViewerError(Pi0vizError, ValueError):
     """The viewer cannot be built as asked; the message says what was expected."""
 
 
+class AnalysisError(Pi0vizError, ValueError):
+    """Metrics, masks, summaries or a report cannot be made as asked; the message says what was expected."""
+
+
 class CheckpointError(Pi0vizError, ValueError):
     """A checkpoint, norm-stats file or tokenizer is missing, corrupted, or does not match the config."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pi0viz.analysis.errors import AnalysisError
+from pi0viz.errors import Pi0vizError
 from pi0viz.analysis.sinks import SinkCriterion
 
 
@@ -39,13 +39,12 @@ def metrics_command(bundles: tuple[str, ...], masks_dir: str | None, require_mas
     episode_metrics.json per folder of bundles (one folder = one episode). See docs/analysis.md.
     """
     from pi0viz.analysis.metrics import analyze_bundles
-    from pi0viz.bundle import BundleError
 
     try:
         written = analyze_bundles(_expand(bundles), masks_dir=masks_dir, require_masks=require_masks,
                                   criterion=SinkCriterion(min_value=sink_min, row_fraction=sink_rows),
                                   csv=not no_csv, log=click.echo)
-    except (AnalysisError, BundleError) as err:
+    except Pi0vizError as err:
         raise click.ClickException(str(err)) from None
     for path in written:
         click.echo(f"episode metrics: {path}")
@@ -60,6 +59,6 @@ def report_command(run_dir: str, out: str | None) -> None:
 
     try:
         page = write_report(run_dir, out)
-    except AnalysisError as err:
+    except Pi0vizError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"report: {page}")

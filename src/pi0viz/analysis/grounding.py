@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pi0viz.analysis.errors import AnalysisError
+from pi0viz.errors import AnalysisError
 from pi0viz.analysis.maps import ActionMaps
 
 TOP_PERCENTS = (10, 25, 50)

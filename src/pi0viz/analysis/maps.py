@@ -14,10 +14,10 @@ import dataclasses
 
 import numpy as np
 
-from pi0viz import fusion
-from pi0viz.analysis.errors import AnalysisError
-from pi0viz.bundle import CaptureBundle
-from pi0viz.layout import AttentionLayout
+from pi0viz.core import fusion
+from pi0viz.errors import AnalysisError
+from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.layout import AttentionLayout
 
 
 @dataclasses.dataclass

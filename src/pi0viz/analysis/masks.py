@@ -26,8 +26,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pi0viz.analysis.errors import AnalysisError
-from pi0viz.model.image_tools import resize_with_pad
+from pi0viz.errors import AnalysisError
+from pi0viz.core.images import resize_with_pad
 
 MASKS_FORMAT = "pi0viz.masks/1"
 MODEL_PATCH_PX = 14  # SigLIP So400m/14

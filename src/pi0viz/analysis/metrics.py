@@ -23,11 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from pi0viz.analysis import grounding as G
-from pi0viz.analysis.errors import AnalysisError
+from pi0viz.errors import AnalysisError
 from pi0viz.analysis.maps import ActionMaps, action_maps
 from pi0viz.analysis.masks import load_masks, masks_for_bundle, masks_path
 from pi0viz.analysis.sinks import SinkCriterion, find_sinks, sink_report
-from pi0viz.bundle import CaptureBundle, load_bundle
+from pi0viz.core.bundle import CaptureBundle, load_bundle
 
 METRICS_FORMAT = "pi0viz.metrics/1"
 EPISODE_FILE = "episode.json"

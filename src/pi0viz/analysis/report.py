@@ -20,7 +20,7 @@ from urllib.parse import quote
 import numpy as np
 
 from pi0viz.analysis import grounding as G
-from pi0viz.analysis.errors import AnalysisError
+from pi0viz.errors import AnalysisError
 from pi0viz.analysis.metrics import EPISODE_METRICS, write_json
 
 OUTCOME_COLORS = {True: "#1a9850", False: "#d73027", None: "#777777"}

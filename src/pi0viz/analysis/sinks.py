@@ -24,9 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pi0viz.analysis.errors import AnalysisError
+from pi0viz.errors import AnalysisError
 from pi0viz.analysis.maps import ActionMaps
-from pi0viz.layout import AttentionLayout
+from pi0viz.core.layout import AttentionLayout
 
 
 @dataclasses.dataclass(frozen=True)

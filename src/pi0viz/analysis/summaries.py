@@ -27,11 +27,11 @@ from typing import Literal, Sequence
 import numpy as np
 import simplejpeg
 
-from pi0viz import fusion
-from pi0viz.analysis.errors import AnalysisError
-from pi0viz.bundle import CaptureBundle
-from pi0viz.model.image_tools import resize_with_pad
-from pi0viz.render.colormap import colormap_lut, readable_ink
+from pi0viz.core import fusion
+from pi0viz.errors import AnalysisError
+from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.images import resize_with_pad
+from pi0viz.core.colormap import colormap_lut, readable_ink
 from pi0viz.render.files import inference_dir, safe_names, write_atomic
 from pi0viz.render.glyphs import GlyphAtlas
 from pi0viz.render.panels import DEFAULT_ALPHA, Caption, CameraPainter, TextPainter, as_rgbx, layout_prompt
@@ -145,12 +145,8 @@ def write_call_summaries(bundle: CaptureBundle, out_dir: str | os.PathLike, *,
         the reduced maps, in the order of `summaries`.
     """
     specs = parse_summaries(summaries)
-    try:
-        call = fusion.fuse_call(bundle.attention, bundle.layout, bundle.image_masks, bundle.token_mask,
-                                kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
-                                batch_index=batch)
-    except fusion.FusionError as err:
-        raise AnalysisError(str(err)) from None
+    call = fusion.fuse_call(bundle.attention, bundle.layout, bundle.image_masks, bundle.token_mask,
+                            kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max", batch_index=batch)
     step = inference_step if inference_step is not None else (bundle.inference_step or 0)
     root = Path(inference_dir(os.fspath(out_dir), step)) / "summary"
     painter = _Painter(bundle, batch, call.regions)
