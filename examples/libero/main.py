@@ -29,6 +29,12 @@ Episode views (docs/episode.md; `bash scripts/install-episode.sh` for imageio-ff
 <episode>/attention_video.mp4, the rollout under each call's attention; --rerun logs the episode live into
 <episode>/episode.rrd (--rerun-spawn: also to a Rerun viewer spawned on this machine). --episode-step,
 --episode-layers and --episode-action-tokens choose what both show (default: last step, all layers and tokens).
+
+--grounding measures where the attention lands (docs/analysis.md): for every call with attention it also saves the
+bundle, the simulator's masks of the task's objects in the very frames the policy saw (bundles/*.masks.npz), and
+after the episode the metrics (bundles/*.metrics.json, *.grounding.csv, bundles/episode_metrics.json) and
+<episode>/episode.json (task, outcome); at the end <attention-out>/report.html over all episodes. --summaries
+writes the summary maps (inference_timestep_N/summary/) and <episode>/episode_summary.jpg.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import json
 import logging
 import time
 import traceback
@@ -77,6 +84,8 @@ class Args:
     bundles_only: bool = False
     save_bundles: bool = False
     viewer: bool = False
+    grounding: bool = False
+    summaries: bool = False
     fuse_heads: bool = False
     max_inference_calls: int | None = None
     render_steps: str | None = None
@@ -160,11 +169,22 @@ def make_policy(args: Args) -> ChunkPolicy:
     raise ValueError(f"--policy must be 'server', 'tiny', 'checkpoint:DIR' or 'lerobot:DIR', got {args.policy!r}")
 
 
-def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
-    """Render one call's bundle with pi0viz.visualize_attention (or only save it with --bundles-only)."""
+def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args, masks: Any = None) -> None:
+    """Render one call's bundle with pi0viz.visualize_attention (or only save it with --bundles-only); with
+    --grounding, save it with the object masks of its frames; with --summaries, write its summary maps."""
     step = int(bundle.inference_step or 0)
-    if args.bundles_only or args.save_bundles or args.viewer or args.attention_video:
-        save_bundle(bundle, episode_dir / "bundles" / f"inference_{step:03d}.npz")
+    path = episode_dir / "bundles" / f"inference_{step:03d}.npz"
+    if (args.bundles_only or args.save_bundles or args.viewer or args.attention_video or args.grounding
+            or args.summaries):
+        save_bundle(bundle, path)
+    if masks is not None:
+        from pi0viz.analysis.masks import masks_path, save_masks
+
+        save_masks(masks, masks_path(path))
+    if args.summaries:
+        from pi0viz.analysis.summaries import write_call_summaries
+
+        write_call_summaries(bundle, episode_dir, inference_step=step)
     if args.bundles_only:
         return
     from pi0viz import RenderOptions, visualize_attention
@@ -194,10 +214,16 @@ def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args) -> None:
 
 
 def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPolicy, args: Args,
-                episode_dir: Path, *, max_steps: int) -> EpisodeResult:
-    """One rollout in an existing env (reset here). Renders attention as configured; returns the outcome."""
+                episode_dir: Path, *, max_steps: int, info: dict[str, Any] | None = None) -> EpisodeResult:
+    """One rollout in an existing env (reset here). Renders attention as configured; returns the outcome.
+    `info` (suite, task, trial) goes into <episode>/episode.json with the outcome (--grounding)."""
     env.reset()
     obs = env.set_init_state(init_state)
+    segmenter = None
+    if args.grounding:  # after the reset: a hard reset rebuilds the model and its observables
+        from pi0viz.analysis.masks import LiberoSegmenter
+
+        segmenter = LiberoSegmenter(env)
     plan: collections.deque = collections.deque()
     frames: list[np.ndarray] = []
     calls, rendered, t, success, error = 0, [], 0, False, None
@@ -229,7 +255,8 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
                     recorder.mark_call()
                 if want:
                     bundle = out["attention_bundle"]
-                    render_call(bundle, episode_dir, args)
+                    masks = segmenter.call_masks(obs) if segmenter is not None else None  # the frames of `request`
+                    render_call(bundle, episode_dir, args, masks)
                     rendered.append(calls)
                 calls += 1
             if live is not None:  # after the query: this step already runs the new call's actions
@@ -251,6 +278,11 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
         result.rerun = live.path
     if args.viewer and rendered:
         write_episode_viewer(episode_dir, with_tree=not args.bundles_only)
+    if args.grounding and rendered:
+        write_episode_metrics(episode_dir, dict(info or {}, prompt=prompt, success=success, steps=t,
+                                                inference_calls=calls, error=error is not None))
+    if args.summaries and rendered:
+        write_episode_strip(episode_dir)
     if recorder is not None and len(recorder) and rendered:
         result.attention_video = write_attention_video(recorder, episode_dir, args)
     return result
@@ -291,6 +323,27 @@ def write_episode_viewer(episode_dir: Path, *, with_tree: bool) -> Path:
     page = write_viewer(bundles, episode_dir / "viewer.html", tree=episode_dir if with_tree else None)
     logger.info("viewer for %d calls: %s", len(bundles), page)
     return page
+
+
+def write_episode_metrics(episode_dir: Path, info: dict[str, Any]) -> Path:
+    """<episode>/episode.json (task, outcome) and the metrics of the episode's saved calls next to its bundles."""
+    from pi0viz.analysis.metrics import EPISODE_FILE, analyze_bundles
+
+    episode_dir.mkdir(parents=True, exist_ok=True)
+    (episode_dir / EPISODE_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
+    [path] = analyze_bundles(sorted((episode_dir / "bundles").glob("inference_*[0-9].npz")), require_masks=True)
+    logger.info("grounding metrics: %s", path)
+    return path
+
+
+def write_episode_strip(episode_dir: Path) -> Path:
+    """<episode>/episode_summary.jpg: the whole-call summary map of every saved call, side by side."""
+    from pi0viz.analysis.summaries import episode_strip_from_bundles
+
+    bundles = sorted((episode_dir / "bundles").glob("inference_*[0-9].npz"))
+    path = episode_strip_from_bundles(bundles, episode_dir / "episode_summary.jpg")
+    logger.info("episode summary strip: %s", path)
+    return path
 
 
 def write_video(frames: list[np.ndarray], path: Path) -> Path:
@@ -353,7 +406,8 @@ def eval_libero(args: Args) -> list[EpisodeResult]:
                 episode_dir = Path(args.attention_out) / f"{args.task_suite_name}_task{task_id}_ep{trial}"
                 start = time.monotonic()
                 result = run_episode(env, init_states[trial % len(init_states)], prompt, policy, args, episode_dir,
-                                     max_steps=max_steps)
+                                     max_steps=max_steps,
+                                     info={"suite": args.task_suite_name, "task_id": task_id, "trial": trial})
                 name = f"rollout_{prompt.replace(' ', '_')}_ep{trial}_{'success' if result.success else 'failure'}.mp4"
                 if result.frames:
                     result.video = write_video(result.frames, Path(args.video_out_path) / name)
@@ -365,6 +419,10 @@ def eval_libero(args: Args) -> list[EpisodeResult]:
         finally:
             env.close()
     logger.info("total success rate: %d/%d", sum(r.success for r in results), len(results))
+    if args.grounding and any(r.rendered_calls for r in results):
+        from pi0viz.analysis.report import write_report
+
+        logger.info("report: %s", write_report(args.attention_out))
     return results
 
 
@@ -400,6 +458,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--render-steps", default=None, help="denoising steps to render, e.g. '0,9'")
     p.add_argument("--render-action-tokens", default=None, help="action tokens to render, e.g. '0-4'")
     p.add_argument("--render-layers", default=None, help="layers to render, e.g. '0,17'")
+    p.add_argument("--grounding", action="store_true",
+                   help="object masks from the simulator + grounding metrics per call and episode, and a report "
+                        "(implies --save-bundles; docs/analysis.md)")
+    p.add_argument("--summaries", action="store_true",
+                   help="summary maps (mean over action tokens, ...) next to each call's tree and an episode strip "
+                        "(implies --save-bundles)")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--attention-video", action="store_true",
                    help="save every step's frames and write <episode>/attention_video.mp4 (implies --save-bundles)")

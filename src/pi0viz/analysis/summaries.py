@@ -224,3 +224,19 @@ def write_episode_strip(calls: Sequence[tuple[int, CallSummary, CaptureBundle]],
     write_atomic(os.fspath(out), simplejpeg.encode_jpeg(as_rgbx(canvas), quality=90, colorspace="RGBX",
                                                          colorsubsampling="420"))
     return out
+
+
+def episode_strip_from_bundles(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, *,
+                               how: Reduce = "mean", per_row: int = 16) -> Path:
+    """`write_episode_strip` for saved bundles (one call each, ordered by inference step)."""
+    from pi0viz.core.bundle import load_bundle
+
+    calls = []
+    for i, p in enumerate(paths):
+        b = load_bundle(p)
+        call = fusion.fuse_call(b.attention, b.layout, b.image_masks, b.token_mask, kind=b.attention_kind,
+                                heads_fused=b.attention_heads == "max")
+        n = b.inference_step if b.inference_step is not None else i
+        calls.append((int(n), reduce_call(call, AXES, how), b))
+    calls.sort(key=lambda c: c[0])
+    return write_episode_strip(calls, out_path, per_row=per_row)

@@ -1,0 +1,93 @@
+"""A real LIBERO episode with --grounding: simulator masks of the task's objects, metrics, and the report.
+
+One env (libero_spatial task 0), the tiny pi0 in process, 2 inference calls, bundles only (no JPEG tree).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pi0viz.policy import libero_env
+
+pytestmark = [pytest.mark.libero, pytest.mark.slow]
+if not libero_env.libero_installed():
+    pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh (CI installs it via scripts/test.sh)",
+                allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("libero_example_main_analysis",
+                                                  ROOT / "examples" / "libero" / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def episode(tmp_path_factory):
+    from pi0viz.policy.jax_policy import Policy
+
+    example = _load_example()
+    suite = libero_env.task_suite("libero_spatial")
+    env, prompt = libero_env.make_env(suite, 0, seed=7)
+    try:
+        run = tmp_path_factory.mktemp("run")
+        args = example.Args(policy="tiny", max_inference_calls=2, bundles_only=True, grounding=True, fuse_heads=True)
+        result = example.run_episode(env, suite.get_task_init_states(0)[0], prompt,
+                                     example.InProcessPolicy(Policy.tiny(seed=0)), args, run / "ep0", max_steps=220,
+                                     info={"suite": "libero_spatial", "task_id": 0, "trial": 0})
+    finally:
+        env.close()
+    assert result.error is None, result.error
+    return run, result, prompt
+
+
+def test_masks_of_the_task_objects_are_saved_for_every_call(episode) -> None:
+    from pi0viz.analysis.masks import load_masks
+
+    run, result, _ = episode
+    assert result.rendered_calls == [0, 1]
+    for call in (0, 1):
+        masks = load_masks(run / "ep0" / "bundles" / f"inference_{call:03d}.masks.npz")
+        assert masks.objects == ["akita_black_bowl_1", "plate_1"]  # the task's obj_of_interest
+        assert masks.has_mask.tolist() == [True, True, False]  # agent view, wrist, padded right wrist
+        area = masks.coverage.sum(axis=(2, 3))  # [objects, cameras] in patches
+        assert (area[:, 0] > 1).all() and (area[:, 0] < 40).all()  # both objects visible in the agent view
+        assert area[:, 2].max() == 0
+
+
+def test_metrics_and_episode_record(episode) -> None:
+    run, result, prompt = episode
+    bundles = run / "ep0" / "bundles"
+    ep = json.loads((bundles / "episode_metrics.json").read_text())
+    assert ep["episode"]["prompt"] == prompt and ep["episode"]["success"] is False and ep["episode"]["task_id"] == 0
+    assert [c["call"] for c in ep["calls"]] == [0, 1]
+    base = ep["calls"][0]["grounding"]["cameras"]["base_0_rgb"]
+    assert 0 < base["area_share"] < 0.2 and len(base["by_layer"]["iou10"]) == 4  # tiny pi0: 4 layers
+    with open(bundles / "inference_001.grounding.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 10 * 4 * 50  # steps x layers x action tokens of the tiny pi0
+    values = np.array([float(r["base_0_rgb.iou10"]) for r in rows])
+    assert ((values >= 0) & (values <= 1)).all()
+    assert {r["call"] for r in rows} == {"1"}
+
+
+def test_report_over_the_run(episode) -> None:
+    from pi0viz.analysis.report import write_report
+
+    run, _, prompt = episode
+    page = write_report(run)
+    text = page.read_text()
+    assert prompt in text and "failure" in text and text.count("data:image/png;base64,") >= 4
+    summary = json.loads((run / "run_metrics.json").read_text())
+    assert summary["tasks"]["libero_spatial task 0"]["episodes"] == 1
