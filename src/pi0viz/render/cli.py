@@ -45,11 +45,15 @@ _SELECTION = "numbers and ranges, e.g. '0,3-5,9' (default: all)"
 @click.option("--resume", is_flag=True, help="Keep finished cells of an interrupted render; do the rest.")
 @click.option("--batch-index", type=click.IntRange(0), default=0, show_default=True,
               help="Batch element to draw when the capture holds several.")
+@click.option("--exclude-sinks", is_flag=True,
+              help="Color scale without attention sinks (keys >= 0.2 in 90 % of a step and layer's action rows); "
+                   "sinks drawn clipped and outlined.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def render_command(bundle: str, out: str, inference_step: int | None, steps: str | None, action_tokens: str | None,
                    layers: str | None, cameras: str | None, scale: str, percentile: float | None, gamma: float,
                    log_decades: float | None, colormap: str, zoom: int, bilinear: bool, alpha: float, quality: int,
                    per_head: bool, composite: bool, workers: int | None, resume: bool, batch_index: int,
+                   exclude_sinks: bool,
                    no_progress: bool) -> None:
     """Render a capture bundle (.npz) as the attention_viz tree of JPEGs.
 
@@ -66,7 +70,7 @@ def render_command(bundle: str, out: str, inference_step: int | None, steps: str
             scale=ColorScale(scope=scale, percentile=percentile, gamma=gamma, log_decades=log_decades),
             colormap=colormap, zoom=zoom, upsample="bilinear" if bilinear else "nearest", alpha=alpha,
             quality=quality, per_head=per_head, composite=composite, workers=workers, resume=resume,
-            batch_index=batch_index)
+            batch_index=batch_index, exclude_sinks=exclude_sinks)
         step = inference_step if inference_step is not None else (capture.inference_step or 0)
         job = RenderJob(capture, out, step, options)
         total = len(job.tasks) * len(job.layer_pos) * job.files_per_cell

@@ -21,6 +21,7 @@ import simplejpeg
 from pi0viz.core.bundle import INT32_MAX, CaptureBundle
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
 from pi0viz.core.fusion import ColorScale, FusionError, fuse_call, padded_cameras, scale_tops, to_levels
+from pi0viz.core.sinks import detect_sinks
 from pi0viz.core.images import resize_with_pad
 from pi0viz.core.writes import make_folder as make_folders
 from pi0viz.errors import SelectionError
@@ -52,6 +53,7 @@ from pi0viz.render.panels import (
     pack_rgb,
 )
 
+SINK_OUTLINE = int(pack_rgb(np.array([0, 255, 255], np.uint8)))  # cyan: no inferno color is near it
 MODEL_PATCH_PX = 14  # SigLIP So400m/14: the model sees rows*14 x cols*14 pixels (224 x 224 for 16 x 16 patches)
 DEFAULT_QUALITY = 85
 
@@ -77,6 +79,9 @@ class RenderOptions:
         resume: skip cells whose files all exist; finish the rest.
         batch_index: which batch element to draw (B > 1 captures hold several environments).
         check_probs: verify that "probs" rows sum to 1 over their valid keys.
+        exclude_sinks: compute the color scale without the attention sinks of each (step, layer)
+            (pi0viz.core.sinks); sinks are then drawn clipped at the top color and outlined in cyan, and every
+            caption title says "scale w/o sinks".
     """
 
     steps: str | Sequence[int] | None = None
@@ -95,6 +100,7 @@ class RenderOptions:
     resume: bool = False
     batch_index: int = 0
     check_probs: bool = True
+    exclude_sinks: bool = False
 
     def validate(self) -> None:
         if not (isinstance(self.zoom, (int, np.integer)) and 1 <= self.zoom <= 16):
@@ -200,7 +206,15 @@ class RenderJob:
         fused_cams = [c for c in range(len(bundle.camera_names)) if self.image_masks[b, c]]
         self.regions = call.regions
         self.region_keep = [fused_cams.index(c) for c in keep_cams] + [len(call.regions) - 1]
-        self.tops = scale_tops(call.fused, call.regions, options.scale)  # [D, L, A, N]
+        self.sinks = None
+        scaled = call.fused
+        if options.exclude_sinks:  # the scale ignores the sinks; they saturate (clip) at the top color
+            self.sinks = detect_sinks(call.fused, np.ones(call.fused.shape[-1], bool))  # [D, L, R]
+            scaled = np.where(self.sinks[:, :, None, :], np.float32(0), call.fused)
+            cells = int(self.sinks.any(axis=-1).sum())
+            self.notes.append(f"--exclude-sinks: {cells} of {self.sinks.shape[0] * self.sinks.shape[1]} (step, layer) "
+                              "cells have sinks; they are outlined and left out of the color scale")
+        self.tops = scale_tops(scaled, call.regions, options.scale)  # [D, L, A, N]
         self.levels = to_levels(call.fused, self.tops, call.regions, options.scale)  # [D, L, A, R] uint8
         self.peaks = np.stack([call.fused[..., s:e].max(axis=-1) for _, s, e in call.regions], axis=-1)  # [D, L, A, N]
         self.mass = call.region_mass
@@ -261,6 +275,8 @@ class RenderJob:
         return [i for i, n in enumerate(names) if n in wanted]
 
     def _captions(self, title: str, width: int, lut: np.ndarray, atlas: GlyphAtlas, zoom: int) -> list[Caption]:
+        if self.options.exclude_sinks:
+            title = f"{title} (scale w/o sinks)"
         titles = [title] + [f"{title}: head {h}" for h in range(self.num_heads if self.options.per_head else 0)]
         return [Caption(t, width, lut, atlas, zoom) for t in titles]
 
@@ -328,6 +344,9 @@ class RenderJob:
             self.captions[-1][0].numbers(buf[split:], peak=peaks[keep[-1]], mass=mass[keep[-1]], top=tops[keep[-1]],
                                          label=label)
             out.append(buf)
+        if self.sinks is not None:
+            for k, panel in enumerate(out[: len(self.painters)]):
+                self._outline_sinks(panel, k, d, l)
         fused = out[:len(self.painters)]
         if self.options.per_head:
             out += [self._montage(self._buffers[len(self.painters) + k], k, d, l, a) for k in range(len(self.painters))]
@@ -349,6 +368,25 @@ class RenderJob:
             x += p.shape[1]
         buf[cam_h:, :text.shape[1]] = text
         return buf
+
+    def _outline_sinks(self, panel: np.ndarray, k: int, d: int, l: int) -> None:
+        """Outline the sink keys of (d, l) on panel k: a patch block's border, or a prompt token's box."""
+        _, start, stop = self.regions[self.region_keep[k]]
+        local = np.flatnonzero(self.sinks[d, l, start:stop])
+        if not len(local):
+            return
+        painter = self.painters[k]
+        t = int(self.options.zoom)  # line width in pixels
+        if isinstance(painter, CameraPainter):
+            (ph, pw), cols = painter.block, painter.grid[1]
+            boxes = [(c * pw, r * ph, (c + 1) * pw, (r + 1) * ph) for r, c in zip(local // cols, local % cols)]
+        else:
+            boxes = [tuple(int(v) for v in painter.layout.boxes[i]) for i in local]
+        for x0, y0, x1, y1 in boxes:
+            panel[y0:y0 + t, x0:x1] = SINK_OUTLINE
+            panel[y1 - t:y1, x0:x1] = SINK_OUTLINE
+            panel[y0:y1, x0:x0 + t] = SINK_OUTLINE
+            panel[y0:y1, x1 - t:x1] = SINK_OUTLINE
 
     def _alloc(self, k: int, count: int) -> np.ndarray:
         painter, cap = self.painters[k], self.captions[k][0]
