@@ -95,7 +95,7 @@ class _Painter:
     """The renderer's camera, prompt and caption painters for one bundle, drawing one summary cell at a time."""
 
     def __init__(self, bundle: CaptureBundle, batch: int, regions: list[tuple[str, int, int]],
-                 colormap: str = "inferno") -> None:
+                 colormap: str = "inferno", alpha: float = DEFAULT_ALPHA) -> None:
         lut = colormap_lut(colormap)
         rows, cols = bundle.patch_grid
         h, w = rows * PATCH_PX, cols * PATCH_PX
@@ -107,7 +107,7 @@ class _Painter:
             image = bundle.images[batch, c]
             if image.shape[:2] != (h, w):
                 image = resize_with_pad(np.ascontiguousarray(image), h, w)
-            painter = CameraPainter(image, bundle.patch_grid, lut, alpha=DEFAULT_ALPHA)
+            painter = CameraPainter(image, bundle.patch_grid, lut, alpha=alpha)
             caption = Caption(name, painter.shape[1], lut, atlas)
             buf = np.empty((painter.shape[0] + caption.height, painter.shape[1]), np.uint32)
             self.panels.append((files[c], painter, caption, buf))
@@ -131,7 +131,8 @@ class _Painter:
 
 def write_call_summaries(bundle: CaptureBundle, out_dir: str | os.PathLike, *,
                          summaries: str | Sequence[str | Sequence[str]] = DEFAULT_SUMMARIES, how: Reduce = "mean",
-                         inference_step: int | None = None, batch: int = 0) -> list[CallSummary]:
+                         inference_step: int | None = None, batch: int = 0,
+                         alpha: float = DEFAULT_ALPHA) -> list[CallSummary]:
     """Write the summary maps of one call under `out_dir`/inference_timestep_N/summary/.
 
     Args:
@@ -140,6 +141,7 @@ def write_call_summaries(bundle: CaptureBundle, out_dir: str | os.PathLike, *,
         summaries: which axes to reduce, one tuple (or '+'-joined string) per summary.
         how: "mean" or "max" over the reduced axes.
         inference_step: N; default the bundle's, else 0.
+        alpha: heat-map weight over the image (as the renderer's --alpha).
 
     Returns:
         the reduced maps, in the order of `summaries`.
@@ -149,7 +151,7 @@ def write_call_summaries(bundle: CaptureBundle, out_dir: str | os.PathLike, *,
                             kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max", batch_index=batch)
     step = inference_step if inference_step is not None else (bundle.inference_step or 0)
     root = Path(inference_dir(os.fspath(out_dir), step)) / "summary"
-    painter = _Painter(bundle, batch, call.regions)
+    painter = _Painter(bundle, batch, call.regions, alpha=alpha)
     labels = (np.asarray(bundle.step_indices), np.asarray(bundle.layer_indices), np.arange(bundle.num_action_tokens))
     results = []
     for axes in specs:
@@ -172,7 +174,7 @@ def write_call_summaries(bundle: CaptureBundle, out_dir: str | os.PathLike, *,
 
 
 def write_episode_strip(calls: Sequence[tuple[int, CallSummary, CaptureBundle]], out_path: str | os.PathLike, *,
-                        per_row: int = 16, batch: int = 0) -> Path:
+                        per_row: int = 16, batch: int = 0, alpha: float = DEFAULT_ALPHA) -> Path:
     """One image for an episode: per camera a row of tiles, one per call (its whole-call summary map), wrapped
     every `per_row` calls. All tiles share one color scale (the max over the strip), so calls compare.
 
@@ -204,7 +206,7 @@ def write_episode_strip(calls: Sequence[tuple[int, CallSummary, CaptureBundle]],
             image = b.images[batch, b.camera_names.index(cam)]
             if image.shape[:2] != (h, w):
                 image = resize_with_pad(np.ascontiguousarray(image), h, w)
-            painter = CameraPainter(image, b.patch_grid, lut)
+            painter = CameraPainter(image, b.patch_grid, lut, alpha=alpha)
             caption = Caption(f"call {n} · {cam}", w, lut, atlas)
             buf = np.empty((h + caption.height, w), np.uint32)
             painter.draw(level, buf[:h])
