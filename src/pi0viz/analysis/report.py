@@ -103,7 +103,7 @@ def _pyplot():
 
 
 def _region_curves(calls: Sequence[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
-    """names, mass [N regions, D, L] averaged over the calls."""
+    """names, mass [M, D, L] (key regions) averaged over the calls."""
     names = calls[0]["regions"]["names"]
     stack = np.asarray([c["regions"]["mass"] for c in calls if c["regions"]["names"] == names], np.float64)
     return names, stack.mean(axis=0)

@@ -118,7 +118,7 @@ class _Painter:
         self.regions = regions
 
     def draw(self, levels: np.ndarray, peaks: np.ndarray, mass: np.ndarray, tops: np.ndarray) -> list[tuple[str, bytes]]:
-        """JPEGs of one cell: levels uint8[R]; peaks, mass, tops float[N] per region."""
+        """JPEGs of one cell: levels uint8[R]; peaks, mass, tops float[regions], one per drawn region."""
         out = []
         for n, ((file, painter, caption, buf), (_, start, stop)) in enumerate(zip(self.panels, self.regions)):
             split = painter.shape[0] if isinstance(painter, CameraPainter) else painter.layout.height
