@@ -159,7 +159,8 @@ def call_grounding(maps: ActionMaps, coverage: np.ndarray, has_mask: Sequence[bo
         if not (has_mask[c] and image_mask[c]):
             continue
         region = layout.camera_region(c)
-        metrics = camera_metrics(flat[:, region.slice], coverage[c].reshape(-1))
+        x = np.ascontiguousarray(flat[:, region.slice])  # one copy; every pass below then reads it linearly
+        metrics = camera_metrics(x, coverage[c].reshape(-1))
         for k in CAMERA_METRICS:
             per_cam[k].append(metrics[k].reshape(D, L, A))
         object_mass += metrics["mass"]
