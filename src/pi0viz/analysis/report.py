@@ -119,11 +119,15 @@ def plot_region_mass(calls: Sequence[dict[str, Any]], title: str) -> str:
     axes[0].set(xlabel="layer", ylabel="attention mass (head mean)", title="per layer")
     axes[1].set(xlabel="denoising step (0 = t 1.0, noise)", title="per step")
     axes[0].legend(fontsize=7)
-    image = axes[2].imshow(np.concatenate([m for m in mass], axis=1), aspect="auto", cmap="inferno")
-    axes[2].set(xlabel=" | ".join(names), ylabel="step", title="step x layer, per region")
-    axes[2].set_xticks([])
+    image = axes[2].imshow(mass.mean(axis=1), aspect="auto", cmap="inferno")  # [M, L]
+    axes[2].set(xlabel="layer", title="region x layer")
+    axes[2].set_yticks(np.arange(len(names)), names, fontsize=7)
     fig.colorbar(image, ax=axes[2])
-    fig.suptitle(title)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers and steps are whole numbers
+    fig.suptitle(title, y=1.04)
     return _png(fig)
 
 
@@ -144,6 +148,8 @@ def _call_series(ep: dict[str, Any], camera: str | None, metric: str) -> tuple[l
 def plot_grounding_over_episodes(episodes: Sequence[dict[str, Any]], camera: str | None) -> str | None:
     """Object share of the prefix and the first camera's top-10 % IoU over each episode's calls, by outcome."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     panels = [(None, "object_share", "object share of the prefix attention")]
     if camera:
         panels += [(camera, "iou10", f"{camera}: IoU of the top 10 %"), (camera, "lift", f"{camera}: lift")]
@@ -156,6 +162,7 @@ def plot_grounding_over_episodes(episodes: Sequence[dict[str, Any]], camera: str
                 ax.plot(xs, ys, marker=".", color=OUTCOME_COLORS[_outcome(ep)], alpha=0.8)
                 drawn = True
         ax.set(xlabel="inference call", title=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].plot([], [], color=OUTCOME_COLORS[True], label="success")
     axes[0][0].plot([], [], color=OUTCOME_COLORS[False], label="failure")
     axes[0][0].legend(fontsize=7)
