@@ -18,7 +18,10 @@
   for (let q = 0; q < 256; q++) SQ[q] = (q / 255) * (q / 255);
 
   const S = { call: 0, d: 0, a: 0, l: 0, head: -1, scope: 'cell', pct: null, gamma: 1, logDecades: null,
-              decades: 3, cmap: META.colormap, alpha: 0.6, smooth: false, epMean: false };
+              decades: 3, cmap: META.colormap, alpha: 0.6, smooth: false, epMean: false, sum: 'none' };
+  // Summary maps (as pi0viz.analysis.summaries): the fused maps reduced over these axes of [D, L, A].
+  const SUMS = { none: null, tokens: { axes: 'a', op: 'mean' }, 'tokens-max': { axes: 'a', op: 'max' },
+                 'tokens+steps': { axes: 'ad', op: 'mean' }, all: { axes: 'adl', op: 'mean' } };
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
@@ -114,6 +117,32 @@
     else { src = loaded['h' + i + '_' + d]; off = ((l * A + a) * H + head) * R; }
     for (let k = 0; k < R; k++) out[k] = SQ[src[off + k]] * top;
     return out;
+  }
+  const sumCache = {};
+  function summary(i, mode) { // {values: Float32Array [R], mass: Float32Array [M]} of the reduced cells
+    const spec = SUMS[mode];
+    const { D, L, A, H } = DIMS;
+    const dd = spec.axes.includes('d') ? null : S.d, ll = spec.axes.includes('l') ? null : S.l;
+    const key = [i, mode, dd, ll].join('/');
+    if (key in sumCache) return sumCache[key];
+    const { R } = geometry(i);
+    const M = MREG.length, mass = loaded['m' + i];
+    const values = new Float32Array(R), msum = new Float32Array(M);
+    let n = 0;
+    for (let d = 0; d < D; d++) for (let l = 0; l < L; l++) {
+      if ((dd !== null && d !== dd) || (ll !== null && l !== ll)) continue;
+      for (let a = 0; a < A; a++) {
+        const v = cellValues(i, d, l, a, -1);
+        if (spec.op === 'max') for (let k = 0; k < R; k++) values[k] = Math.max(values[k], v[k]);
+        else for (let k = 0; k < R; k++) values[k] += v[k];
+        const base = (((d * L + l) * A + a) * (H + 1) + H) * M; // head-mean mass
+        for (let r = 0; r < M; r++) msum[r] = spec.op === 'max' ? Math.max(msum[r], mass[base + r] / 65535)
+          : msum[r] + mass[base + r] / 65535;
+        n++;
+      }
+    }
+    if (spec.op === 'mean') { for (let k = 0; k < R; k++) values[k] /= n; for (let r = 0; r < M; r++) msum[r] /= n; }
+    return (sumCache[key] = { values, mass: msum });
   }
   function topOf(values, scratch) { // max, or numpy's linear-interpolation percentile (scratch: may reorder values)
     const n = values.length;
@@ -280,16 +309,18 @@
     const i = S.call;
     buildCall(i);
     const geo = geometry(i);
-    const values = cellValues(i, S.d, S.l, S.a, S.head);
-    const fused = S.head < 0 ? values : cellValues(i, S.d, S.l, S.a, -1);
+    const sum = SUMS[S.sum] ? summary(i, S.sum) : null; // a summary shows fused maps only
+    const values = sum ? sum.values : cellValues(i, S.d, S.l, S.a, S.head);
+    const fused = sum || S.head < 0 ? values : cellValues(i, S.d, S.l, S.a, -1);
     const tops = scaleTops(i, fused); // per-head views share the fused map's scale, as the renderer's
     const levels = toLevels(i, values, tops);
-    Object.assign(VIEW, { call: i, d: S.d, l: S.l, a: S.a, head: S.head, values, levels, tops });
+    Object.assign(VIEW, { call: i, d: S.d, l: S.l, a: S.a, head: S.head, sum: S.sum, values, levels, tops });
     const t = lut();
     const mass = loaded['m' + i];
     const hi = S.head < 0 ? DIMS.H : S.head;
     const M = MREG.length;
     const massBase = (((S.d * DIMS.L + S.l) * DIMS.A + S.a) * (DIMS.H + 1) + hi) * M;
+    const massOf = (r) => (r < 0 ? NaN : sum ? sum.mass[r] : mass[massBase + r] / 65535);
     for (const view of Object.values(camViews)) {
       const { ctx, canvas, patch, pctx, region } = view;
       const img = images[i][view.name];
@@ -312,7 +343,7 @@
       for (let k = region.start; k < region.stop; k++) vmax = Math.max(vmax, values[k]);
       const mi = MREG.findIndex((m) => m[0] === view.name);
       const n = geo.regions.indexOf(region);
-      setCaption(view.cap, view.name, vmax, mi >= 0 ? mass[massBase + mi] / 65535 : NaN, tops[n]);
+      setCaption(view.cap, view.name, vmax, massOf(mi), tops[n]);
     }
     const textRegion = geo.regions.find((r) => r.name === 'text' && r.cam < 0);
     tokenSpans.forEach((span, k) => {
@@ -321,7 +352,7 @@
       span.style.color = ink(lv);
       span.dataset.level = String(lv);
     });
-    renderLegend(tops, mass[massBase + MREG.findIndex((m) => m[1] === 'text')] / 65535);
+    renderLegend(tops, massOf(MREG.findIndex((m) => m[1] === 'text')));
     renderMassGrid();
     renderEpisode();
     renderTree();
@@ -346,7 +377,8 @@
     const pct = S.pct === null ? 'max' : S.pct + 'th percentile';
     const uniq = [...new Set(tops.map((x) => fmt(x)))];
     $('scale-label').textContent = '0 \u2192 top = ' + uniq.join(' / ') + '  (' + scopeName + ', ' + pct + transform +
-      ')   ' + (S.head < 0 ? 'fused: max over heads' : 'head ' + S.head + ' on the fused scale') +
+      ')   ' + (SUMS[S.sum] ? 'summary: ' + $('sel-sum').selectedOptions[0].textContent + ' of the fused maps'
+        : S.head < 0 ? 'fused: max over heads' : 'head ' + S.head + ' on the fused scale') +
       '   prompt mass ' + (isNaN(textMass) ? '-' : textMass.toFixed(3));
   }
 
@@ -565,6 +597,10 @@
     $('in-pct').value = S.pct === null ? '' : S.pct; $('in-gamma').value = S.gamma;
     $('chk-log').checked = S.logDecades !== null; $('in-decades').value = S.decades;
     $('sel-cmap').value = S.cmap; $('s-alpha').value = S.alpha; $('chk-smooth').checked = S.smooth;
+    $('sel-sum').value = S.sum;
+    const axes = SUMS[S.sum] ? SUMS[S.sum].axes : ''; // the sliders of reduced axes do nothing: grey them out
+    $('s-token').disabled = axes.includes('a'); $('s-step').disabled = axes.includes('d');
+    $('s-layer').disabled = axes.includes('l'); $('sel-head').disabled = axes !== '';
     scheduleHash();
   }
   function setupControls() {
@@ -586,6 +622,7 @@
     on('sel-cmap', 'change', (e) => { S.cmap = e.value; });
     on('s-alpha', 'input', (e) => { S.alpha = Number(e.value); });
     on('chk-smooth', 'change', (e) => { S.smooth = e.checked; });
+    on('sel-sum', 'change', (e) => { S.sum = e.value in SUMS ? e.value : 'none'; });
     on('chk-epmean', 'change', (e) => { S.epMean = e.checked; });
     const chart = $('episode-chart');
     chart.addEventListener('mousemove', episodeTip);
@@ -620,6 +657,7 @@
       if (S.cmap !== META.colormap) q.set('cmap', S.cmap);
       q.set('alpha', S.alpha);
       if (S.smooth) q.set('smooth', 1);
+      if (S.sum !== 'none') q.set('sum', S.sum);
       try { history.replaceState(null, '', '#' + q.toString()); } catch (e) { /* some file:// setups refuse */ }
     }, 250);
   }
@@ -634,6 +672,7 @@
     const dec = num('log', null); S.logDecades = dec > 0 ? dec : null; if (dec > 0) S.decades = dec;
     if (q.get('cmap') in META.colormaps) S.cmap = q.get('cmap');
     S.alpha = clamp(num('alpha', S.alpha), 0, 1); S.smooth = q.get('smooth') === '1';
+    if (q.get('sum') in SUMS) S.sum = q.get('sum');
     if (BUNDLES && !CALLS[clamp(S.call, 0, NCALLS - 1)].heads) S.head = -1;
     S.head = clamp(S.head, -1, DIMS.H - 1);
   }
