@@ -19,28 +19,38 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run the viewer browser tests")
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(url)
+    deadline = time.monotonic() + 20
+    while not pg.evaluate("document.documentElement.dataset.ready === '1'"):
+        assert time.monotonic() < deadline, "viewer never became ready"
+        time.sleep(0.05)
+    return pg, errors
+
+
+@pytest.fixture(scope="module")
+def page(browser, tmp_path_factory):
     b = synthetic_bundle(num_steps=3, num_layers=4, num_action_tokens=6)
     for a in range(6):
         place_hot_key(b, step=2, layer=1, action_token=a, head=5, key=HOT, mass=0.9)
     out = tmp_path_factory.mktemp("view") / "view.html"
     write_viewer([b], out, heads="none")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.goto(out.as_uri())
-        deadline = time.monotonic() + 20
-        while not pg.evaluate("document.documentElement.dataset.ready === '1'"):
-            assert time.monotonic() < deadline, "viewer never became ready"
-            time.sleep(0.05)
-        yield pg, decode_fused(call_arrays(b)), errors
-        browser.close()
+    pg, errors = open_page(browser, out.as_uri())
+    return pg, decode_fused(call_arrays(b)), errors
 
 
 def show(pg, **state) -> np.ndarray:
@@ -70,3 +80,32 @@ def test_hot_spot_of_every_token_tops_the_token_summary_and_nothing_else(page) -
     show(pg, sum="none", d=2, l=1, a=3)
     assert not pg.evaluate("document.getElementById('s-token').disabled")
     assert not errors
+
+
+def test_exclude_sinks_in_the_viewer(browser, tmp_path) -> None:
+    """A sink planted at 0.6 of every action row: with 'exclude sinks' the scale ignores it, a hot patch at 0.1
+    becomes the top color, and the sink token is outlined."""
+    b = synthetic_bundle(num_steps=2, num_layers=2, num_action_tokens=5)
+    bos = b.layout.text_region.start
+    q = b.layout.action_queries()
+    att = b.attention[:, :, :, :, :, q].astype(np.float64)
+    att[..., bos] = 0
+    att *= 0.4 / att.sum(-1, keepdims=True)
+    att[..., bos] = 0.6
+    b.attention[:, :, :, :, :, q] = att.astype(np.float32)
+    for head in range(8):
+        place_hot_key(b, step=1, layer=0, action_token=2, head=head, key=HOT, mass=0.1)
+    out = tmp_path / "sinks.html"
+    write_viewer([b], out, heads="none")
+    keys = call_arrays(b).drawn_keys
+    r_bos = int(np.flatnonzero(keys == bos)[0])
+    pg, errors = open_page(browser, out.as_uri() + "#d=1&l=0&a=2")
+    plain = pg.evaluate("Array.from(pi0viz.view.levels)")
+    show(pg, sinks=True)
+    excluded = pg.evaluate("Array.from(pi0viz.view.levels)")
+    sinks = pg.evaluate("Array.from(pi0viz.view.sinks)")
+    classes = pg.evaluate("[...document.querySelectorAll('#tokens .tok')].map(s => s.classList.contains('sink'))")
+    assert not errors
+    assert plain[HOT] < 60 and excluded[HOT] == 255  # the hot patch is the top color once the sink is left out
+    assert np.flatnonzero(sinks).tolist() == [r_bos] and excluded[r_bos] == 255  # the sink: clipped at the top
+    assert classes[0] and not any(classes[1:])  # BOS (the first drawn token) outlined, nothing else

@@ -18,7 +18,9 @@
   for (let q = 0; q < 256; q++) SQ[q] = (q / 255) * (q / 255);
 
   const S = { call: 0, d: 0, a: 0, l: 0, head: -1, scope: 'cell', pct: null, gamma: 1, logDecades: null,
-              decades: 3, cmap: META.colormap, alpha: 0.6, smooth: false, epMean: false, sum: 'none' };
+              decades: 3, cmap: META.colormap, alpha: 0.6, smooth: false, epMean: false, sum: 'none',
+              sinks: false };
+  const SINK_MIN = 0.2, SINK_ROWS = 0.9; // pi0viz.core.sinks.SinkCriterion: >= 0.2 in 90 % of a cell's token rows
   // Summary maps (as pi0viz.analysis.summaries): the fused maps reduced over these axes of [D, L, A].
   const SUMS = { none: null, tokens: { axes: 'a', op: 'mean' }, 'tokens-max': { axes: 'a', op: 'max' },
                  'tokens+steps': { axes: 'ad', op: 'mean' }, all: { axes: 'adl', op: 'mean' } };
@@ -117,6 +119,22 @@
     else { src = loaded['h' + i + '_' + d]; off = ((l * A + a) * H + head) * R; }
     for (let k = 0; k < R; k++) out[k] = SQ[src[off + k]] * top;
     return out;
+  }
+  const sinkCache = {};
+  function sinksOf(i, d, l) { // Uint8Array [R]: 1 where the drawn key is an attention sink of (step d, layer l)
+    const key = [i, d, l].join('/');
+    if (key in sinkCache) return sinkCache[key];
+    const { R } = geometry(i);
+    const A = DIMS.A;
+    const hits = new Uint16Array(R);
+    for (let a = 0; a < A; a++) {
+      const v = cellValues(i, d, l, a, -1);
+      for (let k = 0; k < R; k++) if (v[k] >= SINK_MIN) hits[k]++;
+    }
+    const need = Math.max(1, Math.ceil(SINK_ROWS * A - 1e-9));
+    const out = new Uint8Array(R);
+    for (let k = 0; k < R; k++) out[k] = hits[k] >= need ? 1 : 0;
+    return (sinkCache[key] = out);
   }
   const sumCache = {};
   function summary(i, mode) { // {values: Float32Array [R], mass: Float32Array [M]} of the reduced cells
@@ -312,9 +330,10 @@
     const sum = SUMS[S.sum] ? summary(i, S.sum) : null; // a summary shows fused maps only
     const values = sum ? sum.values : cellValues(i, S.d, S.l, S.a, S.head);
     const fused = sum || S.head < 0 ? values : cellValues(i, S.d, S.l, S.a, -1);
-    const tops = scaleTops(i, fused); // per-head views share the fused map's scale, as the renderer's
+    const sinks = S.sinks && !sum ? sinksOf(i, S.d, S.l) : null; // --exclude-sinks: scale without them
+    const tops = scaleTops(i, sinks ? fused.map((v, k) => (sinks[k] ? 0 : v)) : fused); // heads: the fused scale
     const levels = toLevels(i, values, tops);
-    Object.assign(VIEW, { call: i, d: S.d, l: S.l, a: S.a, head: S.head, sum: S.sum, values, levels, tops });
+    Object.assign(VIEW, { call: i, d: S.d, l: S.l, a: S.a, head: S.head, sum: S.sum, values, levels, tops, sinks });
     const t = lut();
     const mass = loaded['m' + i];
     const hi = S.head < 0 ? DIMS.H : S.head;
@@ -339,6 +358,13 @@
       ctx.imageSmoothingQuality = 'high';
       ctx.drawImage(patch, 0, 0, canvas.width, canvas.height);
       ctx.globalAlpha = 1;
+      if (sinks) { // outline the sink patches in cyan, as the renderer does
+        const cols = CALLS[i].grid[1], bw = canvas.width / cols, bh = canvas.height / CALLS[i].grid[0];
+        ctx.strokeStyle = '#00ffff'; ctx.lineWidth = ZOOM;
+        for (let p = 0; p < geo.per; p++) {
+          if (sinks[region.start + p]) ctx.strokeRect((p % cols) * bw + ZOOM / 2, Math.floor(p / cols) * bh + ZOOM / 2, bw - ZOOM, bh - ZOOM);
+        }
+      }
       let vmax = 0;
       for (let k = region.start; k < region.stop; k++) vmax = Math.max(vmax, values[k]);
       const mi = MREG.findIndex((m) => m[0] === view.name);
@@ -351,6 +377,7 @@
       span.style.backgroundColor = rgb(lv);
       span.style.color = ink(lv);
       span.dataset.level = String(lv);
+      span.classList.toggle('sink', !!(sinks && sinks[textRegion.start + k]));
     });
     renderLegend(tops, massOf(MREG.findIndex((m) => m[1] === 'text')));
     renderMassGrid();
@@ -376,10 +403,12 @@
     const transform = S.logDecades !== null ? ', log ' + S.logDecades + ' decades' : S.gamma !== 1 ? ', gamma ' + S.gamma : '';
     const pct = S.pct === null ? 'max' : S.pct + 'th percentile';
     const uniq = [...new Set(tops.map((x) => fmt(x)))];
+    const nsink = VIEW.sinks ? VIEW.sinks.reduce((n, x) => n + x, 0) : 0;
     $('scale-label').textContent = '0 \u2192 top = ' + uniq.join(' / ') + '  (' + scopeName + ', ' + pct + transform +
       ')   ' + (SUMS[S.sum] ? 'summary: ' + $('sel-sum').selectedOptions[0].textContent + ' of the fused maps'
         : S.head < 0 ? 'fused: max over heads' : 'head ' + S.head + ' on the fused scale') +
-      '   prompt mass ' + (isNaN(textMass) ? '-' : textMass.toFixed(3));
+      '   prompt mass ' + (isNaN(textMass) ? '-' : textMass.toFixed(3)) +
+      (VIEW.sinks ? '   scale w/o sinks (' + nsink + ' outlined)' : '');
   }
 
   // ---------------------------------------------------------------- overview: layer x step grid per region
@@ -597,7 +626,7 @@
     $('in-pct').value = S.pct === null ? '' : S.pct; $('in-gamma').value = S.gamma;
     $('chk-log').checked = S.logDecades !== null; $('in-decades').value = S.decades;
     $('sel-cmap').value = S.cmap; $('s-alpha').value = S.alpha; $('chk-smooth').checked = S.smooth;
-    $('sel-sum').value = S.sum;
+    $('sel-sum').value = S.sum; $('chk-sinks').checked = S.sinks;
     const axes = SUMS[S.sum] ? SUMS[S.sum].axes : ''; // the sliders of reduced axes do nothing: grey them out
     $('s-token').disabled = axes.includes('a'); $('s-step').disabled = axes.includes('d');
     $('s-layer').disabled = axes.includes('l'); $('sel-head').disabled = axes !== '';
@@ -623,6 +652,7 @@
     on('s-alpha', 'input', (e) => { S.alpha = Number(e.value); });
     on('chk-smooth', 'change', (e) => { S.smooth = e.checked; });
     on('sel-sum', 'change', (e) => { S.sum = e.value in SUMS ? e.value : 'none'; });
+    on('chk-sinks', 'change', (e) => { S.sinks = e.checked; });
     on('chk-epmean', 'change', (e) => { S.epMean = e.checked; });
     const chart = $('episode-chart');
     chart.addEventListener('mousemove', episodeTip);
@@ -658,6 +688,7 @@
       q.set('alpha', S.alpha);
       if (S.smooth) q.set('smooth', 1);
       if (S.sum !== 'none') q.set('sum', S.sum);
+      if (S.sinks) q.set('sinks', 1);
       try { history.replaceState(null, '', '#' + q.toString()); } catch (e) { /* some file:// setups refuse */ }
     }, 250);
   }
@@ -673,6 +704,7 @@
     if (q.get('cmap') in META.colormaps) S.cmap = q.get('cmap');
     S.alpha = clamp(num('alpha', S.alpha), 0, 1); S.smooth = q.get('smooth') === '1';
     if (q.get('sum') in SUMS) S.sum = q.get('sum');
+    S.sinks = q.get('sinks') === '1';
     if (BUNDLES && !CALLS[clamp(S.call, 0, NCALLS - 1)].heads) S.head = -1;
     S.head = clamp(S.head, -1, DIMS.H - 1);
   }
