@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def load() -> str:
-    return "load avg %.1f %.1f %.1f" % os.getloadavg()
+    return "load avg {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 def make_call():
@@ -111,8 +111,8 @@ def main() -> None:
         m = time_metrics(bundle, coverage, has, out)
         metrics.append(m)
         print(f"round {r}: metrics {m['analyze_call_s']:.2f} s ({m['analyze_call_cpu_s']:.2f} s CPU), "
-              f"+ files {m['metrics_with_files_s']:.2f} s (maps {m['maps_s']:.2f}, sinks {m['sinks_s']:.3f}, grounding {m['grounding_s']:.2f}, "
-              f"write {m['write_s']:.2f}); {load()}")
+              f"+ files {m['metrics_with_files_s']:.2f} s (maps {m['maps_s']:.2f}, sinks {m['sinks_s']:.3f}, "
+              f"grounding {m['grounding_s']:.2f}, write {m['write_s']:.2f}); {load()}")
         rd = time_render(bundle, out / f"tree_{r}", args.workers, None if args.full_render else args.sample_steps)
         renders.append(rd)
         print(f"round {r}: render {rd['files_sample']} files in {rd['prepare_s']:.2f} s prepare + "

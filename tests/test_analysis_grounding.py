@@ -6,14 +6,26 @@ import math
 
 import numpy as np
 import pytest
-
 from bundle_support import small
-from pi0viz.errors import AnalysisError
-from pi0viz.analysis.grounding import (CAMERA_METRICS, call_grounding, camera_metrics, row_percentile,
-                                       summarize_call, to_csv)
+
+from pi0viz.analysis.grounding import (
+    CAMERA_METRICS,
+    call_grounding,
+    camera_metrics,
+    row_percentile,
+    summarize_call,
+    to_csv,
+)
 from pi0viz.analysis.maps import action_maps
-from pi0viz.analysis.masks import (CallMasks, load_masks, masks_for_bundle, masks_path, patch_coverage,
-                                   save_masks)
+from pi0viz.analysis.masks import (
+    CallMasks,
+    load_masks,
+    masks_for_bundle,
+    masks_path,
+    patch_coverage,
+    save_masks,
+)
+from pi0viz.errors import AnalysisError
 
 P = 256
 OBJECT = np.arange(26)  # 26 patches (about 10 % of 256) fully covered by the object

@@ -67,7 +67,7 @@ def test_masks_of_the_task_objects_are_saved_for_every_call(episode) -> None:
 
 
 def test_metrics_and_episode_record(episode) -> None:
-    run, result, prompt = episode
+    run, _, prompt = episode
     bundles = run / "ep0" / "bundles"
     ep = json.loads((bundles / "episode_metrics.json").read_text())
     assert ep["episode"]["prompt"] == prompt and ep["episode"]["success"] is False and ep["episode"]["task_id"] == 0

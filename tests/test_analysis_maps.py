@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bundle_support import small
+
 from pi0viz.analysis.maps import action_maps
 from pi0viz.analysis.metrics import region_masses
 from pi0viz.core import fusion

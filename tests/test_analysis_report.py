@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_support import small
 from click.testing import CliRunner
 
-from bundle_support import small
 from pi0viz.analysis.masks import CallMasks, masks_path, save_masks
 from pi0viz.cli import main
 from pi0viz.core.bundle import save_bundle

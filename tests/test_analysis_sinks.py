@@ -6,11 +6,17 @@ import json
 
 import numpy as np
 import pytest
-
 from bundle_support import small
-from pi0viz.errors import AnalysisError
+
 from pi0viz.analysis.maps import action_maps
-from pi0viz.analysis.sinks import SinkCriterion, describe_key, detect_sinks, find_sinks, sink_report
+from pi0viz.analysis.sinks import (
+    SinkCriterion,
+    describe_key,
+    detect_sinks,
+    find_sinks,
+    sink_report,
+)
+from pi0viz.errors import AnalysisError
 
 
 def plant_sink(bundle, key: int, share: float) -> None:

@@ -6,10 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_support import small
 from render_support import GRID, PATCH_PX, block_levels, decode
 
-from bundle_support import small
-from pi0viz.analysis.summaries import (parse_summaries, reduce_call, write_call_summaries, write_episode_strip)
+from pi0viz.analysis.summaries import (
+    parse_summaries,
+    reduce_call,
+    write_call_summaries,
+    write_episode_strip,
+)
 from pi0viz.core import fusion
 from pi0viz.core.synthetic import place_hot_key
 from pi0viz.errors import AnalysisError

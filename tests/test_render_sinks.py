@@ -13,7 +13,7 @@ from pi0viz.core.bundle import save_bundle
 from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
 
 HOT = (4, 11)  # base camera patch
-CELL = dict(step=1, layer=2, action_token=3)
+CELL = {"step": 1, "layer": 2, "action_token": 3}
 
 
 def sink_bundle():

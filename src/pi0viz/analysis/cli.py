@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from pi0viz.errors import Pi0vizError
 from pi0viz.analysis.sinks import SinkCriterion
+from pi0viz.errors import Pi0vizError
 
 
 def _expand(paths: tuple[str, ...]) -> list[Path]:

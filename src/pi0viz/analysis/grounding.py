@@ -31,12 +31,13 @@ call: 9,000 cells).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from pi0viz.errors import AnalysisError
 from pi0viz.analysis.maps import ActionMaps
+from pi0viz.errors import AnalysisError
 
 TOP_PERCENTS = (10, 25, 50)
 CAMERA_METRICS = ("mass", "mass_in_camera", "lift", "iou10", "iou25", "iou50", "pointing_hit", "pointing_cover",

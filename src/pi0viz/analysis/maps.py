@@ -15,9 +15,9 @@ import dataclasses
 import numpy as np
 
 from pi0viz.core import fusion
-from pi0viz.errors import AnalysisError
 from pi0viz.core.bundle import CaptureBundle
 from pi0viz.core.layout import AttentionLayout
+from pi0viz.errors import AnalysisError
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ def action_maps(bundle: CaptureBundle, *, batch: int = 0, check: bool = True) ->
     Raises:
         AnalysisError: batch out of range, or attention that is not probabilities as claimed.
     """
-    D, L, B, K, G, Q, S = bundle.attention.shape
+    D, L, B, K, G, _, S = bundle.attention.shape
     if not 0 <= batch < B:
         raise AnalysisError(f"batch {batch} out of range: the capture has batch size B = {B}")
     layout = bundle.layout

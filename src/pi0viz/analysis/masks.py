@@ -21,13 +21,13 @@ import dataclasses
 import os
 import tempfile
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from pi0viz.errors import AnalysisError
 from pi0viz.core.images import resize_with_pad
+from pi0viz.errors import AnalysisError
 
 MASKS_FORMAT = "pi0viz.masks/1"
 MODEL_PATCH_PX = 14  # SigLIP So400m/14

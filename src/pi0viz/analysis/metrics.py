@@ -17,17 +17,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from pi0viz.analysis import grounding as G
-from pi0viz.errors import AnalysisError
 from pi0viz.analysis.maps import ActionMaps, action_maps
 from pi0viz.analysis.masks import load_masks, masks_for_bundle, masks_path
 from pi0viz.analysis.sinks import SinkCriterion, find_sinks, sink_report
 from pi0viz.core.bundle import CaptureBundle, load_bundle
+from pi0viz.errors import AnalysisError
 
 METRICS_FORMAT = "pi0viz.metrics/1"
 EPISODE_FILE = "episode.json"
@@ -45,7 +46,7 @@ def region_masses(maps: ActionMaps) -> dict[str, Any]:
 
 
 def analyze_call(bundle: CaptureBundle, *, coverage: np.ndarray | None = None, has_mask: np.ndarray | None = None,
-                 objects: Sequence[str] = (), criterion: SinkCriterion = SinkCriterion(), batch: int = 0,
+                 objects: Sequence[str] = (), criterion: SinkCriterion | None = None, batch: int = 0,
                  source: str = "") -> tuple[dict[str, Any], G.CallGrounding | None]:
     """Everything measured on one call.
 
@@ -112,7 +113,7 @@ def read_episode_info(folder: Path) -> dict[str, Any]:
 
 
 def analyze_bundles(paths: Sequence[str | os.PathLike], *, masks_dir: str | os.PathLike | None = None,
-                    require_masks: bool = False, criterion: SinkCriterion = SinkCriterion(),
+                    require_masks: bool = False, criterion: SinkCriterion | None = None,
                     csv: bool = True, log=None) -> list[Path]:
     """Metrics files for saved bundles, grouped into episodes by folder. Returns the episode_metrics.json paths.
 
@@ -146,7 +147,7 @@ def analyze_bundles(paths: Sequence[str | os.PathLike], *, masks_dir: str | os.P
                                      source=path.name)
             if record["call"] is None:
                 record["call"] = len(calls)
-            stem = path.name[: -len(".npz")] if path.name.endswith(".npz") else path.name
+            stem = path.name.removesuffix(".npz")
             write_json(path.with_name(stem + ".metrics.json"), record)
             if g is not None and csv:
                 G.to_csv(g, path.with_name(stem + ".grounding.csv"), call=record["call"])

@@ -13,15 +13,16 @@ import html
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
 from pi0viz.analysis import grounding as G
-from pi0viz.errors import AnalysisError
 from pi0viz.analysis.metrics import EPISODE_METRICS, write_json
+from pi0viz.errors import AnalysisError
 
 OUTCOME_COLORS = {True: "#1a9850", False: "#d73027", None: "#777777"}
 MAX_EPISODE_SECTIONS = 50  # beyond this the page lists episodes without per-episode plots
@@ -294,13 +295,13 @@ def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None 
     camera = _first_camera(eps)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data: file: 'self'; "
-        "style-src 'unsafe-inline'\">",
+        ("<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data: file: 'self'; "
+         "style-src 'unsafe-inline'\">"),
         f"<title>pi0viz report: {_e(run_dir.name)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>pi0viz report: {_e(run_dir.name)}</h1>",
-        f"<p>{len(eps)} episode(s), {len(calls)} inference call(s), {run['all']['successes']} success(es). "
-        "Metrics: head-mean attention of every action token, step and layer; definitions in docs/analysis.md "
-        "(IoU at top k % as vla-interp).</p>",
+        (f"<p>{len(eps)} episode(s), {len(calls)} inference call(s), {run['all']['successes']} success(es). "
+         "Metrics: head-mean attention of every action token, step and layer; definitions in docs/analysis.md "
+         "(IoU at top k % as vla-interp).</p>"),
         "<h2>Grounding per task and outcome</h2>", _task_table(run, camera),
         "<h2>Attention mass per region</h2>", _img(plot_region_mass(calls, "all calls"), "mass per region"),
         "<h2>Grounding over the episodes</h2>",

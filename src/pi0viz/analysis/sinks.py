@@ -8,14 +8,15 @@ these reports agree on what a sink is: a key whose fused probability (max over h
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from pi0viz.core.sinks import SinkCriterion, detect_sinks
-from pi0viz.errors import AnalysisError
 from pi0viz.analysis.maps import ActionMaps
 from pi0viz.core.layout import AttentionLayout
+from pi0viz.core.sinks import SinkCriterion, detect_sinks
+from pi0viz.errors import AnalysisError
 
 
 def describe_key(layout: AttentionLayout, key: int, pieces: Sequence[str] | None = None) -> dict[str, Any]:
@@ -54,8 +55,9 @@ class SinkResult:
     criterion: SinkCriterion
 
 
-def find_sinks(maps: ActionMaps, criterion: SinkCriterion = SinkCriterion()) -> SinkResult:
-    """Sinks and their share for every step and layer of one call."""
+def find_sinks(maps: ActionMaps, criterion: SinkCriterion | None = None) -> SinkResult:
+    """Sinks and their share for every step and layer of one call (default criterion: SinkCriterion())."""
+    criterion = criterion or SinkCriterion()
     sinks = detect_sinks(maps.peak, maps.valid, criterion)
     key_share = maps.mean.mean(axis=2, dtype=np.float32)  # [D, L, S]
     share = (key_share * sinks).sum(axis=-1, dtype=np.float32)
@@ -70,7 +72,6 @@ def sink_report(result: SinkResult, maps: ActionMaps, pieces: Sequence[str] | No
         descriptions with "share"]}] for cells that have any, "keys": per sink key over the call {"cells": number
         of (step, layer) cells where it is a sink, "mean_share": its mass averaged over those cells}}.
     """
-    D, L, S = result.sinks.shape
     cells = []
     for d, l in zip(*np.nonzero(result.sinks.any(axis=-1))):
         keys = np.flatnonzero(result.sinks[d, l])

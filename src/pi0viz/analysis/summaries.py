@@ -21,20 +21,28 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import simplejpeg
 
 from pi0viz.core import fusion
-from pi0viz.errors import AnalysisError
 from pi0viz.core.bundle import CaptureBundle
-from pi0viz.core.images import resize_with_pad
 from pi0viz.core.colormap import colormap_lut, readable_ink
+from pi0viz.core.images import resize_with_pad
+from pi0viz.errors import AnalysisError
 from pi0viz.render.files import inference_dir, safe_names, write_atomic
 from pi0viz.render.glyphs import GlyphAtlas
-from pi0viz.render.panels import DEFAULT_ALPHA, Caption, CameraPainter, TextPainter, as_rgbx, layout_prompt
+from pi0viz.render.panels import (
+    DEFAULT_ALPHA,
+    CameraPainter,
+    Caption,
+    TextPainter,
+    as_rgbx,
+    layout_prompt,
+)
 
 Reduce = Literal["mean", "max"]
 AXES = ("steps", "layers", "action_tokens")  # axis 0, 1, 2 of the fused maps [D, L, A, R]
@@ -117,7 +125,8 @@ class _Painter:
         self.panels.append(("text", TextPainter(text, lut, readable_ink(lut)), caption, buf))
         self.regions = regions
 
-    def draw(self, levels: np.ndarray, peaks: np.ndarray, mass: np.ndarray, tops: np.ndarray) -> list[tuple[str, bytes]]:
+    def draw(self, levels: np.ndarray, peaks: np.ndarray, mass: np.ndarray,
+             tops: np.ndarray) -> list[tuple[str, bytes]]:
         """JPEGs of one cell: levels uint8[R]; peaks, mass, tops float[regions], one per drawn region."""
         out = []
         for n, ((file, painter, caption, buf), (_, start, stop)) in enumerate(zip(self.panels, self.regions)):

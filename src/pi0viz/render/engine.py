@@ -21,8 +21,8 @@ import simplejpeg
 from pi0viz.core.bundle import INT32_MAX, CaptureBundle
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
 from pi0viz.core.fusion import ColorScale, FusionError, fuse_call, padded_cameras, scale_tops, to_levels
-from pi0viz.core.sinks import detect_sinks
 from pi0viz.core.images import resize_with_pad
+from pi0viz.core.sinks import detect_sinks
 from pi0viz.core.writes import make_folder as make_folders
 from pi0viz.errors import SelectionError
 from pi0viz.render.files import (
