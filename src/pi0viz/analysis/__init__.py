@@ -7,8 +7,11 @@ numpy only (plus matplotlib for the report's plots); no model framework is impor
     summaries.py  maps reduced over action tokens / layers / steps, written next to the attention_viz tree
     masks.py      object masks of a camera frame -> coverage per patch of the model's 16 x 16 grid (LIBERO)
     grounding.py  mass, lift, IoU at top 10/25/50 %, pointing hit and entropy against those masks
+    metrics.py    the metrics files of saved calls and episodes (JSON, CSV) next to the bundles
     report.py     one offline HTML page of plots over a run
     cli.py        `pi0viz metrics` and `pi0viz report`
+
+The sink criterion itself is in pi0viz.core.sinks (the renderer's --exclude-sinks uses it too).
 
 See docs/analysis.md for the definitions.
 """
