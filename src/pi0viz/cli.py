@@ -19,7 +19,7 @@ _COMMANDS = {
     "serve": ("pi0viz.serving.cli", "serve_command", "Serve a pi0 policy over openpi's websocket protocol."),
     "video": ("pi0viz.episode.cli", "video_command", "Write an episode's attention video (MP4) synced to the rollout."),
     "rerun": ("pi0viz.episode.cli", "rerun_command", "Write an episode's attention as a Rerun recording (.rrd)."),
-    "metrics": ("pi0viz.analysis.cli", "metrics_command", "Sinks, region masses and grounding metrics of saved bundles."),
+    "metrics": ("pi0viz.analysis.cli", "metrics_command", "Sinks, region masses and grounding metrics of bundles."),
     "report": ("pi0viz.analysis.cli", "report_command", "One offline HTML report of plots over a run's metrics."),
 }
 
