@@ -34,22 +34,54 @@ def _load_example():
 
 
 @pytest.fixture(scope="module")
-def episode(tmp_path_factory):
+def scene():
+    suite = libero_env.task_suite("libero_spatial")
+    env, prompt = libero_env.make_env(suite, 0, seed=7)
+    yield env, prompt, suite.get_task_init_states(0)[0]
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def episode(scene, tmp_path_factory):
     from pi0viz.policy.jax_policy import Policy
 
     example = _load_example()
-    suite = libero_env.task_suite("libero_spatial")
-    env, prompt = libero_env.make_env(suite, 0, seed=7)
-    try:
-        run = tmp_path_factory.mktemp("run")
-        args = example.Args(policy="tiny", max_inference_calls=2, bundles_only=True, grounding=True, fuse_heads=True)
-        result = example.run_episode(env, suite.get_task_init_states(0)[0], prompt,
-                                     example.InProcessPolicy(Policy.tiny(seed=0)), args, run / "ep0", max_steps=220,
-                                     info={"suite": "libero_spatial", "task_id": 0, "trial": 0})
-    finally:
-        env.close()
+    env, prompt, init_state = scene
+    run = tmp_path_factory.mktemp("run")
+    args = example.Args(policy="tiny", max_inference_calls=2, bundles_only=True, grounding=True, fuse_heads=True)
+    result = example.run_episode(env, init_state, prompt, example.InProcessPolicy(Policy.tiny(seed=0)), args,
+                                 run / "ep0", max_steps=220, info={"suite": "libero_spatial", "task_id": 0, "trial": 0})
     assert result.error is None, result.error
     return run, result, prompt
+
+
+def test_instance_maps_line_up_with_the_camera_frames(scene) -> None:
+    """Object boundaries of the instance map sit on edges of the RGB frame of the same observation (a map from
+    another state, mirrored or flipped would put them on flat table and wall)."""
+    from pi0viz.analysis.masks import LiberoSegmenter
+
+    env, _, init_state = scene
+    env.reset()
+    env.set_init_state(init_state)
+    LiberoSegmenter(env)
+    for _ in range(3):
+        obs, _, _, _ = env.step([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+    for camera in ("agentview", "robot0_eye_in_hand"):
+        gray = obs[f"{camera}_image"].astype(np.float32).mean(axis=-1)
+        edge = np.zeros_like(gray)
+        edge[:, :-1] += np.abs(np.diff(gray, axis=1))
+        edge[:-1] += np.abs(np.diff(gray, axis=0))
+        inst = obs[camera + LiberoSegmenter.SUFFIX]
+        assert inst.shape == gray.shape and inst.max() >= 0
+
+        def boundary_edge(m: np.ndarray) -> float:
+            b = np.zeros(m.shape, bool)
+            b[:, :-1] |= m[:, 1:] != m[:, :-1]
+            b[:-1] |= m[1:] != m[:-1]
+            return float(edge[b].mean() / edge.mean())
+
+        assert boundary_edge(inst) > 2.5, camera  # boundaries on strong image edges
+        assert boundary_edge(inst[::-1]) < 0.6 * boundary_edge(inst), camera  # a flipped map would not be
 
 
 def test_masks_of_the_task_objects_are_saved_for_every_call(episode) -> None:
