@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import weakref
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -122,7 +123,8 @@ class LiberoSegmenter:
 
     The task's objects are LIBERO's `obj_of_interest` (from the task's BDDL); a name that is not an object
     instance (a region such as "wooden_cabinet_1_top_region") stands for the instance it starts with.
-    Attach a new segmenter after every `env.reset()` (a hard reset rebuilds the model and its observables).
+    Attach a new segmenter after every `env.reset()` (a hard reset rebuilds the model; the new segmenter takes over
+    the observables of the previous one).
     """
 
     SUFFIX = "_pi0viz_instances"
@@ -131,7 +133,10 @@ class LiberoSegmenter:
         from robosuite.utils.observables import Observable, sensor
 
         inner = getattr(env, "env", env)  # LIBERO's wrapper holds the robosuite env in .env
-        self.sim = inner.sim
+        # Render through whatever sim the env has now: a hard reset frees the old sim and its GL context
+        # (robosuite's _destroy_sim) but keeps added observables, so a sensor bound to the old sim would render
+        # through a freed context (and hang the next render). Weak: no cycle env -> sensor -> segmenter -> env.
+        self._env = weakref.ref(inner)
         self.resolution = int(resolution)
         instances = list(inner.model.instances_to_ids.keys())
         self.objects: dict[str, int] = {}  # object name -> instance index
@@ -146,7 +151,7 @@ class LiberoSegmenter:
             raise AnalysisError(f"none of the task's objects {list(inner.obj_of_interest)} is an object instance "
                                 f"of the scene ({instances})")
         # geom id -> instance index (-1: not part of any instance, e.g. the table or the floor)
-        self.geom_instance = np.full(self.sim.model.ngeom, -1, np.int32)
+        self.geom_instance = np.full(inner.sim.model.ngeom, -1, np.int32)
         for geom, inst in inner.model.geom_ids_to_instances.items():
             self.geom_instance[geom] = instances.index(inst)
         for camera in LIBERO_CAMERAS:
@@ -156,7 +161,11 @@ class LiberoSegmenter:
             def instances_sensor(obs_cache, camera=camera):
                 return self.instances(camera)
 
-            inner.add_observable(Observable(name=camera + self.SUFFIX, sensor=instances_sensor, sampling_rate=rate))
+            name = camera + self.SUFFIX
+            if name in inner._observables:  # attached before this (hard) reset: take the sensor over
+                inner.modify_observable(observable_name=name, attribute="sensor", modifier=instances_sensor)
+            else:
+                inner.add_observable(Observable(name=name, sensor=instances_sensor, sampling_rate=rate))
 
     def instances(self, camera: str) -> np.ndarray:
         """int32[H, W] instance index of every pixel of `camera` now (-1 = none), oriented like the env's images."""
@@ -164,8 +173,9 @@ class LiberoSegmenter:
         from robosuite.macros import IMAGE_CONVENTION
         from robosuite.utils.mjcf_utils import IMAGE_CONVENTION_MAPPING
 
-        ctx, n = self.sim._render_context_offscreen, self.resolution
-        ctx.render(width=n, height=n, camera_id=self.sim.model.camera_name2id(camera), segmentation=True)
+        sim = self._env().sim
+        ctx, n = sim._render_context_offscreen, self.resolution
+        ctx.render(width=n, height=n, camera_id=sim.model.camera_name2id(camera), segmentation=True)
         rgb = np.empty((n, n, 3), np.uint8)
         mujoco.mjr_readPixels(rgb=rgb, depth=None, viewport=mujoco.MjrRect(0, 0, n, n), con=ctx.con)
         segid = rgb[..., 0].astype(np.int32) | rgb[..., 1].astype(np.int32) << 8 | rgb[..., 2].astype(np.int32) << 16
@@ -173,7 +183,7 @@ class LiberoSegmenter:
         lut = np.full(scene.ngeom + 1, -1, np.int32)  # ID color (segid + 1) -> instance; 0 = background
         for i in range(scene.ngeom):
             g = scene.geoms[i]
-            if g.segid != -1 and g.objtype == mujoco.mjtObj.mjOBJ_GEOM:
+            if g.segid != -1 and g.objtype == mujoco.mjtObj.mjOBJ_GEOM and g.objid < len(self.geom_instance):
                 lut[g.segid + 1] = self.geom_instance[g.objid]
         segid[segid > scene.ngeom] = 0
         return lut[segid][:: IMAGE_CONVENTION_MAPPING[IMAGE_CONVENTION]]  # the row order robosuite gives images
