@@ -74,7 +74,7 @@ def test_instance_maps_line_up_with_the_camera_frames(scene) -> None:
         inst = obs[camera + LiberoSegmenter.SUFFIX]
         assert inst.shape == gray.shape and inst.max() >= 0
 
-        def boundary_edge(m: np.ndarray) -> float:
+        def boundary_edge(m: np.ndarray, edge: np.ndarray = edge) -> float:
             b = np.zeros(m.shape, bool)
             b[:, :-1] |= m[:, 1:] != m[:, :-1]
             b[:-1] |= m[1:] != m[:-1]
