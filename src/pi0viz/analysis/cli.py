@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from pi0viz.analysis.sinks import SinkCriterion
-from pi0viz.errors import Pi0vizError
 
 
 def _expand(paths: tuple[str, ...]) -> list[Path]:
@@ -40,12 +39,10 @@ def metrics_command(bundles: tuple[str, ...], masks_dir: str | None, require_mas
     """
     from pi0viz.analysis.metrics import analyze_bundles
 
-    try:
-        written = analyze_bundles(_expand(bundles), masks_dir=masks_dir, require_masks=require_masks,
-                                  criterion=SinkCriterion(min_value=sink_min, row_fraction=sink_rows),
-                                  csv=not no_csv, log=click.echo)
-    except Pi0vizError as err:
-        raise click.ClickException(str(err)) from None
+    # A Pi0vizError (bad file, missing masks) goes up to the pi0viz root: one line, exit 1.
+    written = analyze_bundles(_expand(bundles), masks_dir=masks_dir, require_masks=require_masks,
+                              criterion=SinkCriterion(min_value=sink_min, row_fraction=sink_rows),
+                              csv=not no_csv, log=click.echo)
     for path in written:
         click.echo(f"episode metrics: {path}")
 
@@ -57,8 +54,5 @@ def report_command(run_dir: str, out: str | None) -> None:
     """One offline HTML page of plots over the episode metrics under RUN_DIR."""
     from pi0viz.analysis.report import write_report
 
-    try:
-        page = write_report(run_dir, out)
-    except Pi0vizError as err:
-        raise click.ClickException(str(err)) from None
+    page = write_report(run_dir, out)
     click.echo(f"report: {page}")

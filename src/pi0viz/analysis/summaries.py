@@ -37,6 +37,7 @@ from pi0viz.render.files import inference_dir, safe_names, write_atomic
 from pi0viz.render.glyphs import GlyphAtlas
 from pi0viz.render.panels import (
     DEFAULT_ALPHA,
+    LABEL_CHARS,
     CameraPainter,
     Caption,
     TextPainter,
@@ -49,6 +50,7 @@ AXES = ("steps", "layers", "action_tokens")  # axis 0, 1, 2 of the fused maps [D
 DEFAULT_SUMMARIES = ("action_tokens", "action_tokens+steps", "action_tokens+layers+steps")
 _DIR_NAMES = ("diffusion_timestep", "layer", "action_token")  # folder prefix of each kept axis, in tree order
 PATCH_PX = 14
+_SHORT = {"steps": "steps", "layers": "layers", "action_tokens": "tokens"}  # caption words (24 characters a line)
 
 
 @dataclasses.dataclass
@@ -125,14 +127,16 @@ class _Painter:
         self.panels.append(("text", TextPainter(text, lut, readable_ink(lut)), caption, buf))
         self.regions = regions
 
-    def draw(self, levels: np.ndarray, peaks: np.ndarray, mass: np.ndarray,
-             tops: np.ndarray) -> list[tuple[str, bytes]]:
-        """JPEGs of one cell: levels uint8[R]; peaks, mass, tops float[regions], one per drawn region."""
+    def draw(self, levels: np.ndarray, peaks: np.ndarray, mass: np.ndarray, tops: np.ndarray,
+             label: tuple[str, str]) -> list[tuple[str, bytes]]:
+        """JPEGs of one cell: levels uint8[R]; peaks, mass, tops float[regions], one per drawn region; `label`
+        the two caption lines that say what the map is (as the tree's call/step and action/layer lines)."""
         out = []
         for n, ((file, painter, caption, buf), (_, start, stop)) in enumerate(zip(self.panels, self.regions)):
             split = painter.shape[0] if isinstance(painter, CameraPainter) else painter.layout.height
             painter.draw(levels[start:stop], buf[:split])
-            caption.draw(buf[split:], peak=float(peaks[n]), mass=float(mass[n]), top=float(tops[n]))
+            parts = [(3, 0, caption.strip(label[0], LABEL_CHARS)), (4, 0, caption.strip(label[1], LABEL_CHARS))]
+            caption.draw(buf[split:], peak=float(peaks[n]), mass=float(mass[n]), top=float(tops[n]), label=parts)
             out.append((f"fused_attention_on_{file}.jpg",
                         simplejpeg.encode_jpeg(as_rgbx(buf), quality=90, colorspace="RGBX", colorsubsampling="420")))
         return out
@@ -176,7 +180,10 @@ def write_call_summaries(bundle: CaptureBundle, out_dir: str | os.PathLike, *,
                 if AXES[axis] not in axes:
                     folder = folder / f"{_DIR_NAMES[axis]}_{int(labels[axis][i])}"
             folder.mkdir(parents=True, exist_ok=True)
-            for name, data in painter.draw(levels[index], peaks[index], s.mass[index], tops[index]):
+            kept = "  ".join(f"{word} {int(labels[axis][i])}" for axis, (word, i) in
+                             enumerate(zip(("step", "layer", "action"), index)) if AXES[axis] not in axes)
+            label = (f"call {step}  {how} over", f"{'+'.join(_SHORT[a] for a in axes)}  {kept}".strip())
+            for name, data in painter.draw(levels[index], peaks[index], s.mass[index], tops[index], label):
                 write_atomic(os.fspath(folder / name), data)
         results.append(s)
     return results
@@ -219,7 +226,9 @@ def write_episode_strip(calls: Sequence[tuple[int, CallSummary, CaptureBundle]],
             caption = Caption(f"call {n} · {cam}", w, lut, atlas)
             buf = np.empty((h + caption.height, w), np.uint32)
             painter.draw(level, buf[:h])
-            caption.draw(buf[h:], peak=float(values.max()), mass=float(s.mass[0, 0, 0, ci]), top=top)
+            label = [(3, 0, caption.strip(f"call {n}  {s.name.split('_')[0]} over", LABEL_CHARS)),
+                     (4, 0, caption.strip("tokens+layers+steps", LABEL_CHARS))]
+            caption.draw(buf[h:], peak=float(values.max()), mass=float(s.mass[0, 0, 0, ci]), top=top, label=label)
             row.append(buf)
         tiles.append(row)
     tile_h, tile_w = tiles[0][0].shape
