@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from pi0viz.core.bundle import CaptureBundle
-from pi0viz.episode import EpisodeFrames
+from pi0viz.core.bundle import CaptureBundle, save_bundle
 from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
+from pi0viz.episode import EpisodeFrames, save_frames
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # the right wrist is a padded slot, as in LIBERO
 GRID = 16
@@ -40,3 +42,12 @@ def rollout_frames() -> EpisodeFrames:
     frames[:, 0] = (60 + 4 * steps)[:, None, None, None]
     frames[:, 1] = (160 - 4 * steps)[:, None, None, None]
     return EpisodeFrames(frames, list(CAMERAS[:2]), CALL_STEPS, fps=10)
+
+
+def write_episode(root: Path) -> Path:
+    """An episode folder as the LIBERO example writes it: bundles/inference_NNN.npz (one per HOT call) and
+    frames.npz (the rollout's frames)."""
+    for call in range(len(HOT)):
+        save_bundle(hot_call(call), root / "bundles" / f"inference_{call:03d}.npz")
+    save_frames(rollout_frames(), root / "frames.npz")
+    return root

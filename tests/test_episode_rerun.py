@@ -8,12 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from episode_support import (
+    CALL_STEPS,
+    HOT,
+    NUM_FRAMES,
+    hot_call,
+    rollout_frames,
+    write_episode,
+)
 from PIL import Image
 
-from episode_support import CALL_STEPS, HOT, NUM_FRAMES, hot_call, rollout_frames
 from pi0viz.cli import main
-from pi0viz.core.bundle import save_bundle
-from pi0viz.episode import Selection, call_maps, save_frames
+from pi0viz.episode import Selection, call_maps
 from pi0viz.episode.source import load_episode
 
 rr = pytest.importorskip("rerun", reason="the [rerun] extra: bash scripts/install-episode.sh (CI runs it)")
@@ -47,13 +53,10 @@ def _image(row: dict) -> np.ndarray:
     return np.asarray(buf, np.uint8).reshape(fmt["height"], fmt["width"], 3)
 
 
+
 @pytest.fixture(scope="module")
 def episode_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("episode")
-    for call in range(len(HOT)):
-        save_bundle(hot_call(call), root / "bundles" / f"inference_{call:03d}.npz")
-    save_frames(rollout_frames(), root / "frames.npz")
-    return root
+    return write_episode(tmp_path_factory.mktemp("episode"))
 
 
 def test_logged_values_match_the_bundles(episode_dir: Path, tmp_path: Path) -> None:

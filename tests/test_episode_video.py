@@ -7,15 +7,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from episode_support import (
+    CALL_STEPS,
+    HOT,
+    NUM_FRAMES,
+    hot_call,
+    rollout_frames,
+    write_episode,
+)
 
-from episode_support import CALL_STEPS, HOT, NUM_FRAMES, hot_call, rollout_frames
 from pi0viz.cli import main
-from pi0viz.core.bundle import save_bundle
+from pi0viz.core.colormap import colormap_lut
 from pi0viz.episode import episode_from_bundles, load_frames, save_frames
 from pi0viz.episode.compose import FrameComposer
 from pi0viz.episode.frames import EpisodeFrames
 from pi0viz.errors import EpisodeError
-from pi0viz.core.colormap import colormap_lut
 from pi0viz.render.panels import layout_prompt
 
 imageio = pytest.importorskip("imageio.v2", reason="the [video] extra: bash scripts/install-episode.sh (CI runs it)")
@@ -33,13 +39,10 @@ def _patch_luma(frame: np.ndarray, cam: int) -> np.ndarray:
     return block.reshape(16, 14, 16, 14)[:, 2:-2, :, 2:-2].mean(axis=(1, 3))
 
 
+
 @pytest.fixture(scope="module")
 def episode_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("episode")
-    for call in range(len(HOT)):
-        save_bundle(hot_call(call), root / "bundles" / f"inference_{call:03d}.npz")
-    save_frames(rollout_frames(), root / "frames.npz")
-    return root
+    return write_episode(tmp_path_factory.mktemp("episode"))
 
 
 def test_hot_patch_follows_the_calls_frame_by_frame(episode_dir: Path, tmp_path: Path) -> None:
@@ -63,8 +66,8 @@ def test_hot_patch_follows_the_calls_frame_by_frame(episode_dir: Path, tmp_path:
 
 
 def test_hot_prompt_token_is_the_brightest_box(episode_dir: Path, tmp_path: Path) -> None:
-    from pi0viz.episode.video import VideoOptions, write_video
     from pi0viz.episode.source import load_episode
+    from pi0viz.episode.video import VideoOptions, write_video
 
     episode = load_episode([episode_dir])
     out = write_video(episode, tmp_path / "e.mp4", VideoOptions(quality=9)).path
