@@ -6,13 +6,12 @@ One env (libero_spatial task 0), the tiny pi0 in process, 2 inference calls, bun
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from libero_support import load_libero_example
 
 from pi0viz.policy import libero_env
 
@@ -24,28 +23,17 @@ if not libero_env.libero_installed():
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("libero_example_main_analysis",
-                                                  ROOT / "examples" / "libero" / "main.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-@pytest.fixture(scope="module")
-def scene():
-    suite = libero_env.task_suite("libero_spatial")
-    env, prompt = libero_env.make_env(suite, 0, seed=7)
-    yield env, prompt, suite.get_task_init_states(0)[0]
-    env.close()
+
+
 
 
 @pytest.fixture(scope="module")
 def episode(scene, tmp_path_factory):
     from pi0viz.policy.jax_policy import Policy
 
-    example = _load_example()
+    example = load_libero_example()
     env, prompt, init_state = scene
     run = tmp_path_factory.mktemp("run")
     args = example.Args(policy="tiny", max_inference_calls=2, bundles_only=True, grounding=True, fuse_heads=True)

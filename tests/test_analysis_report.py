@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from pi0viz.analysis.masks import CallMasks, masks_path, save_masks
 from pi0viz.cli import main
 from pi0viz.core.bundle import save_bundle
 
-CHROMIUM = "/usr/bin/chromium"
 PROMPT = 'put the <script>alert("x")</script> bowl & "plate"'
 
 
@@ -72,33 +70,27 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
-def test_report_page_in_chromium(run_dir: Path) -> None:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run the browser tests")
-    from playwright.sync_api import sync_playwright
-
+def test_report_page_in_chromium(run_dir: Path, browser) -> None:
     page_path = run_dir / "report.html"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        requests, dialogs, errors = [], [], []
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(page_path.as_uri())
-        deadline = time.monotonic() + 20
-        while not page.evaluate("[...document.images].every(i => i.complete)") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        widths = page.evaluate("[...document.images].map(i => i.naturalWidth)")
-        text = page.evaluate("document.body.innerText")
-        links = page.evaluate("[...document.links].map(a => [a.textContent, a.href])")
-        assert len(widths) >= 6 and min(widths) > 100  # every plot decoded
-        assert requests == [page_path.as_uri()]  # offline: the page alone, plots are data URIs
-        assert not dialogs and not errors and not page.evaluate("document.scripts.length")
-        assert PROMPT in text  # escaped: shown as text, never run
-        assert "success" in text and "failure" in text
-        viewer = [href for label, href in links if label == "viewer"]
-        assert len(viewer) == 1 and viewer[0].endswith("/ep0/viewer.html")
-        page.goto(viewer[0])
-        page.wait_for_selector("canvas", timeout=20000)  # the link leads to a working viewer page
-        browser.close()
+    page = browser.new_page()
+    requests, dialogs, errors = [], [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_path.as_uri())
+    deadline = time.monotonic() + 20
+    while not page.evaluate("[...document.images].every(i => i.complete)") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    widths = page.evaluate("[...document.images].map(i => i.naturalWidth)")
+    text = page.evaluate("document.body.innerText")
+    links = page.evaluate("[...document.links].map(a => [a.textContent, a.href])")
+    assert len(widths) >= 6 and min(widths) > 100  # every plot decoded
+    assert requests == [page_path.as_uri()]  # offline: the page alone, plots are data URIs
+    assert not dialogs and not errors and not page.evaluate("document.scripts.length")
+    assert PROMPT in text  # escaped: shown as text, never run
+    assert "success" in text and "failure" in text
+    viewer = [href for label, href in links if label == "viewer"]
+    assert len(viewer) == 1 and viewer[0].endswith("/ep0/viewer.html")
+    page.goto(viewer[0])
+    page.wait_for_selector("canvas", timeout=20000)  # the link leads to a working viewer page
+    page.close()

@@ -3,7 +3,6 @@ decoded data, and a hot spot planted in every action token of one step and layer
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -13,21 +12,11 @@ from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
 from pi0viz.viewer import write_viewer
 from pi0viz.viewer.data import call_arrays, decode_fused
 
-CHROMIUM = "/usr/bin/chromium"
 HOT = 4 * 16 + 11  # base camera patch (4, 11)
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run the viewer browser tests")
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 def open_page(browser, url: str):

@@ -504,6 +504,7 @@ def test_tiny_checkpoint_under_the_full_size_config_through_demo_and_serve(tiny_
 
 def test_wrong_parameter_dtype_is_named(tiny_policy, tmp_path):
     import jax.numpy as jnp
+
     from pi0viz.model.checkpoint import load_params, save_params
 
     save_params({"state_proj": {"kernel": jnp.zeros((32, 64), jnp.int32)}}, tmp_path / "params")
@@ -515,6 +516,7 @@ def test_wrong_parameter_dtype_is_named(tiny_policy, tmp_path):
 def test_non_finite_parameter_is_an_error(tmp_path):
     pytest.importorskip("jax")
     import jax.numpy as jnp
+
     from pi0viz.model.checkpoint import load_params, save_params
 
     kernel = jnp.zeros((32, 64), jnp.float32).at[3, 5].set(jnp.nan)

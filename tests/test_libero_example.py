@@ -6,12 +6,11 @@ One env is created for the module and reused (creation + reset cost ~10-15 s on 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from libero_support import load_libero_example
 
 from pi0viz.core.bundle import load_bundle
 from pi0viz.policy import libero_env
@@ -26,25 +25,15 @@ CAMERA_FILES = {"fused_attention_on_base_0_rgb.jpg", "fused_attention_on_left_wr
                 "fused_attention_on_text.jpg"}  # right_wrist_0_rgb is a padded slot in LIBERO: no file
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("libero_example_main", ROOT / "examples" / "libero" / "main.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
+
 
 
 @pytest.fixture(scope="module")
 def example():
-    return _load_example()
+    return load_libero_example()
 
 
-@pytest.fixture(scope="module")
-def scene():
-    suite = libero_env.task_suite("libero_spatial")
-    env, prompt = libero_env.make_env(suite, 0, seed=7)
-    yield env, prompt, suite.get_task_init_states(0)[0]
-    env.close()
+
 
 
 @pytest.fixture(scope="module")

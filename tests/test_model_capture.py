@@ -9,7 +9,14 @@ import jax
 import numpy as np
 import pytest
 
-from pi0viz.model import CaptureOptions, Observation, Pi0Config, load_params, sample_actions, save_params
+from pi0viz.model import (
+    CaptureOptions,
+    Observation,
+    Pi0Config,
+    load_params,
+    sample_actions,
+    save_params,
+)
 from pi0viz.model.gemma import BIG_NEG
 
 DATA = Path(__file__).parent / "data" / "openpi_pi0_tiny"

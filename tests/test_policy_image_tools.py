@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pi0viz.core.images import resize_geometry, resize_with_pad, to_model_range, to_uint8_image
+from pi0viz.core.images import (
+    resize_geometry,
+    resize_with_pad,
+    to_model_range,
+    to_uint8_image,
+)
 
 
 def test_geometry_by_hand():

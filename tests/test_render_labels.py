@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bundle_support import small
-from pi0viz.render import RenderOptions, render_bundle
+from render_support import cell, decode
+
 from pi0viz.core.colormap import colormap_lut
+from pi0viz.render import RenderOptions, render_bundle
 from pi0viz.render.glyphs import GlyphAtlas
 from pi0viz.render.panels import CAPTION_INK, CAPTION_PAPER, Caption
-from render_support import cell, decode
 
 FILES = ("base_0_rgb", "left_wrist_0_rgb", "text")
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from render_support import GRID, PATCH_PX, block_levels, cell, decode, hot_bundle, nearest_level
+from render_support import (
+    GRID,
+    PATCH_PX,
+    block_levels,
+    cell,
+    decode,
+    hot_bundle,
+    nearest_level,
+)
 
 from pi0viz.core.fusion import ColorScale
 from pi0viz.core.synthetic import synthetic_bundle

@@ -16,8 +16,14 @@ from pi0viz import visualize_attention
 from pi0viz.cli import main
 from pi0viz.core.bundle import BundleError, save_bundle
 from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
-from pi0viz.render import RenderError, RenderOptions, parse_selection, render_bundle, safe_names
 from pi0viz.errors import SelectionError
+from pi0viz.render import (
+    RenderError,
+    RenderOptions,
+    parse_selection,
+    render_bundle,
+    safe_names,
+)
 
 
 def test_tree_has_exactly_D_x_A_x_L_x_regions_files(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_support import small
 from click.testing import CliRunner
 
 from pi0viz.cli import main
@@ -18,8 +19,6 @@ from pi0viz.sweep.attention import summarize_call
 from pi0viz.sweep.finish import assemble_record
 from pi0viz.sweep.plan import EpisodeKey, SweepSettings, plan_episodes
 from pi0viz.sweep.store import RunStore, record_content
-
-from bundle_support import small
 
 
 def _record(key: EpisodeKey, success: bool, calls: list[dict]) -> dict:

@@ -12,7 +12,12 @@ import pytest
 import sentencepiece as spm
 
 from pi0viz.policy import tokenizer as tk
-from pi0viz.policy.tokenizer import BUNDLED_MODEL, BUNDLED_NAME, PromptTokenizer, clean_prompt
+from pi0viz.policy.tokenizer import (
+    BUNDLED_MODEL,
+    BUNDLED_NAME,
+    PromptTokenizer,
+    clean_prompt,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "pick up the black bowl between the plate and the ramekin and place it on the plate"

@@ -6,7 +6,6 @@ pi0viz.core.fusion (the renderer's math) applied to the values the page holds.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -18,9 +17,6 @@ from pi0viz.viewer import serve_viewer, write_viewer
 from pi0viz.viewer.data import call_arrays, decode_fused
 from pi0viz.viewer.page import colormap_tables
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 CELL = dict(step=3, layer=5, action_token=17)  # the cell (d, l, a) that holds the hot spots
 HOT_PATCH = (4, 11)  # base camera patch (row, col)
 HOT_TOKEN = 7  # prompt slot
@@ -29,16 +25,7 @@ HOT_TOKEN = 7  # prompt slot
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run the viewer browser tests")
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 class Page:

@@ -1,0 +1,18 @@
+"""Shared by the LIBERO tests: the example script loaded as a module."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_libero_example():
+    """examples/libero/main.py as a module (registered, so its dataclasses work)."""
+    spec = importlib.util.spec_from_file_location("libero_example_main", ROOT / "examples" / "libero" / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
