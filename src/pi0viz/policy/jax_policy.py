@@ -146,8 +146,9 @@ class Policy:
         tokenizer = PromptTokenizer.from_path(tokenizer_path) if tokenizer_path else PromptTokenizer.default()
         if tokenizer.is_bundled:
             logger.warning(
-                "using the bundled %s tokenizer with checkpoint %s: its token ids mean nothing to a trained model; "
-                "pass PaliGemma's paligemma_tokenizer.model (--tokenizer PATH)", tokenizer.name, checkpoint_dir)
+                "using the bundled %s tokenizer with checkpoint %s: its token ids mean nothing to a trained %s; "
+                "pass PaliGemma's paligemma_tokenizer.model (--tokenizer PATH)", tokenizer.name, checkpoint_dir,
+                "pi0.5" if config.pi05 else "pi0")
         kwargs = {**named.policy_kwargs(), **kwargs}
         kwargs.setdefault("description", f"{named.family} checkpoint {checkpoint_dir} ({named.name}, {config.dtype}, "
                                          f"tokenizer {tokenizer.name})")
