@@ -265,7 +265,8 @@ class Policy:
         side = math.isqrt(self.config.num_image_tokens)
         return self.transforms.bundle(
             inputs, attention, diffusion_times=np.asarray(jax.device_get(out.diffusion_times)), actions=actions,
-            num_state_tokens=self.config.num_state_tokens, num_action_tokens=self.config.action_horizon, inference_step=inference_step,
+            num_state_tokens=self.config.num_state_tokens, num_action_tokens=self.config.action_horizon,
+            inference_step=inference_step,
             patch_grid=(side, side), heads="max" if capture.fuse_heads else "all",
             queries="actions" if capture.action_rows_only else "suffix",
             keys="prefix" if capture.prefix_keys_only else "all")
