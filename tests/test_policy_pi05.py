@@ -101,3 +101,36 @@ def test_discrete_state_puts_the_state_in_the_prompt(tiny05):
     assert "State: 128 0 255 192 64 255 -1 160;" in text, text
     pieces = "".join(policy.tokenizer.pieces(inputs.token_ids, inputs.token_mask))
     assert "State: 128 0 255" in pieces  # the viewer's prompt map shows the state tokens
+
+
+def test_pi05_libero_checkpoint_uses_quantile_stats(tiny05, tmp_path):
+    """A pi0.5 checkpoint folder in openpi's layout loads with policy_config="pi05_libero": the state is
+    quantile-normalized and the actions quantile-unnormalized with the checkpoint's q01/q99 (not mean/std)."""
+    import json
+
+    from pi0viz.model import save_params
+    from pi0viz.policy.jax_policy import Policy
+    from pi0viz.policy.tokenizer import BUNDLED_MODEL
+
+    stats = {"state": {"mean": [5.0] * 8, "std": [9.0] * 8, "q01": [-0.5] * 8, "q99": [1.5] * 8},
+             "actions": {"mean": [5.0] * 7, "std": [9.0] * 7, "q01": [0.0, -1, -2, -3, -4, -5, -6],
+                         "q99": [1.0, 2, 3, 4, 5, 6, 7]}}
+    save_params(tiny05.params, tmp_path / "params")
+    path = tmp_path / "assets" / "physical-intelligence" / "libero" / "norm_stats.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"norm_stats": stats}))
+    policy = Policy.from_checkpoint(tmp_path, policy_config="pi05_libero", config=tiny05.config,
+                                    tokenizer_path=BUNDLED_MODEL, dtype="float32")
+    assert "pi0.5" in policy.description and "pi05_libero" in policy.description
+    obs = load_frames()[0].observation()
+    obs["observation/state"] = np.full(8, 0.5)
+    inputs = policy.prepare(obs)
+    np.testing.assert_allclose(inputs.state[:8], 0.0, atol=1e-6)  # (0.5 + 0.5) / 2 * 2 - 1
+    assert not inputs.state[8:].any()
+    noise = np.random.default_rng(1).normal(size=(10, 32)).astype(np.float32)
+    from pi0viz.policy.jax_policy import to_observation
+
+    model = np.asarray(policy.infer_observation(to_observation(inputs), noise=noise[None]).actions)[0]
+    q01, q99 = np.asarray(stats["actions"]["q01"]), np.asarray(stats["actions"]["q99"])
+    want = (model[:, :7].astype(np.float64) + 1) / 2 * (q99 - q01 + 1e-6) + q01  # no delta quirk for pi0.5
+    np.testing.assert_allclose(policy.infer(obs, noise=noise)["actions"], want.astype(np.float32), rtol=1e-6)
