@@ -25,7 +25,7 @@ def test_pi05_episode_in_process_and_through_a_recording_server(example, scene, 
 
     env, prompt, init_state = scene
     args = example.parse_args(["--policy", "tiny", "--config", "pi05_libero", "--max-inference-calls", "2",
-                               "--render-steps", "9", "--render-layers", "3", "--fuse-heads", "--workers", "2"])
+                               "--render-steps", "9", "--render-layers", "3", "--workers", "2"])
     policy = example.make_policy(args)
     assert policy.policy.config.pi05 and policy.policy.config.action_horizon == 10
     episode = tmp_path / "in_process"
