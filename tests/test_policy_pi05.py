@@ -134,3 +134,9 @@ def test_pi05_libero_checkpoint_uses_quantile_stats(tiny05, tmp_path):
     q01, q99 = np.asarray(stats["actions"]["q01"]), np.asarray(stats["actions"]["q99"])
     want = (model[:, :7].astype(np.float64) + 1) / 2 * (q99 - q01 + 1e-6) + q01  # no delta quirk for pi0.5
     np.testing.assert_allclose(policy.infer(obs, noise=noise)["actions"], want.astype(np.float32), rtol=1e-6)
+
+
+def test_serve_cli_lists_every_named_config():
+    from pi0viz.serving.cli import CONFIG_NAMES  # spelled out there so that `serve --lerobot` never imports JAX
+
+    assert sorted(CONFIG_NAMES) == sorted(CONFIGS)
