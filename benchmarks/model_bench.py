@@ -1,8 +1,10 @@
 """Speed and memory of pi0viz.model.sample_actions with and without attention capture.
 
-    python benchmarks/model_bench.py            # tiny openpi reference config (float32), a few seconds
+    python benchmarks/model_bench.py            # tiny openpi reference configs, pi0 and pi0.5 (float32), ~1 min
+    python benchmarks/model_bench.py --tiny-model pi05     # only the tiny pi0.5
     python benchmarks/model_bench.py --full     # also a full-size pi0 (random bfloat16 weights: 6 GiB, ~12 GB
                                                 # peak RSS, 2-3 min init, 40-50 s per call on a shared 2-core CPU)
+    python benchmarks/model_bench.py --full --full-model pi05    # full-size pi0.5 (pi05_libero: horizon 10)
 
 Prints compile time, per-call wall time (min and median of alternating runs, so machine load hits every
 variant alike) and CPU time, the capture/no-capture ratios (target <= 1.2x), the captured bytes, whether the
@@ -25,7 +27,12 @@ import numpy as np
 from pi0viz.model import CaptureOptions, Observation, Pi0Config, init_params, load_params, sample_actions
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_PARAMS = ROOT / "tests" / "data" / "openpi_pi0_tiny" / "params"
+TINY = {  # model -> (openpi tiny checkpoint, config)
+    "pi0": (ROOT / "tests" / "data" / "openpi_pi0_tiny" / "params", Pi0Config.tiny()),
+    "pi05": (ROOT / "tests" / "data" / "openpi_pi05_tiny" / "params",
+             Pi0Config.tiny(pi05=True, action_horizon=10, max_token_len=200)),
+}
+FULL = {"pi0": Pi0Config.pi0(), "pi05": Pi0Config.pi0(pi05=True, action_horizon=10)}  # pi0_libero, pi05_libero
 
 
 def peak_rss_gb() -> float:
@@ -96,6 +103,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also run a full-size pi0 with random bfloat16 weights")
     parser.add_argument("--repeats", type=int, default=15, help="timed calls per variant on the tiny config")
     parser.add_argument("--full-repeats", type=int, default=1, help="timed calls per variant at full size")
+    parser.add_argument("--tiny-model", choices=["pi0", "pi05", "both"], default="both", help="tiny configs to run")
+    parser.add_argument("--full-model", choices=sorted(FULL), default="pi0", help="model of --full")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, python {sys.version.split()[0]}")
 
@@ -104,20 +113,22 @@ def main() -> None:
         "full": CaptureOptions(),
         "reduced": CaptureOptions(action_rows_only=True, prefix_keys_only=True, fuse_heads=True, dtype="float16"),
     }
-    t0 = time.perf_counter()
-    tiny = load_params(TINY_PARAMS)
-    print(f"load tiny openpi checkpoint: {time.perf_counter() - t0:.2f} s")
-    bench("tiny", tiny, Pi0Config.tiny(), args.repeats, variants)
+    for model in (["pi0", "pi05"] if args.tiny_model == "both" else [args.tiny_model]):
+        path, config = TINY[model]
+        t0 = time.perf_counter()
+        tiny = load_params(path)
+        print(f"\nload tiny openpi {model} checkpoint: {time.perf_counter() - t0:.2f} s")
+        bench(f"tiny {model}", tiny, config, args.repeats, variants)
 
     if args.full:
-        config = Pi0Config.pi0()
+        config = FULL[args.full_model]
         t0 = time.perf_counter()
         params = init_params(config, jax.random.key(0))
         jax.block_until_ready(params)
         n = sum(x.size for x in jax.tree.leaves(params))
-        print(f"\ninit full pi0: {n / 1e9:.2f} B params, {n * 2 / 2**30:.2f} GiB bfloat16, "
+        print(f"\ninit full {args.full_model}: {n / 1e9:.2f} B params, {n * 2 / 2**30:.2f} GiB bfloat16, "
               f"{time.perf_counter() - t0:.1f} s, peak RSS {peak_rss_gb():.2f} GB")
-        bench("full pi0", params, config, args.full_repeats, {"none": None, "full": CaptureOptions()})
+        bench(f"full {args.full_model}", params, config, args.full_repeats, {"none": None, "full": CaptureOptions()})
 
 
 if __name__ == "__main__":

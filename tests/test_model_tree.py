@@ -69,6 +69,32 @@ FULL_PI0 = {
 }
 
 
+# Facts doc §2.2: pi0.5 drops state_proj and action_time_mlp_*, adds time_mlp_in/out, and the action expert's
+# norms carry an adaRMS Dense_0 (D -> 3D) instead of a scale.
+FULL_PI05 = {
+    **{p: s for p, s in FULL_PI0.items() if not p.startswith(("state_proj/", "action_time_mlp_"))
+       and p not in (f"{_L}/layers/pre_attention_norm_1/scale", f"{_L}/layers/pre_ffw_norm_1/scale",
+                     f"{_L}/final_norm_1/scale")},
+    "time_mlp_in/kernel": (1024, 1024),
+    "time_mlp_in/bias": (1024,),
+    "time_mlp_out/kernel": (1024, 1024),
+    "time_mlp_out/bias": (1024,),
+    f"{_L}/layers/pre_attention_norm_1/Dense_0/kernel": (18, 1024, 3072),
+    f"{_L}/layers/pre_attention_norm_1/Dense_0/bias": (18, 3072),
+    f"{_L}/layers/pre_ffw_norm_1/Dense_0/kernel": (18, 1024, 3072),
+    f"{_L}/layers/pre_ffw_norm_1/Dense_0/bias": (18, 3072),
+    f"{_L}/final_norm_1/Dense_0/kernel": (1024, 3072),
+    f"{_L}/final_norm_1/Dense_0/bias": (3072,),
+}
+
+
+@pytest.mark.parametrize("action_horizon", [10, 50])  # pi05_libero, pi05_base: the horizon adds no parameters
+def test_full_pi05_tree_equals_facts_table(action_horizon):
+    shapes = param_shapes(Pi0Config.pi0(pi05=True, action_horizon=action_horizon))
+    assert shapes == FULL_PI05
+    assert len(FULL_PI05) == len(FULL_PI0) - 6 - 3 + 4 + 6  # 6 projections, 3 scales out; 4 + 6 in
+
+
 def test_full_pi0_tree_equals_facts_table():
     shapes = param_shapes(Pi0Config.pi0())
     assert sorted(set(shapes) - set(FULL_PI0)) == []
@@ -102,14 +128,17 @@ def test_init_params_matches_the_abstract_tree_and_is_seeded():
     assert not np.asarray(flat_a["PaliGemma/llm/final_norm/scale"]).any()  # RMSNorm scales start at 0
 
 
-def test_tiny_tree_equals_openpi_checkpoint():
-    on_disk = {p: tuple(v.shape) for p, v in flatten(load_params(DATA / "params")).items()}
-    assert on_disk == param_shapes(Pi0Config.tiny())
+@pytest.mark.parametrize("folder, config", [
+    ("openpi_pi0_tiny", Pi0Config.tiny()),
+    ("openpi_pi05_tiny", Pi0Config.tiny(pi05=True, action_horizon=10, max_token_len=200)),
+], ids=["pi0", "pi05"])
+def test_tiny_tree_equals_openpi_checkpoint(folder, config):
+    on_disk = {p: tuple(v.shape) for p, v in flatten(load_params(DATA.parent / folder / "params")).items()}
+    assert on_disk == param_shapes(config)
 
 
 def test_config_validation():
-    with pytest.raises(NotImplementedError, match="pi0.5"):
-        Pi0Config(pi05=True)
+    assert (Pi0Config(pi05=True).max_token_len, Pi0Config(pi05=True).suffix_len) == (200, 50)
     with pytest.raises(ValueError, match="unknown Gemma variant"):
         Pi0Config(paligemma_variant="gemma_7b")
     with pytest.raises(ValueError, match="SigLIP"):

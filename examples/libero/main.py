@@ -2,12 +2,15 @@
 
     bash scripts/install-libero.sh                       # once: the LIBERO extra, into .venv
     # a) against a policy server (as openpi runs it; the server may be on a GPU machine):
-    pi0viz serve --checkpoint DIR --tokenizer PATH &     # or: pi0viz serve --tiny
+    pi0viz serve --checkpoint DIR --tokenizer PATH &     # or: pi0viz serve --tiny; pi0.5: add --config pi05_libero
     .venv/bin/python examples/libero/main.py --task-suite-name libero_spatial --task-ids 0 --num-trials-per-task 1
     # b) in-process, no server:
     .venv/bin/python examples/libero/main.py --policy tiny --task-ids 0 --num-trials-per-task 1 --max-inference-calls 3
     # c) a LeRobot pi0 / pi0.5 checkpoint folder, in PyTorch (docs/torch.md):
     .venv/bin/python examples/libero/main.py --policy lerobot:PATH --device cuda --task-ids 0 --num-trials-per-task 1
+    # pi0.5 (openpi's pi05_libero pipeline: 10-action chunks), in-process or from a checkpoint:
+    .venv/bin/python examples/libero/main.py --policy tiny --config pi05_libero --task-ids 0 --max-inference-calls 3
+    .venv/bin/python examples/libero/main.py --policy checkpoint:DIR --config pi05_libero --tokenizer PATH ...
 
 Same loop as openpi: per task one env (256 x 256 cameras), per trial reset + benchmark init state, 10 "wait"
 steps with the dummy action, then query the policy with the rotated, 224 x 224 images and the 8-d state, execute
@@ -65,6 +68,7 @@ class Args:
     """Command-line options (see `--help`)."""
 
     policy: str = "server"  # "server" (--host/--port), "tiny", "checkpoint:DIR", or "lerobot:DIR" (PyTorch)
+    config: str = "pi0_libero"  # named policy config for tiny / checkpoint:DIR (pi05_libero: pi0.5)
     host: str = "127.0.0.1"
     port: int = 8000
     tokenizer: str | None = None  # PaliGemma tokenizer for policy checkpoint:DIR
@@ -163,9 +167,10 @@ def make_policy(args: Args) -> ChunkPolicy:
     from pi0viz.policy.jax_policy import Policy
 
     if args.policy == "tiny":
-        return InProcessPolicy(Policy.tiny(seed=0))
+        return InProcessPolicy(Policy.tiny(seed=0, policy_config=args.config))
     if args.policy.startswith("checkpoint:"):
-        return InProcessPolicy(Policy.from_checkpoint(args.policy.split(":", 1)[1], tokenizer_path=args.tokenizer))
+        return InProcessPolicy(Policy.from_checkpoint(args.policy.split(":", 1)[1], policy_config=args.config,
+                                                      tokenizer_path=args.tokenizer))
     raise ValueError(f"--policy must be 'server', 'tiny', 'checkpoint:DIR' or 'lerobot:DIR', got {args.policy!r}")
 
 
@@ -432,6 +437,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--policy", default=d.policy,
                    help="'server' (connect to --host/--port), 'tiny', 'checkpoint:DIR' (openpi JAX checkpoint), or "
                         "'lerobot:DIR' (a LeRobot pi0 / pi0.5 checkpoint folder, run with PyTorch)")
+    p.add_argument("--config", default=d.config, help="named policy config for 'tiny' and 'checkpoint:DIR': "
+                   "pi0_libero, pi05_libero (pi0.5), pi0_base, pi05_base")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--tokenizer", default=None, help="PaliGemma tokenizer model for --policy checkpoint:DIR")

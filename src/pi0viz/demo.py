@@ -1,8 +1,10 @@
-"""`pi0viz demo`: pi0 on real LIBERO frames, end to end, offline: capture -> bundles -> attention_viz tree -> viewer.
+"""`pi0viz demo`: pi0 or pi0.5 on real LIBERO frames, end to end, offline: capture -> bundles -> attention_viz
+tree -> viewer.
 
 By default it runs the UNTRAINED tiny pi0 (random weights, bundled tokenizer), so it needs no network, GPU or
-checkpoint; its attention shows the pipeline, not what a trained pi0 looks at. `--checkpoint DIR --tokenizer
-PATH` runs the same thing with a real openpi pi0 checkpoint.
+checkpoint; its attention shows the pipeline, not what a trained pi0 looks at. `--model pi05` runs the tiny
+pi0.5 with openpi's pi05_libero pipeline (10 action tokens, 200 prompt slots). `--checkpoint DIR --tokenizer
+PATH` runs the same thing with a real openpi checkpoint of that model.
 
 Output under --out (default pi0viz_demo/):
     attention_viz/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_*.jpg
@@ -22,15 +24,25 @@ import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
 from pi0viz.core.writes import make_folder
-from pi0viz.errors import Pi0vizError
+from pi0viz.errors import ConfigError, Pi0vizError
 from pi0viz.policy.libero_frames import LiberoFrame, load_frames
 
-HONEST_NOTE = (
-    "Note: this is an UNTRAINED tiny pi0 (random weights). Its attention maps show the pipeline (capture -> "
-    "bundle -> maps -> viewer), not what a trained pi0 attends to.\n"
-    "For a real model: pi0viz demo --checkpoint DIR --tokenizer PATH/paligemma_tokenizer.model "
-    "(an openpi pi0 checkpoint with params/ and assets/)."
-)
+MODELS = {"pi0": "pi0_libero", "pi05": "pi05_libero"}  # --model -> named policy config
+
+
+def honest_note(model: str = "pi0") -> str:
+    """What the tiny demo's maps are (and are not), for the model family shown."""
+    family = "pi0.5" if model == "pi05" else "pi0"
+    return (
+        f"Note: this is an UNTRAINED tiny {family} (random weights). Its attention maps show the pipeline (capture -> "
+        f"bundle -> maps -> viewer), not what a trained {family} attends to.\n"
+        f"For a real model: pi0viz demo {'--model pi05 ' if model == 'pi05' else ''}--checkpoint DIR "
+        f"--tokenizer PATH/paligemma_tokenizer.model "
+        f"(an openpi {MODELS[model]} checkpoint with params/ and assets/)."
+    )
+
+
+HONEST_NOTE = honest_note("pi0")
 
 
 @dataclasses.dataclass
@@ -56,6 +68,7 @@ def run_demo(
     workers: int | None = None,
     viewer: bool = True,
     echo: Any = click.echo,
+    model: str = "pi0",
 ) -> DemoResult:
     """Run `calls` inference calls on the shipped LIBERO frames (one scene per call, cycling), render them.
 
@@ -66,6 +79,7 @@ def run_demo(
         workers: render processes (None = all cores).
         viewer: also write viewer.html (when pi0viz.viewer is available).
         echo: where progress lines go.
+        model: "pi0" (pi0_libero pipeline) or "pi05" (pi05_libero: pi0.5, 10 action tokens).
     """
     from pi0viz.core.progress import progress_bar
     from pi0viz.render import RenderJob, RenderOptions, run_job
@@ -78,7 +92,7 @@ def run_demo(
 
     t0 = time.monotonic()
     echo("[1/4] loading the policy (JAX start-up and compilation take a while on CPU) ...")
-    policy = _load_policy(checkpoint, tokenizer)
+    policy = _load_policy(checkpoint, tokenizer, model)
     frames = load_frames()
     seconds["load"] = time.monotonic() - t0
     echo(f"      {policy.description} ({seconds['load']:.0f} s)")
@@ -116,12 +130,14 @@ def run_demo(
     return DemoResult(out=out, tree=tree, bundles=paths, viewer=page, seconds=seconds)
 
 
-def _load_policy(checkpoint: Path | None, tokenizer: Path | None) -> Any:
+def _load_policy(checkpoint: Path | None, tokenizer: Path | None, model: str = "pi0") -> Any:
     from pi0viz.policy.jax_policy import Policy
 
+    if model not in MODELS:
+        raise ConfigError(f"model must be one of {sorted(MODELS)}, got {model!r}")
     if checkpoint is None:
-        return Policy.tiny(seed=0)
-    return Policy.from_checkpoint(checkpoint, tokenizer_path=tokenizer)
+        return Policy.tiny(seed=0, policy_config=MODELS[model])
+    return Policy.from_checkpoint(checkpoint, policy_config=MODELS[model], tokenizer_path=tokenizer)
 
 
 def _compact(bundle: CaptureBundle) -> CaptureBundle:
@@ -148,8 +164,10 @@ def _write_viewer(bundles: list[Path], tree: Path, page: Path, echo: Any) -> Pat
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pi0viz_demo"),
               show_default=True, help="Output folder.")
+@click.option("--model", type=click.Choice(sorted(MODELS)), default="pi0", show_default=True,
+              help="pi0 (openpi's pi0_libero pipeline) or pi05 (pi0.5, pi05_libero: 10 action tokens).")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
-              help="openpi pi0 checkpoint directory (params/ + assets/); default: the untrained tiny pi0.")
+              help="openpi checkpoint directory of --model (params/ + assets/); default: the untrained tiny model.")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PaliGemma's paligemma_tokenizer.model (use with --checkpoint).")
 @click.option("--calls", type=click.IntRange(1, 100), default=2, show_default=True,
@@ -159,12 +177,12 @@ def _write_viewer(bundles: list[Path], tree: Path, page: Path, echo: Any) -> Pat
 @click.option("--layers", default=None, help="Layers to render, e.g. '0-3' (default all).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Render processes (default: all cores).")
 @click.option("--no-viewer", is_flag=True, help="Skip the viewer page.")
-def demo_command(out: Path, checkpoint: Path | None, tokenizer: Path | None, calls: int, steps: str | None,
+def demo_command(out: Path, model: str, checkpoint: Path | None, tokenizer: Path | None, calls: int, steps: str | None,
                  action_tokens: str | None, layers: str | None, workers: int | None, no_viewer: bool) -> None:
-    """Run pi0 on real LIBERO camera frames (shipped) and render where its action tokens attend.
+    """Run pi0 or pi0.5 on real LIBERO camera frames (shipped) and render where its action tokens attend.
 
-    Offline by default: the UNTRAINED tiny pi0 and the bundled tokenizer; its maps show the pipeline, not a
-    trained pi0's attention. Point it at a real model with --checkpoint DIR --tokenizer PATH.
+    Offline by default: the UNTRAINED tiny model and the bundled tokenizer; its maps show the pipeline, not a
+    trained model's attention. Point it at a real model with --checkpoint DIR --tokenizer PATH.
     """
     from pi0viz.render import parse_selection
 
@@ -178,12 +196,13 @@ def demo_command(out: Path, checkpoint: Path | None, tokenizer: Path | None, cal
     start = time.monotonic()
     try:
         result = run_demo(out, checkpoint=checkpoint, tokenizer=tokenizer, calls=calls, steps=steps,
-                          action_tokens=action_tokens, layers=layers, workers=workers, viewer=not no_viewer)
+                          action_tokens=action_tokens, layers=layers, workers=workers, viewer=not no_viewer,
+                          model=model)
     except Pi0vizError as err:  # selections, checkpoint, bundle, render and output faults: one line, exit 1
         raise click.ClickException(str(err)) from None
     click.echo("")
     if checkpoint is None:
-        click.echo(HONEST_NOTE)
+        click.echo(honest_note(model))
     example = _example_cell(result.tree)
     click.echo(f"done in {time.monotonic() - start:.0f} s. Look at:")
     if result.viewer is not None:

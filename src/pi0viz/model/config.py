@@ -1,4 +1,4 @@
-"""Model configuration: pi0 and the variant tables of its two building blocks (Gemma, SigLIP).
+"""Model configuration: pi0 / pi0.5 and the variant tables of its two building blocks (Gemma, SigLIP).
 
 Variants are data. The Gemma table follows openpi's `gemma.get_config`; the SigLIP table follows big_vision's
 `decode_variant` ("So400m/14" = width 1152, depth 27, mlp 4304, 16 heads, 14x14 patches).
@@ -87,27 +87,27 @@ def siglip_config(variant: str) -> SiglipConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Pi0Config:
-    """pi0 (not pi0.5) as openpi's `Pi0Config`, plus the SigLIP variant openpi hard-codes to "So400m/14".
+    """pi0 or pi0.5 (`pi05=True`) as openpi's `Pi0Config`, plus the SigLIP variant openpi hard-codes ("So400m/14").
 
-    Frozen and hashable: it is a static argument of the jitted sampler.
+    pi0.5 differs in the action expert only: no state token (the suffix is the action tokens alone), the flow
+    time enters through adaRMS (a time MLP, then per-norm scale/shift/gate and gated residuals), and the prompt
+    has 200 slots by default. Frozen and hashable: it is a static argument of the jitted sampler.
     """
 
     paligemma_variant: str = "gemma_2b"  # expert 0: the PaliGemma LLM (prefix tokens)
     action_expert_variant: str = "gemma_300m"  # expert 1: the action expert (state + action tokens)
     siglip_variant: str = "So400m/14"
     action_dim: int = 32  # padded action/state width
-    action_horizon: int = 50  # action tokens per chunk
-    max_token_len: int = 48  # prompt slots
+    action_horizon: int = 50  # H, action tokens per chunk
+    max_token_len: int | None = None  # T, prompt slots; None = openpi's default (200 for pi0.5, 48 for pi0)
     dtype: Literal["bfloat16", "float32"] = "bfloat16"  # parameter + activation dtype, as openpi's inference
     vocab_size: int = PALIGEMMA_VOCAB_SIZE
     pi05: bool = False
     image_keys: tuple[str, ...] = IMAGE_KEYS
 
     def __post_init__(self) -> None:
-        if self.pi05:
-            raise NotImplementedError(
-                "pi0.5 (pi05=True: adaRMS action expert, no state token) is not implemented; use pi0"
-            )
+        if self.max_token_len is None:  # as openpi's Pi0Config.__post_init__
+            object.__setattr__(self, "max_token_len", 200 if self.pi05 else 48)
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}")
         llm, expert = self.llm, self.expert  # validates the variant names
@@ -142,22 +142,32 @@ class Pi0Config:
 
     @property
     def prefix_len(self) -> int:
-        """P = cameras x image tokens + prompt slots (816 for pi0 LIBERO)."""
+        """P = cameras x image tokens + prompt slots (816 for pi0 LIBERO, 968 for pi0.5)."""
         return len(self.image_keys) * self.num_image_tokens + self.max_token_len
 
     @property
+    def num_state_tokens(self) -> int:
+        """1 for pi0 (suffix query 0 is the state token), 0 for pi0.5 (no state token)."""
+        return 0 if self.pi05 else 1
+
+    @property
     def suffix_len(self) -> int:
-        """Ts = 1 state token + action_horizon action tokens (51)."""
-        return 1 + self.action_horizon
+        """Ts = state tokens + action_horizon action tokens (pi0: 51; pi05_libero: 10)."""
+        return self.num_state_tokens + self.action_horizon
 
     @classmethod
     def pi0(cls, **overrides) -> "Pi0Config":
-        """Full-size pi0 (pi0_base / pi0_libero): gemma_2b + gemma_300m + So400m/14, bfloat16."""
+        """Full-size pi0 (pi0_base / pi0_libero): gemma_2b + gemma_300m + So400m/14, bfloat16.
+
+        Full-size pi0.5: `pi0(pi05=True)` (pi05_base, horizon 50) or `pi0(pi05=True, action_horizon=10)`
+        (pi05_libero).
+        """
         return cls(**overrides)
 
     @classmethod
     def tiny(cls, **overrides) -> "Pi0Config":
-        """The openpi tiny reference (tests/data/openpi_pi0_tiny): dummy + dummy Gemma, SigLIP mu/14, float32."""
+        """The openpi tiny references (dummy + dummy Gemma, SigLIP mu/14, float32): tests/data/openpi_pi0_tiny,
+        and with `pi05=True, action_horizon=10, max_token_len=200` tests/data/openpi_pi05_tiny."""
         kw = dict(paligemma_variant="dummy", action_expert_variant="dummy", siglip_variant="mu/14", dtype="float32")
         kw.update(overrides)
         return cls(**kw)

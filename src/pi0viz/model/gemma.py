@@ -1,4 +1,4 @@
-"""Two-expert Gemma with joint attention, as pi0 uses it (openpi `gemma.py`, big_vision lineage).
+"""Two-expert Gemma with joint attention, as pi0 and pi0.5 use it (openpi `gemma.py`, big_vision lineage).
 
 Einsum letters: B batch, T query length, S key/value length, N query heads, K kv heads, G query heads per kv
 head (N = K * G), H head dim, D model width, F mlp width, L layers.
@@ -8,6 +8,11 @@ each present expert's own projections, concatenates their tokens (expert 0 first
 softmax, and splits the result back per expert. Expert 0's parameters have plain names (`q_einsum`, `mlp`, ...),
 expert i > 0 the suffix `_i` (`q_einsum_1`, `mlp_1`, ...), all stacked over layers on axis 0 under
 `PaliGemma/llm/layers/`.
+
+pi0.5 (openpi `adarms=True`): the action expert's norms are adaptive (adaRMS). Each has no `scale` but a
+`Dense_0` (kernel [D, 3D], bias [3D]) that maps the time conditioning vector to [scale | shift | gate]; the
+normed tokens become `normed * (1 + scale) + shift` and the residual branch after that norm is multiplied by
+`gate`. The PaliGemma expert keeps plain RMSNorm and plain residuals.
 """
 
 from __future__ import annotations
@@ -33,6 +38,14 @@ def _name(name: str, expert: int) -> str:
     return name if expert == 0 else f"{name}_{expert}"
 
 
+def _norm_params(node: Params) -> Params:
+    """One norm's weights: {"scale": [..., D]} (plain RMSNorm) or {"kernel": [..., D, 3D], "bias": [..., 3D]}
+    (adaRMS, the `Dense_0` under the norm)."""
+    if "Dense_0" in node:
+        return {"kernel": node["Dense_0"]["kernel"], "bias": node["Dense_0"]["bias"]}
+    return {"scale": node["scale"]}
+
+
 def expert_layer_params(layers: Params, expert: int) -> Params:
     """The stacked [L, ...] weights of one expert, under short names."""
     attn = layers["attn"]
@@ -41,8 +54,8 @@ def expert_layer_params(layers: Params, expert: int) -> Params:
         "q": attn[_name("q_einsum", expert)]["w"],  # [L, N, D, H]
         "kv": attn[_name("kv_einsum", expert)]["w"],  # [L, 2, K, D, H]
         "out": attn[_name("attn_vec_einsum", expert)]["w"],  # [L, N, H, D]
-        "pre_attention_norm": layers[_name("pre_attention_norm", expert)]["scale"],  # [L, D]
-        "pre_ffw_norm": layers[_name("pre_ffw_norm", expert)]["scale"],  # [L, D]
+        "pre_attention_norm": _norm_params(layers[_name("pre_attention_norm", expert)]),  # scale [L, D] or Dense
+        "pre_ffw_norm": _norm_params(layers[_name("pre_ffw_norm", expert)]),
         "gating": mlp["gating_einsum"],  # [L, 2, D, F]
         "linear": mlp["linear"],  # [L, F, D]
     }
@@ -53,6 +66,32 @@ def rms_norm(x: jax.Array, scale: jax.Array) -> jax.Array:
     var = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
     normed = x * jnp.reciprocal(jnp.sqrt(var + RMS_EPS))  # float32
     return (normed * (1 + scale)).astype(x.dtype)
+
+
+def adarms_modulation(cond: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """[scale | shift | gate] of one adaRMS norm: flax Dense(3D, dtype=dtype), so inputs and weights are cast to
+    the activation dtype first. cond float32[B, Dc] -> dtype[B, 1, 3D] (broadcast over tokens)."""
+    return (jnp.dot(cond.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype))[:, None, :]
+
+
+def norm(x: jax.Array, p: Params, cond: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+    """Plain RMSNorm (cond None: returns (y, None)) or adaRMS (returns (y, gate dtype[B, 1, D])).
+
+    adaRMS: y = normed * (1 + scale) + shift, with normed in float32 (as openpi) and the result in x's dtype.
+    """
+    if cond is None:
+        return rms_norm(x, p["scale"]), None
+    var = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
+    normed = x * jnp.reciprocal(jnp.sqrt(var + RMS_EPS))  # float32
+    scale, shift, gate = jnp.split(adarms_modulation(cond, p["kernel"], p["bias"], x.dtype), 3, axis=-1)
+    return (normed * (1 + scale) + shift).astype(x.dtype), gate
+
+
+def _residual(x: jax.Array | None, y: jax.Array | None, gate: jax.Array | None) -> jax.Array | None:
+    """x + y, or x + y * gate after an adaRMS norm (pi0.5's gated residual)."""
+    if x is None:
+        return None
+    return x + y if gate is None else x + y * gate
 
 
 def apply_rope(x: jax.Array, positions: jax.Array) -> jax.Array:
@@ -133,11 +172,12 @@ def _mlp(x: jax.Array, p: Params) -> jax.Array:
     return jnp.dot(h, p["linear"].astype(x.dtype))
 
 
-def _block(ps, xs, positions, attn_mask, kv_cache):
-    normed = [rms_norm(x, p["pre_attention_norm"]) if x is not None else None for p, x in zip(ps, xs)]
-    att, kv, attention = _attention(ps, normed, positions, attn_mask, kv_cache)
-    xs = [x + a if x is not None else None for x, a in zip(xs, att)]
-    xs = [x + _mlp(rms_norm(x, p["pre_ffw_norm"]), p) if x is not None else None for p, x in zip(ps, xs)]
+def _block(ps, xs, conds, positions, attn_mask, kv_cache):
+    pre = [norm(x, p["pre_attention_norm"], c) if x is not None else (None, None) for p, x, c in zip(ps, xs, conds)]
+    att, kv, attention = _attention(ps, [n for n, _ in pre], positions, attn_mask, kv_cache)
+    xs = [_residual(x, a, gate) for x, a, (_, gate) in zip(xs, att, pre)]
+    pre = [norm(x, p["pre_ffw_norm"], c) if x is not None else (None, None) for p, x, c in zip(ps, xs, conds)]
+    xs = [_residual(x, _mlp(n, p) if x is not None else None, gate) for p, x, (n, gate) in zip(ps, xs, pre)]
     return xs, kv, attention
 
 
@@ -150,6 +190,7 @@ def transformer(
     kv_cache: tuple[jax.Array, jax.Array] | None = None,
     capture: CaptureFn | None = None,
     capture_state: Any = None,
+    adarms_cond: list[jax.Array | None] | None = None,
     dtype: jnp.dtype,
 ) -> tuple[list[jax.Array | None], tuple[jax.Array, jax.Array], Any]:
     """Run all layers (jax.lax.scan over the stacked layer axis) and the final norms.
@@ -163,6 +204,8 @@ def transformer(
         capture: optional `capture(state, layer, probs, masked_logits) -> state`, called in every layer with the
             probabilities of the softmax that feeds the layer output.
         capture_state: initial state for `capture` (e.g. a preallocated buffer).
+        adarms_cond: per expert float32[B, D_i] time conditioning for that expert's adaRMS norms, or None
+            (plain RMSNorm; the expert's parameters must then have `scale` norms). pi0.5: [None, cond].
         dtype: activation dtype (inputs are cast to it, as openpi's `embed_dtype`).
     Returns:
         (outs per expert after final norm [B, T_i, D_i] or None, (k, v) each [L, B, S, K, H], final capture_state).
@@ -170,18 +213,24 @@ def transformer(
     xs = [x.astype(dtype) if x is not None else None for x in xs]
     mask = attn_mask[:, None, :, :]  # [B, 1, T, S], broadcast over kv heads
     ps = [expert_layer_params(llm["layers"], i) if x is not None else None for i, x in enumerate(xs)]
+    conds = list(adarms_cond) if adarms_cond is not None else [None] * len(xs)
+    for i, (p, c) in enumerate(zip(ps, conds)):
+        if p is not None and ("scale" in p["pre_attention_norm"]) != (c is None):
+            raise ValueError(f"expert {i}: adaRMS conditioning {'missing' if c is None else 'given'} but its norms "
+                             f"are {'adaptive' if c is None else 'plain'}")
 
     def layer(carry, p, per_layer):
         xs, state = carry
         index, cache = per_layer
-        xs, kv, (probs, logits) = _block(p, xs, positions, mask, cache)
+        xs, kv, (probs, logits) = _block(p, xs, conds, positions, mask, cache)
         if capture is not None:
             state = capture(state, index, probs, logits)
         return (xs, state), kv
 
     depth = jax.tree.leaves(ps)[0].shape[0]
     (xs, state), kv = scan_layers(layer, (xs, capture_state), ps, (jnp.arange(depth), kv_cache))
-    outs = [
-        rms_norm(x, llm[_name("final_norm", i)]["scale"]) if x is not None else None for i, x in enumerate(xs)
+    outs = [  # final norms; an adaRMS final norm's gate is unused, as in openpi
+        norm(x, _norm_params(llm[_name("final_norm", i)]), c)[0] if x is not None else None
+        for i, (x, c) in enumerate(zip(xs, conds))
     ]
     return outs, kv, state

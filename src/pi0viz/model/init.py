@@ -1,4 +1,4 @@
-"""The pi0 parameter tree (openpi paths and shapes) and a random initialization with openpi-like scales.
+"""The pi0 / pi0.5 parameter tree (openpi paths and shapes) and a random initialization with openpi-like scales.
 
 `param_specs(config)` is the single definition of the tree: '/'-joined path -> (shape, init, fan_in).
 """
@@ -21,7 +21,7 @@ Spec = tuple[tuple[int, ...], str, int]
 
 
 def param_specs(config: Pi0Config) -> dict[str, Spec]:
-    """Every parameter of pi0 as '/'-joined openpi path -> (shape, init kind, fan_in)."""
+    """Every parameter of pi0 (or pi0.5) as '/'-joined openpi path -> (shape, init kind, fan_in)."""
     llm, ex, sg = config.llm, config.expert, config.siglip
     specs: dict[str, Spec] = {}
 
@@ -65,21 +65,26 @@ def param_specs(config: Pi0Config) -> dict[str, Spec]:
         add(f"{g}/layers/attn/kv_einsum{s}/w", (L, 2, c.num_kv_heads, c.width, c.head_dim), fan_in=c.width)
         add(f"{g}/layers/attn/attn_vec_einsum{s}/w", (L, c.num_heads, c.head_dim, c.width),
             fan_in=c.num_heads * c.head_dim)
-        add(f"{g}/layers/pre_attention_norm{s}/scale", (L, c.width), "zeros")  # used as (1 + scale)
-        add(f"{g}/layers/pre_ffw_norm{s}/scale", (L, c.width), "zeros")
         add(f"{g}/layers/mlp{s}/gating_einsum", (L, 2, c.width, c.mlp_dim), fan_in=c.width)
         add(f"{g}/layers/mlp{s}/linear", (L, c.mlp_dim, c.width), fan_in=c.mlp_dim)
-        add(f"{g}/final_norm{s}/scale", (c.width,), "zeros")
+        for norm, stack in (("layers/pre_attention_norm", (L,)), ("layers/pre_ffw_norm", (L,)), ("final_norm", ())):
+            if config.pi05 and i == 1:
+                # adaRMS: Dense(D -> 3D) of the time conditioning. openpi zero-inits it (identity norm, residual
+                # gate 0, so the expert's layers would do nothing); random init keeps them alive.
+                add(f"{g}/{norm}{s}/Dense_0/kernel", (*stack, c.width, 3 * c.width), fan_in=c.width)
+                add(f"{g}/{norm}{s}/Dense_0/bias", (*stack, 3 * c.width), "zeros")
+            else:
+                add(f"{g}/{norm}{s}/scale", (*stack, c.width), "zeros")  # used as (1 + scale)
 
-    # pi0 projections (nnx.Linear: kernel [in, out], bias [out]).
+    # Projections (nnx.Linear: kernel [in, out], bias [out]).
     a, e = config.action_dim, ex.width
-    for name, (n_in, n_out) in {
-        "state_proj": (a, e),
-        "action_in_proj": (a, e),
-        "action_time_mlp_in": (2 * e, e),
-        "action_time_mlp_out": (e, e),
-        "action_out_proj": (e, a),
-    }.items():
+    if config.pi05:  # no state token; the time goes through its own MLP into adaRMS
+        projections = {"action_in_proj": (a, e), "time_mlp_in": (e, e), "time_mlp_out": (e, e)}
+    else:
+        projections = {"state_proj": (a, e), "action_in_proj": (a, e), "action_time_mlp_in": (2 * e, e),
+                       "action_time_mlp_out": (e, e)}
+    projections["action_out_proj"] = (e, a)
+    for name, (n_in, n_out) in projections.items():
         add(f"{name}/kernel", (n_in, n_out), fan_in=n_in)
         add(f"{name}/bias", (n_out,), "zeros")
     return specs

@@ -1,8 +1,10 @@
-"""pi0: prefix/suffix embedding, masks, positions, KV cache and the Euler flow-matching sampler,
+"""pi0 and pi0.5: prefix/suffix embedding, masks, positions, KV cache and the Euler flow-matching sampler,
 with the attention of every denoising step and layer returned from the same softmax that makes the actions.
 
 Token layout (pi0 LIBERO): prefix P = 3 cameras x 256 image tokens + 48 prompt slots = 816 (expert 0);
 suffix Ts = 1 state token + 50 action tokens = 51 (expert 1). Suffix queries see S = P + Ts = 867 keys.
+pi0.5 (pi05_libero): P = 768 + 200 prompt slots = 968; suffix = the H = 10 action tokens alone (no state
+token), all seeing each other; S = 978. The flow time conditions the action expert through adaRMS only.
 Time convention (openpi): t = 1 is noise, t = 0 is data; dt = -1/num_steps; time is accumulated in float32.
 """
 
@@ -46,11 +48,12 @@ class Observation:
 class CaptureOptions:
     """What `sample_actions` returns besides the actions. Reductions run on device, inside the jitted call.
 
-    Full suffix attention is [D steps, L layers, B, K, G, Q = 51, S = 867]; each option shrinks one axis.
+    Full suffix attention is [D steps, L layers, B, K, G, Q = 51, S = 867] for pi0 ([..., Q = H, S = P + H] for
+    pi0.5); each option shrinks one axis.
     """
 
-    action_rows_only: bool = False  # Q = the action tokens only (drop the state-token query row): 51 -> 50
-    prefix_keys_only: bool = False  # S = camera + prompt keys only (drop state/action keys): 867 -> 816
+    action_rows_only: bool = False  # Q = the action tokens only (drop pi0's state-token row: 51 -> 50; pi0.5: no-op)
+    prefix_keys_only: bool = False  # S = camera + prompt keys only (drop state/action keys): 867 -> 816 (pi0.5: -> 968)
     fuse_heads: bool = False  # max over the query heads: K = G = 1 (8x smaller)
     dtype: str = "float32"  # or "float16" (2x smaller)
     logits: bool = False  # also return the masked, scaled pre-softmax scores (same shape; masked = -2.38e38)
@@ -137,31 +140,50 @@ def embed_prefix(params: Params, config: Pi0Config, obs: Observation) -> tuple[j
     return tokens, input_mask, jnp.zeros(tokens.shape[1], dtype=bool)
 
 
+def time_conditioning(params: Params, time: jax.Array, width: int) -> jax.Array:
+    """pi0.5's adaRMS conditioning: swish(time_mlp_out(swish(time_mlp_in(posemb_sincos(t))))).
+
+    time: float32[B] -> float32[B, width] (weights promote to float32, as openpi's nnx.Linear), one vector per
+    batch element shared by every layer's adaRMS norms.
+    """
+    emb = posemb_sincos(time, width)
+    h = jax.nn.swish(_linear(emb, params["time_mlp_in"]))
+    return jax.nn.swish(_linear(h, params["time_mlp_out"]))
+
+
 def embed_suffix(
     params: Params, config: Pi0Config, state: jax.Array, x_t: jax.Array, time: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """State token, then action tokens mixed with the time embedding.
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
+    """Suffix tokens of one denoising step.
+
+    pi0: the state token, then action tokens mixed with the time embedding by an MLP.
+    pi0.5: the action tokens alone (`action_in_proj(x_t)`; the state is not read), plus the adaRMS conditioning.
 
     Args:
         state: float32[B, action_dim]; x_t: float32[B, action_horizon, action_dim]; time: float32[B].
     Returns:
-        tokens float32[B, Ts, D_expert], input_mask bool[B, Ts] (all True), ar_mask bool[Ts] = [1, 1, 0, ..., 0].
+        tokens float32[B, Ts, D_expert], input_mask bool[B, Ts] (all True), ar_mask bool[Ts]
+        (see `suffix_ar_mask`), adarms_cond float32[B, D_expert] for pi0.5 or None for pi0.
     """
-    state_token = _linear(state, params["state_proj"])[:, None, :]  # [B, 1, De]
-    action_tokens = _linear(x_t, params["action_in_proj"])  # [B, Ha, De]
+    action_tokens = _linear(x_t, params["action_in_proj"])  # [B, H, De]
     width = action_tokens.shape[-1]
-    time_emb = posemb_sincos(time, width)  # [B, De]
-    time_tokens = jnp.broadcast_to(time_emb[:, None, :], action_tokens.shape)
-    h = _linear(jnp.concatenate([action_tokens, time_tokens], axis=-1), params["action_time_mlp_in"])
-    h = _linear(jax.nn.swish(h), params["action_time_mlp_out"])  # [B, Ha, De]
-    tokens = jnp.concatenate([state_token.astype(h.dtype), h], axis=1)
+    if config.pi05:
+        tokens, cond = action_tokens, time_conditioning(params, time, width)
+    else:
+        state_token = _linear(state, params["state_proj"])[:, None, :]  # [B, 1, De]
+        time_emb = posemb_sincos(time, width)  # [B, De]
+        time_tokens = jnp.broadcast_to(time_emb[:, None, :], action_tokens.shape)
+        h = _linear(jnp.concatenate([action_tokens, time_tokens], axis=-1), params["action_time_mlp_in"])
+        h = _linear(jax.nn.swish(h), params["action_time_mlp_out"])  # [B, H, De]
+        tokens, cond = jnp.concatenate([state_token.astype(h.dtype), h], axis=1), None
     input_mask = jnp.ones(tokens.shape[:2], dtype=bool)
-    return tokens, input_mask, suffix_ar_mask(config)
+    return tokens, input_mask, suffix_ar_mask(config), cond
 
 
 def suffix_ar_mask(config: Pi0Config) -> jax.Array:
-    """bool[Ts] = [1 (state), 1 (first action), 0, ...]: state sees only itself, actions see state + all actions."""
-    return jnp.array([True, True] + [False] * (config.action_horizon - 1))
+    """bool[Ts]. pi0: [1 (state), 1 (first action), 0, ...]: state sees only itself, actions see state + all
+    actions. pi0.5: [1, 0, ...]: the action tokens see each other."""
+    return jnp.array([True] * config.num_state_tokens + [True] + [False] * (config.action_horizon - 1))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -309,7 +331,7 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
     steps = len(denoising_times(num_steps))
     buffers = None
     if capture is not None:  # [D, L, B, K, G, Q, S], filled in place by every layer of every step
-        reduce_kw = dict(skip_rows=1 if capture.action_rows_only else 0,  # the state token is suffix query 0
+        reduce_kw = dict(skip_rows=config.num_state_tokens if capture.action_rows_only else 0,  # pi0's state row
                          num_keys=p_len if capture.prefix_keys_only else p_len + s_len)
         layer_shape = (b, kv_heads, heads // kv_heads, s_len - reduce_kw["skip_rows"], reduce_kw["num_keys"])
         buffers = _capture_buffers((steps, depth), layer_shape, capture, ["probs", "logits"] if capture.logits
@@ -322,10 +344,10 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
             def suffix_capture(buffers, layer, probs, logits):
                 return _capture_into(buffers, (index, layer), probs, logits, capture, **reduce_kw)
 
-        tokens, _, _ = embed_suffix(params, config, obs.state, x_t, jnp.broadcast_to(time, (b,)))
+        tokens, _, _, cond = embed_suffix(params, config, obs.state, x_t, jnp.broadcast_to(time, (b,)))
         (_, suffix_out), _, buffers = gemma.transformer(
             llm, [None, tokens], suffix_positions, full_mask, kv_cache=kv_cache, capture=suffix_capture,
-            capture_state=buffers, dtype=dtype,
+            capture_state=buffers, adarms_cond=[None, cond], dtype=dtype,
         )
         v_t = _linear(suffix_out[:, -config.action_horizon :], params["action_out_proj"])  # compute dtype
         return (x_t + dt * v_t, time + dt, buffers), time

@@ -61,6 +61,22 @@ def _encoder_block(x: jax.Array, p: Params, cfg: SiglipConfig, dtype: jnp.dtype)
     return x + y
 
 
+def patch_embed(images: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """SigLIP's patch embedding, the op openpi runs (flax nn.Conv, VALID, stride = kernel = patch), in float32.
+
+    The same op matters in bfloat16: an einsum over patches sums in another order and flips bf16 roundings.
+    images: float32[B, h*ph, w*pw, 3]; kernel: [ph, pw, 3, W] (HWIO); bias: [W].
+    Returns float32[B, h*w, W], row-major over the patch grid (token p = row p // w, col p % w).
+    """
+    kernel = kernel.astype(jnp.float32)
+    x = jax.lax.conv_general_dilated(
+        images.astype(jnp.float32), kernel, window_strides=kernel.shape[:2], padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )  # [B, h, w, W]
+    b, h, w, width = x.shape
+    return x.reshape(b, h * w, width) + bias.astype(jnp.float32)
+
+
 def patchify(images: jax.Array, patch_size: tuple[int, int]) -> jax.Array:
     """[B, h*ph, w*pw, 3] -> [B, h*w, ph, pw, 3], row-major over the patch grid (token p = row p // w, col p % w)."""
     b, hh, ww, c = images.shape
@@ -81,11 +97,7 @@ def encode_images(params: Params, images: jax.Array, cfg: SiglipConfig, dtype: j
     Returns:
         dtype[B, P, E] with P = 256 patches (16 x 16 row-major grid), E = head width (= LLM width).
     """
-    images = images.astype(jnp.float32)
-    # Patch embedding = VALID conv with stride = kernel = patch size, written as an einsum; in float32 like openpi.
-    patches = patchify(images, cfg.patch_size)  # [B, P, ph, pw, 3]
-    x = jnp.einsum("BPhwc,hwcW->BPW", patches, params["embedding"]["kernel"].astype(jnp.float32))
-    x = x + params["embedding"]["bias"].astype(jnp.float32)
+    x = patch_embed(images, params["embedding"]["kernel"], params["embedding"]["bias"])  # [B, P, W] float32
     x = x + params["pos_embedding"].astype(jnp.float32)  # [1, P, W], learned, added in float32
     x = x.astype(dtype)
 

@@ -1,4 +1,5 @@
-"""pi0 (JAX) as a LIBERO policy, the way openpi serves `pi0_libero`, with the attention capture on request.
+"""pi0 / pi0.5 (JAX) as a LIBERO policy, the way openpi serves `pi0_libero` / `pi05_libero`, with the attention
+capture on request. Named configs (pi0viz.policy.configs) set the model shape and transforms together.
 
 `Policy.infer(obs)` = the LIBERO transforms of `pi0viz.policy.transforms` (backend-neutral) around the JAX
 sampler of `pi0viz.model`:
@@ -27,6 +28,7 @@ from pi0viz.core.bundle import CaptureBundle
 from pi0viz.core.images import to_model_range
 from pi0viz.errors import ConfigError, ObservationError, RenderError
 from pi0viz.model import CaptureOptions, Observation, Pi0Config, SampleOutput, init_params, sample_actions
+from pi0viz.policy.configs import DEFAULT_CONFIG, PolicyConfig, get_config
 from pi0viz.policy.norm_stats import NormStats, load_norm_stats
 from pi0viz.policy.tokenizer import PromptTokenizer
 from pi0viz.policy.transforms import LIBERO_ASSET_ID, LiberoTransforms, PolicyInputs
@@ -47,7 +49,7 @@ def to_observation(inputs: PolicyInputs) -> Observation:
 
 
 class Policy:
-    """pi0 + tokenizer + norm stats behind openpi's LIBERO `infer(obs) -> {"actions": ...}` interface.
+    """pi0 or pi0.5 + tokenizer + norm stats behind openpi's LIBERO `infer(obs) -> {"actions": ...}` interface.
 
     Args:
         params: the model's parameter pytree (openpi paths), already in the compute dtype.
@@ -60,6 +62,8 @@ class Policy:
         num_steps: Euler steps of the sampler (openpi: 10).
         default_prompt: used when an observation has no "prompt".
         description: one line saying what this policy is (shown by the CLI and the demo).
+        normalization: "zscore" (pi0) or "quantile" (pi0.5: q01/q99 from the norm stats).
+        discrete_state_input: pi0.5 prompt with the discretized state in its text.
     """
 
     def __init__(
@@ -75,6 +79,8 @@ class Policy:
         num_steps: int = 10,
         default_prompt: str | None = None,
         description: str = "",
+        normalization: str = "zscore",
+        discrete_state_input: bool = False,
     ) -> None:
         if tokenizer.vocab_size > config.vocab_size:
             raise ConfigError(
@@ -86,11 +92,12 @@ class Policy:
         self.transforms = LiberoTransforms(
             tokenizer=tokenizer, norm_stats=norm_stats, image_keys=config.image_keys, action_dim=config.action_dim,
             max_token_len=config.max_token_len, delta_actions=delta_actions, action_dims=action_dims,
-            default_prompt=default_prompt)
+            default_prompt=default_prompt, normalization=normalization, discrete_state_input=discrete_state_input)
         self.tokenizer = tokenizer
         self.norm_stats = self.transforms.norm_stats
         self.num_steps = num_steps
-        self.description = description or f"pi0 ({config.paligemma_variant} + {config.action_expert_variant})"
+        family = "pi0.5" if config.pi05 else "pi0"
+        self.description = description or f"{family} ({config.paligemma_variant} + {config.action_expert_variant})"
         self._rng = jax.random.key(seed)
         self._rng_lock = threading.Lock()  # a server may call infer from several threads
 
@@ -106,52 +113,65 @@ class Policy:
         cls,
         checkpoint_dir: str | os.PathLike,
         *,
+        policy_config: str | PolicyConfig = DEFAULT_CONFIG,
         config: Pi0Config | None = None,
         tokenizer_path: str | os.PathLike | None = None,
-        asset_id: str = LIBERO_ASSET_ID,
+        asset_id: str | None = None,
         dtype: str = "bfloat16",
         **kwargs: Any,
     ) -> "Policy":
         """Load an openpi checkpoint directory: <dir>/params and <dir>/assets/<asset_id>/norm_stats.json.
 
         Args:
-            config: model shape (default: full-size pi0); `dtype` overrides its compute dtype.
+            policy_config: a named config (pi0_libero, pi05_libero, pi0_base, pi05_base) or a PolicyConfig:
+                the model shape and the transforms.
+            config: overrides the named config's model shape; `dtype` overrides its compute dtype.
             tokenizer_path: PaliGemma's paligemma_tokenizer.model; default: openpi's cache, else the bundled
                 offline model (with a warning: its ids mean nothing to a trained checkpoint).
-            kwargs: passed to `Policy(...)` (seed, delta_actions, action_dims, ...).
+            asset_id: norm stats folder under <dir>/assets (default: the named config's).
+            kwargs: passed to `Policy(...)` (seed, delta_actions, action_dims, ...), over the config's settings.
         """
         from pi0viz.model.checkpoint import load_params
 
+        named = get_config(policy_config) if isinstance(policy_config, str) else policy_config
+        asset_id = asset_id or named.asset_id
+        if asset_id is None:
+            raise ConfigError(f"config {named.name} names no norm-stats asset; pass the asset id of the checkpoint's "
+                              f"assets/<asset_id>/norm_stats.json (e.g. {LIBERO_ASSET_ID!r})")
         checkpoint_dir = Path(checkpoint_dir)
-        config = dataclasses.replace(config or Pi0Config.pi0(), dtype=dtype)
+        config = dataclasses.replace(config or named.model, dtype=dtype)
         # Cheap checks first: norm stats, then every parameter's shape against the config before reading arrays.
         norm_stats = load_norm_stats(checkpoint_dir, asset_id)
         params = load_params(checkpoint_dir / "params", dtype=config.dtype, config=config)
         tokenizer = PromptTokenizer.from_path(tokenizer_path) if tokenizer_path else PromptTokenizer.default()
         if tokenizer.is_bundled:
             logger.warning(
-                "using the bundled %s tokenizer with checkpoint %s: its token ids mean nothing to a trained pi0; "
-                "pass PaliGemma's paligemma_tokenizer.model (--tokenizer PATH)", tokenizer.name, checkpoint_dir)
-        kwargs.setdefault("description",
-                          f"pi0 checkpoint {checkpoint_dir} ({config.dtype}, tokenizer {tokenizer.name})")
+                "using the bundled %s tokenizer with checkpoint %s: its token ids mean nothing to a trained %s; "
+                "pass PaliGemma's paligemma_tokenizer.model (--tokenizer PATH)", tokenizer.name, checkpoint_dir,
+                "pi0.5" if config.pi05 else "pi0")
+        kwargs = {**named.policy_kwargs(), **kwargs}
+        kwargs.setdefault("description", f"{named.family} checkpoint {checkpoint_dir} ({named.name}, {config.dtype}, "
+                                         f"tokenizer {tokenizer.name})")
         return cls(params, config, tokenizer, norm_stats, **kwargs)
 
     @classmethod
-    def tiny(cls, seed: int = 0, **kwargs: Any) -> "Policy":
-        """An UNTRAINED tiny pi0 for offline demos and tests: random weights, bundled tokenizer, identity stats.
+    def tiny(cls, seed: int = 0, policy_config: str | PolicyConfig = DEFAULT_CONFIG, **kwargs: Any) -> "Policy":
+        """An UNTRAINED tiny pi0 / pi0.5 for offline demos and tests: random weights, bundled tokenizer, identity
+        stats, and the named config's pipeline and token layout (pi05_libero: 200 prompt slots, 10 actions).
 
         Dummy Gemma experts + SigLIP mu/14 in float32, vocab = the bundled tokenizer's. The actions and
-        attention are those of random weights: they show the plumbing, not what a trained pi0 looks at.
+        attention are those of random weights: they show the plumbing, not what a trained model looks at.
         """
+        named = get_config(policy_config) if isinstance(policy_config, str) else policy_config
         tokenizer = PromptTokenizer.bundled()
-        config = Pi0Config.tiny(vocab_size=tokenizer.vocab_size)
+        config = named.tiny_model_config(tokenizer.vocab_size)
         params = init_params(config, jax.random.key(seed))
-        stats = {
-            "state": {"mean": np.zeros(8), "std": np.ones(8)},
-            "actions": {"mean": np.zeros(7), "std": np.ones(7)},
-        }
-        kwargs.setdefault("description",
-                          f"UNTRAINED tiny pi0 (random weights, seed {seed}; tokenizer {tokenizer.name})")
+        # Identity stats: mean 0 / std 1, and q01 -1 / q99 1 (quantile normalization maps [-1, 1] to itself).
+        stats = {key: {"mean": np.zeros(n), "std": np.ones(n), "q01": -np.ones(n), "q99": np.ones(n)}
+                 for key, n in (("state", 8), ("actions", 7))}
+        kwargs = {**named.policy_kwargs(), **kwargs}
+        kwargs.setdefault("description", f"UNTRAINED tiny {named.family} ({named.name} pipeline; random weights, "
+                                         f"seed {seed}; tokenizer {tokenizer.name})")
         return cls(params, config, tokenizer, stats, seed=seed, **kwargs)
 
     # -- the pipeline ----------------------------------------------------------------------------------
@@ -245,7 +265,8 @@ class Policy:
         side = math.isqrt(self.config.num_image_tokens)
         return self.transforms.bundle(
             inputs, attention, diffusion_times=np.asarray(jax.device_get(out.diffusion_times)), actions=actions,
-            num_state_tokens=1, num_action_tokens=self.config.action_horizon, inference_step=inference_step,
+            num_state_tokens=self.config.num_state_tokens, num_action_tokens=self.config.action_horizon,
+            inference_step=inference_step,
             patch_grid=(side, side), heads="max" if capture.fuse_heads else "all",
             queries="actions" if capture.action_rows_only else "suffix",
             keys="prefix" if capture.prefix_keys_only else "all")

@@ -1,5 +1,6 @@
-"""openpi's normalization statistics: `<checkpoint>/assets/<asset_id>/norm_stats.json`, and the z-score
-(de)normalization pi0 uses with them. numpy only.
+"""openpi's normalization statistics: `<checkpoint>/assets/<asset_id>/norm_stats.json`, and the two
+(de)normalizations openpi uses with them: z-score for pi0, quantile (q01/q99 -> [-1, 1]) for every other model
+(pi0.5, FAST; openpi's `use_quantile_norm = model_type != PI0`). numpy only.
 
 File format (openpi): {"norm_stats": {"state": {"mean": [...], "std": [...], "q01": [...], "q99": [...]},
 "actions": {...}}}; q01/q99 may be absent.
@@ -105,3 +106,24 @@ def unzscore(x: np.ndarray, stats: Mapping[str, np.ndarray]) -> np.ndarray:
     n = min(d, stats["mean"].shape[0])
     mean[:n], std[:n] = stats["mean"][:n], stats["std"][:n]
     return np.asarray(x, np.float64) * (std + NORM_EPS) + mean
+
+
+def quantile_normalize(x: np.ndarray, stats: Mapping[str, np.ndarray], width: int) -> np.ndarray:
+    """float[d] -> float64[width]: (x - q01) / (q99 - q01 + 1e-6) * 2 - 1 with the first d stats, zero padding.
+
+    float64 as openpi computes it (numpy stats), so the pi0.5 prompt's state discretization sees the same values.
+    """
+    d = x.shape[-1]
+    q01, q99 = stats["q01"][:d], stats["q99"][:d]
+    out = np.zeros(x.shape[:-1] + (width,), dtype=np.float64)
+    out[..., :d] = (np.asarray(x, np.float64) - q01) / (q99 - q01 + NORM_EPS) * 2.0 - 1.0
+    return out
+
+
+def quantile_unnormalize(x: np.ndarray, stats: Mapping[str, np.ndarray]) -> np.ndarray:
+    """float64[..., d]: (x + 1) / 2 * (q99 - q01 + 1e-6) + q01 on the dims the stats cover; the rest unchanged."""
+    x = np.array(x, dtype=np.float64)
+    n = min(x.shape[-1], stats["q01"].shape[0])
+    q01, q99 = stats["q01"][:n], stats["q99"][:n]
+    x[..., :n] = (x[..., :n] + 1.0) / 2.0 * (q99 - q01 + NORM_EPS) + q01
+    return x

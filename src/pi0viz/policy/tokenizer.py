@@ -1,8 +1,9 @@
 """pi0's prompt tokenizer: SentencePiece in openpi's pi0 format, with display pieces for the viewer.
 
 pi0 reads the prompt as `<bos> + encode(cleaned prompt) + encode("\\n")`, padded with id 0 to
-`max_token_len` (48 for pi0, 200 for pi0.5); "\\n" marks the start of the answer. The ids must come
-from PaliGemma's SentencePiece model (257152 pieces) for a real checkpoint to understand them. That
+`max_token_len` (48 for pi0, 200 for pi0.5); "\\n" marks the start of the answer. pi0.5 with discrete state
+input reads `<bos> + encode("Task: {cleaned}, State: {s};\\nAction: ")`, s = the normalized state in 256 bins.
+The ids must come from PaliGemma's SentencePiece model (257152 pieces) for a real checkpoint to understand them. That
 model cannot ship with pi0viz, so `PromptTokenizer.default()` uses it when openpi has already cached
 it, and otherwise falls back to a small model bundled with pi0viz ("pi0viz-robot-tasks"), trained on
 robot-task instructions by scripts/train_tokenizer.py. It follows Gemma's id conventions (pad 0,
@@ -31,6 +32,16 @@ def openpi_tokenizer_path() -> Path:
     home = os.environ.get("OPENPI_DATA_HOME")
     cache = Path(home).expanduser() if home else Path.home() / ".cache" / "openpi"
     return cache / "big_vision" / "paligemma_tokenizer.model"
+
+
+STATE_BINS = 256  # openpi's pi0.5 state discretization: 256 bins over [-1, 1]
+
+
+def discretize_state(state: np.ndarray) -> np.ndarray:
+    """openpi's pi0.5 state tokens: normalized float[d] -> int[d] bin index, digitize over 256 bins of [-1, 1],
+    minus 1 (so values below -1 give -1 and values from 1 - 2/256 up give 255, as in openpi)."""
+    edges = np.linspace(-1.0, 1.0, STATE_BINS + 1)[:-1]
+    return np.digitize(np.asarray(state), bins=edges) - 1
 
 
 def clean_prompt(prompt: str) -> str:
@@ -109,8 +120,18 @@ class PromptTokenizer:
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         return [self.bos_id, *self._sp.encode(clean_prompt(prompt))] + self._newline
 
-    def tokenize(self, prompt: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """Tokenize one prompt in openpi's pi0 format.
+    def encode_prompt_with_state(self, prompt: str, state: np.ndarray) -> list[int]:
+        """Unpadded pi0.5 ids with discrete state: BOS + encode("Task: {cleaned}, State: {bins};\\nAction: ").
+
+        state: float[d], the normalized (unpadded) state; each value becomes its bin index (see discretize_state).
+        """
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        bins = " ".join(str(int(b)) for b in discretize_state(state))
+        return [self.bos_id, *self._sp.encode(f"Task: {clean_prompt(prompt)}, State: {bins};\nAction: ")]
+
+    def tokenize(self, prompt: str, max_len: int, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Tokenize one prompt in openpi's format: pi0's, or with `state` pi0.5's discrete-state format.
 
         Returns:
             ids: int32[max_len], BOS + prompt + "\\n" then pad id 0.
@@ -119,7 +140,7 @@ class PromptTokenizer:
         """
         if max_len <= 0:
             raise ValueError(f"max_len must be positive, got {max_len}")
-        tokens = self.encode_prompt(prompt)
+        tokens = self.encode_prompt(prompt) if state is None else self.encode_prompt_with_state(prompt, state)
         n = len(tokens)
         if n > max_len:
             logger.warning("prompt is %d tokens, more than max_len %d: truncated (prompt %r)", n, max_len, prompt)
@@ -138,6 +159,9 @@ class PromptTokenizer:
         if i == self.bos_id:
             return "<bos>"
         text = self._sp.id_to_piece(i)
+        if self._sp.is_byte(i):  # byte fallback "<0x3A>": show printable ASCII as itself (":"), keep the rest
+            value = int(text[3:-1], 16)
+            return chr(value) if 0x20 <= value < 0x7F else text
         if self._sp.is_control(i) or self._sp.is_unknown(i):
             return text if text.startswith("<") else f"<{text}>"
         return text.replace("\u2581", " ").replace("\n", NEWLINE_DISPLAY).replace("\t", "\\t")

@@ -8,10 +8,12 @@ PadStates; then Unnormalize, AbsoluteActions for pi0_libero, LiberoOutputs):
       |                                            "observation/state" float[8], "prompt" str
       | cameras -> base_0_rgb, left_wrist_0_rgb;   right_wrist_0_rgb = zeros, mask False (the model masks it out)
       | resize_with_pad to 224 x 224               (PIL bilinear, aspect kept, centered black bars)
-      | state z-score (x - mean) / (std + 1e-6)    then zero-padded to the model's action dim
-      | prompt -> BOS + tokens + "\\n", padded to the model's prompt slots T
+      | state z-score (x - mean) / (std + 1e-6)    then zero-padded to the model's action dim (pi0); pi0.5:
+      |                                            quantile (x - q01) / (q99 - q01 + 1e-6) * 2 - 1
+      | prompt -> BOS + tokens + "\\n", padded to the model's prompt slots T; pi0.5 with discrete_state_input:
+      |           BOS + "Task: {prompt}, State: {state bins};\\nAction: " (the normalized state in 256 bins)
     model (any backend)                            -> actions float[H, action_dim] in normalized units
-      | unnormalize x * (std + 1e-6) + mean
+      | unnormalize x * (std + 1e-6) + mean        (quantile: (x + 1) / 2 * (q99 - q01 + 1e-6) + q01)
       | pi0_libero delta quirk: actions[:, :6] += state[:6]
       | first `action_dims` dims (LIBERO: 7)
 
@@ -30,7 +32,14 @@ import numpy as np
 from pi0viz.core.bundle import CaptureBundle
 from pi0viz.core.images import resize_with_pad, to_uint8_image
 from pi0viz.errors import ConfigError, ObservationError
-from pi0viz.policy.norm_stats import NormStats, check_norm_stats, unzscore, zscore
+from pi0viz.policy.norm_stats import (
+    NormStats,
+    check_norm_stats,
+    quantile_normalize,
+    quantile_unnormalize,
+    unzscore,
+    zscore,
+)
 from pi0viz.policy.tokenizer import PromptTokenizer
 
 LIBERO_IMAGE_KEYS = {"observation/image": "base_0_rgb", "observation/wrist_image": "left_wrist_0_rgb"}
@@ -47,7 +56,7 @@ class PolicyInputs:
     Attributes:
         images: {camera: uint8[224, 224, 3]} in the model's camera order (what the model sees, pad bars included).
         image_masks: {camera: bool}; False for a camera the robot does not have (zeros, keys masked).
-        state: float32[action_dim], z-scored and zero-padded.
+        state: float32[action_dim], normalized (z-score or quantile) and zero-padded.
         token_ids: int32[T]; token_mask: bool[T] (T = the model's prompt slots).
         raw_state: float64[d], the state as received.
         prompt: the raw prompt.
@@ -68,13 +77,16 @@ class LiberoTransforms:
 
     Attributes:
         tokenizer: the prompt tokenizer (PaliGemma's for real checkpoints).
-        norm_stats: {"state": {"mean", "std"}, "actions": {"mean", "std"}} as in openpi's norm_stats.json.
+        norm_stats: {"state": {"mean", "std"[, "q01", "q99"]}, "actions": {...}} as in openpi's norm_stats.json.
         image_keys: the model's camera slots in order (pi0: base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb).
         action_dim: the model's padded state/action width (pi0: 32).
         max_token_len: prompt slots T (pi0: 48).
         delta_actions: pi0_libero quirk, actions[..., :6] += state[:6] after unnormalizing.
         action_dims: how many action dims to return (LIBERO: 7).
         default_prompt: used when an observation has no "prompt".
+        normalization: "zscore" (pi0) or "quantile" (pi0.5 and every other openpi model; needs q01/q99).
+        discrete_state_input: pi0.5 prompt format with the discretized state in the text (openpi's
+            `discrete_state_input`; pi05_libero turns it off).
     """
 
     tokenizer: PromptTokenizer
@@ -85,14 +97,23 @@ class LiberoTransforms:
     delta_actions: bool = True
     action_dims: int = 7
     default_prompt: str | None = None
+    normalization: str = "zscore"
+    discrete_state_input: bool = False
 
     def __post_init__(self) -> None:
+        if self.normalization not in ("zscore", "quantile"):
+            raise ConfigError(f"normalization must be 'zscore' or 'quantile', got {self.normalization!r}")
         if not 1 <= self.action_dims <= self.action_dim:
             raise ConfigError(f"action_dims must be in [1, {self.action_dim}], got {self.action_dims}")
         if self.delta_actions and self.action_dims < 6:
             raise ConfigError(
                 f"delta_actions adds the state to action dims 0-5, so action_dims must be >= 6, got {self.action_dims}")
         self.norm_stats = check_norm_stats(self.norm_stats, self.action_dim)
+        if self.normalization == "quantile":
+            for key in ("state", "actions"):
+                if "q01" not in self.norm_stats[key] or "q99" not in self.norm_stats[key]:
+                    raise ConfigError(f"quantile normalization (pi0.5) needs q01 and q99 in the norm stats' {key!r}, "
+                                      f"got {sorted(self.norm_stats[key])}")
 
     def prepare(self, obs: Mapping[str, Any]) -> PolicyInputs:
         """Input transforms for one observation (see the module docstring).
@@ -123,22 +144,29 @@ class LiberoTransforms:
                 masks[cam] = False
         raw_state = _check_state(obs[STATE_KEY], self.norm_stats["state"]["mean"].shape[0], self.action_dim)
         prompt = _prompt_of(obs, self.default_prompt)
-        ids, mask = self.tokenizer.tokenize(prompt, self.max_token_len)
-        return PolicyInputs(images=images, image_masks=masks, state=self.normalize_state(raw_state),
+        state = self.normalize_state(raw_state, dtype=np.float64)
+        # pi0.5's discrete state: the normalized state before padding, in float64 as openpi's numpy transforms.
+        prompt_state = state[: raw_state.shape[0]] if self.discrete_state_input else None
+        ids, mask = self.tokenizer.tokenize(prompt, self.max_token_len, state=prompt_state)
+        return PolicyInputs(images=images, image_masks=masks, state=state.astype(np.float32),
                             token_ids=ids, token_mask=mask, raw_state=raw_state, prompt=prompt)
 
-    def normalize_state(self, state: np.ndarray) -> np.ndarray:
-        """float[d] -> float32[action_dim]: z-score with the first d stats, then zero padding.
+    def normalize_state(self, state: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
+        """float[d] -> dtype[action_dim]: z-score or quantile with the first d stats, then zero padding.
 
         Raises:
             ObservationError when a finite input overflows float32 (the model's input dtype).
         """
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as an error
-            out = zscore(state, self.norm_stats["state"], self.action_dim)
-        if not np.isfinite(out).all():
+            if self.normalization == "quantile":
+                out = quantile_normalize(state, self.norm_stats["state"], self.action_dim)
+            else:
+                out = zscore(state, self.norm_stats["state"], self.action_dim)
+            finite = np.isfinite(out.astype(np.float32)).all()
+        if not finite:
             raise ObservationError(f"obs[{STATE_KEY!r}] overflows float32 after normalization "
                                    f"(|values| up to {np.abs(state).max():.3g}); expected robot-scale numbers")
-        return out
+        return out.astype(dtype)
 
     def postprocess(self, model_actions: np.ndarray, model_state: np.ndarray) -> np.ndarray:
         """Output transforms: float[H, action_dim] normalized -> float32[H, action_dims] robot units.
@@ -147,10 +175,11 @@ class LiberoTransforms:
             model_actions: float[H, action_dim], the sampler's output in normalized units.
             model_state: float32[action_dim], the normalized state the model saw.
         """
-        actions = unzscore(np.asarray(model_actions, dtype=np.float64), self.norm_stats["actions"])
+        unnormalize = quantile_unnormalize if self.normalization == "quantile" else unzscore
+        actions = unnormalize(np.asarray(model_actions, dtype=np.float64), self.norm_stats["actions"])
         if self.delta_actions:
             # openpi adds the *unnormalized model-input state* (normalize -> float32 -> unnormalize), not the raw one.
-            state = unzscore(np.asarray(model_state, dtype=np.float64), self.norm_stats["state"])
+            state = unnormalize(np.asarray(model_state, dtype=np.float64), self.norm_stats["state"])
             actions[..., :6] += state[..., :6]
         return actions[..., : self.action_dims].astype(np.float32)
 

@@ -1,4 +1,4 @@
-"""`pi0viz serve`: a pi0 policy behind openpi's websocket protocol."""
+"""`pi0viz serve`: a pi0 / pi0.5 policy behind openpi's websocket protocol."""
 
 from __future__ import annotations
 
@@ -7,38 +7,55 @@ from pathlib import Path
 
 import click
 
+# The named configs of pi0viz.policy.configs, spelled out so that `serve --lerobot` never imports JAX.
+CONFIG_NAMES = ("pi0_libero", "pi05_libero", "pi0_base", "pi05_base")
+
 
 @click.command("serve")
+@click.option("--config", "config_name", type=click.Choice(CONFIG_NAMES), default="pi0_libero", show_default=True,
+              help="Named policy config for --checkpoint / --tiny: model shape + openpi's transforms "
+                   "(pi05_libero: pi0.5).")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="openpi checkpoint directory (holds params/ and assets/<asset_id>/norm_stats.json).")
 @click.option("--lerobot", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="LeRobot pi0 / pi0.5 checkpoint folder (save_pretrained output; needs torch and LeRobot).")
 @click.option("--device", default="cpu", show_default=True, help="torch device for --lerobot.")
-@click.option("--tiny", is_flag=True, help="Serve the UNTRAINED tiny pi0 (offline; shows the plumbing only).")
+@click.option("--tiny", is_flag=True, help="Serve the UNTRAINED tiny model of --config (offline; plumbing only).")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PaliGemma's paligemma_tokenizer.model (default: openpi's cache, else the bundled one).")
+@click.option("--asset-id", default=None,
+              help="Norm stats under <checkpoint>/assets/<asset-id>/ (default: the config's; base configs need it).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind. The server has no authentication: expose it only on trusted networks.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16", show_default=True,
               help="Compute dtype for a checkpoint (openpi serves bfloat16).")
-def serve_command(checkpoint: Path | None, lerobot: Path | None, device: str, tiny: bool, tokenizer: Path | None,
-                  host: str, port: int, dtype: str) -> None:
-    """Serve a pi0 LIBERO policy over openpi's websocket protocol (openpi-client works unchanged).
+@click.option("--record", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write every call's capture bundle to DIR/bundles/call_NNNNN.npz on the server (clients unchanged).")
+@click.option("--record-tree", is_flag=True, help="With --record: also render each call's attention_viz tree in DIR.")
+def serve_command(config_name: str, checkpoint: Path | None, lerobot: Path | None, device: str, tiny: bool,
+                  tokenizer: Path | None, asset_id: str | None, host: str, port: int, dtype: str,
+                  record: Path | None, record_tree: bool) -> None:
+    """Serve a LIBERO policy (pi0 or pi0.5) over openpi's websocket protocol (openpi-client works unchanged).
 
     Requests may add "pi0viz/return_attention": true to get the call's capture bundle back as
-    "attention_bundle/*" arrays (docs/libero.md). Health check: GET http://HOST:PORT/healthz.
+    "attention_bundle/*" arrays (docs/libero.md); --record DIR keeps every call's bundle on the server instead,
+    for clients that cannot change. Health check: GET http://HOST:PORT/healthz.
     """
     if (checkpoint is not None) + (lerobot is not None) + tiny != 1:
         raise click.UsageError("give exactly one of --checkpoint DIR, --lerobot DIR or --tiny")
     if lerobot is not None and tokenizer is not None:
         raise click.UsageError("--tokenizer goes with --checkpoint (a LeRobot checkpoint names its own tokenizer)")
-    if tiny and tokenizer is not None:
-        raise click.UsageError("--tokenizer goes with --checkpoint (the tiny pi0 uses its bundled tokenizer)")
+    if (tiny or lerobot is not None) and (tokenizer is not None or asset_id is not None):
+        raise click.UsageError("--tokenizer and --asset-id go with --checkpoint (the tiny model has its own)")
+    if record_tree and record is None:
+        raise click.UsageError("--record-tree needs --record DIR")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo("loading the policy ...", err=True)
+    from pi0viz.serving.recorder import CallRecorder
     from pi0viz.serving.server import PolicyServer
 
+    recorder = CallRecorder(record, tree=record_tree) if record is not None else None
     if lerobot is not None:  # PyTorch: never imports JAX
         from pi0viz.policy.lerobot_policy import LeRobotPolicy
 
@@ -46,10 +63,16 @@ def serve_command(checkpoint: Path | None, lerobot: Path | None, device: str, ti
     else:
         from pi0viz.policy.jax_policy import Policy
 
-        policy = Policy.tiny() if tiny else Policy.from_checkpoint(checkpoint, tokenizer_path=tokenizer, dtype=dtype)
-    server = PolicyServer(policy, host=host, port=port)
+        if tiny:
+            policy = Policy.tiny(policy_config=config_name)
+        else:
+            policy = Policy.from_checkpoint(checkpoint, policy_config=config_name, tokenizer_path=tokenizer,
+                                            asset_id=asset_id, dtype=dtype)
+    server = PolicyServer(policy, host=host, port=port, recorder=recorder)
     click.echo(f"serving {policy.description} on ws://{host}:{port} (health: http://{host}:{port}/healthz); "
                "Ctrl-C stops", err=True)
+    if recorder is not None:
+        click.echo(f"recording every call's attention bundle under {recorder.folder}/bundles/", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

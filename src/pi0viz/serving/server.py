@@ -8,6 +8,9 @@ Protocol (the same bytes as openpi's WebsocketPolicyServer, so `openpi_client.We
   (see pi0viz.serving.protocol);
 - `GET /healthz` over plain HTTP -> 200 "OK".
 
+With a `CallRecorder` (`pi0viz serve --record DIR`) every call is captured and its bundle written on the
+server, whatever the client asked: an unmodified openpi client gets plain actions, the attention lands in DIR.
+
 Errors are per request and the connection stays open for the next one: a malformed message or observation gets
 a one-line TEXT frame "pi0viz server: bad request: <what was expected>" (what openpi's client raises as
 RuntimeError); a failure inside inference gets "pi0viz server: internal error (<type>) ...": its traceback, which
@@ -52,11 +55,13 @@ class PolicyServer:
         host: interface to bind; loopback by default (the server runs no authentication).
         port: TCP port.
         metadata: extra entries for the metadata map sent on connect.
+        recorder: optional `CallRecorder`: every call's bundle is written server-side.
     """
 
     def __init__(self, policy: InferencePolicy, *, host: str = "127.0.0.1", port: int = 8000,
-                 metadata: Mapping[str, Any] | None = None) -> None:
+                 metadata: Mapping[str, Any] | None = None, recorder: Any = None) -> None:
         self.policy = policy
+        self.recorder = recorder
         self.host = host
         self.port = port
         self.metadata = dict(server_metadata(policy))
@@ -169,12 +174,20 @@ class PolicyServer:
     def _infer(self, request: protocol.PolicyRequest) -> dict[str, Any]:
         """Run the policy (worker thread) and flatten its bundle into response arrays."""
         started = time.monotonic()
-        kwargs: dict[str, Any] = {"return_bundle": request.return_attention, "inference_step": request.inference_step}
+        record_index = self.recorder.next_index() if self.recorder is not None else None
+        step = request.inference_step if request.inference_step is not None else record_index
+        kwargs: dict[str, Any] = {"return_bundle": request.return_attention or self.recorder is not None,
+                                  "inference_step": step}
         if request.return_attention and request.fuse_heads:
             kwargs["capture"] = capture_options(self.policy, fuse_heads=True)
         out = self.policy.infer(request.obs, **kwargs)
         result = {k: v for k, v in out.items() if k != "attention_bundle"}
         result.setdefault("policy_timing", {"infer_ms": (time.monotonic() - started) * 1000})
+        if self.recorder is not None:
+            try:
+                self.recorder.record(out["attention_bundle"], record_index)
+            except Pi0vizError as err:  # the robot still gets its actions; the operator sees why a call is missing
+                logger.error("call %d not recorded: %s", record_index, err)
         if request.return_attention:
             result.update(protocol.bundle_to_response(out["attention_bundle"]))
         return result
