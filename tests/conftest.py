@@ -34,3 +34,11 @@ def scene():
     env, prompt = libero_env.make_env(suite, 0, seed=7)
     yield env, prompt, suite.get_task_init_states(0)[0]
     env.close()
+
+
+@pytest.fixture(scope="module")
+def example():
+    """examples/libero/main.py as a module."""
+    from libero_support import load_libero_example
+
+    return load_libero_example()

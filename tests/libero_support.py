@@ -16,3 +16,7 @@ def load_libero_example():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+CAMERA_FILES = {"fused_attention_on_base_0_rgb.jpg", "fused_attention_on_left_wrist_0_rgb.jpg",
+                "fused_attention_on_text.jpg"}  # right_wrist_0_rgb is a padded slot in LIBERO: no file

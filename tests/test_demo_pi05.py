@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_demo import FILES_PER_CELL, ROOT, _pi0viz
 
 from pi0viz.core.bundle import load_bundle
 from pi0viz.policy.libero_frames import load_frames
-
-from test_demo import FILES_PER_CELL, ROOT, _pi0viz
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from libero_support import load_libero_example
+from libero_support import CAMERA_FILES
 
 from pi0viz.core.bundle import load_bundle
 from pi0viz.policy import libero_env
@@ -21,16 +21,9 @@ if not libero_env.libero_installed():
                 allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
-CAMERA_FILES = {"fused_attention_on_base_0_rgb.jpg", "fused_attention_on_left_wrist_0_rgb.jpg",
-                "fused_attention_on_text.jpg"}  # right_wrist_0_rgb is a padded slot in LIBERO: no file
 
 
 
-
-
-@pytest.fixture(scope="module")
-def example():
-    return load_libero_example()
 
 
 

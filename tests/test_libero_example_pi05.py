@@ -16,10 +16,10 @@ if not libero_env.libero_installed():
     pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh (CI installs it via scripts/test.sh)",
                 allow_module_level=True)
 
-from test_libero_example import CAMERA_FILES, example, scene  # noqa: E402,F401  (module fixtures)
+from libero_support import CAMERA_FILES  # noqa: E402
 
 
-def test_pi05_episode_in_process_and_through_a_recording_server(example, scene, tmp_path: Path) -> None:  # noqa: F811
+def test_pi05_episode_in_process_and_through_a_recording_server(example, scene, tmp_path: Path) -> None:
     from pi0viz.serving.recorder import CallRecorder
     from pi0viz.serving.server import PolicyServer
 

@@ -13,7 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pi0viz.model import CaptureOptions, Observation, Pi0Config, embed_prefix, load_params, sample_actions
+from pi0viz.model import (
+    CaptureOptions,
+    Observation,
+    Pi0Config,
+    embed_prefix,
+    load_params,
+    sample_actions,
+)
 from pi0viz.model import pi0 as pi0_mod
 
 DATA = Path(__file__).parent / "data" / "openpi_pi05_tiny"

@@ -137,6 +137,8 @@ def test_pi05_libero_checkpoint_uses_quantile_stats(tiny05, tmp_path):
 
 
 def test_serve_cli_lists_every_named_config():
-    from pi0viz.serving.cli import CONFIG_NAMES  # spelled out there so that `serve --lerobot` never imports JAX
+    from pi0viz.serving.cli import (
+        CONFIG_NAMES,  # spelled out there so that `serve --lerobot` never imports JAX
+    )
 
     assert sorted(CONFIG_NAMES) == sorted(CONFIGS)
