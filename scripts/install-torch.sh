@@ -30,10 +30,10 @@ patched_transformers() {
 
 # Fast path: pinned versions present, transformers stock, shims current. No torch import (seconds saved).
 if ! patched_transformers && "$PY" - "$SP" "${SHIMS[@]}" <<'EOF_CHECK' 2>/dev/null
-import filecmp, importlib.metadata as md, pathlib, sys
+import filecmp, importlib.metadata as md, importlib.util, pathlib, sys
 sp, shims = pathlib.Path(sys.argv[1]), sys.argv[2:]
 want = {"torch": "2.13.0+cpu", "lerobot": "0.4.4", "transformers": "4.53.2", "torchvision": "0.28.0"}
-ok = all(md.version(n).startswith(v) for n, v in want.items())
+ok = all(md.version(n).startswith(v) for n, v in want.items()) and importlib.util.find_spec("gymnasium") is not None
 for name in shims:
     ok = ok and (sp / f"{name}.pth").is_file()
     ok = ok and filecmp.cmp(sp / f"{name}.py", f"scripts/torch_env/{name}.py", shallow=False)
@@ -55,10 +55,12 @@ pip_install() {
 }
 pip_install torch==2.13.0
 pip_install --no-deps lerobot==0.4.4 torchvision==0.28.0
-# LeRobot's imports on the pi0 path (lerobot.policies imports every policy, groot's diffusers included).
+# LeRobot's imports on the pi0 path (lerobot.policies imports every policy, groot's diffusers included; its policy
+# processors import lerobot.envs, hence gymnasium).
 pip_install transformers==4.53.2 "huggingface-hub>=0.34.2,<0.36" "datasets>=4,<5" draccus==0.10.0 \
   "diffusers>=0.27.2,<0.36" "accelerate>=1.10,<2" psutil "Pillow>=10,<13" "imageio>=2.34,<3" \
-  "pyserial>=3.5,<4" "deepdiff>=7.0.1,<9" "av>=15,<16" "einops>=0.8,<0.9" safetensors
+  "pyserial>=3.5,<4" "deepdiff>=7.0.1,<9" "av>=15,<16" "einops>=0.8,<0.9" safetensors \
+  "gymnasium>=1.1.1,<2"
 
 if patched_transformers; then
   # Back to the stock files: check.py is not in the wheel's RECORD (a reinstall would leave it), old .pyc go too.
