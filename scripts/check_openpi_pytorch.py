@@ -1,12 +1,12 @@
 """Manual check (not CI): pi0viz's capture on openpi's own PyTorch port, against openpi's tiny JAX reference.
 
 openpi is not on any package registry, so this runs only where its source was placed by hand, in a venv of its
-own (docs/torch.md, "openpi's PyTorch port"):
+own (docs/torch.md, "openpi's PyTorch port"), set up the way openpi's README says:
 
     python3 -m venv /tmp/opv && /tmp/opv/bin/pip install torch==2.13.0 transformers==4.53.2 jax==0.5.3 \\
         jaxlib==0.5.3 flax==0.10.2 "numpy<2" orbax-checkpoint==0.11.13 jaxtyping==0.2.36 beartype==0.19.0 \\
         einops augmax safetensors ml_dtypes
-    patch -p1 -d /tmp/opv/lib/python3.11/site-packages/transformers < scripts/torch_env/transformers-4.53.2-openpi.patch
+    cp -r OPENPI/src/openpi/models_pytorch/transformers_replace/* /tmp/opv/lib/python3.11/site-packages/transformers/
     /tmp/opv/bin/python scripts/check_openpi_pytorch.py --openpi-src OPENPI/src
 
 Builds openpi's PI0Pytorch (pi0 and pi0.5, "dummy" Gemma, the reference data's tiny SigLIP registered while it is

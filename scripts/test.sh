@@ -24,7 +24,7 @@ fi
 [ -f scripts/install-openpi-client.sh ] && bash scripts/install-openpi-client.sh
 # The episode extras: imageio-ffmpeg (attention MP4) and rerun-sdk (.rrd), both read back by the tests.
 [ -f scripts/install-episode.sh ] && bash scripts/install-episode.sh
-# The torch extra: CPU torch, LeRobot 0.4.4, openpi's transformers patch (docs/torch.md).
+# The torch extra: CPU torch, LeRobot 0.4.4, stock transformers + pi0viz's compat module (docs/torch.md).
 [ -f scripts/install-torch.sh ] && bash scripts/install-torch.sh
 [ -f scripts/install-ray.sh ] && bash scripts/install-ray.sh  # the [sweep] extra: Ray for `pi0viz sweep`
 

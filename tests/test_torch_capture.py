@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the [torch] extra (bash scripts/install-torch.sh)")
 pytest.importorskip("lerobot", reason="needs LeRobot 0.4.4 (bash scripts/install-torch.sh)")
-# LeRobot 0.4.4's pi0 refuses to build without openpi's transformers patch (docs/torch.md)
+# LeRobot 0.4.4's pi0 refuses to build on stock transformers: pi0viz's compat module supplies this (docs/torch.md)
 pytest.importorskip("transformers.models.siglip.check",
-                    reason="needs openpi's transformers patch (bash scripts/install-torch.sh)")
+                    reason="needs pi0viz's transformers compat module (bash scripts/install-torch.sh)")
 
 import torch_support as ts
 
