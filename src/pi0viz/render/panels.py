@@ -186,11 +186,11 @@ class CameraPainter:
         a = int(round(alpha * 256))
         big = image.repeat(zoom, axis=0).repeat(zoom, axis=1)  # [h z, w z, 3]
         base = (big.astype(np.uint16) * (256 - a)) >> 8  # floor: the two terms sum to <= 255 per channel
-        self.base = pack_rgb(base.astype(np.uint8)).reshape(rows, self.block[0], self.shape[1])  # [rows, ph, W z]
+        self.base = pack_rgb(base.astype(np.uint8)).reshape(rows, self.block[0], self.shape[1])  # [rows, ph, w z]
         self.lut = pack_rgb(((lut.astype(np.uint16) * a) >> 8).astype(np.uint8))  # [256] uint32
         if upsample == "bilinear":
             self.rows_w = _bilinear_weights(rows, self.shape[0])  # [h z, rows]
-            self.cols_w = _bilinear_weights(cols, self.shape[1])  # [W z, cols]
+            self.cols_w = _bilinear_weights(cols, self.shape[1])  # [w z, cols]
         elif upsample != "nearest":
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
 
@@ -199,7 +199,7 @@ class CameraPainter:
         rows, cols = self.grid
         if self.upsample == "nearest":
             colors = self.lut[levels].reshape(rows, cols)
-            row_colors = np.repeat(colors, self.block[1], axis=1)  # [rows, W z]: one color per patch block
+            row_colors = np.repeat(colors, self.block[1], axis=1)  # [rows, w z]: one color per patch block
             np.add(self.base, row_colors[:, None, :], out=out.reshape(rows, self.block[0], self.shape[1]))
         else:
             smooth = self.rows_w @ levels.reshape(rows, cols).astype(np.float32) @ self.cols_w.T  # [h z, w z]
@@ -212,7 +212,7 @@ class CameraStack:
     caption copy for every camera together, instead of a few numpy calls per camera."""
 
     def __init__(self, painters: Sequence[CameraPainter], captions: Sequence[Caption]) -> None:
-        self.base = np.stack([p.base for p in painters])  # [C, rows, ph, W z]
+        self.base = np.stack([p.base for p in painters])  # [C, rows, ph, w z]
         self.lut = painters[0].lut
         self.grid, self.block, self.shape = painters[0].grid, painters[0].block, painters[0].shape
         self.static = np.stack([c.static for c in captions])  # [C, caption height, W z]
