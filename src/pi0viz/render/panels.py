@@ -215,7 +215,7 @@ class CameraStack:
         self.base = np.stack([p.base for p in painters])  # [C, rows, ph, w z]
         self.lut = painters[0].lut
         self.grid, self.block, self.shape = painters[0].grid, painters[0].block, painters[0].shape
-        self.static = np.stack([c.static for c in captions])  # [C, caption height, W z]
+        self.static = np.stack([c.static for c in captions])  # [C, caption height, w z]
         self.buffer = np.empty((len(painters), self.shape[0] + captions[0].height, self.shape[1]), np.uint32)
         cap = captions[0]  # all camera captions share width, font and geometry
         self.tiles, self.advance = cap.tiles, cap.advance
@@ -231,7 +231,7 @@ class CameraStack:
         (captions hold the previous cell's numbers until `numbers`)."""
         C, (rows, cols), (ph, pw), (h, w) = len(self.base), self.grid, self.block, self.shape
         colors = self.lut[levels].reshape(C, rows, cols)
-        row_colors = np.repeat(colors, pw, axis=2)  # [C, rows, W z]
+        row_colors = np.repeat(colors, pw, axis=2)  # [C, rows, w z]
         np.add(self.base, row_colors[:, :, None, :], out=self.buffer[:, :h].reshape(C, rows, ph, w))
         return self.buffer
 
