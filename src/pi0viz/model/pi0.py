@@ -2,8 +2,8 @@
 with the attention of every denoising step and layer returned from the same softmax that makes the actions.
 
 Letters: the project's axis vocabulary (docs/architecture.md; legend in `pi0viz.model`).
-Token layout (pi0 LIBERO): prefix P = C = 3 cameras x 256 image tokens + T = 48 prompt slots = 816 (expert 0);
-suffix Q = 1 state token + A = 50 action tokens = 51 (expert 1). Suffix queries see S = P + Q = 867 keys.
+Token layout (pi0 LIBERO): prefix P = 3 cameras (C) x 256 image tokens + 48 prompt slots (T) = 816 (expert 0);
+suffix Q = 1 state token + 50 action tokens (A) = 51 (expert 1). Suffix queries see S = P + Q = 867 keys.
 pi0.5 (pi05_libero): P = 768 + 200 prompt slots = 968; suffix Q = the A = 10 action tokens alone (no state
 token), all seeing each other; S = 978. The flow time conditions the action expert through adaRMS only.
 Time convention (openpi): t = 1 is noise, t = 0 is data; dt = -1/num_steps; time is accumulated in float32.
@@ -124,7 +124,8 @@ def embed_prefix(params: Params, config: Pi0Config, obs: Observation) -> tuple[j
     """Image tokens of every camera (in `config.image_keys` order) then the prompt embeddings.
 
     Returns:
-        tokens dtype[B, P, W_0] (W_0: the PaliGemma expert's width), input_mask bool[B, P], ar_mask bool[P] (all False: bidirectional prefix).
+        tokens dtype[B, P, W_0] (W_0: the PaliGemma expert's width), input_mask bool[B, P],
+        ar_mask bool[P] (all False: bidirectional prefix).
     """
     dtype = config.compute_dtype
     img = params["PaliGemma"]["img"]
