@@ -38,7 +38,7 @@ def patch_coverage(mask: np.ndarray, *, grid: tuple[int, int] = (16, 16), rotate
     """A camera-frame object mask -> covered fraction of each model-input patch.
 
     Args:
-        mask: bool[H, W] (or any array, nonzero = object) in the camera's frame as the simulator renders it.
+        mask: bool[h, w] (or any array, nonzero = object) in the camera's frame as the simulator renders it.
         grid: (rows, cols) of the patch grid; the model input is rows*14 x cols*14 pixels.
         rotate: apply openpi's LIBERO 180-degree rotation first (False for frames that are already upright).
 
@@ -56,7 +56,7 @@ def patch_coverage(mask: np.ndarray, *, grid: tuple[int, int] = (16, 16), rotate
     rows, cols = grid
     H, W = rows * MODEL_PATCH_PX, cols * MODEL_PATCH_PX
     rgb = np.ascontiguousarray(np.repeat(img[..., None], 3, axis=-1))
-    model = resize_with_pad(rgb, H, W)[..., 0].astype(np.float32) / 255.0  # [H, W]
+    model = resize_with_pad(rgb, H, W)[..., 0].astype(np.float32) / 255.0  # [h, w]
     return model.reshape(rows, MODEL_PATCH_PX, cols, MODEL_PATCH_PX).mean(axis=(1, 3))
 
 
@@ -168,7 +168,7 @@ class LiberoSegmenter:
                 inner.add_observable(Observable(name=name, sensor=instances_sensor, sampling_rate=rate))
 
     def instances(self, camera: str) -> np.ndarray:
-        """int32[H, W] instance index of every pixel of `camera` now (-1 = none), oriented like the env's images."""
+        """int32[h, w] instance index of every pixel of `camera` now (-1 = none), oriented like the env's images."""
         import mujoco
         from robosuite.macros import IMAGE_CONVENTION
         from robosuite.utils.mjcf_utils import IMAGE_CONVENTION_MAPPING

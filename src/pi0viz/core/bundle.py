@@ -34,13 +34,13 @@ class CaptureBundle:
     """One inference call's suffix attention plus the inputs needed to draw it.
 
     Shapes: D denoising steps, L layers, B batch, K kv heads, G query heads per kv head, Q suffix
-    queries, S keys, C cameras, H x W image pixels, T prompt slots.
+    queries, S keys, C cameras, h x w image pixels, T prompt slots.
 
     Attributes:
         attention: [D, L, B, K, G, Q, S] float16/float32. Post-softmax probabilities (`attention_kind`
             "probs") or pre-softmax scaled scores ("logits"). Query head n = k * G + g.
         camera_names: [C] camera slots in token order.
-        images: [B, C, H, W, 3] uint8, the images the model saw (224 x 224 for pi0).
+        images: [B, C, h, w, 3] uint8, the images the model saw (224 x 224 for pi0).
         image_masks: [B, C] bool; False = padded camera slot (its keys are masked; nothing is drawn).
         token_ids: [B, T] int32 prompt token ids.
         token_pieces: [B, T] str, decoded pieces for display ("" for pads).

@@ -14,7 +14,7 @@ from PIL import Image
 
 
 def to_uint8_image(image: np.ndarray, *, name: str = "image") -> np.ndarray:
-    """An [H, W, 3] uint8 image from uint8 HWC, float HWC in [0, 1] (x 255, clipped), or CHW input.
+    """An [h, w, 3] uint8 image from uint8 HWC, float HWC in [0, 1] (x 255, clipped), or CHW input.
 
     Raises:
         ValueError: wrong rank/channels, non-finite floats, or an unsupported dtype (the message says which).
@@ -66,5 +66,5 @@ def resize_with_pad(image: np.ndarray, height: int = 224, width: int = 224) -> n
 
 
 def to_model_range(images: np.ndarray) -> np.ndarray:
-    """uint8 [..., H, W, 3] -> float32 in [-1, 1] (x / 255 * 2 - 1, as openpi's Observation.from_dict)."""
+    """uint8 [..., h, w, 3] -> float32 in [-1, 1] (x / 255 * 2 - 1, as openpi's Observation.from_dict)."""
     return np.asarray(images, dtype=np.float32) / 255.0 * 2.0 - 1.0

@@ -48,7 +48,7 @@ class CallMaps:
         prompt_pieces: [n] those tokens' pieces. prompt_slots: int[n] their index in the T slots.
         mass: float32[C' + 1], attention mass per region (cameras, then the prompt), head-averaged (for
             captures fused on the device: the sum of the fused map, an upper bound), same means.
-        images: uint8[C', H, W, 3], what the model saw.
+        images: uint8[C', h, w, 3], what the model saw.
         step, t: the denoising step shown and its flow time. layers, action_tokens: what was averaged.
     """
 

@@ -39,15 +39,15 @@ def overlay(frame: np.ndarray, levels: np.ndarray, lut: np.ndarray, alpha: float
     """Blend a patch heat map over a frame.
 
     Args:
-        frame: uint8[H, W, 3]. levels: uint8[rows, cols] colormap levels. lut: uint8[256, 3].
+        frame: uint8[h, w, 3]. levels: uint8[rows, cols] colormap levels. lut: uint8[256, 3].
         alpha: heat-map weight, 0..1.
 
     Returns:
-        uint8[H, W, 3]: round(frame * (1 - alpha) + lut[level of the pixel's patch] * alpha).
+        uint8[h, w, 3]: round(frame * (1 - alpha) + lut[level of the pixel's patch] * alpha).
     """
     H, W = frame.shape[:2]
     rows, cols = levels.shape
-    heat = lut[levels][(np.arange(H) * rows) // H][:, (np.arange(W) * cols) // W]  # [H, W, 3] nearest patches
+    heat = lut[levels][(np.arange(H) * rows) // H][:, (np.arange(W) * cols) // W]  # [h, w, 3] nearest patches
     out = frame.astype(np.float32) * (1.0 - alpha) + heat.astype(np.float32) * alpha
     return (out + 0.5).astype(np.uint8)
 
@@ -61,7 +61,7 @@ class FrameComposer:
 
     Args:
         camera_names: the cameras drawn, left to right (a frame column each).
-        frame_size: (H, W) of one camera frame.
+        frame_size: (h, w) of one camera frame.
         prompts: every distinct (pieces) prompt of the episode's calls, to size the prompt strip.
         lut: uint8[256, 3] colormap. alpha: heat-map weight.
     """
@@ -91,13 +91,13 @@ class FrameComposer:
         """One video frame.
 
         Args:
-            images: camera name -> uint8[H, W, 3] frame at this control step.
+            images: camera name -> uint8[h, w, 3] frame at this control step.
             maps: the current call's aggregate, or None (no attention for this step: plain frames).
             top: top of the color scale (maps' own top, or the episode's).
             label: the text of the bottom lines (wrapped in two lines at " | ").
 
         Returns:
-            uint8[H', W', 3] with H', W' the padded frame size.
+            uint8[h', w', 3] with h', w' the padded frame size.
         """
         out = np.full(self.shape, PAPER, np.uint8)
         y_cap = self.frame_h

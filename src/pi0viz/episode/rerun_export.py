@@ -100,7 +100,7 @@ class RerunLogger:
         return image if q is None else image.compress(jpeg_quality=int(q))
 
     def frame(self, step: int, call: int, images: dict[str, np.ndarray]) -> None:
-        """Log the camera frames (name -> uint8[H, W, 3]) of control step `step`, during call `call`."""
+        """Log the camera frames (name -> uint8[h, w, 3]) of control step `step`, during call `call`."""
         self._time(step, call)
         for name, pixels in images.items():
             self.rec.log(f"cameras/{_part(self.rr, name)}/frame", self._image(pixels))

@@ -112,7 +112,7 @@ def episode_from_bundles(bundles: Iterable[CaptureBundle], frames: EpisodeFrames
         names = own_images[0][0]
         if any(n != names for n, _ in own_images):
             raise EpisodeError("the bundles have different camera slots; expected one episode's captures")
-        stacked = np.stack([own_images[i][1] for i in order])  # [M, C, H, W, 3]
+        stacked = np.stack([own_images[i][1] for i in order])  # [calls, C, h, w, 3]
         frames = EpisodeFrames(stacked, names, np.arange(len(maps)), BUNDLES_ONLY_FPS)
         return Episode(frames, [{i: m[k] for i, m in enumerate(maps)} for k in range(len(selections))], prompt)
     last = len(frames.call_steps) - 1

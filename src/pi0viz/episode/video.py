@@ -78,7 +78,7 @@ def frame_label(episode: Episode, step: int) -> str:
 
 
 def iter_frames(episode: Episode, options: VideoOptions):
-    """Yield uint8[H, W, 3] video frames, one per control step."""
+    """Yield uint8[h, w, 3] video frames, one per control step."""
     lut = colormap_lut(options.colormap)  # ColormapError (a Pi0vizError) names the choices
     frames = episode.frames
     names = episode.camera_names

@@ -8,7 +8,14 @@ Read order: config (variants) -> siglip (images -> tokens) -> gemma (two-expert 
     from pi0viz.model.checkpoint import load_params
     params = load_params("<checkpoint>/params", dtype="bfloat16")
     out = sample_actions(params, Pi0Config.pi0(), rng, observation, capture=CaptureOptions())
-    out.attention  # [10, 18, B, 1, 8, 51, 867] float32
+    out.attention  # float32[D, L, B, K, G, Q, S] = [10, 18, B, 1, 8, 51, 867]
+
+Axis letters (the project's one vocabulary, defined in docs/architecture.md; used in every einsum, shape
+comment and docstring of this package): B batch, C cameras, D denoising steps, L layers, K kv heads,
+G query heads per kv head, N = K x G query heads, Q query tokens, S key tokens, P prefix tokens,
+T prompt token slots, A action tokens (= the action horizon), W model width (W_i: expert i's; SigLIP's
+W_out = the LLM width), F MLP hidden width, E head dimension, V vocabulary; h, w image (or patch grid) sizes.
+openpi / big_vision use other letters (D width, H head dim or horizon, T queries); they are renamed here.
 """
 
 from pi0viz.model.checkpoint import load_params, param_shapes, save_params

@@ -20,12 +20,12 @@ IMAGE_RESOLUTION = (224, 224)
 class GemmaConfig:
     """One Gemma expert. All pi0 experts share depth, num_heads, num_kv_heads and head_dim."""
 
-    width: int  # D, model width
+    width: int  # W, model width
     depth: int  # L, number of layers
     mlp_dim: int  # F, hidden width of the gated MLP
     num_heads: int  # N = K * G query heads
     num_kv_heads: int  # K, key/value heads (1 for every pi0 variant: multi-query attention)
-    head_dim: int  # H
+    head_dim: int  # E, head dimension
 
 
 GEMMA_VARIANTS: dict[str, GemmaConfig] = {
@@ -98,7 +98,7 @@ class Pi0Config:
     action_expert_variant: str = "gemma_300m"  # expert 1: the action expert (state + action tokens)
     siglip_variant: str = "So400m/14"
     action_dim: int = 32  # padded action/state width
-    action_horizon: int = 50  # H, action tokens per chunk
+    action_horizon: int = 50  # A, action tokens per chunk
     max_token_len: int | None = None  # T, prompt slots; None = openpi's default (200 for pi0.5, 48 for pi0)
     dtype: Literal["bfloat16", "float32"] = "bfloat16"  # parameter + activation dtype, as openpi's inference
     vocab_size: int = PALIGEMMA_VOCAB_SIZE
@@ -142,7 +142,7 @@ class Pi0Config:
 
     @property
     def prefix_len(self) -> int:
-        """P = cameras x image tokens + prompt slots (816 for pi0 LIBERO, 968 for pi0.5)."""
+        """P = C cameras x image tokens + T prompt slots (816 for pi0 LIBERO, 968 for pi0.5)."""
         return len(self.image_keys) * self.num_image_tokens + self.max_token_len
 
     @property
@@ -152,7 +152,7 @@ class Pi0Config:
 
     @property
     def suffix_len(self) -> int:
-        """Ts = state tokens + action_horizon action tokens (pi0: 51; pi05_libero: 10)."""
+        """Q = state tokens + A action tokens: the suffix (query) tokens (pi0: 51; pi05_libero: 10)."""
         return self.num_state_tokens + self.action_horizon
 
     @classmethod

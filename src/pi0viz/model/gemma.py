@@ -1,7 +1,8 @@
 """Two-expert Gemma with joint attention, as pi0 and pi0.5 use it (openpi `gemma.py`, big_vision lineage).
 
-Einsum letters: B batch, T query length, S key/value length, N query heads, K kv heads, G query heads per kv
-head (N = K * G), H head dim, D model width, F mlp width, L layers.
+Letters (the project's axis vocabulary, docs/architecture.md): B batch, Q query tokens, S key/value tokens,
+N query heads, K kv heads, G query heads per kv head (N = K * G), E head dim, W model width (W_i: expert i's),
+F MLP hidden width, L layers, V vocabulary. big_vision's names differ (T queries, H head dim, D width).
 
 Expert 0 (PaliGemma LLM) handles the prefix tokens, expert 1 (action expert) the suffix tokens. Every layer runs
 each present expert's own projections, concatenates their tokens (expert 0 first), attends jointly through ONE
@@ -10,7 +11,7 @@ expert i > 0 the suffix `_i` (`q_einsum_1`, `mlp_1`, ...), all stacked over laye
 `PaliGemma/llm/layers/`.
 
 pi0.5 (openpi `adarms=True`): the action expert's norms are adaptive (adaRMS). Each has no `scale` but a
-`Dense_0` (kernel [D, 3D], bias [3D]) that maps the time conditioning vector to [scale | shift | gate]; the
+`Dense_0` (kernel [W, 3W], bias [3W]) that maps the time conditioning vector to [scale | shift | gate]; the
 normed tokens become `normed * (1 + scale) + shift` and the residual branch after that norm is multiplied by
 `gate`. The PaliGemma expert keeps plain RMSNorm and plain residuals.
 """
@@ -29,7 +30,7 @@ BIG_NEG = -2.3819763e38  # openpi/big_vision masking constant (not -inf: fully m
 RMS_EPS = 1e-6
 ROPE_MAX_WAVELENGTH = 10_000
 
-# capture(state, layer, probs float32[B, K, G, T, S], masked_logits float32[B, K, G, T, S]) -> state.
+# capture(state, layer, probs float32[B, K, G, Q, S], masked_logits float32[B, K, G, Q, S]) -> state.
 # It folds one layer's attention into a caller-owned buffer (written in place, no per-layer stacking copies).
 CaptureFn = Callable[[Any, jax.Array, jax.Array, jax.Array], Any]
 
@@ -39,7 +40,7 @@ def _name(name: str, expert: int) -> str:
 
 
 def _norm_params(node: Params) -> Params:
-    """One norm's weights: {"scale": [..., D]} (plain RMSNorm) or {"kernel": [..., D, 3D], "bias": [..., 3D]}
+    """One norm's weights: {"scale": [..., W]} (plain RMSNorm) or {"kernel": [..., W, 3W], "bias": [..., 3W]}
     (adaRMS, the `Dense_0` under the norm)."""
     if "Dense_0" in node:
         return {"kernel": node["Dense_0"]["kernel"], "bias": node["Dense_0"]["bias"]}
@@ -51,13 +52,13 @@ def expert_layer_params(layers: Params, expert: int) -> Params:
     attn = layers["attn"]
     mlp = layers[_name("mlp", expert)]
     return {
-        "q": attn[_name("q_einsum", expert)]["w"],  # [L, N, D, H]
-        "kv": attn[_name("kv_einsum", expert)]["w"],  # [L, 2, K, D, H]
-        "out": attn[_name("attn_vec_einsum", expert)]["w"],  # [L, N, H, D]
-        "pre_attention_norm": _norm_params(layers[_name("pre_attention_norm", expert)]),  # scale [L, D] or Dense
+        "q": attn[_name("q_einsum", expert)]["w"],  # [L, N, W, E]
+        "kv": attn[_name("kv_einsum", expert)]["w"],  # [L, 2, K, W, E]
+        "out": attn[_name("attn_vec_einsum", expert)]["w"],  # [L, N, E, W]
+        "pre_attention_norm": _norm_params(layers[_name("pre_attention_norm", expert)]),  # scale [L, W] or Dense
         "pre_ffw_norm": _norm_params(layers[_name("pre_ffw_norm", expert)]),
-        "gating": mlp["gating_einsum"],  # [L, 2, D, F]
-        "linear": mlp["linear"],  # [L, F, D]
+        "gating": mlp["gating_einsum"],  # [L, 2, W, F]
+        "linear": mlp["linear"],  # [L, F, W]
     }
 
 
@@ -69,13 +70,13 @@ def rms_norm(x: jax.Array, scale: jax.Array) -> jax.Array:
 
 
 def adarms_modulation(cond: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """[scale | shift | gate] of one adaRMS norm: flax Dense(3D, dtype=dtype), so inputs and weights are cast to
-    the activation dtype first. cond float32[B, Dc] -> dtype[B, 1, 3D] (broadcast over tokens)."""
+    """[scale | shift | gate] of one adaRMS norm: flax Dense(3W, dtype=dtype), so inputs and weights are cast to
+    the activation dtype first. cond float32[B, W_i] -> dtype[B, 1, 3W_i] (broadcast over tokens)."""
     return (jnp.dot(cond.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype))[:, None, :]
 
 
 def norm(x: jax.Array, p: Params, cond: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
-    """Plain RMSNorm (cond None: returns (y, None)) or adaRMS (returns (y, gate dtype[B, 1, D])).
+    """Plain RMSNorm (cond None: returns (y, None)) or adaRMS (returns (y, gate dtype[B, 1, W])).
 
     adaRMS: y = normed * (1 + scale) + shift, with normed in float32 (as openpi) and the result in x's dtype.
     """
@@ -97,12 +98,12 @@ def _residual(x: jax.Array | None, y: jax.Array | None, gate: jax.Array | None) 
 def apply_rope(x: jax.Array, positions: jax.Array) -> jax.Array:
     """Rotary embedding, half-split ("rotate half") convention, computed in float32.
 
-    x: [B, T, N, H]; positions: int[B, T]. Returns x's dtype.
+    x: [B, Q, N, E] (or [B, S, K, E] for keys); positions: int[B, Q]. Returns x's dtype.
     """
-    h = x.shape[-1]
-    freq_exponents = (2.0 / h) * jnp.arange(h // 2, dtype=jnp.float32)
-    timescale = ROPE_MAX_WAVELENGTH**freq_exponents  # [H/2]
-    radians = (positions[..., None] / timescale[None, None, :])[..., None, :]  # [B, T, 1, H/2] float32
+    e = x.shape[-1]
+    freq_exponents = (2.0 / e) * jnp.arange(e // 2, dtype=jnp.float32)
+    timescale = ROPE_MAX_WAVELENGTH**freq_exponents  # [E/2]
+    radians = (positions[..., None] / timescale[None, None, :])[..., None, :]  # [B, Q, 1, E/2] float32
     sin, cos = jnp.sin(radians), jnp.cos(radians)
     x1, x2 = jnp.split(x, 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -110,9 +111,9 @@ def apply_rope(x: jax.Array, positions: jax.Array) -> jax.Array:
 
 
 def embed_tokens(table: jax.Array, tokens: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """Token embedding x sqrt(D) (the factor rounded to the table dtype: 45.25 for D = 2048 in bfloat16).
+    """Token embedding x sqrt(W) (the factor rounded to the table dtype: 45.25 for W = 2048 in bfloat16).
 
-    table: [V, D]; tokens: int[B, T] -> dtype[B, T, D].
+    table: [V, W]; tokens: int[B, T] (prompt slots) -> dtype[B, T, W].
     """
     x = table[(tokens,)]
     x = x * jnp.sqrt(table.shape[-1]).astype(x.dtype)
@@ -129,11 +130,11 @@ def _attention(ps, xs, positions, attn_mask, kv_cache):
     for p, x in zip(ps, xs):
         if x is None:
             continue
-        qs.append(jnp.einsum("BTD,NDH->BTNH", x, p["q"].astype(dtype)))
-        k, v = jnp.einsum("BSD,2KDH->2BSKH", x, p["kv"].astype(dtype))
+        qs.append(jnp.einsum("BQW,NWE->BQNE", x, p["q"].astype(dtype)))
+        k, v = jnp.einsum("BSW,2KWE->2BSKE", x, p["kv"].astype(dtype))
         ks.append(k)
         vs.append(v)
-    q, k, v = (jnp.concatenate(t, axis=1) for t in (qs, ks, vs))  # [B, T, N, H], [B, T, K, H] x2
+    q, k, v = (jnp.concatenate(t, axis=1) for t in (qs, ks, vs))  # [B, Q, N, E], [B, Q, K, E] x2
 
     q = apply_rope(q, positions)
     q = q * q.shape[-1] ** -0.5  # scaled after RoPE
@@ -141,33 +142,33 @@ def _attention(ps, xs, positions, attn_mask, kv_cache):
 
     if kv_cache is not None:  # cached prefix keys/values come first
         cache_k, cache_v = kv_cache
-        k = jnp.concatenate([cache_k, k], axis=1)  # [B, S, K, H]
+        k = jnp.concatenate([cache_k, k], axis=1)  # [B, S, K, E]
         v = jnp.concatenate([cache_v, v], axis=1)
 
-    b, t, n, h = q.shape
+    b, nq, n, e = q.shape
     kv_heads = k.shape[2]
-    q = q.reshape(b, t, kv_heads, n // kv_heads, h)  # [B, T, K, G, H]; query head n = k * G + g
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)  # scaled scores
-    if attn_mask.shape != (b, 1, t, k.shape[1]):
+    q = q.reshape(b, nq, kv_heads, n // kv_heads, e)  # [B, Q, K, G, E]; query head n = k * G + g
+    logits = jnp.einsum("BQKGE,BSKE->BKGQS", q, k, preferred_element_type=jnp.float32)  # scaled scores
+    if attn_mask.shape != (b, 1, nq, k.shape[1]):
         raise ValueError(f"attention mask {attn_mask.shape} does not fit q {q.shape} and k {k.shape}")
-    masked_logits = jnp.where(attn_mask[:, :, None, :, :], logits, BIG_NEG)  # [B, K, G, T, S] float32
+    masked_logits = jnp.where(attn_mask[:, :, None, :, :], logits, BIG_NEG)  # [B, K, G, Q, S] float32
     probs = jax.nn.softmax(masked_logits, axis=-1)  # float32; the one softmax that both actions and capture use
 
-    encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(dtype), v).reshape(b, t, n, h)
+    encoded = jnp.einsum("BKGQS,BSKE->BQKGE", probs.astype(dtype), v).reshape(b, nq, n, e)
     outs, start = [], 0
     for p, x in zip(ps, xs):
         if x is None:
             outs.append(None)
             continue
         end = start + x.shape[1]
-        outs.append(jnp.einsum("BTNH,NHD->BTD", encoded[:, start:end], p["out"].astype(dtype)))
+        outs.append(jnp.einsum("BQNE,NEW->BQW", encoded[:, start:end], p["out"].astype(dtype)))
         start = end
     return outs, (k, v), (probs, masked_logits)
 
 
 def _mlp(x: jax.Array, p: Params) -> jax.Array:
     """gelu_tanh(x W_gate) * (x W_up) W_down, in x's dtype."""
-    w = p["gating"].astype(x.dtype)  # [2, D, F]
+    w = p["gating"].astype(x.dtype)  # [2, W, F]
     h = jax.nn.gelu(jnp.dot(x, w[0]), approximate=True) * jnp.dot(x, w[1])
     return jnp.dot(h, p["linear"].astype(x.dtype))
 
@@ -197,21 +198,21 @@ def transformer(
 
     Args:
         llm: the `PaliGemma/llm` subtree.
-        xs: per expert float[B, T_i, D_i] or None (expert not run). T = sum of present T_i.
-        positions: int[B, T] RoPE positions.
-        attn_mask: bool[B, T, S]; S = cache length + T.
-        kv_cache: optional (k, v), each [L, B, S_cache, K, H], prepended to every layer's keys/values.
+        xs: per expert float[B, Q_i, W_i] or None (expert not run). Q = sum of present Q_i.
+        positions: int[B, Q] RoPE positions.
+        attn_mask: bool[B, Q, S]; S = cache length + Q.
+        kv_cache: optional (k, v), each [L, B, S_cache, K, E], prepended to every layer's keys/values.
         capture: optional `capture(state, layer, probs, masked_logits) -> state`, called in every layer with the
             probabilities of the softmax that feeds the layer output.
         capture_state: initial state for `capture` (e.g. a preallocated buffer).
-        adarms_cond: per expert float32[B, D_i] time conditioning for that expert's adaRMS norms, or None
+        adarms_cond: per expert float32[B, W_i] time conditioning for that expert's adaRMS norms, or None
             (plain RMSNorm; the expert's parameters must then have `scale` norms). pi0.5: [None, cond].
         dtype: activation dtype (inputs are cast to it, as openpi's `embed_dtype`).
     Returns:
-        (outs per expert after final norm [B, T_i, D_i] or None, (k, v) each [L, B, S, K, H], final capture_state).
+        (outs per expert after final norm [B, Q_i, W_i] or None, (k, v) each [L, B, S, K, E], final capture_state).
     """
     xs = [x.astype(dtype) if x is not None else None for x in xs]
-    mask = attn_mask[:, None, :, :]  # [B, 1, T, S], broadcast over kv heads
+    mask = attn_mask[:, None, :, :]  # [B, 1, Q, S], broadcast over kv heads
     ps = [expert_layer_params(llm["layers"], i) if x is not None else None for i, x in enumerate(xs)]
     conds = list(adarms_cond) if adarms_cond is not None else [None] * len(xs)
     for i, (p, c) in enumerate(zip(ps, conds)):

@@ -1,9 +1,10 @@
 """pi0 and pi0.5: prefix/suffix embedding, masks, positions, KV cache and the Euler flow-matching sampler,
 with the attention of every denoising step and layer returned from the same softmax that makes the actions.
 
-Token layout (pi0 LIBERO): prefix P = 3 cameras x 256 image tokens + 48 prompt slots = 816 (expert 0);
-suffix Ts = 1 state token + 50 action tokens = 51 (expert 1). Suffix queries see S = P + Ts = 867 keys.
-pi0.5 (pi05_libero): P = 768 + 200 prompt slots = 968; suffix = the H = 10 action tokens alone (no state
+Letters: the project's axis vocabulary (docs/architecture.md; legend in `pi0viz.model`).
+Token layout (pi0 LIBERO): prefix P = 3 cameras (C) x 256 image tokens + 48 prompt slots (T) = 816 (expert 0);
+suffix Q = 1 state token + 50 action tokens (A) = 51 (expert 1). Suffix queries see S = P + Q = 867 keys.
+pi0.5 (pi05_libero): P = 768 + 200 prompt slots = 968; suffix Q = the A = 10 action tokens alone (no state
 token), all seeing each other; S = 978. The flow time conditions the action expert through adaRMS only.
 Time convention (openpi): t = 1 is noise, t = 0 is data; dt = -1/num_steps; time is accumulated in float32.
 """
@@ -48,7 +49,7 @@ class Observation:
 class CaptureOptions:
     """What `sample_actions` returns besides the actions. Reductions run on device, inside the jitted call.
 
-    Full suffix attention is [D steps, L layers, B, K, G, Q = 51, S = 867] for pi0 ([..., Q = H, S = P + H] for
+    Full suffix attention is [D steps, L layers, B, K, G, Q = 51, S = 867] for pi0 ([..., Q = A, S = P + A] for
     pi0.5); each option shrinks one axis.
     """
 
@@ -70,7 +71,7 @@ class SampleOutput:
 
     Attributes:
         actions: float32[B, action_horizon, action_dim] (normalized, padded action space).
-        attention: [num_steps, L, B, K, G, Q, S] suffix attention probabilities, or None without capture.
+        attention: [D, L, B, K, G, Q, S] suffix attention probabilities (D = num_steps), or None without capture.
         attention_logits: same shape, masked pre-softmax scaled scores, or None.
         prefix_attention: [L, B, K, G, P, P] prefix-pass probabilities, or None.
         diffusion_times: float32[num_steps], the flow time of each step (1.0, 0.9, 0.79999995, ...).
@@ -94,9 +95,9 @@ def make_attn_mask(input_mask: jax.Array, mask_ar: jax.Array) -> jax.Array:
     sees only itself (and the prefix), every action token sees the state and all actions.
 
     Args:
-        input_mask: bool[B, N]; mask_ar: bool[N] or bool[B, N].
+        input_mask: bool[B, S]; mask_ar: bool[S] or bool[B, S] (S tokens, each both a query and a key).
     Returns:
-        bool[B, N, N] (query, key).
+        bool[B, S, S] (query, key).
     """
     mask_ar = jnp.broadcast_to(mask_ar, input_mask.shape)
     cumsum = jnp.cumsum(mask_ar, axis=1)
@@ -123,17 +124,18 @@ def embed_prefix(params: Params, config: Pi0Config, obs: Observation) -> tuple[j
     """Image tokens of every camera (in `config.image_keys` order) then the prompt embeddings.
 
     Returns:
-        tokens dtype[B, P, D_llm], input_mask bool[B, P], ar_mask bool[P] (all False: bidirectional prefix).
+        tokens dtype[B, P, W_0] (W_0: the PaliGemma expert's width), input_mask bool[B, P],
+        ar_mask bool[P] (all False: bidirectional prefix).
     """
     dtype = config.compute_dtype
     img = params["PaliGemma"]["img"]
     tokens, masks = [], []
     for name in config.image_keys:
-        t = siglip.encode_images(img, obs.images[name], config.siglip, dtype)  # [B, 256, D]
+        t = siglip.encode_images(img, obs.images[name], config.siglip, dtype)  # [B, 256, W_0]
         tokens.append(t)
         masks.append(jnp.broadcast_to(obs.image_masks[name][:, None], t.shape[:2]))
     table = params["PaliGemma"]["llm"]["embedder"]["input_embedding"]
-    tokens.append(gemma.embed_tokens(table, obs.tokenized_prompt, dtype))  # [B, 48, D]
+    tokens.append(gemma.embed_tokens(table, obs.tokenized_prompt, dtype))  # [B, T, W_0]
     masks.append(obs.tokenized_prompt_mask)
     tokens = jnp.concatenate(tokens, axis=1)
     input_mask = jnp.concatenate(masks, axis=1)
@@ -162,26 +164,26 @@ def embed_suffix(
     Args:
         state: float32[B, action_dim]; x_t: float32[B, action_horizon, action_dim]; time: float32[B].
     Returns:
-        tokens float32[B, Ts, D_expert], input_mask bool[B, Ts] (all True), ar_mask bool[Ts]
-        (see `suffix_ar_mask`), adarms_cond float32[B, D_expert] for pi0.5 or None for pi0.
+        tokens float32[B, Q, W_1] (W_1: the action expert's width), input_mask bool[B, Q] (all True),
+        ar_mask bool[Q] (see `suffix_ar_mask`), adarms_cond float32[B, W_1] for pi0.5 or None for pi0.
     """
-    action_tokens = _linear(x_t, params["action_in_proj"])  # [B, H, De]
+    action_tokens = _linear(x_t, params["action_in_proj"])  # [B, A, W_1]
     width = action_tokens.shape[-1]
     if config.pi05:
         tokens, cond = action_tokens, time_conditioning(params, time, width)
     else:
-        state_token = _linear(state, params["state_proj"])[:, None, :]  # [B, 1, De]
-        time_emb = posemb_sincos(time, width)  # [B, De]
+        state_token = _linear(state, params["state_proj"])[:, None, :]  # [B, 1, W_1]
+        time_emb = posemb_sincos(time, width)  # [B, W_1]
         time_tokens = jnp.broadcast_to(time_emb[:, None, :], action_tokens.shape)
         h = _linear(jnp.concatenate([action_tokens, time_tokens], axis=-1), params["action_time_mlp_in"])
-        h = _linear(jax.nn.swish(h), params["action_time_mlp_out"])  # [B, H, De]
+        h = _linear(jax.nn.swish(h), params["action_time_mlp_out"])  # [B, A, W_1]
         tokens, cond = jnp.concatenate([state_token.astype(h.dtype), h], axis=1), None
     input_mask = jnp.ones(tokens.shape[:2], dtype=bool)
     return tokens, input_mask, suffix_ar_mask(config), cond
 
 
 def suffix_ar_mask(config: Pi0Config) -> jax.Array:
-    """bool[Ts]. pi0: [1 (state), 1 (first action), 0, ...]: state sees only itself, actions see state + all
+    """bool[Q]. pi0: [1 (state), 1 (first action), 0, ...]: state sees only itself, actions see state + all
     actions. pi0.5: [1, 0, ...]: the action tokens see each other."""
     return jnp.array([True] * config.num_state_tokens + [True] + [False] * (config.action_horizon - 1))
 
@@ -201,7 +203,7 @@ def denoising_times(num_steps: int) -> np.ndarray:
 
 
 def _reduce(x: jax.Array, capture: CaptureOptions, *, skip_rows: int, num_keys: int) -> jax.Array:
-    """Apply the capture reductions to one layer's [B, K, G, T, S] probabilities (or logits)."""
+    """Apply the capture reductions to one layer's [B, K, G, Q, S] probabilities (or logits)."""
     x = x[..., skip_rows:, :num_keys]
     if capture.fuse_heads:  # K = G = 1
         # An elementwise maximum over the 8 head slices fuses into one pass; XLA:CPU's reduce over these
@@ -272,7 +274,7 @@ def sample_actions(
         noise: optional float32[B, action_horizon, action_dim] initial x at t = 1.
         capture: None = no attention returned and no extra work; else see `CaptureOptions`.
     Returns:
-        SampleOutput; with capture, attention has shape [num_steps, L, B, K, G, Q, S].
+        SampleOutput; with capture, attention has shape [D, L, B, K, G, Q, S] (D = num_steps).
     """
     _check_observation(config, observation)
     b = observation.state.shape[0]
@@ -297,7 +299,7 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
     dtype = config.compute_dtype
     llm = params["PaliGemma"]["llm"]
 
-    # 1. Prefix pass (PaliGemma expert only): fills the KV cache [L, B, P, K, H]; keys already RoPE-rotated.
+    # 1. Prefix pass (PaliGemma expert only): fills the KV cache [L, B, P, K, E]; keys already RoPE-rotated.
     prefix_tokens, prefix_mask, prefix_ar = embed_prefix(params, config, obs)
     prefix_attn = make_attn_mask(prefix_mask, prefix_ar)  # [B, P, P]
     prefix_positions = jnp.cumsum(prefix_mask, axis=1) - 1
@@ -319,7 +321,7 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
 
     # 2. Suffix masks and positions: the same in every step.
     suffix_mask = jnp.ones((b, s_len), dtype=bool)
-    full_mask = jnp.concatenate(  # [B, Ts, P + Ts]: every valid prefix key, then block-causal suffix keys
+    full_mask = jnp.concatenate(  # [B, Q, P + Q]: every valid prefix key, then block-causal suffix keys
         [jnp.broadcast_to(prefix_mask[:, None, :], (b, s_len, p_len)),
          make_attn_mask(suffix_mask, suffix_ar_mask(config))], axis=-1
     )

@@ -1,7 +1,10 @@
 """SigLIP vision tower as pi0 uses it: ViT with learned position embeddings, no pooling, and a `head` Dense
 that projects every patch token to the LLM width.
 
-Letters: B images, P patch tokens (256), W encoder width, N heads, H head dim, F mlp width, E output width.
+Letters (the project's axis vocabulary, docs/architecture.md): B images (one camera's batch), Q = S = the 256
+patch tokens of one image (queries and keys of its self-attention), W encoder width (So400m: 1152), N heads,
+E head dim, F MLP hidden width, W_out output width = the LLM width W (gemma_2b: 2048); h, w patch grid rows, cols.
+(big_vision writes H for the head dim and Q/K for query/key tokens; K here would clash with kv heads.)
 Parameter paths are big_vision's under `PaliGemma/img/` (flax linen names: `embedding`, `pos_embedding`,
 `Transformer/encoderblock/...` stacked over depth, `Transformer/encoder_norm`, `head`).
 """
@@ -37,27 +40,27 @@ def _dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: jnp.dtype) -
 
 
 def _encoder_block(x: jax.Array, p: Params, cfg: SiglipConfig, dtype: jnp.dtype) -> jax.Array:
-    """Pre-LN block: x + MHA(LN(x)); x + MLP(LN(x)). x: [B, P, W]."""
+    """Pre-LN block: x + MHA(LN(x)); x + MLP(LN(x)). x: [B, Q, W]."""
     mha = p["MultiHeadDotProductAttention_0"]
     y = layer_norm(x, p["LayerNorm_0"]).astype(dtype)
 
-    def proj(name: str) -> jax.Array:  # [B, P, W] x [W, N, H] -> [B, P, N, H]
-        return jnp.einsum("BPW,WNH->BPNH", y, mha[name]["kernel"].astype(dtype)) + mha[name]["bias"].astype(dtype)
+    def proj(name: str) -> jax.Array:  # [B, Q, W] x [W, N, E] -> [B, Q, N, E]
+        return jnp.einsum("BQW,WNE->BQNE", y, mha[name]["kernel"].astype(dtype)) + mha[name]["bias"].astype(dtype)
 
     q, k, v = proj("query"), proj("key"), proj("value")
     head_dim = q.shape[-1]
     q = q / jnp.sqrt(head_dim).astype(dtype)  # flax scales the query before the dot product
-    scores = jnp.einsum("BQNH,BKNH->BNQK", q, k)  # [B, N, P, P]
+    scores = jnp.einsum("BQNE,BSNE->BNQS", q, k)  # [B, N, Q, S]
     probs = jax.nn.softmax(scores, axis=-1).astype(dtype)  # in the compute dtype, as flax (no fp32 forcing)
-    att = jnp.einsum("BNQK,BKNH->BQNH", probs, v)  # [B, P, N, H]
-    out = jnp.einsum("BQNH,NHW->BQW", att, mha["out"]["kernel"].astype(dtype)) + mha["out"]["bias"].astype(dtype)
+    att = jnp.einsum("BNQS,BSNE->BQNE", probs, v)  # [B, Q, N, E]
+    out = jnp.einsum("BQNE,NEW->BQW", att, mha["out"]["kernel"].astype(dtype)) + mha["out"]["bias"].astype(dtype)
     x = x + out
 
     mlp = p["MlpBlock_0"]
     y = layer_norm(x, p["LayerNorm_1"])
-    y = _dense(y, mlp["Dense_0"]["kernel"], mlp["Dense_0"]["bias"], dtype)  # [B, P, F]
+    y = _dense(y, mlp["Dense_0"]["kernel"], mlp["Dense_0"]["bias"], dtype)  # [B, Q, F]
     y = jax.nn.gelu(y, approximate=True)
-    y = _dense(y, mlp["Dense_1"]["kernel"], mlp["Dense_1"]["bias"], dtype)  # [B, P, W]
+    y = _dense(y, mlp["Dense_1"]["kernel"], mlp["Dense_1"]["bias"], dtype)  # [B, Q, W]
     return x + y
 
 
@@ -95,10 +98,10 @@ def encode_images(params: Params, images: jax.Array, cfg: SiglipConfig, dtype: j
         cfg: SigLIP variant.
         dtype: matmul/activation dtype (bfloat16 in openpi inference).
     Returns:
-        dtype[B, P, E] with P = 256 patches (16 x 16 row-major grid), E = head width (= LLM width).
+        dtype[B, 256, W_out]: 256 patch tokens (16 x 16 row-major grid), W_out = head width (= LLM width W).
     """
-    x = patch_embed(images, params["embedding"]["kernel"], params["embedding"]["bias"])  # [B, P, W] float32
-    x = x + params["pos_embedding"].astype(jnp.float32)  # [1, P, W], learned, added in float32
+    x = patch_embed(images, params["embedding"]["kernel"], params["embedding"]["bias"])  # [B, 256, W] float32
+    x = x + params["pos_embedding"].astype(jnp.float32)  # [1, 256, W], learned, added in float32
     x = x.astype(dtype)
 
     def layer(x, p, _):
@@ -106,4 +109,4 @@ def encode_images(params: Params, images: jax.Array, cfg: SiglipConfig, dtype: j
 
     x, _ = scan_layers(layer, x, params["Transformer"]["encoderblock"])  # over depth
     x = layer_norm(x, params["Transformer"]["encoder_norm"])
-    return _dense(x, params["head"]["kernel"], params["head"]["bias"], dtype)  # [B, P, E]
+    return _dense(x, params["head"]["kernel"], params["head"]["bias"], dtype)  # [B, 256, W_out]

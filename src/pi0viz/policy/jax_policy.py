@@ -5,7 +5,7 @@ capture on request. Named configs (pi0viz.policy.configs) set the model shape an
 sampler of `pi0viz.model`:
 
     obs -> LiberoTransforms.prepare -> PolicyInputs -> to_observation -> sample_actions (jitted, 10 Euler steps)
-        -> LiberoTransforms.postprocess -> {"actions": float32[H, 7], "policy_timing": {...}
+        -> LiberoTransforms.postprocess -> {"actions": float32[A, 7], "policy_timing": {...}
                                            [, "attention_bundle": CaptureBundle]}
 """
 
@@ -181,7 +181,7 @@ class Policy:
         return self.transforms.prepare(obs)
 
     def postprocess(self, model_actions: np.ndarray, model_state: np.ndarray) -> np.ndarray:
-        """The LIBERO output transforms: float[H, action_dim] normalized -> float32[H, action_dims]."""
+        """The LIBERO output transforms: float[A, action_dim] normalized -> float32[A, action_dims]."""
         return self.transforms.postprocess(model_actions, model_state)
 
     def infer(
@@ -201,9 +201,9 @@ class Policy:
             return_bundle: also return "attention_bundle", a CaptureBundle of this call.
             capture: what to record (reductions); implies return_bundle. Default: the full suffix attention.
             inference_step: index of this call in an episode, stored in the bundle.
-            noise: float[H, action_dim] initial noise (then the policy RNG is not used); for parity checks.
+            noise: float[A, action_dim] initial noise (then the policy RNG is not used); for parity checks.
         Returns:
-            {"actions": float32[H, action_dims], "policy_timing": {"infer_ms": float}} and, on request,
+            {"actions": float32[A, action_dims], "policy_timing": {"infer_ms": float}} and, on request,
             "attention_bundle": CaptureBundle.
         """
         inputs = self.prepare(obs)

@@ -89,7 +89,7 @@ class LeRobotPolicy:
             capture: pi0viz.torch_capture.CaptureOptions (implies return_bundle); default the full attention.
             inference_step: stored in the bundle.
         Returns:
-            {"actions": float32[H, A], "policy_timing": {"infer_ms"}} and on request "attention_bundle".
+            {"actions": float32[A, action_dims], "policy_timing": {"infer_ms"}} and on request "attention_bundle".
         """
         import torch
 
@@ -102,7 +102,7 @@ class LeRobotPolicy:
             inputs = self.preprocessor(batch)
             hooks = capture_attention(self.policy, capture or CaptureOptions()) if want else contextlib.nullcontext()
             with hooks as cap:
-                chunk = self.policy.predict_action_chunk(inputs)  # [1, H, A], normalized
+                chunk = self.policy.predict_action_chunk(inputs)  # [1, A, action_dims], normalized
             actions = self.postprocessor(chunk)
         actions = actions.detach().float().cpu().numpy()[0]
         result: dict[str, Any] = {"actions": actions,
@@ -114,7 +114,7 @@ class LeRobotPolicy:
         return result
 
     def _batch(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        """The request as a LeRobot observation: images float[1, 3, H, W] in [0, 1], state float32[1, D], task."""
+        """The request as a LeRobot observation: images float[1, 3, h, w] in [0, 1], state float32[1, state_dim], task."""
         import torch
 
         missing = [k for k in (*REQUEST_IMAGES, "observation/state", "prompt") if k not in obs]

@@ -12,7 +12,7 @@ PadStates; then Unnormalize, AbsoluteActions for pi0_libero, LiberoOutputs):
       |                                            quantile (x - q01) / (q99 - q01 + 1e-6) * 2 - 1
       | prompt -> BOS + tokens + "\\n", padded to the model's prompt slots T; pi0.5 with discrete_state_input:
       |           BOS + "Task: {prompt}, State: {state bins};\\nAction: " (the normalized state in 256 bins)
-    model (any backend)                            -> actions float[H, action_dim] in normalized units
+    model (any backend)                            -> actions float[A, action_dim] in normalized units
       | unnormalize x * (std + 1e-6) + mean        (quantile: (x + 1) / 2 * (q99 - q01 + 1e-6) + q01)
       | pi0_libero delta quirk: actions[:, :6] += state[:6]
       | first `action_dims` dims (LIBERO: 7)
@@ -169,10 +169,10 @@ class LiberoTransforms:
         return out.astype(dtype)
 
     def postprocess(self, model_actions: np.ndarray, model_state: np.ndarray) -> np.ndarray:
-        """Output transforms: float[H, action_dim] normalized -> float32[H, action_dims] robot units.
+        """Output transforms: float[A, action_dim] normalized -> float32[A, action_dims] robot units.
 
         Args:
-            model_actions: float[H, action_dim], the sampler's output in normalized units.
+            model_actions: float[A, action_dim], the sampler's output in normalized units.
             model_state: float32[action_dim], the normalized state the model saw.
         """
         unnormalize = quantile_unnormalize if self.normalization == "quantile" else unzscore
@@ -192,7 +192,7 @@ class LiberoTransforms:
         Args:
             attention: float16/float32[D, L, 1, K, G, Q, S] post-softmax probabilities from any backend.
             diffusion_times: float32[D], t of each denoising step (1 = noise).
-            actions: float32[H, action_dims], what the policy returns.
+            actions: float32[A, action_dims], what the policy returns.
             patch_grid: (rows, cols) of image tokens per camera (SigLIP /14 on 224 x 224: 16 x 16).
             heads / queries / keys: the capture's reductions ("max"/"all", "actions"/"suffix", "prefix"/"all").
         """

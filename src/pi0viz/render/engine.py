@@ -214,9 +214,9 @@ class RenderJob:
             cells = int(self.sinks.any(axis=-1).sum())
             self.notes.append(f"--exclude-sinks: {cells} of {self.sinks.shape[0] * self.sinks.shape[1]} (step, layer) "
                               "cells have sinks; they are outlined and left out of the color scale")
-        self.tops = scale_tops(scaled, call.regions, options.scale)  # [D, L, A, N]
+        self.tops = scale_tops(scaled, call.regions, options.scale)  # [D, L, A, M]
         self.levels = to_levels(call.fused, self.tops, call.regions, options.scale)  # [D, L, A, R] uint8
-        self.peaks = np.stack([call.fused[..., s:e].max(axis=-1) for _, s, e in call.regions], axis=-1)  # [D, L, A, N]
+        self.peaks = np.stack([call.fused[..., s:e].max(axis=-1) for _, s, e in call.regions], axis=-1)  # [D, L, A, M]
         self.mass = call.region_mass
         self.head_levels = self.head_peaks = self.head_mass = None
         if call.heads is not None:

@@ -166,8 +166,8 @@ class CellLabels:
 class CameraPainter:
     """Heat map of one camera's patches blended over its model-input image.
 
-    With `zoom` z and an H x W image on a rows x cols patch grid, patch (r, c) covers exactly the pixel block
-    [r * ph, (r + 1) * ph) x [c * pw, (c + 1) * pw) with ph = H / rows * z, pw = W / cols * z (pi0: 14 z px).
+    With `zoom` z and an h x w image on a rows x cols patch grid, patch (r, c) covers exactly the pixel block
+    [r * ph, (r + 1) * ph) x [c * pw, (c + 1) * pw) with ph = h / rows * z, pw = w / cols * z (pi0: 14 z px).
     "nearest" fills that block with one color; "bilinear" interpolates the levels between patch centers
     (smoother, but a hot patch then bleeds half a patch into its neighbors).
     Blend: pixel = floor(image * (1 - alpha)) + floor(color * alpha), per channel (alpha in 1/256 steps).
@@ -184,25 +184,25 @@ class CameraPainter:
         self.shape = (H * zoom, W * zoom)
         self.upsample = upsample
         a = int(round(alpha * 256))
-        big = image.repeat(zoom, axis=0).repeat(zoom, axis=1)  # [H z, W z, 3]
+        big = image.repeat(zoom, axis=0).repeat(zoom, axis=1)  # [h z, w z, 3]
         base = (big.astype(np.uint16) * (256 - a)) >> 8  # floor: the two terms sum to <= 255 per channel
-        self.base = pack_rgb(base.astype(np.uint8)).reshape(rows, self.block[0], self.shape[1])  # [rows, ph, W z]
+        self.base = pack_rgb(base.astype(np.uint8)).reshape(rows, self.block[0], self.shape[1])  # [rows, ph, w z]
         self.lut = pack_rgb(((lut.astype(np.uint16) * a) >> 8).astype(np.uint8))  # [256] uint32
         if upsample == "bilinear":
-            self.rows_w = _bilinear_weights(rows, self.shape[0])  # [H z, rows]
-            self.cols_w = _bilinear_weights(cols, self.shape[1])  # [W z, cols]
+            self.rows_w = _bilinear_weights(rows, self.shape[0])  # [h z, rows]
+            self.cols_w = _bilinear_weights(cols, self.shape[1])  # [w z, cols]
         elif upsample != "nearest":
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
 
     def draw(self, levels: np.ndarray, out: np.ndarray) -> None:
-        """Paint `levels` [rows * cols] uint8 (raster order) into `out` [H z, W z] uint32."""
+        """Paint `levels` [rows * cols] uint8 (raster order) into `out` [h z, w z] uint32."""
         rows, cols = self.grid
         if self.upsample == "nearest":
             colors = self.lut[levels].reshape(rows, cols)
-            row_colors = np.repeat(colors, self.block[1], axis=1)  # [rows, W z]: one color per patch block
+            row_colors = np.repeat(colors, self.block[1], axis=1)  # [rows, w z]: one color per patch block
             np.add(self.base, row_colors[:, None, :], out=out.reshape(rows, self.block[0], self.shape[1]))
         else:
-            smooth = self.rows_w @ levels.reshape(rows, cols).astype(np.float32) @ self.cols_w.T  # [H z, W z]
+            smooth = self.rows_w @ levels.reshape(rows, cols).astype(np.float32) @ self.cols_w.T  # [h z, w z]
             index = (smooth + 0.5).astype(np.uint8)
             np.add(self.base.reshape(self.shape), self.lut[index], out=out)
 
@@ -212,10 +212,10 @@ class CameraStack:
     caption copy for every camera together, instead of a few numpy calls per camera."""
 
     def __init__(self, painters: Sequence[CameraPainter], captions: Sequence[Caption]) -> None:
-        self.base = np.stack([p.base for p in painters])  # [C, rows, ph, W z]
+        self.base = np.stack([p.base for p in painters])  # [C, rows, ph, w z]
         self.lut = painters[0].lut
         self.grid, self.block, self.shape = painters[0].grid, painters[0].block, painters[0].shape
-        self.static = np.stack([c.static for c in captions])  # [C, caption height, W z]
+        self.static = np.stack([c.static for c in captions])  # [C, caption height, w z]
         self.buffer = np.empty((len(painters), self.shape[0] + captions[0].height, self.shape[1]), np.uint32)
         cap = captions[0]  # all camera captions share width, font and geometry
         self.tiles, self.advance = cap.tiles, cap.advance
@@ -227,11 +227,11 @@ class CameraStack:
         self.buffer[:, self.shape[0]:] = self.static  # once: per cell only the fixed-width numbers change
 
     def draw(self, levels: np.ndarray) -> np.ndarray:
-        """Paint `levels` [C, rows * cols] uint8 into the panels; returns them, [C, H z + caption, W z] uint32
+        """Paint `levels` [C, rows * cols] uint8 into the panels; returns them, [C, h z + caption, w z] uint32
         (captions hold the previous cell's numbers until `numbers`)."""
         C, (rows, cols), (ph, pw), (h, w) = len(self.base), self.grid, self.block, self.shape
         colors = self.lut[levels].reshape(C, rows, cols)
-        row_colors = np.repeat(colors, pw, axis=2)  # [C, rows, W z]
+        row_colors = np.repeat(colors, pw, axis=2)  # [C, rows, w z]
         np.add(self.base, row_colors[:, :, None, :], out=self.buffer[:, :h].reshape(C, rows, ph, w))
         return self.buffer
 

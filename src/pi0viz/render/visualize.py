@@ -46,8 +46,8 @@ def visualize_attention(
         attention: float16/float32[D, L, B, K, G, Q, S] (bfloat16 and JAX/torch arrays are converted):
             post-softmax probabilities, or pre-softmax scores with attention_kind="logits".
             pi0: [10, 18, 1, 1, 8, 51, 867]; pi0.5 (LIBERO): [10, 18, 1, 1, 8, 10, 978].
-        images: the model-input images, uint8 (float in [0, 1] or [-1, 1] is converted): [B, C, H, W, 3],
-            [C, H, W, 3] (B = 1), or {camera name: [H, W, 3] or [B, H, W, 3]}. Images that are not
+        images: the model-input images, uint8 (float in [0, 1] or [-1, 1] is converted): [B, C, h, w, 3],
+            [C, h, w, 3] (B = 1), or {camera name: [h, w, 3] or [B, h, w, 3]}. Images that are not
             rows*14 x cols*14 pixels (224 x 224 for pi0) are resized with padding as the model does.
         camera_names: [C] camera slots in token order (e.g. base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb).
         token_pieces: str[B, T] or str[T] decoded prompt pieces, pads included ("" for pads).
@@ -128,7 +128,7 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def _images(images: Any, names: list[str], B: int, grid: tuple[int, int]) -> np.ndarray:
-    """[B, C, H, W, 3] uint8; mixed sizes are first brought to the model input size."""
+    """[B, C, h, w, 3] uint8; mixed sizes are first brought to the model input size."""
     want = (grid[0] * MODEL_PATCH_PX, grid[1] * MODEL_PATCH_PX)
     if isinstance(images, Mapping):
         unknown = sorted(set(images) - set(names))

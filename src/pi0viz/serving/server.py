@@ -3,7 +3,7 @@
 Protocol (the same bytes as openpi's WebsocketPolicyServer, so `openpi_client.WebsocketClientPolicy` works):
 - on connect the server sends one msgpack-numpy map: the metadata;
 - then, per request: a binary frame with a msgpack-numpy observation dict -> a binary frame with
-  {"actions": float32[H, 7], "policy_timing": {"infer_ms"}, "server_timing": {"infer_ms"[, "prev_total_ms"]}}
+  {"actions": float32[A, 7], "policy_timing": {"infer_ms"}, "server_timing": {"infer_ms"[, "prev_total_ms"]}}
   plus, if the request set "pi0viz/return_attention", the capture bundle as "attention_bundle/*" arrays
   (see pi0viz.serving.protocol);
 - `GET /healthz` over plain HTTP -> 200 "OK".

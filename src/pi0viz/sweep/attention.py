@@ -44,7 +44,7 @@ def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: s
     Returns:
         {"fused": float16[D', L', A, R], "region_mass": float16[D', L', A, M], "keys": int64[R],
          "region_names": str[M], "region_bounds": int32[M, 2], "images": uint8[C', h, w, 3],
-         "camera_names": str[C'], "actions": float32[H, action_dims], "diffusion_times": float32[D'],
+         "camera_names": str[C'], "actions": float32[A, action_dims], "diffusion_times": float32[D'],
          "step_indices": int32[D'], "layer_indices": int32[L'], "token_pieces": str[R_text],
          "metrics": {name: float32 array}}
     """

@@ -39,7 +39,7 @@ def assemble_record(outcome: Mapping[str, Any], timing: Mapping[str, Any], calls
 
 def finish_episode(run_dir: str, outcome: Mapping[str, Any], timing: Mapping[str, Any], frames: np.ndarray | None,
                    *calls: Mapping[str, Any]) -> dict[str, Any]:
-    """Write the rollout video (if frames: uint8[T, h, w, 3]) and then the record, each atomically.
+    """Write the rollout video (if frames: uint8[frames, h, w, 3]) and then the record, each atomically.
 
     Returns the outcome with the record's path and size.
     """

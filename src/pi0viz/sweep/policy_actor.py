@@ -59,7 +59,7 @@ class PolicyRunner:
         return self.client.uri if self.client is not None else self.policy.description
 
     def infer(self, obs: Mapping[str, Any], call: int, noise_seed: list[int]) -> tuple[np.ndarray, CaptureBundle]:
-        """Actions float32[H, action_dims] and the call's CaptureBundle.
+        """Actions float32[A, action_dims] and the call's CaptureBundle.
 
         In process, the initial noise is drawn from `noise_seed` (numpy SeedSequence entropy), so a call gives
         the same actions whichever worker asks and in whatever order; a server draws its own noise.

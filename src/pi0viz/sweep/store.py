@@ -18,7 +18,7 @@ Record arrays (N calls, D' stored steps, L' stored layers, A action tokens, R dr
     region_names      str[M]; region_bounds int32[M, 2] ranges into R
     images            uint8[N, C', h, w, 3]   the images the model saw, drawn cameras only
     camera_names      str[C']
-    actions           float32[N, H, action_dims]
+    actions           float32[N, A, action_dims]
     diffusion_times   float32[D']; step_indices int32[D']; layer_indices int32[L']
     token_pieces      str[R_text]         the prompt pieces drawn in the text region
     metrics/<name>    float32[N, ...]     per-call grounding metrics, when pi0viz.analysis computed them

@@ -40,7 +40,7 @@ def build_bundle(
             processor (`id_to_piece`), pi0viz's tokenizer (`pieces`), or a callable ids -> pieces.
             None: pieces are the ids as "<id>".
         prompt: the raw prompt(s), stored for display.
-        actions: float[B, H, A] actions the call returned (optional).
+        actions: float[B, A, action_dims] actions the call returned (optional).
         inference_step: index of the call in an episode (optional).
     """
     attention = capture.stacked(call)
@@ -48,7 +48,7 @@ def build_bundle(
     if num_cameras == 0 or call.token_ids is None:
         raise CaptureError(
             "the call's images or prompt tokens were not seen (did sample_actions run inside the block?)")
-    pixels = torch.stack(call.pixels, dim=1)  # [B, C, 3, H, W] in [-1, 1]
+    pixels = torch.stack(call.pixels, dim=1)  # [B, C, 3, h, w] in [-1, 1]
     images = ((pixels.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
     token_ids = call.token_ids.cpu().numpy().astype(np.int32)  # [B, T]
     batch, num_text = token_ids.shape

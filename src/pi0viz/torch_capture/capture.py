@@ -50,7 +50,7 @@ class CapturedCall:
     """What one inference call fed the model and its reduced expert attention (tensors stay on the device).
 
     Attributes:
-        pixels: C tensors float[B, 3, H, W] in [-1, 1], camera slots in token order.
+        pixels: C tensors float[B, 3, h, w] in [-1, 1], camera slots in token order.
         token_ids: int[B, T] prompt ids, or None if the prompt embedding was not seen.
         records: D * L tensors [B, K', G', Q', S'] in hook-call order (step-major).
         key_valid: bool[B, P] prefix keys (cameras then prompt) that the action tokens may attend to.

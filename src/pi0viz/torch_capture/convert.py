@@ -6,11 +6,11 @@ them into tensors (`load_openpi_params` in pi0viz.torch_capture.lerobot does).
 
 Both PyTorch ports build the same module tree under `paligemma_with_expert` (HF transformers' PaliGemma + a Gemma
 expert); LeRobot nests it one level deeper, under `model.` (`prefix`). Layout of the JAX leaves (openpi
-gemma.py / siglip.py): L layers, N query heads, K kv heads, H head dim, D width, F mlp width.
-    q_einsum/w [L, N, D, H]      -> q_proj.weight [N*H, D]     (torch Linear weights are [out, in])
-    kv_einsum/w [L, 2, K, D, H]  -> k_proj / v_proj [K*H, D]   (index 0 = keys, 1 = values)
-    attn_vec_einsum/w [L, N, H, D] -> o_proj.weight [D, N*H]
-    mlp/gating_einsum [L, 2, D, F] -> gate_proj / up_proj [F, D];  mlp/linear [L, F, D] -> down_proj [D, F]
+gemma.py / siglip.py): L layers, N query heads, K kv heads, E head dim, W width, F mlp width (docs/architecture.md).
+    q_einsum/w [L, N, W, E]      -> q_proj.weight [N*E, W]     (torch Linear weights are [out, in])
+    kv_einsum/w [L, 2, K, W, E]  -> k_proj / v_proj [K*E, W]   (index 0 = keys, 1 = values)
+    attn_vec_einsum/w [L, N, E, W] -> o_proj.weight [W, N*E]
+    mlp/gating_einsum [L, 2, W, F] -> gate_proj / up_proj [F, W];  mlp/linear [L, F, W] -> down_proj [W, F]
 Rotary embeddings need no permutation: openpi and HF Gemma both rotate the two halves of each head.
 No suffix on a JAX name = PaliGemma (prefix tokens), suffix "_1" = the action expert.
 """
@@ -32,7 +32,7 @@ def openpi_to_torch_state_dict(params: Mapping[str, np.ndarray], *, prefix: str 
     """Map openpi's flat JAX parameters to the PyTorch pi0 / pi0.5 state dict.
 
     Args:
-        params: '/'-joined path -> array, e.g. "PaliGemma/llm/layers/attn/q_einsum/w" -> float32[L, N, D, H].
+        params: '/'-joined path -> array, e.g. "PaliGemma/llm/layers/attn/q_einsum/w" -> float32[L, N, W, E].
             A trailing "/value" on every path (training-time nnx.State) is accepted.
         prefix: prepended to every key: "model." for LeRobot's PI0Policy / PI05Policy, "" for openpi's PI0Pytorch.
 
@@ -126,9 +126,9 @@ def _siglip(p, out) -> None:
 def _gemma(p, out, *, suffix: str, dest: str) -> None:
     """One Gemma stack (PaliGemma's LM or the action expert), layers stacked on axis 0 in JAX."""
     llm = "PaliGemma/llm/"
-    q = p.take(f"{llm}layers/attn/q_einsum{suffix}/w")  # [L, N, D, H]
-    kv = p.take(f"{llm}layers/attn/kv_einsum{suffix}/w")  # [L, 2, K, D, H]
-    o = p.take(f"{llm}layers/attn/attn_vec_einsum{suffix}/w")  # [L, N, H, D]
+    q = p.take(f"{llm}layers/attn/q_einsum{suffix}/w")  # [L, N, W, E]
+    kv = p.take(f"{llm}layers/attn/kv_einsum{suffix}/w")  # [L, 2, K, W, E]
+    o = p.take(f"{llm}layers/attn/attn_vec_einsum{suffix}/w")  # [L, N, E, W]
     gating = p.take(f"{llm}layers/mlp{suffix}/gating_einsum")  # [L, 2, D, F]
     down = p.take(f"{llm}layers/mlp{suffix}/linear")  # [L, F, D]
     num_layers, _, width, _ = q.shape
@@ -137,7 +137,7 @@ def _gemma(p, out, *, suffix: str, dest: str) -> None:
         out[layer + "self_attn.q_proj.weight"] = _heads_in(q[i])
         out[layer + "self_attn.k_proj.weight"] = _heads_in(kv[i, 0])
         out[layer + "self_attn.v_proj.weight"] = _heads_in(kv[i, 1])
-        out[layer + "self_attn.o_proj.weight"] = np.ascontiguousarray(o[i].reshape(-1, width).T)  # [D, N*H]
+        out[layer + "self_attn.o_proj.weight"] = np.ascontiguousarray(o[i].reshape(-1, width).T)  # [W, N*E]
         out[layer + "mlp.gate_proj.weight"] = np.ascontiguousarray(gating[i, 0].T)
         out[layer + "mlp.up_proj.weight"] = np.ascontiguousarray(gating[i, 1].T)
         out[layer + "mlp.down_proj.weight"] = np.ascontiguousarray(down[i].T)
@@ -148,7 +148,7 @@ def _gemma(p, out, *, suffix: str, dest: str) -> None:
 
 
 def _heads_in(w: np.ndarray) -> np.ndarray:
-    """[N, D, H] per-head projection -> torch Linear weight [N*H, D] (output feature n*H + h)."""
+    """[N, W, E] per-head projection -> torch Linear weight [N*E, W] (output feature n*E + e)."""
     return np.ascontiguousarray(w.transpose(0, 2, 1).reshape(-1, w.shape[1]))
 
 

@@ -26,7 +26,7 @@ class ModelParts:
     """The hooked modules of one pi0 / pi0.5 and the facts the bundle needs.
 
     Attributes:
-        vision_tower: SigLIP module; its forward input is one camera's pixels float[B, 3, H, W] in [-1, 1].
+        vision_tower: SigLIP module; its forward input is one camera's pixels float[B, 3, h, w] in [-1, 1].
         embed_tokens: the prompt embedding; its forward input is int[B, T] token ids.
         expert_attention: L self-attention modules of the action expert, in layer order.
         num_kv_heads: K of the expert (query heads N = K * G).
