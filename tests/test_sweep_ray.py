@@ -2,7 +2,8 @@
 
 Run A goes through uninterrupted with one env worker. Run B uses two env workers; when its first episode is
 written, the test SIGKILLs the process of a worker that is mid-episode. B must still finish every episode, and
-every record of B must equal A's in content (all arrays and the outcome; timings aside). Running B again must
+every record of B must equal A's in content (all arrays, grounding metrics included, and the outcome; timings
+aside). Running B again must
 redo nothing. Small on purpose: 64 px cameras, 2 wait steps, one call (5 env steps) per episode.
 """
 
@@ -69,6 +70,8 @@ def test_sweep_survives_a_killed_worker_and_matches_an_uninterrupted_run(local_r
     b = run_sweep(SETTINGS, _options(tmp_path / "b", workers=2, on_progress=kill_a_busy_worker))
     assert killed, "no worker was mid-episode when the first episode finished"
     assert "redo" in events and events.count("done") == 4  # the killed episode was redone, nothing twice
+    assert a["grounding_status"] == "computed" and b["grounding"] == a["grounding"]
+    assert "success / base_0_rgb.lift" not in a["grounding"] and "failure / base_0_rgb.lift" in a["grounding"]
     assert b["total"] == a["total"] and [r["successes"] for r in b["tasks"]] == [r["successes"] for r in a["tasks"]]
 
     store_a = RunStore(tmp_path / "a")
@@ -76,8 +79,12 @@ def test_sweep_survives_a_killed_worker_and_matches_an_uninterrupted_run(local_r
         ra, rb = store_a.load_record(key), store_b.load_record(key)
         ca, cb = record_content(ra), record_content(rb)
         assert sorted(ca) == sorted(cb)
-        for name in ca:
-            assert np.array_equal(ca[name], cb[name]), f"{key.name}: {name} differs"
+        for name in ca:  # NaN: a metric undefined in both runs (e.g. lift of a camera without the objects)
+            assert np.array_equal(ca[name], cb[name], equal_nan=ca[name].dtype.kind == "f"), f"{key.name}: {name}"
+        # grounding (on by default): the objects segmented in the call's frames, metrics per call
+        assert ra["metrics/base_0_rgb.lift"].shape == (1,) and ra["metrics/base_0_rgb.lift"].dtype == np.float32
+        assert 0 <= ra["metrics/base_0_rgb.pointing_hit"][0] <= 1 and ra["metrics/base_0_rgb.entropy"][0] > 0
+        assert np.isfinite(ra["metrics/base_0_rgb.lift"]).all()  # the agentview sees the task's objects
         meta = json.loads(str(ra["meta"]))
         assert meta["calls"] == 1 and meta["steps"] == 2 + 5 and meta["error"] is None
         assert ra["fused"].shape == (1, 10, 4, 50, len(ra["keys"])) and ra["fused"].dtype == np.float16

@@ -17,6 +17,7 @@ from pi0viz.errors import ConfigError, DiskSpaceError
 from pi0viz.sweep import disk, results
 from pi0viz.sweep.attention import summarize_call
 from pi0viz.sweep.finish import assemble_record
+from pi0viz.sweep.metrics_hook import call_metrics
 from pi0viz.sweep.plan import EpisodeKey, SweepSettings, plan_episodes
 from pi0viz.sweep.store import RunStore, record_content
 
@@ -45,6 +46,78 @@ def test_summary_of_a_call_keeps_the_planted_hot_key_and_matches_the_fusion_pass
     np.testing.assert_array_equal(out["fused"], ref.fused.astype(np.float16))
     assert list(out["step_indices"]) == [0, 2] and list(out["layer_indices"]) == [1]
     assert out["images"].shape[0] == int(bundle.image_masks[0].sum())
+
+
+OBJECT = [(5, 8), (5, 9), (6, 8), (6, 9)]  # patch (row, col) of the planted object on the base camera
+
+
+def _masks(patches: list[tuple[int, int]]):
+    from pi0viz.analysis.masks import CallMasks
+
+    cov = np.zeros((1, 3, 16, 16), np.float32)  # one object; the wrist has a mask but does not see it
+    for r, c in patches:
+        cov[0, 0, r, c] = 1.0
+    return CallMasks(camera_names=["base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"], objects=["bowl_1"],
+                     coverage=cov, has_mask=np.array([True, True, False]))
+
+
+def _planted_on_object(layer: int):
+    """A bundle whose action tokens put half of every row on the OBJECT patches in one layer only."""
+    bundle = small(num_steps=2, num_layers=3, image_masks=(True, True, False))
+    layout = bundle.layout
+    base = layout.camera_region(0).start
+    att = bundle.attention.copy()
+    actions = layout.action_queries()
+    rows = att[:, layer, ..., actions, :]  # [D, B, K, G, A, S]
+    rows *= 0.5
+    for r, c in OBJECT:
+        rows[..., base + r * 16 + c] += 0.5 / len(OBJECT)
+    att[:, layer, ..., actions, :] = rows
+    bundle.attention = att
+    return bundle
+
+
+def test_call_metrics_light_up_the_object_the_attention_was_planted_on() -> None:
+    bundle = _planted_on_object(layer=2)
+    m = call_metrics(bundle, _masks(OBJECT))
+    assert call_metrics(bundle, None) == {}  # no masks: no grounding
+    assert all(v.dtype == np.float32 and v.shape == () for v in m.values())
+    assert "right_wrist_0_rgb.lift" not in m  # the padded slot has no metrics
+    # the planted layer: every action token's hottest base patch is on the object, half its row lands there
+    assert m["base_0_rgb.pointing_hit.best_layer"] == 1.0
+    assert m["base_0_rgb.mass_in_camera.best_layer"] > 0.5
+    assert m["base_0_rgb.lift.best_layer"] > 30  # the object is 4 of 256 patches: uniform would give 1
+    assert m["base_0_rgb.lift.best_layer"] > m["base_0_rgb.lift"] > 1  # the mean over layers is diluted
+    assert m["base_0_rgb.iou10.best_layer"] == pytest.approx(4 / 26, abs=1e-5)  # top 26 patches hold all 4 object ones
+    assert m["base_0_rgb.entropy"] < 1 and m["prefix.object_share"] > 0
+    assert np.isnan(m["left_wrist_0_rgb.lift"])  # undefined: the wrist does not see the object
+    # the same attention against masks somewhere else: no lift, no hit
+    away = call_metrics(bundle, _masks([(12, 1), (12, 2)]))
+    assert away["base_0_rgb.pointing_hit.best_layer"] < 0.5 and away["base_0_rgb.lift.best_layer"] < 3
+    # the sweep's attention task stores exactly these
+    out = summarize_call(bundle, layers="0", masks=_masks(OBJECT))
+    assert sorted(out["metrics"]) == sorted(m)
+    assert all(np.array_equal(out["metrics"][k], m[k], equal_nan=True) for k in m)
+
+
+def test_results_show_grounding_per_task_and_by_outcome(tmp_path: Path) -> None:
+    store = RunStore(tmp_path).open(SweepSettings())
+    keys = plan_episodes("libero_spatial", [0, 1], 1, seed=7)
+    grounded = summarize_call(_planted_on_object(layer=1), masks=_masks(OBJECT))
+    away = summarize_call(_planted_on_object(layer=1), masks=_masks([(12, 1)]))
+    store.write_record(keys[0], _record(keys[0], True, [grounded, grounded]))
+    store.write_record(keys[1], _record(keys[1], False, [away]))
+    summary = results.write_results(store, keys, SweepSettings())
+    g = summary["grounding"]
+    assert summary["grounding_status"] == "computed"
+    assert g["success / base_0_rgb.pointing_hit.best_layer"] == 1.0
+    assert g["failure / base_0_rgb.pointing_hit.best_layer"] < 0.5
+    assert g["task 0 / base_0_rgb.lift"] == pytest.approx(float(grounded["metrics"]["base_0_rgb.lift"]))
+    assert "success / left_wrist_0_rgb.lift" not in g  # NaN in every call: left out, not NaN
+    json.loads((tmp_path / "results.json").read_text())  # valid JSON
+    md = (tmp_path / "results.md").read_text()
+    assert "| metric | success | failure | task 0 | task 1 |" in md
+    assert "| base_0_rgb.pointing_hit.best_layer | 1 | " in md
 
 
 def test_records_are_atomic_keyed_and_resume_state_is_on_disk(tmp_path: Path) -> None:
@@ -80,7 +153,7 @@ def test_results_table_counts_successes_per_task(tmp_path: Path) -> None:
     assert summary["timing"]["attention_wait_share"] == pytest.approx(0.05)
     md = (tmp_path / "results.md").read_text()
     assert "| 0 | task 0 | 3 | 2 | 66.7 % |" in md and "| 4 | task 4 | 2 of 3 | 0 | 0.0 % |" in md
-    assert "pi0viz.sweep.metrics_hook.call_metrics" in md  # the grounding hook says it is empty
+    assert "grounding metrics: not computed" in md and summary["grounding"] is None  # records without metrics
 
 
 def test_disk_estimate_and_refusal(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 One fusion pass (pi0viz.core.fusion.fuse_call, the same numbers as the renderer and viewer) turns the call's
 capture bundle into what an episode record keeps: float16 fused maps over the drawn keys and region masses.
+With the call's object masks it also computes the call's grounding metrics (pi0viz.sweep.metrics_hook).
 Optionally the bundle itself is saved and/or the attention_viz JPEG tree rendered (--save-bundles, --render).
 """
 
@@ -31,7 +32,7 @@ def _positions(stored: np.ndarray, wanted: str | None, what: str) -> np.ndarray:
 
 
 def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: str | None = None,
-                   bundle_path: str | None = None, render_dir: str | None = None) -> dict[str, Any]:
+                   bundle_path: str | None = None, render_dir: str | None = None, masks: Any = None) -> dict[str, Any]:
     """One call's part of an episode record.
 
     Args:
@@ -40,6 +41,8 @@ def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: s
         bundle_path: also save the full bundle there (.npz).
         render_dir: also render the call's attention_viz tree under this folder (one process: the sweep
             already runs many of these tasks side by side).
+        masks: the call's object masks (`pi0viz.analysis.masks.CallMasks`) for its grounding metrics (None: none);
+            saved next to the bundle with `bundle_path`.
 
     Returns:
         {"fused": float16[D', L', A, R], "region_mass": float16[D', L', A, M], "keys": int64[R],
@@ -57,6 +60,10 @@ def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: s
     text = np.flatnonzero(bundle.token_mask[0])
     if bundle_path is not None:
         save_bundle(bundle, bundle_path)
+        if masks is not None:
+            from pi0viz.analysis.masks import masks_path, save_masks
+
+            save_masks(masks, masks_path(bundle_path))
     if render_dir is not None:
         _render(bundle, render_dir)
     return {
@@ -72,7 +79,7 @@ def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: s
         "step_indices": np.asarray(bundle.step_indices)[d].astype(np.int32),
         "layer_indices": np.asarray(bundle.layer_indices)[l].astype(np.int32),
         "token_pieces": np.asarray(bundle.token_pieces[0][text], dtype=str),
-        "metrics": call_metrics(bundle),
+        "metrics": call_metrics(bundle, masks),
     }
 
 

@@ -32,11 +32,13 @@ from pi0viz.sweep.plan import parse_int_list
               help="Attention tasks per env worker pending before its simulator waits.")
 @click.option("--env-resolution", type=int, default=256, show_default=True, help="LIBERO camera pixels.")
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--grounding/--no-grounding", default=True, show_default=True,
+              help="Segment the task's objects in every call's frames and store grounding metrics per call.")
 def sweep_command(suite: str, episodes_per_task: int, policy: str, out: str, tasks: str | None, address: str | None,
                   env_workers: int, policy_actors: int, num_cpus: int | None, policy_gpus: float, tokenizer: str | None,
                   max_steps: int | None, max_calls: int | None, steps: str | None, layers: str | None,
                   all_heads: bool, render: bool, save_bundles: bool, no_video: bool, max_in_flight: int,
-                  env_resolution: int, seed: int) -> None:
+                  env_resolution: int, seed: int, grounding: bool) -> None:
     """Run (or resume) a whole LIBERO evaluation with attention: one record per episode in OUT/episodes,
     per-task success rates in OUT/results.md. Rerun the same command to finish an interrupted sweep."""
     from pi0viz.sweep.engine import RunOptions, run_sweep
@@ -44,7 +46,8 @@ def sweep_command(suite: str, episodes_per_task: int, policy: str, out: str, tas
     from pi0viz.sweep.rollout import WorkerOptions
 
     settings = SweepSettings(suite=suite, policy=policy, tokenizer=tokenizer, max_steps=max_steps, max_calls=max_calls,
-                             env_resolution=env_resolution, all_heads=all_heads, steps=steps, layers=layers)
+                             env_resolution=env_resolution, all_heads=all_heads, steps=steps, layers=layers,
+                             grounding=grounding)
     options = RunOptions(out=out, episodes_per_task=episodes_per_task, task_ids=parse_int_list(tasks, "--tasks"),
                          seed=seed, env_workers=env_workers, policy_actors=policy_actors, address=address,
                          num_cpus=num_cpus, policy_gpus=policy_gpus,

@@ -48,6 +48,8 @@ class SweepSettings:
         all_heads: ship every head's attention from the policy (exact per-head region masses, 8x more data);
             default: heads max-fused on the device (the same fused maps).
         steps, layers: which denoising steps / layers to keep in the record (None = all), e.g. "9" or "12-17".
+        grounding: segment the task's objects in every call's frames and store the call's grounding metrics
+            (pi0viz.sweep.metrics_hook) in the record.
     """
 
     suite: str = "libero_spatial"
@@ -62,6 +64,7 @@ class SweepSettings:
     all_heads: bool = False
     steps: str | None = None
     layers: str | None = None
+    grounding: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

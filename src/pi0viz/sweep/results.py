@@ -42,7 +42,11 @@ def collect(store: RunStore, keys: list[EpisodeKey]) -> dict[str, Any]:
             record = store.load_record(key)
             outcome = "success" if meta["success"] else "failure"
             for name in meta["metric_names"]:
-                value = float(np.nanmean(record[name]))
+                values = np.asarray(record[name], np.float64)
+                values = values[np.isfinite(values)]
+                if not values.size:  # undefined in every call (e.g. lift of a camera that never sees the objects)
+                    continue
+                value = float(values.mean())  # the episode's mean over its calls
                 for group in (f"task {key.task}", outcome):
                     metric_sums[(group, name.removeprefix("metrics/"))].append(value)
     tasks = [dict(r, success_rate=r["successes"] / r["episodes"] if r["episodes"] else None)
@@ -81,11 +85,26 @@ def to_markdown(summary: dict[str, Any], settings: SweepSettings) -> str:
         lines.append("")
     lines.append("## Grounding")
     if summary["grounding"]:
-        lines += ["", "| group / metric | mean |", "|---|---:|"]
-        lines += [f"| {k} | {v:.4g} |" for k, v in summary["grounding"].items()]
+        lines += ["", "Means over episodes of each episode's mean over its calls (metrics: docs/sweep.md).", ""]
+        lines += _grounding_table(summary["grounding"])
     else:
         lines += ["", summary["grounding_status"]]
     return "\n".join(lines) + "\n"
+
+
+def _grounding_table(grounding: dict[str, float]) -> list[str]:
+    """"group / metric" -> value as a table: one row per metric, one column per group (success, failure, tasks)."""
+    cells: dict[str, dict[str, float]] = defaultdict(dict)
+    for label, value in grounding.items():
+        group, metric = label.split(" / ", 1)
+        cells[metric][group] = value
+    groups = sorted({g for row in cells.values() for g in row},
+                    key=lambda g: (g != "success", g != "failure", int(g.split()[-1]) if g.startswith("task ") else 0))
+    lines = ["| metric | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
+    for metric in sorted(cells):
+        row = [f"{cells[metric][g]:.4g}" if g in cells[metric] else "-" for g in groups]
+        lines.append(f"| {metric} | " + " | ".join(row) + " |")
+    return lines
 
 
 def write_results(store: RunStore, keys: list[EpisodeKey], settings: SweepSettings) -> dict[str, Any]:

@@ -99,6 +99,7 @@ class EnvWorker:
             # set_init_state does not override; without it an episode's pixels depend on the worker's history.
             self.env.seed(key.seed)
             self.env.reset()
+            segmenter = self._segmenter()  # after the reset: a hard reset rebuilds the model's observables
             obs = self.env.set_init_state(init_states[key.trial % len(init_states)])
             sim_s += time.monotonic() - t0
             while t < self.max_steps + s.num_steps_wait:
@@ -115,6 +116,7 @@ class EnvWorker:
                 sim_s += time.monotonic() - t0
                 if not plan:
                     t0 = time.monotonic()
+                    masks = segmenter.call_masks(obs) if segmenter is not None else None  # `request`'s frames
                     actions_ref, bundle_ref = policy.infer.options(num_returns=2).remote(
                         request, n_calls, key.noise_seed(n_calls))
                     chunk = ray.get(actions_ref)
@@ -124,7 +126,7 @@ class EnvWorker:
                                          f"the policy returned {len(chunk)} actions")
                     plan.extend(chunk[: s.replan_steps])
                     wait_s += self._backpressure(pending)
-                    ref = self._attention.remote(bundle_ref, steps=s.steps, layers=s.layers,
+                    ref = self._attention.remote(bundle_ref, steps=s.steps, layers=s.layers, masks=masks,
                                                  **self._call_files(key, n_calls))
                     pending.append(ref)
                     calls.append(ref)
@@ -147,6 +149,14 @@ class EnvWorker:
         video = np.stack(frames) if (frames and self.options.video) else None
         finish = self._finish.remote(self.run_dir, outcome, timing, video, *calls)
         return {"outcome": outcome, "timing": timing, "finish": finish}  # a nested ref: the driver waits on it
+
+    def _segmenter(self) -> Any:
+        """Object masks for the frames of the env's observations from now on (None without grounding)."""
+        if not self.settings.grounding:
+            return None
+        from pi0viz.analysis.masks import LiberoSegmenter
+
+        return LiberoSegmenter(self.env, resolution=self.settings.env_resolution)
 
     def _backpressure(self, pending: list[Any]) -> float:
         """Wait until fewer than max_in_flight attention tasks are pending; returns the seconds waited."""
