@@ -3,8 +3,7 @@
 Run A goes through uninterrupted with one env worker. Run B uses two env workers; when its first episode is
 written, the test SIGKILLs the process of a worker that is mid-episode. B must still finish every episode, and
 every record of B must equal A's in content (all arrays, grounding metrics included, and the outcome; timings
-aside). Running B again must
-redo nothing. Small on purpose: 64 px cameras, 2 wait steps, one call (5 env steps) per episode.
+aside). Running B again must redo nothing. Small on purpose: 64 px cameras, 2 wait steps, one call (5 env steps) per episode.
 """
 
 from __future__ import annotations
