@@ -8,7 +8,8 @@
     rollout.py     the LIBERO env worker (a Ray actor): openpi's episode loop, attention handed off with backpressure
     finish.py      one episode's record (and rollout video) from its calls' attention results
     engine.py      the driver: Ray start, actors, scheduling, worker deaths, progress
-    results.py     per-task success table (results.json / results.md) and the grounding-metrics hook
+    metrics_hook.py  grounding scalars of one call (pi0viz.analysis) from the object masks of its frames
+    results.py     per-task success table and grounding means (results.json / results.md)
     cli.py         `pi0viz sweep`
 
 Needs the [sweep] extra (Ray; `bash scripts/install-ray.sh`) and the LIBERO extra. See docs/sweep.md.

@@ -21,7 +21,7 @@ Record arrays (N calls, D' stored steps, L' stored layers, A action tokens, R dr
     actions           float32[N, A, action_dims]
     diffusion_times   float32[D']; step_indices int32[D']; layer_indices int32[L']
     token_pieces      str[R_text]         the prompt pieces drawn in the text region
-    metrics/<name>    float32[N, ...]     per-call grounding metrics, when pi0viz.analysis computed them
+    metrics/<name>    float32[N]          per-call grounding scalars (pi0viz.sweep.metrics_hook; not with --no-grounding)
 """
 
 from __future__ import annotations
