@@ -166,6 +166,13 @@ class LiberoSegmenter:
                 inner.modify_observable(observable_name=name, attribute="sensor", modifier=instances_sensor)
             else:
                 inner.add_observable(Observable(name=name, sensor=instances_sensor, sampling_rate=rate))
+                # A new observable's sampling clock starts now, the camera's has run since the env was made: put it
+                # in the camera's phase, or the masks of the first episode in an env show a later substep than
+                # its images (and differ from the same episode's masks in a reused env).
+                camera_clock, clock = inner._observables[f"{camera}_image"], inner._observables[name]
+                clock._time_since_last_sample = camera_clock._time_since_last_sample
+                clock._sampled = camera_clock._sampled
+                clock._current_delay = camera_clock._current_delay
 
     def instances(self, camera: str) -> np.ndarray:
         """int32[h, w] instance index of every pixel of `camera` now (-1 = none), oriented like the env's images."""
