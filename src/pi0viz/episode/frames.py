@@ -6,7 +6,7 @@ attention against the whole rollout, an episode also keeps the frames in between
     <episode>/frames.npz   format "pi0viz.frames/1" (np.savez_compressed, read with allow_pickle=False)
 
     format        str   []               "pi0viz.frames/1"
-    frames        uint8 [N, C, h, w, 3]  every control step's camera images in the policy's view (LIBERO: rotated
+    frames        uint8 [steps, C, h, w, 3]  every control step's camera images in the policy's view (LIBERO: rotated
                                          180 degrees, resized with padding to the 224 x 224 model input), so patch
                                          (r, c) of a bundle lands on the same pixels
     camera_names  str   [C]              bundle camera slot of each column, e.g. base_0_rgb, left_wrist_0_rgb
@@ -41,7 +41,7 @@ class EpisodeFrames:
     """Frames of one rollout and the control step of each inference call.
 
     Attributes:
-        frames: uint8[N, C, h, w, 3], N control steps, C cameras.
+        frames: uint8[steps, C, h, w, 3]: one row per control step, C cameras.
         camera_names: [C] bundle camera slot of each frame column.
         call_steps: int32[M], control step of inference call m (strictly increasing, < N).
         fps: video frames per second (one control step per frame).

@@ -7,18 +7,18 @@
     RUN_DIR/results.json, results.md      per-task success table (pi0viz.sweep.results)
 
 A record exists only once complete (temporary file + os.replace), so "finished" is simply "the record exists".
-Record arrays (N calls, D' stored steps, L' stored layers, A action tokens, R drawn keys, M drawn regions):
+Record arrays (calls, D' stored steps, L' stored layers, A action tokens, R drawn keys, M drawn regions):
 
     format            str                 RECORD_FORMAT
     meta              str                 JSON: key, prompt, success, steps, calls, error, video
     timing            str                 JSON: wall/sim/policy/attention-wait seconds (not part of the content)
-    fused             float16[N, D', L', A, R]   max over heads of the attention probability on each drawn key
-    region_mass       float16[N, D', L', A, M]   attention mass per drawn region (cameras, then the prompt)
+    fused             float16[calls, D', L', A, R]   max over heads of the attention probability on each drawn key
+    region_mass       float16[calls, D', L', A, M]   attention mass per drawn region (cameras, then the prompt)
     keys              int64[R]            indices of the drawn keys in the capture's key axis S
     region_names      str[M]; region_bounds int32[M, 2] ranges into R
-    images            uint8[N, C', h, w, 3]   the images the model saw, drawn cameras only
+    images            uint8[calls, C', h, w, 3]   the images the model saw, drawn cameras only
     camera_names      str[C']
-    actions           float32[N, A, action_dims]
+    actions           float32[calls, A, action_dims]
     diffusion_times   float32[D']; step_indices int32[D']; layer_indices int32[L']
     token_pieces      str[R_text]         the prompt pieces drawn in the text region
     metrics/<name>    float32[N]          per-call grounding scalars (pi0viz.sweep.metrics_hook; not with --no-grounding)
