@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,14 +18,6 @@ pytestmark = [pytest.mark.libero, pytest.mark.slow]
 if not libero_env.libero_installed():
     pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh (CI installs it via scripts/test.sh)",
                 allow_module_level=True)
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-
-
-
-
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,6 @@ HOT = 4 * 16 + 11  # base camera patch (4, 11)
 pytestmark = pytest.mark.browser
 
 
-
-
-
 def open_page(browser, url: str):
     pg = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []

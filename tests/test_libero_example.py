@@ -20,14 +20,6 @@ if not libero_env.libero_installed():
     pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh (CI installs it via scripts/test.sh)",
                 allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-
-
-
-
-
 
 @pytest.fixture(scope="module")
 def tiny_policy():

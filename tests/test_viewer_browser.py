@@ -25,9 +25,6 @@ HOT_TOKEN = 7  # prompt slot
 pytestmark = pytest.mark.browser
 
 
-
-
-
 class Page:
     """A playwright page that records every request and page error."""
 
