@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from openpi_reference import observation_of
 
 from pi0viz.model import (
     CaptureOptions,
@@ -38,17 +39,6 @@ def params():
 @pytest.fixture(scope="module")
 def case():
     return dict(np.load(DATA / "case_A.npz", allow_pickle=False))
-
-
-def observation_of(case: dict) -> Observation:
-    keys = [str(k) for k in case["image_keys"]]
-    return Observation(
-        images={k: case[f"image/{k}"] for k in keys},
-        image_masks={k: case[f"image_mask/{k}"] for k in keys},
-        state=case["state"],
-        tokenized_prompt=case["tokenized_prompt"],
-        tokenized_prompt_mask=case["tokenized_prompt_mask"],
-    )
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from openpi_reference import observation_of
 
 from pi0viz.model import (
     CaptureOptions,
@@ -32,17 +33,6 @@ CONFIG = Pi0Config.tiny()
 @pytest.fixture(scope="module")
 def params():
     return load_params(DATA / "params")
-
-
-def observation_of(case) -> Observation:
-    keys = [str(k) for k in case["image_keys"]]
-    return Observation(
-        images={k: case[f"image/{k}"] for k in keys},
-        image_masks={k: case[f"image_mask/{k}"] for k in keys},
-        state=case["state"],
-        tokenized_prompt=case["tokenized_prompt"],
-        tokenized_prompt_mask=case["tokenized_prompt_mask"],
-    )
 
 
 def test_reference_cases_present():
