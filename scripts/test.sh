@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e ".[jax,test]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[jax,train,test]"
 
 # Headless Chromium for the viewer tests: Debian's package, driven by playwright (which downloads nothing).
 if ! command -v chromium >/dev/null 2>&1; then

@@ -30,6 +30,9 @@ class GemmaConfig:
 
 GEMMA_VARIANTS: dict[str, GemmaConfig] = {
     "dummy": GemmaConfig(width=64, depth=4, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=16),
+    # pi0viz's trained demo model (pi0viz.training): the dummy shape with 2 query heads of 32 instead of 8 of 16;
+    # with 8 heads of 16 the reach task learned nothing in a few hundred steps.
+    "dummy_2x32": GemmaConfig(width=64, depth=4, mlp_dim=128, num_heads=2, num_kv_heads=1, head_dim=32),
     "gemma_300m": GemmaConfig(width=1024, depth=18, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256),  # 311M
     "gemma_2b": GemmaConfig(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
 }

@@ -164,3 +164,15 @@ def init_params(config: Pi0Config, rng: jax.Array) -> Params:
     for i, (path, spec) in enumerate(sorted(specs.items())):
         flat[path] = _init_leaf(keys[i], spec, dtype)
     return unflatten(flat)
+
+
+def posemb_sincos_2d(grid: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+    """float32[1, grid * grid, width] 2-D sine/cosine position code, row-major over the patch grid: a quarter of
+    the channels each for sin(col), cos(col), sin(row), cos(row) at geometric frequencies 1 / temperature^(i / q),
+    q = width / 4. A start for SigLIP's learned position embedding (pi0viz's trained reach-tiny)."""
+    quarter = width // 4
+    omega = 1.0 / temperature ** (np.arange(quarter) / quarter)  # [q]
+    row, col = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+    c = col.reshape(-1, 1) * omega  # [grid^2, q]
+    r = row.reshape(-1, 1) * omega
+    return np.concatenate([np.sin(c), np.cos(c), np.sin(r), np.cos(r)], axis=-1)[None].astype(np.float32)

@@ -1,0 +1,103 @@
+"""Evaluate a trained reach-tiny checkpoint on every held-out scene and ship it into the package.
+
+    .venv/bin/python -m pi0viz.training.ship_reach --checkpoint cache/reach_tiny --scenes cache/reach_scenes
+
+Writes src/pi0viz/assets/reach_tiny/: params/ and assets/ (openpi layout), heldout_scenes.npz (one held-out
+scene per task, the reach_scenes format: what the demo and the shipped-model test run on) and model.json
+(config, training log, and the held-out figures of the trained and the untrained model side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pi0viz.policy.jax_policy import Policy
+from pi0viz.policy.norm_stats import load_norm_stats
+from pi0viz.policy.reach_model import (REACH_ASSET_ID, REACH_MODEL_DIR, initial_params, load_reach_policy,
+                                       policy_kwargs, reach_config)
+from pi0viz.training.reach_eval import evaluate
+from pi0viz.training.reach_task import ReachScenes, chunk_endpoint
+
+SHIPPED_SCENES = "heldout_scenes.npz"
+
+
+def ship_scenes(held_files: list[Path], out: Path, per_task: int = 1) -> Path:
+    """The first `per_task` scenes of every held-out file, joined into one compressed scene file."""
+    parts = {}
+    for f in held_files:
+        with np.load(f, allow_pickle=False) as z:
+            for key in ("image", "wrist_image", "state", "positions", "coverage"):
+                parts.setdefault(key, []).append(z[key][:per_task])
+            n = len(z["labels"])
+            parts.setdefault("present", []).append(z["present"][:per_task] if "present" in z
+                                                   else np.ones((per_task, n), bool))
+            parts.setdefault("labels", []).append(np.repeat(z["labels"][None], per_task, axis=0))
+            parts.setdefault("task_id", []).append(np.full(per_task, int(z["task_id"])))
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    path = out / SHIPPED_SCENES
+    np.savez_compressed(path, format=np.array("pi0viz.reach_scenes/1"), **arrays)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=Path("cache/reach_tiny"))
+    parser.add_argument("--scenes", type=Path, default=Path("cache/reach_scenes"))
+    parser.add_argument("--out", type=Path, default=REACH_MODEL_DIR)
+    args = parser.parse_args()
+
+    held_files = sorted(args.scenes.glob("task_*_seed_1.npz"))
+    held = ReachScenes.load(held_files)
+    train = ReachScenes.load(sorted(args.scenes.glob("task_*_seed_0.npz")))
+    trained = load_reach_policy(args.checkpoint)
+    stats = load_norm_stats(args.checkpoint, REACH_ASSET_ID)
+    untrained = Policy(initial_params(trained.config, 0), trained.config, trained.tokenizer, stats, **policy_kwargs())
+    figures = {}
+    for name, policy in (("trained", trained), ("untrained", untrained)):
+        start = time.monotonic()
+        figures[name] = evaluate(policy, held, held.examples).summary()
+        print(f"{name}: {time.monotonic() - start:.0f} s", json.dumps(figures[name]["best"]), flush=True)
+    # the prompt-blind baseline that knows nothing of the scene: the training set's mean endpoint
+    ends = np.stack([chunk_endpoint(train.state[i, :3], train.chunk(int(i), int(k)))[:2] for i, k in train.examples])
+    mean_end = ends.mean(axis=0)
+    dataset_mean_cm = float(np.mean([100 * np.linalg.norm(held.positions[i][k, :2] - mean_end)
+                                     for i, k in held.examples]))
+    t, u = figures["trained"], figures["untrained"]
+    d, l = t["best"]["step"], t["best"]["layer"]
+    card = {
+        "format": "pi0viz.reach_tiny/1",
+        "description": trained.description,
+        "config": {k: v for k, v in vars(reach_config(trained.tokenizer.vocab_size)).items()},
+        "tokenizer": trained.tokenizer.name,
+        "training": json.loads((args.checkpoint / "train_log.json").read_text()),
+        "heldout": {
+            "scenes": len(held), "examples": int(len(held.examples)),
+            "error_cm": t["error_cm"], "nearest": t["nearest"],
+            "chance_nearest": float(np.mean([1.0 / held.present[i].sum() for i, _ in held.examples])),
+            "scene_mean_baseline_cm": t["scene_mean_baseline_cm"], "dataset_mean_baseline_cm": dataset_mean_cm,
+            "untrained_error_cm": u["error_cm"],
+            "best_cell": {"step": d, "layer": l, "lift": t["best"]["lift"],
+                          "untrained_lift": u["lift"]["base_0_rgb"][d][l],
+                          "ratio": t["best"]["lift"] / u["lift"]["base_0_rgb"][d][l],
+                          "lift_other": t["best"]["lift_other"]},
+            "trained": t, "untrained": u,
+        },
+    }
+    card["config"]["image_keys"] = list(card["config"]["image_keys"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    for sub in ("params", "assets"):
+        shutil.rmtree(args.out / sub, ignore_errors=True)
+        shutil.copytree(args.checkpoint / sub, args.out / sub)
+    ship_scenes(held_files, args.out)
+    (args.out / "model.json").write_text(json.dumps(card, indent=1))
+    print(json.dumps({k: v for k, v in card["heldout"].items() if k not in ("trained", "untrained")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Train reach-tiny: pi0viz's JAX pi0 learns to reach the object the prompt names (openpi's flow-matching loss,
+optax AdamW), then is evaluated on held-out scenes and written in openpi's checkpoint layout.
+
+    bash scripts/install-libero.sh && .venv/bin/pip install -e ".[jax,train]"
+    .venv/bin/python -m pi0viz.training.reach_scenes --tasks 0-9 --scenes-per-task 200 --seed 0
+    .venv/bin/python -m pi0viz.training.reach_scenes --tasks 0-9 --scenes-per-task 50 --seed 0 --solo
+    .venv/bin/python -m pi0viz.training.reach_scenes --tasks 0-9 --scenes-per-task 16 --seed 1
+    .venv/bin/python -m pi0viz.training.train_reach --scenes cache/reach_scenes --out cache/reach_tiny
+
+Training scenes are seed 0 (and its solo scenes), held-out scenes seed 1: other random layouts of the same
+ten libero_object tasks. The curriculum starts on solo scenes (one object in view: where to look is the only
+question) and mixes in full scenes (which object the prompt names) as it goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from pi0viz.model.checkpoint import save_params
+from pi0viz.model.loss import flow_matching_loss
+from pi0viz.model.pi0 import Observation, num_params
+from pi0viz.policy.jax_policy import Policy
+from pi0viz.policy.norm_stats import zscore
+from pi0viz.policy.reach_model import REACH_ASSET_ID, initial_params, policy_kwargs, reach_config
+from pi0viz.policy.tokenizer import PromptTokenizer
+from pi0viz.training.reach_eval import batch_observation, concat_observations, evaluate
+from pi0viz.training.reach_task import ReachScenes
+
+
+def norm_stats_of(scenes: ReachScenes) -> dict[str, dict[str, list[float]]]:
+    """openpi's norm_stats.json content (mean/std, with q01/q99) of the training states and target chunks."""
+    states = scenes.state[np.unique(scenes.examples[:, 0])]
+    chunks = np.concatenate([scenes.chunk(int(i), int(k)) for i, k in scenes.examples])  # [E * A, 7]
+    out = {}
+    for key, x in (("state", states), ("actions", chunks)):
+        out[key] = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(),
+                    "q01": np.quantile(x, 0.01, axis=0).tolist(), "q99": np.quantile(x, 0.99, axis=0).tolist()}
+    return out
+
+
+def write_checkpoint(out: Path, params: Any, stats: dict, card: dict) -> None:
+    """<out>/params (orbax, openpi layout), <out>/assets/pi0viz/reach/norm_stats.json, <out>/model.json."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "params.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_params(jax.device_get(params), tmp)
+    shutil.rmtree(out / "params", ignore_errors=True)
+    tmp.rename(out / "params")
+    assets = out / "assets" / REACH_ASSET_ID
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "norm_stats.json").write_text(json.dumps({"norm_stats": stats}, indent=1))
+    (out / "model.json").write_text(json.dumps(card, indent=1))
+
+
+def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, seed: int, solo_until: float,
+          eval_every: int, eval_examples: int) -> dict:
+    train_files = sorted(scenes_dir.glob("task_*_seed_0.npz"))
+    solo_files = sorted(scenes_dir.glob("task_*_seed_0_solo.npz"))
+    held_files = sorted(scenes_dir.glob("task_*_seed_1.npz"))
+    full = ReachScenes.load(train_files)
+    solo = ReachScenes.load(solo_files) if solo_files else None
+    held = ReachScenes.load(held_files)
+    print(f"scenes: {len(full)} training ({len(full.examples)} examples), {len(solo) if solo else 0} solo, "
+          f"{len(held)} held out ({len(held.examples)} examples)", flush=True)
+
+    tokenizer = PromptTokenizer.bundled()
+    config = reach_config(tokenizer.vocab_size)
+    stats = norm_stats_of(full)
+    params = initial_params(config, seed)
+    policy = Policy(params, config, tokenizer, {k: {f: np.asarray(v) for f, v in d.items()} for k, d in stats.items()},
+                    **policy_kwargs())
+    print(f"model: {num_params(params) / 1e6:.2f} M parameters", flush=True)
+
+    import optax
+
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, min(200, steps // 10), steps, lr / 10)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=1e-4))
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step_fn(params, opt_state, rng, obs, actions):
+        obs = Observation(**obs)  # a dict through jit (the dataclass is not a pytree)
+
+        def loss_fn(p):
+            return flow_matching_loss(p, config, rng, obs, actions).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    def make_batch(source: ReachScenes, picks: np.ndarray):
+        ex = source.examples[picks]
+        obs = batch_observation(policy, source, ex)
+        acts = np.stack([zscore(source.chunk(int(i), int(k)), policy.norm_stats["actions"], config.action_dim)
+                         for i, k in ex]).astype(np.float32)
+        return obs, acts
+
+    rng = np.random.default_rng(seed)
+    held_pick = held.examples[np.random.default_rng(1).permutation(len(held.examples))[:eval_examples]]
+    key = jax.random.key(seed + 1)
+    log, t0, losses = [], time.monotonic(), []
+    out.mkdir(parents=True, exist_ok=True)
+    for step in range(1, steps + 1):
+        p_solo = 0.0 if solo is None else max(0.1, 1.0 - step / (solo_until * steps)) if step < solo_until * steps \
+            else 0.1 if solo is not None else 0.0
+        n_solo = int(rng.binomial(batch, p_solo)) if solo is not None else 0
+        parts = []
+        if n_solo:
+            parts.append(make_batch(solo, rng.integers(len(solo.examples), size=n_solo)))
+        if batch - n_solo:
+            parts.append(make_batch(full, rng.integers(len(full.examples), size=batch - n_solo)))
+        obs = concat_observations([p[0] for p in parts])
+        acts = np.concatenate([p[1] for p in parts])
+        key, sub = jax.random.split(key)
+        params, opt_state, loss = step_fn(params, opt_state, sub, dataclasses.asdict(obs), acts)
+        losses.append(float(loss))
+        if step % 50 == 0:
+            print(f"step {step}: loss {np.mean(losses[-50:]):.4f} solo {p_solo:.2f} "
+                  f"({(time.monotonic() - t0) / step:.2f} s/step)", flush=True)
+        if step % eval_every == 0 or step == steps:
+            policy.params = params
+            s = evaluate(policy, held, held_pick, capture=True).summary()
+            row = {"step": step, "loss": float(np.mean(losses[-50:])), "minutes": (time.monotonic() - t0) / 60,
+                   "error_cm": s["error_cm"], "nearest": s["nearest"], "scene_mean_cm": s["scene_mean_baseline_cm"],
+                   "best": s["best"], "last_layer": s["last_layer_mean_over_steps"]}
+            log.append(row)
+            print("eval", json.dumps(row), flush=True)
+            (out / "train_log.json").write_text(json.dumps(log, indent=1))
+            write_checkpoint(out, params, stats, {"format": "pi0viz.reach_tiny/1", "step": step})
+    return {"params": params, "stats": stats, "log": log, "losses": losses, "config": config}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=Path, default=Path("cache/reach_scenes"))
+    parser.add_argument("--out", type=Path, default=Path("cache/reach_tiny"))
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--solo-until", type=float, default=0.3, help="fraction of steps with the solo curriculum")
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--eval-examples", type=int, default=64)
+    args = parser.parse_args()
+    train(args.scenes, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+          solo_until=args.solo_until, eval_every=args.eval_every, eval_examples=args.eval_examples)
+
+
+if __name__ == "__main__":
+    main()
