@@ -1,4 +1,4 @@
-"""Shared by the LIBERO tests: the example script loaded as a module."""
+"""Shared by the LIBERO tests: the skip without the extra, the example script loaded as a module."""
 
 from __future__ import annotations
 
@@ -6,7 +6,18 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def skip_module_without_libero() -> None:
+    """Skip the calling test module when the LIBERO extra is not installed (CI installs it)."""
+    from pi0viz.policy import libero_env
+
+    if not libero_env.libero_installed():
+        pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh (CI installs it via scripts/test.sh)",
+                    allow_module_level=True)
 
 
 def load_libero_example():

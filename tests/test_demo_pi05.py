@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_demo import FILES_PER_CELL, ROOT, _pi0viz
+from test_demo import FILES_PER_CELL, run_pi0viz
 
 from pi0viz.core.bundle import load_bundle
 from pi0viz.policy.libero_frames import load_frames
@@ -18,10 +16,8 @@ pytestmark = pytest.mark.slow
 
 def test_demo_pi05(tmp_path: Path) -> None:
     out = tmp_path / "demo05"
-    proc = subprocess.run([*_pi0viz(), "demo", "--model", "pi05", "--calls", "1", "--steps", "0,9", "--layers", "3",
-                           "--no-viewer", "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    proc = run_pi0viz("demo", "--model", "pi05", "--calls", "1", "--steps", "0,9", "--layers", "3", "--no-viewer",
+                      "--out", str(out))
     assert "UNTRAINED tiny pi0.5" in proc.stdout and "not what a trained pi0.5 attends to" in proc.stdout
     assert "--model pi05 --checkpoint DIR" in proc.stdout
     bundle = load_bundle(out / "bundles" / "inference_000.npz")

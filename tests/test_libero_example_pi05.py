@@ -7,16 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from libero_support import CAMERA_FILES, skip_module_without_libero
 
 from pi0viz.core.bundle import load_bundle
-from pi0viz.policy import libero_env
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
-if not libero_env.libero_installed():
-    pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh (CI installs it via scripts/test.sh)",
-                allow_module_level=True)
-
-from libero_support import CAMERA_FILES  # noqa: E402
+skip_module_without_libero()
 
 
 def test_pi05_episode_in_process_and_through_a_recording_server(example, scene, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from pi0viz.policy.norm_stats import load_norm_stats
 from pi0viz.policy.reach_model import (REACH_ASSET_ID, REACH_MODEL_DIR, heldout_scenes, initial_params,
                                        load_reach_policy, model_card, policy_kwargs, reach_config)
 from pi0viz.training.reach_eval import evaluate
-from pi0viz.training.reach_task import HOVER_M, chunk_endpoint, min_jerk_weights, reach_chunk
+from pi0viz.policy.reach_task import HOVER_M, chunk_endpoint, min_jerk_weights, reach_chunk
 
 
 def test_reach_chunk_ends_hovering_over_the_object() -> None:

@@ -15,13 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from libero_support import skip_module_without_libero
 
-from pi0viz.policy import libero_env
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
-if not libero_env.libero_installed():
-    pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh (CI installs it via scripts/test.sh)",
-                allow_module_level=True)
+skip_module_without_libero()
 ray = pytest.importorskip("ray", reason="Ray not installed: bash scripts/install-ray.sh (CI runs it via test.sh)")
 
 from pi0viz.sweep.engine import RunOptions, run_sweep  # noqa: E402

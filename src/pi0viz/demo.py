@@ -190,7 +190,7 @@ def demo_reach_scenes() -> list[tuple[ReachScene, str, Any]]:
     [(scene, description, CallMasks of the named object on the agentview's patch grid)]."""
     from pi0viz.analysis.masks import CallMasks
     from pi0viz.policy.reach_model import heldout_scenes
-    from pi0viz.training.reach_task import prompt_for
+    from pi0viz.policy.reach_task import prompt_for
 
     held = heldout_scenes()
     out = []

@@ -58,7 +58,7 @@ def policy_kwargs() -> dict[str, Any]:
 def heldout_scenes(model_dir: Path = REACH_MODEL_DIR) -> Any:
     """The held-out scenes that ship with the model (`ReachScenes`): one random layout per libero_object task,
     never trained on, with every object's position and mask."""
-    from pi0viz.training.reach_task import ReachScenes
+    from pi0viz.policy.reach_task import ReachScenes
 
     path = Path(model_dir) / "heldout_scenes.npz"
     if not path.is_file():

@@ -1,7 +1,10 @@
 """Training the small demo model that learned to look (`pi0viz.training`; extras `[jax,train]` + LIBERO).
 
     reach_scenes   LIBERO scenes with random object layouts, camera frames and object masks (the dataset)
-    reach_task     prompts and action chunks of the reach task: the chunk moves the gripper to the named object
-    flow_loss      openpi's flow-matching loss on pi0viz's JAX pi0
-    train_reach    the optax training loop and the held-out evaluation (python -m pi0viz.training.train_reach)
+    train_reach    the optax training loop on openpi's flow-matching loss (pi0viz.model.loss)
+    reach_eval     held-out evaluation: reach error against prompt-blind baselines, grounding lift per step/layer
+    ship_reach     evaluates a checkpoint on every held-out scene and copies it into the package
+
+The task itself (prompts, action chunks, the scene files) is `pi0viz.policy.reach_task`; the shipped model's
+config and loader are `pi0viz.policy.reach_model`. See docs/reach_tiny.md.
 """

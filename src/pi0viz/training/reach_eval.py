@@ -25,7 +25,7 @@ import numpy as np
 from pi0viz.analysis.grounding import camera_metrics
 from pi0viz.model import CaptureOptions, sample_actions
 from pi0viz.model.pi0 import Observation
-from pi0viz.training.reach_task import ReachScenes, chunk_endpoint
+from pi0viz.policy.reach_task import ReachScenes, chunk_endpoint
 
 COVERAGE_INDEX = {"base_0_rgb": 0, "left_wrist_0_rgb": 1}  # camera slot -> index in a scene's coverage
 

@@ -22,7 +22,7 @@ from pi0viz.policy.norm_stats import load_norm_stats
 from pi0viz.policy.reach_model import (REACH_ASSET_ID, REACH_MODEL_DIR, initial_params, load_reach_policy,
                                        policy_kwargs, reach_config)
 from pi0viz.training.reach_eval import evaluate
-from pi0viz.training.reach_task import ReachScenes, chunk_endpoint
+from pi0viz.policy.reach_task import ReachScenes, chunk_endpoint
 
 SHIPPED_SCENES = "heldout_scenes.npz"
 

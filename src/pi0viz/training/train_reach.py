@@ -33,7 +33,7 @@ from pi0viz.policy.norm_stats import zscore
 from pi0viz.policy.reach_model import REACH_ASSET_ID, initial_params, policy_kwargs, reach_config
 from pi0viz.policy.tokenizer import PromptTokenizer
 from pi0viz.training.reach_eval import batch_observation, concat_observations, evaluate
-from pi0viz.training.reach_task import ReachScenes
+from pi0viz.policy.reach_task import ReachScenes
 
 
 def norm_stats_of(scenes: ReachScenes) -> dict[str, dict[str, list[float]]]:
@@ -64,7 +64,9 @@ def write_checkpoint(out: Path, params: Any, stats: dict, card: dict) -> None:
 
 
 def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, seed: int, solo_until: float,
-          eval_every: int, eval_examples: int) -> dict:
+          eval_every: int, eval_examples: int, init: Path | None = None) -> dict:
+    """Train from `initial_params(config, seed)` (or the params of checkpoint `init`, to continue a run) and
+    write the checkpoint to `out` at every evaluation. Returns params, norm stats, the eval log and the losses."""
     train_files = sorted(scenes_dir.glob("task_*_seed_0.npz"))
     solo_files = sorted(scenes_dir.glob("task_*_seed_0_solo.npz"))
     held_files = sorted(scenes_dir.glob("task_*_seed_1.npz"))
@@ -78,6 +80,11 @@ def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, see
     config = reach_config(tokenizer.vocab_size)
     stats = norm_stats_of(full)
     params = initial_params(config, seed)
+    if init is not None:
+        from pi0viz.model.checkpoint import load_params
+
+        params = load_params(init / "params", dtype="float32", config=config)
+        print(f"continuing from {init}", flush=True)
     policy = Policy(params, config, tokenizer, {k: {f: np.asarray(v) for f, v in d.items()} for k, d in stats.items()},
                     **policy_kwargs())
     print(f"model: {num_params(params) / 1e6:.2f} M parameters", flush=True)
@@ -152,9 +159,10 @@ def main() -> None:
     parser.add_argument("--solo-until", type=float, default=0.3, help="fraction of steps with the solo curriculum")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-examples", type=int, default=64)
+    parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's params (continue)")
     args = parser.parse_args()
     train(args.scenes, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-          solo_until=args.solo_until, eval_every=args.eval_every, eval_examples=args.eval_examples)
+          solo_until=args.solo_until, eval_every=args.eval_every, eval_examples=args.eval_examples, init=args.init)
 
 
 if __name__ == "__main__":
