@@ -1,8 +1,8 @@
 """Make docs/images/reach_tiny_example.jpg: reach-tiny's real attention on one held-out scene under two prompts.
 
 The model is pi0viz's small trained pi0 (docs/reach_tiny.md). The same scene is asked for two different objects;
-each half shows the rendered cell (agentview map and prompt map) of the model card's best denoising step and
-layer, for action token 0, exactly as `pi0viz demo` writes it:
+each half shows the rendered cell (agentview map and prompt map, each on its own color scale) of the model card's
+best denoising step and layer, for action token 0, as `pi0viz demo` writes it:
 
     python docs/images/reach_tiny_example.py
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from pi0viz.core.fusion import ColorScale
 from pi0viz.policy.reach_model import heldout_scenes, load_reach_policy, model_card
 from pi0viz.policy.reach_task import prompt_for
 from pi0viz.render import RenderOptions, render_bundle
@@ -36,7 +37,7 @@ def main() -> None:
             bundle = policy.infer(obs, return_bundle=True, inference_step=0)["attention_bundle"]
             out = Path(tmp) / str(k)
             render_bundle(bundle, out, RenderOptions(steps=str(step), layers=str(layer), action_tokens="0",
-                                                     workers=1, zoom=2, quality=92))
+                                                     workers=1, zoom=2, quality=92, scale=ColorScale("region")))
             cell = out / "inference_timestep_0" / f"diffusion_timestep_{step}" / "action_token_0" / f"layer_{layer}"
             cam = Image.open(cell / "fused_attention_on_base_0_rgb.jpg").convert("RGB")
             txt = Image.open(cell / "fused_attention_on_text.jpg").convert("RGB")

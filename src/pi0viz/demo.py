@@ -108,6 +108,7 @@ def run_demo(
         model: "pi0" (pi0_libero pipeline) or "pi05" (pi05_libero: pi0.5, 10 action tokens).
         untrained: the untrained tiny model (random weights) instead of reach-tiny.
     """
+    from pi0viz.core.fusion import ColorScale
     from pi0viz.core.progress import progress_bar
     from pi0viz.render import RenderJob, RenderOptions, run_job
 
@@ -148,7 +149,9 @@ def run_demo(
     seconds["infer"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    options = RenderOptions(steps=steps, action_tokens=action_tokens, layers=layers, workers=workers)
+    # reach-tiny's prompt newline is an attention sink that would set a shared scale: one scale per camera/prompt
+    scale = ColorScale(scope="region") if reach else ColorScale()
+    options = RenderOptions(steps=steps, action_tokens=action_tokens, layers=layers, workers=workers, scale=scale)
     for call, bundle in enumerate(captured):
         job = RenderJob(bundle, str(tree), call, options)
         total = len(job.tasks) * len(job.layer_pos) * job.files_per_cell

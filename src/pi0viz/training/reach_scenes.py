@@ -83,18 +83,19 @@ class SceneMaker:
     def close(self) -> None:
         self.env.close()
 
-    def scene(self, rng: np.random.Generator, solo: bool = False) -> dict[str, Any]:
-        """One random layout: images, state, object names, positions and patch masks. `solo`: only one random
-        object stays on the floor in view; the others go far out of every camera's view (present = False)."""
+    def scene(self, rng: np.random.Generator, solo: bool = False, keep: int | None = None) -> dict[str, Any]:
+        """One random layout: images, state, object names, positions and patch masks. `keep`: only that many
+        random objects stay on the floor in view, the others go far out of every camera's view (present =
+        False); `solo` = keep 1."""
         inner = self.env.env
         self.env.set_init_state(self.init_states[int(rng.integers(len(self.init_states)))])
         sim = inner.sim
         xy = random_layout(rng, len(self.names))
         present = np.ones(len(self.names), bool)
-        if solo:
-            keep = int(rng.integers(len(self.names)))
+        if solo or (keep is not None and keep < len(self.names)):
             present[:] = False
-            present[keep] = True
+            kept = [int(rng.integers(len(self.names)))] if solo else rng.choice(len(self.names), keep, replace=False)
+            present[kept] = True
             far = np.arange(len(self.names), dtype=np.float64)
             xy[~present] = np.stack([10.0 + far, np.full_like(far, 10.0)], axis=-1)[~present]
         for joint, (x, y) in zip(self.joints, xy):
@@ -120,20 +121,22 @@ class SceneMaker:
 
 
 def make_scenes(task_ids: list[int], scenes_per_task: int, seed: int, out: Path, *, solo: bool = False,
-                echo=print) -> list[Path]:
-    """Render `scenes_per_task` layouts of every task into out/task_<id>_seed_<seed>[_solo].npz; returns the
-    files (existing ones are kept: the cache)."""
+                keep: int | None = None, echo=print) -> list[Path]:
+    """Render `scenes_per_task` layouts of every task into out/task_<id>_seed_<seed>[_solo|_keepN].npz; returns
+    the files (existing ones are kept: the cache)."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for task_id in task_ids:
-        path = out / f"task_{task_id}_seed_{seed}{'_solo' if solo else ''}.npz"
+        suffix = "_solo" if solo else f"_keep{keep}" if keep else ""
+        path = out / f"task_{task_id}_seed_{seed}{suffix}.npz"
         files.append(path)
         if path.exists():
             continue
         start = time.monotonic()
         maker = SceneMaker(task_id)
-        rng = np.random.default_rng([seed, task_id, int(solo)])
-        scenes = [maker.scene(rng, solo=solo) for _ in range(scenes_per_task)]
+        # the generator's seed: [seed, task] for full scenes, + [1] for solo, + [0, keep] for keep scenes
+        rng = np.random.default_rng([seed, task_id] + ([1] if solo else [0, keep] if keep else []))
+        scenes = [maker.scene(rng, solo=solo, keep=keep) for _ in range(scenes_per_task)]
         names = maker.names
         maker.close()
         arrays = {k: np.stack([s[k] for s in scenes]) for k in scenes[0]}
@@ -153,10 +156,11 @@ def main() -> None:
     parser.add_argument("--scenes-per-task", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--solo", action="store_true", help="one object in view per scene (the curriculum's start)")
+    parser.add_argument("--keep", type=int, default=None, help="only this many objects in view per scene")
     args = parser.parse_args()
     lo, _, hi = args.tasks.partition("-")
     tasks = list(range(int(lo), int(hi) + 1)) if hi else [int(t) for t in args.tasks.split(",")]
-    make_scenes(tasks, args.scenes_per_task, args.seed, args.out, solo=args.solo)
+    make_scenes(tasks, args.scenes_per_task, args.seed, args.out, solo=args.solo, keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,13 @@
 """Train reach-tiny: pi0viz's JAX pi0 learns to reach the object the prompt names (openpi's flow-matching loss,
-optax AdamW), then is evaluated on held-out scenes and written in openpi's checkpoint layout.
+optax AdamW), evaluated on held-out scenes every `eval_every` steps and written in openpi's checkpoint layout.
 
-    bash scripts/install-libero.sh && .venv/bin/pip install -e ".[jax,train]"
-    .venv/bin/python -m pi0viz.training.reach_scenes --tasks 0-9 --scenes-per-task 200 --seed 0
-    .venv/bin/python -m pi0viz.training.reach_scenes --tasks 0-9 --scenes-per-task 50 --seed 0 --solo
-    .venv/bin/python -m pi0viz.training.reach_scenes --tasks 0-9 --scenes-per-task 16 --seed 1
-    .venv/bin/python -m pi0viz.training.train_reach --scenes cache/reach_scenes --out cache/reach_tiny
+    .venv/bin/python -m pi0viz.training.train_reach --scenes cache/reach_scenes --out cache/reach_tiny [--init DIR]
 
-Training scenes are seed 0 (and its solo scenes), held-out scenes seed 1: other random layouts of the same
-ten libero_object tasks. The curriculum starts on solo scenes (one object in view: where to look is the only
-question) and mixes in full scenes (which object the prompt names) as it goes.
+The shipped model's two stages and their exact arguments: scripts/train_reach_tiny.sh (docs/reach_tiny.md).
+Training scenes are seed 0 (`task_*_seed_0.npz`), the curriculum's easy pool its solo and keep-N scenes, and
+held-out scenes seed 1: other random layouts of the same ten libero_object tasks. A step draws each example from
+the easy pool with a probability that falls linearly from 1 to `easy_floor` over the first `solo_until` of the
+steps, else from the full scenes.
 """
 
 from __future__ import annotations
@@ -64,16 +62,18 @@ def write_checkpoint(out: Path, params: Any, stats: dict, card: dict) -> None:
 
 
 def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, seed: int, solo_until: float,
-          eval_every: int, eval_examples: int, init: Path | None = None) -> dict:
+          eval_every: int, eval_examples: int, init: Path | None = None, easy_floor: float = 0.1,
+          stop_at: int | None = None) -> dict:
     """Train from `initial_params(config, seed)` (or the params of checkpoint `init`, to continue a run) and
     write the checkpoint to `out` at every evaluation. Returns params, norm stats, the eval log and the losses."""
     train_files = sorted(scenes_dir.glob("task_*_seed_0.npz"))
-    solo_files = sorted(scenes_dir.glob("task_*_seed_0_solo.npz"))
+    # the curriculum's easy scenes: one object in view (solo), or a few (keepN)
+    solo_files = sorted(scenes_dir.glob("task_*_seed_0_solo.npz")) + sorted(scenes_dir.glob("task_*_seed_0_keep*.npz"))
     held_files = sorted(scenes_dir.glob("task_*_seed_1.npz"))
     full = ReachScenes.load(train_files)
     solo = ReachScenes.load(solo_files) if solo_files else None
     held = ReachScenes.load(held_files)
-    print(f"scenes: {len(full)} training ({len(full.examples)} examples), {len(solo) if solo else 0} solo, "
+    print(f"scenes: {len(full)} training ({len(full.examples)} examples), {len(solo) if solo else 0} easy, "
           f"{len(held)} held out ({len(held.examples)} examples)", flush=True)
 
     tokenizer = PromptTokenizer.bundled()
@@ -118,9 +118,14 @@ def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, see
     key = jax.random.key(seed + 1)
     log, t0, losses = [], time.monotonic(), []
     out.mkdir(parents=True, exist_ok=True)
-    for step in range(1, steps + 1):
-        p_solo = 0.0 if solo is None else max(0.1, 1.0 - step / (solo_until * steps)) if step < solo_until * steps \
-            else 0.1 if solo is not None else 0.0
+    last = min(steps, stop_at or steps)  # stop_at: end early, keeping the schedule of `steps`
+    for step in range(1, last + 1):
+        if solo is None:
+            p_solo = 0.0
+        elif step < solo_until * steps:  # from all easy to the floor, linearly
+            p_solo = max(easy_floor, 1.0 - step / (solo_until * steps))
+        else:
+            p_solo = easy_floor
         n_solo = int(rng.binomial(batch, p_solo)) if solo is not None else 0
         parts = []
         if n_solo:
@@ -133,9 +138,9 @@ def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, see
         params, opt_state, loss = step_fn(params, opt_state, sub, dataclasses.asdict(obs), acts)
         losses.append(float(loss))
         if step % 50 == 0:
-            print(f"step {step}: loss {np.mean(losses[-50:]):.4f} solo {p_solo:.2f} "
+            print(f"step {step}: loss {np.mean(losses[-50:]):.4f} easy {p_solo:.2f} "
                   f"({(time.monotonic() - t0) / step:.2f} s/step)", flush=True)
-        if step % eval_every == 0 or step == steps:
+        if step % eval_every == 0 or step == last:
             policy.params = params
             s = evaluate(policy, held, held_pick, capture=True).summary()
             row = {"step": step, "loss": float(np.mean(losses[-50:])), "minutes": (time.monotonic() - t0) / 60,
@@ -160,9 +165,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-examples", type=int, default=64)
     parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's params (continue)")
+    parser.add_argument("--easy-floor", type=float, default=0.1, help="share of easy examples after the curriculum")
+    parser.add_argument("--stop-at", type=int, default=None, help="stop after this step (the schedule stays --steps)")
     args = parser.parse_args()
     train(args.scenes, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-          solo_until=args.solo_until, eval_every=args.eval_every, eval_examples=args.eval_examples, init=args.init)
+          solo_until=args.solo_until, eval_every=args.eval_every, eval_examples=args.eval_examples, init=args.init,
+          easy_floor=args.easy_floor, stop_at=args.stop_at)
 
 
 if __name__ == "__main__":
