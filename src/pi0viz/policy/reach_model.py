@@ -1,14 +1,15 @@
-"""pi0viz's small trained pi0 ("reach-tiny"): the demo's default model, trained by `pi0viz.training`.
+"""reach-tiny: pi0viz's small pi0 for the reach task, trained by `pi0viz.training` (docs/reach_tiny.md).
 
-It learned one task on LIBERO scenes: the prompt "reach the <object>" names one of ~7 grocery objects on the
-floor (libero_object's scenes, random layouts) and the action chunk moves the gripper to hover over it. The
-right place to look is known by construction, so its attention maps can be checked against object masks.
+The task, on LIBERO scenes: the prompt "reach the <object>" names one of ~7 grocery objects on the floor
+(libero_object's scenes, random layouts) and the action chunk moves the gripper to hover over it. The right
+place to look is known by construction, so attention maps can be checked against object masks.
 
-Shipped in openpi's checkpoint layout under `pi0viz/assets/reach_tiny/`:
+A checkpoint folder (what `pi0viz.training.train_reach` writes; `ship_reach` copies one that passes its claims
+to `pi0viz/assets/reach_tiny/`, REACH_MODEL_DIR; none has passed yet, so none ships):
     params/                                  orbax PyTree (top-level key "params"), float32, ~0.5 M values
     assets/pi0viz/reach/norm_stats.json      z-score stats of the 8-d state and 7-d actions
     model.json                               the model config, the tokenizer, training and evaluation figures
-    scenes/                                  held-out scenes (never trained on) with their object masks
+    heldout_scenes.npz                       (shipped only) held-out scenes with their object masks
 The tokenizer is pi0viz's bundled one (assets/tokenizer/), as the model was trained with it.
 """
 
@@ -23,7 +24,7 @@ from pi0viz.model.config import Pi0Config
 
 REACH_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "reach_tiny"
 REACH_ASSET_ID = "pi0viz/reach"
-REACH_DESCRIPTION = "reach-tiny: pi0viz's small pi0 trained to reach the object the prompt names (0.5 M params)"
+REACH_DESCRIPTION = "reach-tiny: pi0viz's small pi0 trained to reach the object the prompt names (0.45 M params)"
 
 
 def reach_config(vocab_size: int) -> Pi0Config:

@@ -120,6 +120,18 @@ class SceneMaker:
         }
 
 
+def write_scene_file(path: Path, scenes: list[dict[str, Any]], names: list[str], *, task_id: int, seed: int) -> Path:
+    """Scenes of one task (from `SceneMaker.scene`) as one .npz (written atomically): the stacked arrays, the
+    objects' instance names and prompt labels [K], the task id and the seed."""
+    arrays = {k: np.stack([s[k] for s in scenes]) for k in scenes[0]}
+    arrays["coverage"] = arrays["coverage"].astype(np.float16)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, format=np.array(SCENES_FORMAT), task_id=np.array(task_id), seed=np.array(seed),
+             objects=np.array(names), labels=np.array([object_label(n) for n in names]), **arrays)
+    tmp.replace(path)
+    return path
+
+
 def make_scenes(task_ids: list[int], scenes_per_task: int, seed: int, out: Path, *, solo: bool = False,
                 keep: int | None = None, echo=print) -> list[Path]:
     """Render `scenes_per_task` layouts of every task into out/task_<id>_seed_<seed>[_solo|_keepN].npz; returns
@@ -137,15 +149,9 @@ def make_scenes(task_ids: list[int], scenes_per_task: int, seed: int, out: Path,
         # the generator's seed: [seed, task] for full scenes, + [1] for solo, + [0, keep] for keep scenes
         rng = np.random.default_rng([seed, task_id] + ([1] if solo else [0, keep] if keep else []))
         scenes = [maker.scene(rng, solo=solo, keep=keep) for _ in range(scenes_per_task)]
-        names = maker.names
         maker.close()
-        arrays = {k: np.stack([s[k] for s in scenes]) for k in scenes[0]}
-        arrays["coverage"] = arrays["coverage"].astype(np.float16)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, format=np.array(SCENES_FORMAT), task_id=np.array(task_id), seed=np.array(seed),
-                 objects=np.array(names), labels=np.array([object_label(n) for n in names]), **arrays)
-        tmp.replace(path)
-        echo(f"task {task_id}: {scenes_per_task} scenes of {names} ({time.monotonic() - start:.0f} s)")
+        write_scene_file(path, scenes, maker.names, task_id=task_id, seed=seed)
+        echo(f"task {task_id}: {scenes_per_task} scenes of {maker.names} ({time.monotonic() - start:.0f} s)")
     return files
 
 

@@ -1,10 +1,12 @@
-"""Evaluate a trained reach-tiny checkpoint on every held-out scene and ship it into the package.
+"""Evaluate a trained reach-tiny checkpoint on every held-out scene and, if it meets its claims, ship it.
 
     .venv/bin/python -m pi0viz.training.ship_reach --checkpoint cache/reach_tiny --scenes cache/reach_scenes
 
 Writes src/pi0viz/assets/reach_tiny/: params/ and assets/ (openpi layout), heldout_scenes.npz (one held-out
 scene per task, the reach_scenes format: what the demo and the shipped-model test run on) and model.json
 (config, training log, and the held-out figures of the trained and the untrained model side by side).
+A model that fails `ship_gate` (it must reach the named object clearly better than a prompt-blind answer and look
+at it) is not shipped; the command prints which claim failed and exits 1.
 """
 
 from __future__ import annotations
@@ -25,6 +27,25 @@ from pi0viz.training.reach_eval import evaluate
 from pi0viz.policy.reach_task import ReachScenes, chunk_endpoint
 
 SHIPPED_SCENES = "heldout_scenes.npz"
+# The claims a model must meet on the held-out scenes before it ships (docs/reach_tiny.md):
+MAX_ERROR_VS_BLIND = 0.8  # reach error at most this share of the prompt-blind scene-mean baseline
+MIN_LIFT_RATIO = 3.0  # lift on the named object at the best (step, layer) vs the untrained model there
+MIN_LIFT_VS_OTHERS = 1.5  # ... and vs the lift on the scene's other objects
+
+
+def ship_gate(heldout: dict) -> list[str]:
+    """The claims a held-out summary (model.json's "heldout") fails; empty = it may ship."""
+    failed = []
+    if not heldout["error_cm"] <= MAX_ERROR_VS_BLIND * heldout["scene_mean_baseline_cm"]:
+        failed.append(f"reach error {heldout['error_cm']:.1f} cm is not below {MAX_ERROR_VS_BLIND} x the prompt-blind "
+                      f"baseline {heldout['scene_mean_baseline_cm']:.1f} cm")
+    best = heldout["best_cell"]
+    if not best["ratio"] >= MIN_LIFT_RATIO:
+        failed.append(f"lift on the named object is {best['ratio']:.1f}x the untrained model's, needs {MIN_LIFT_RATIO}x")
+    if not best["lift"] >= MIN_LIFT_VS_OTHERS * best["lift_other"]:
+        failed.append(f"lift on the named object {best['lift']:.2f} is not {MIN_LIFT_VS_OTHERS}x the other objects' "
+                      f"{best['lift_other']:.2f}")
+    return failed
 
 
 def ship_scenes(held_files: list[Path], out: Path, per_task: int = 1) -> Path:
@@ -50,6 +71,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("cache/reach_tiny"))
     parser.add_argument("--scenes", type=Path, default=Path("cache/reach_scenes"))
     parser.add_argument("--out", type=Path, default=REACH_MODEL_DIR)
+    parser.add_argument("--figures-only", action="store_true", help="evaluate and print, ship nothing")
     args = parser.parse_args()
 
     held_files = sorted(args.scenes.glob("task_*_seed_1.npz"))
@@ -90,13 +112,20 @@ def main() -> None:
         },
     }
     card["config"]["image_keys"] = list(card["config"]["image_keys"])
+    summary = {k: v for k, v in card["heldout"].items() if k not in ("trained", "untrained")}
+    print(json.dumps(summary, indent=1))
+    failed = ship_gate(card["heldout"])
+    for line in failed:
+        print(f"not shipped: {line}")
+    if failed or args.figures_only:
+        raise SystemExit(1 if failed else 0)
     args.out.mkdir(parents=True, exist_ok=True)
     for sub in ("params", "assets"):
         shutil.rmtree(args.out / sub, ignore_errors=True)
         shutil.copytree(args.checkpoint / sub, args.out / sub)
     ship_scenes(held_files, args.out)
     (args.out / "model.json").write_text(json.dumps(card, indent=1))
-    print(json.dumps({k: v for k, v in card["heldout"].items() if k not in ("trained", "untrained")}, indent=1))
+    print(f"shipped into {args.out}")
 
 
 if __name__ == "__main__":
