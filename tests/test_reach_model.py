@@ -67,3 +67,21 @@ def test_ship_gate_refuses_a_model_that_does_not_use_the_prompt() -> None:
              "best_cell": {"ratio": 3.1, "lift": 3.4, "lift_other": 2.9}}
     failed = ship_gate(blind)
     assert len(failed) == 2 and "prompt-blind" in failed[0] and "other objects" in failed[1]
+
+
+def test_the_kept_warm_start_loads_under_the_current_config() -> None:
+    """training_runs/reach_tiny_stage2 (the checkpoint to continue training from) still fits reach_config and
+    runs as a LIBERO policy: a config change that breaks it fails here, not in the next training session."""
+    from pathlib import Path
+
+    from pi0viz.policy.reach_model import load_reach_policy
+
+    policy = load_reach_policy(Path(__file__).resolve().parents[1] / "training_runs" / "reach_tiny_stage2")
+    rng = np.random.default_rng(0)
+    obs = {"observation/image": rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
+           "observation/wrist_image": rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
+           "observation/state": np.array([-0.15, 0.0, 0.26, 3.14, 0.0, -0.09, 0.02, -0.02]),
+           "prompt": "reach the milk"}
+    out = policy.infer(obs, return_bundle=True)
+    assert out["actions"].shape == (10, 7) and np.isfinite(out["actions"]).all()
+    assert out["attention_bundle"].attention.shape == (10, 4, 1, 1, 2, 11, 283)
