@@ -15,7 +15,6 @@ The tokenizer is pi0viz's bundled one (assets/tokenizer/), as the model was trai
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -54,26 +53,6 @@ def initial_params(config: Pi0Config, seed: int = 0) -> Any:
 def policy_kwargs() -> dict[str, Any]:
     """The transforms around the model: z-score, no delta actions, LIBERO's 7 action dims."""
     return dict(normalization="zscore", delta_actions=False, discrete_state_input=False, action_dims=7)
-
-
-def heldout_scenes(model_dir: Path = REACH_MODEL_DIR) -> Any:
-    """The held-out scenes that ship with the model (`ReachScenes`): one random layout per libero_object task,
-    never trained on, with every object's position and mask."""
-    from pi0viz.policy.reach_task import ReachScenes
-
-    path = Path(model_dir) / "heldout_scenes.npz"
-    if not path.is_file():
-        raise CheckpointError(f"no held-out scenes at {path}")
-    return ReachScenes.load([path])
-
-
-def model_card(model_dir: Path = REACH_MODEL_DIR) -> dict[str, Any]:
-    """model.json of a reach-tiny checkpoint folder."""
-    path = Path(model_dir) / "model.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read the reach-tiny model card {path}: {err}") from None
 
 
 def load_reach_policy(model_dir: Path = REACH_MODEL_DIR, *, seed: int = 0) -> Any:
