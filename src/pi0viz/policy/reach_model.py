@@ -29,7 +29,8 @@ REACH_DESCRIPTION = "reach-tiny: pi0viz's small pi0 trained to reach the object 
 def reach_config(vocab_size: int) -> Pi0Config:
     """The trained model's shape: openpi's tiny pi0 with 2 query heads of 32, 8-d actions, 10 action tokens, one
     camera (LIBERO's agentview, which sees every object) and 16 prompt slots. The prefix is 256 + 16 = 272
-    tokens instead of pi0's 816: a training step costs ~4x less than with the two LIBERO cameras on 2 CPU cores."""
+    tokens instead of pi0's 816: a batch-16 training step took 1.2 s instead of 4.1 s with both LIBERO cameras
+    (528 tokens; measured on 2 busy CPU cores)."""
     return Pi0Config(paligemma_variant="dummy_2x32", action_expert_variant="dummy_2x32", siglip_variant="mu/14",
                      action_dim=8, action_horizon=10, max_token_len=16, dtype="float32", vocab_size=vocab_size,
                      image_keys=("base_0_rgb",))
