@@ -106,7 +106,3 @@ class ReachScenes:
         """The LIBERO request a policy gets for one example (openpi's client keys)."""
         return {"observation/image": self.image[scene], "observation/wrist_image": self.wrist_image[scene],
                 "observation/state": self.state[scene], "prompt": prompt_for(self.labels[scene][obj])}
-
-    def solo(self) -> np.ndarray:
-        """bool[E], examples from solo scenes (one object in view)."""
-        return np.array([self.present[i].sum() == 1 for i, _ in self.examples], bool)
