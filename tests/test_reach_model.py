@@ -1,5 +1,6 @@
-"""The reach task and its training parts: action chunks, openpi's flow-matching loss (its velocity is the
-sampler's), the position-code start, the gate a trained model must pass before it ships."""
+"""reach-tiny, the small trained pi0 that ships with pi0viz: its task and training parts (action chunks, openpi's
+flow-matching loss whose velocity is the sampler's, the position-code start, the gate a model must pass to ship),
+its checkpoint, and its grounding claim checked on the shipped held-out scenes against the untrained model."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from pi0viz.model import Pi0Config, init_params, sample_actions
 from pi0viz.model.init import posemb_sincos_2d
 from pi0viz.model.loss import flow_matching_loss, velocity
 from pi0viz.model.pi0 import Observation
+from pi0viz.policy.jax_policy import Policy
+from pi0viz.policy.norm_stats import load_norm_stats
+from pi0viz.policy.reach_model import (REACH_ASSET_ID, REACH_MODEL_DIR, heldout_scenes, initial_params,
+                                       load_reach_policy, model_card, policy_kwargs, reach_config)
 from pi0viz.policy.reach_task import HOVER_M, chunk_endpoint, min_jerk_weights, reach_chunk
 
 
@@ -85,3 +90,66 @@ def test_the_kept_warm_start_loads_under_the_current_config() -> None:
     out = policy.infer(obs, return_bundle=True)
     assert out["actions"].shape == (10, 7) and np.isfinite(out["actions"]).all()
     assert out["attention_bundle"].attention.shape == (10, 4, 1, 1, 2, 11, 283)
+
+
+def test_shipped_checkpoint_is_in_openpi_layout() -> None:
+    from pi0viz.model.checkpoint import load_params
+
+    card = model_card()
+    config = reach_config(1536)
+    assert card["config"]["action_horizon"] == config.action_horizon == 10
+    params = load_params(REACH_MODEL_DIR / "params", config=config, dtype="float32")
+    n = sum(x.size for x in jax.tree.leaves(params))
+    assert 0.3e6 < n < 1e6
+    stats = load_norm_stats(REACH_MODEL_DIR, REACH_ASSET_ID)
+    assert len(stats["state"]["mean"]) == 8 and len(stats["actions"]["mean"]) == 7
+    size = sum(p.stat().st_size for p in REACH_MODEL_DIR.rglob("*") if p.is_file())
+    assert size < 8e6, f"reach-tiny ships {size / 1e6:.1f} MB"
+
+
+@pytest.fixture(scope="module")
+def heldout_eval():
+    """The shipped model and the untrained one it started from (same config, seed 0, same norm stats) on every
+    example of the shipped held-out scenes."""
+    from pi0viz.training.reach_eval import evaluate
+
+    held = heldout_scenes()
+    trained = load_reach_policy()
+    untrained = Policy(initial_params(trained.config, 0), trained.config, trained.tokenizer,
+                       load_norm_stats(REACH_MODEL_DIR, REACH_ASSET_ID), **policy_kwargs())
+    return held, evaluate(trained, held, held.examples), evaluate(untrained, held, held.examples)
+
+
+def test_shipped_model_reaches_the_named_object(heldout_eval) -> None:
+    """On held-out scenes the chunk ends near the named object: clearly better than an answer that ignores the
+    prompt (the mean position of the scene's objects), than chance at picking the object, and than untrained."""
+    held, trained, untrained = heldout_eval
+    assert len(held) >= 10 and len(held.examples) >= 30
+    chance = np.mean([1 / held.present[i].sum() for i, _ in held.examples])
+    assert trained.error_cm.mean() < 0.8 * trained.scene_mean_cm.mean(), (trained.error_cm.mean(),
+                                                                           trained.scene_mean_cm.mean())
+    assert trained.nearest.mean() > 1.8 * chance, (trained.nearest.mean(), chance)
+    assert untrained.error_cm.mean() > 1.5 * trained.error_cm.mean()
+
+
+def test_shipped_model_looks_at_the_named_object(heldout_eval) -> None:
+    """The grounding claim: in the model card's best (step, layer), the action tokens' attention on the named
+    object's patches (lift over its area share) is at least 3x the untrained model's there, and 1.5x its lift on
+    the scene's other objects."""
+    _, trained, untrained = heldout_eval
+    best = model_card()["heldout"]["best_cell"]
+    d, l = best["step"], best["layer"]
+    lift = np.nanmean(trained.lift[:, 0, d, l])
+    base = np.nanmean(untrained.lift[:, 0, d, l])
+    other = np.nanmean(trained.lift_other[:, 0, d, l])
+    assert lift >= 3 * base, (lift, base)
+    assert lift >= 1.5 * other, (lift, other)
+    # and the card's figure over all held-out examples agrees with these within noise
+    assert abs(lift - best["lift"]) < 0.35 * best["lift"], (lift, best["lift"])
+
+
+def test_model_card_states_figures_that_pass_the_gate() -> None:
+    from pi0viz.training.ship_reach import ship_gate
+
+    h = model_card()["heldout"]
+    assert ship_gate(h) == [] and h["examples"] >= 500

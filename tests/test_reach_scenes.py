@@ -74,9 +74,9 @@ def test_training_on_simulator_scenes_lowers_the_loss_and_writes_a_loadable_chec
     names, full, solo = scenes
     folder = tmp_path / "scenes"
     folder.mkdir()
-    write_scene_file(folder / "task_0_seed_0.npz", full, names, task_id=0, seed=0)
+    write_scene_file(folder / "task_0_seed_0_distinct.npz", full, names, task_id=0, seed=0)
     write_scene_file(folder / "task_0_seed_0_solo.npz", [solo], names, task_id=0, seed=0)
-    held = write_scene_file(folder / "task_0_seed_1.npz", full[:1], names, task_id=0, seed=1)
+    held = write_scene_file(folder / "task_0_seed_1_distinct.npz", full[:1], names, task_id=0, seed=1)
     result = train(folder, tmp_path / "ckpt", steps=60, batch=4, lr=1e-3, seed=0, solo_until=0.2, eval_every=60,
                    eval_examples=4)
     losses = result["losses"]

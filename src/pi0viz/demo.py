@@ -1,14 +1,18 @@
 """`pi0viz demo`: pi0 or pi0.5 on real LIBERO frames, end to end, offline: capture -> bundles -> attention_viz
 tree -> viewer.
 
-By default it runs the UNTRAINED tiny pi0 (random weights, bundled tokenizer), so it needs no network, GPU or
-checkpoint; its attention shows the pipeline, not what a trained pi0 looks at. `--model pi05` runs the tiny
+By default it runs reach-tiny (pi0viz.policy.reach_model): a small pi0 that ships with pi0viz, trained on LIBERO
+scenes to move the gripper to the object the prompt names, on held-out scenes it never saw. It needs no network,
+GPU or download, and its maps show a model that learned where to look; the object masks of each scene are
+written next to the bundles, so `pi0viz metrics` measures it. `--untrained` runs the UNTRAINED tiny pi0 (random
+weights) on four shipped LIBERO task frames instead: the pipeline alone. `--model pi05` runs the untrained tiny
 pi0.5 with openpi's pi05_libero pipeline (10 action tokens, 200 prompt slots). `--checkpoint DIR --tokenizer
-PATH` runs the same thing with a real openpi checkpoint of that model.
+PATH` runs a real openpi checkpoint of either model on the LIBERO frames.
 
 Output under --out (default pi0viz_demo/):
     attention_viz/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_*.jpg
     bundles/inference_NNN.npz     one capture bundle per call (attention stored as float16)
+    bundles/inference_NNN.masks.npz   reach-tiny: the named object's mask on the patch grid (pi0viz metrics)
     viewer.html (+ viewer_data/)  the interactive viewer over the bundles and the tree
 """
 
@@ -30,8 +34,30 @@ from pi0viz.policy.libero_frames import LiberoFrame, load_frames
 MODELS = {"pi0": "pi0_libero", "pi05": "pi05_libero"}  # --model -> named policy config
 
 
+def reach_note(bundles: Path | str = "BUNDLES_DIR") -> str:
+    """What reach-tiny is, with its held-out figures from its model card."""
+    from pi0viz.policy.reach_model import model_card
+    from pi0viz.policy.reach_task import DISTINCT_KINDS
+
+    h = model_card()["heldout"]
+    best = h["best_cell"]
+    return (
+        f"Note: this is reach-tiny, pi0viz's small pi0 (0.45 M parameters) trained on LIBERO scenes to move the "
+        f"gripper to the object the prompt names. On {h['scenes']} held-out scenes it ends {h['error_cm']:.1f} cm from "
+        f"the named object (nearest of the objects {100 * h['nearest']:.0f} % of the time, chance "
+        f"{100 * h['chance_nearest']:.0f} %); its action tokens' attention on that object is {best['lift']:.1f}x uniform "
+        f"on average at denoising step {best['step']}, layer {best['layer']} (untrained: "
+        f"{best['untrained_lift']:.1f}x; the other objects: {best['lift_other']:.1f}x), high in most examples, "
+        f"not all.\n"
+        f"It knows this one task and {len(DISTINCT_KINDS)} kinds of objects ({', '.join(DISTINCT_KINDS)}); it is "
+        f"not a LIBERO policy. --untrained shows random weights; --checkpoint DIR --tokenizer PATH runs a real "
+        f"openpi model. More: docs/reach_tiny.md.\n"
+        f"Grounding metrics of these calls: pi0viz metrics {bundles} (the masks are next to the bundles)."
+    )
+
+
 def honest_note(model: str = "pi0") -> str:
-    """What the tiny demo's maps are (and are not), for the model family shown."""
+    """What the untrained tiny demo's maps are (and are not), for the model family shown."""
     family = "pi0.5" if model == "pi05" else "pi0"
     return (
         f"Note: this is an UNTRAINED tiny {family} (random weights). Its attention maps show the pipeline (capture -> "
@@ -69,18 +95,24 @@ def run_demo(
     viewer: bool = True,
     echo: Any = click.echo,
     model: str = "pi0",
+    untrained: bool = False,
 ) -> DemoResult:
-    """Run `calls` inference calls on the shipped LIBERO frames (one scene per call, cycling), render them.
+    """Run `calls` inference calls (one shipped scene each, cycling) and render them.
+
+    The default model is reach-tiny on its held-out scenes (prompt "reach the <object>"); with `untrained`,
+    `model="pi05"` or a checkpoint, the model runs on the shipped LIBERO task frames.
 
     Args:
         out: output folder (created; existing files of the same names are replaced).
-        checkpoint, tokenizer: a real openpi pi0 checkpoint and PaliGemma tokenizer; None = tiny pi0.
+        checkpoint, tokenizer: a real openpi checkpoint of `model` and PaliGemma's tokenizer.
         steps, action_tokens, layers: render selections ("0,3-5,9"; None = all cells).
         workers: render processes (None = all cores).
         viewer: also write viewer.html (when pi0viz.viewer is available).
         echo: where progress lines go.
         model: "pi0" (pi0_libero pipeline) or "pi05" (pi05_libero: pi0.5, 10 action tokens).
+        untrained: the untrained tiny model (random weights) instead of reach-tiny.
     """
+    from pi0viz.core.fusion import ColorScale
     from pi0viz.core.progress import progress_bar
     from pi0viz.render import RenderJob, RenderOptions, run_job
 
@@ -92,8 +124,13 @@ def run_demo(
 
     t0 = time.monotonic()
     echo("[1/4] loading the policy (JAX start-up and compilation take a while on CPU) ...")
-    policy = _load_policy(checkpoint, tokenizer, model)
-    frames = load_frames()
+    reach = uses_reach_model(checkpoint, model, untrained)
+    if reach:
+        from pi0viz.policy.reach_model import load_reach_policy
+
+        policy, scenes = load_reach_policy(), demo_reach_scenes()
+    else:
+        policy, scenes = _load_policy(checkpoint, tokenizer, model), [(f, _describe(f), None) for f in load_frames()]
     seconds["load"] = time.monotonic() - t0
     echo(f"      {policy.description} ({seconds['load']:.0f} s)")
 
@@ -101,18 +138,24 @@ def run_demo(
     captured: list[CaptureBundle] = []
     paths: list[Path] = []
     for call in range(calls):
-        frame = frames[call % len(frames)]
+        scene, description, masks = scenes[call % len(scenes)]
         start = time.monotonic()
-        result = policy.infer(frame.observation(), return_bundle=True, inference_step=call)
+        result = policy.infer(scene.observation(), return_bundle=True, inference_step=call)
         bundle = result["attention_bundle"]
         paths.append(save_bundle(_compact(bundle), bundle_dir / f"inference_{call:03d}.npz"))
+        if masks is not None:
+            from pi0viz.analysis.masks import masks_path, save_masks
+
+            save_masks(masks, masks_path(paths[-1]))
         captured.append(bundle)
-        echo(f"[2/4] inference call {call + 1}/{calls} on {_describe(frame)}: attention "
+        echo(f"[2/4] inference call {call + 1}/{calls} on {description}: attention "
              f"{list(bundle.attention.shape)} ({time.monotonic() - start:.1f} s)")
     seconds["infer"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    options = RenderOptions(steps=steps, action_tokens=action_tokens, layers=layers, workers=workers)
+    # reach-tiny's prompt newline is an attention sink that would set a shared scale: one scale per camera/prompt
+    scale = ColorScale(scope="region") if reach else ColorScale()
+    options = RenderOptions(steps=steps, action_tokens=action_tokens, layers=layers, workers=workers, scale=scale)
     for call, bundle in enumerate(captured):
         job = RenderJob(bundle, str(tree), call, options)
         total = len(job.tasks) * len(job.layer_pos) * job.files_per_cell
@@ -128,6 +171,47 @@ def run_demo(
         page = _write_viewer(paths, tree, out / "viewer.html", echo)
         seconds["viewer"] = time.monotonic() - t0
     return DemoResult(out=out, tree=tree, bundles=paths, viewer=page, seconds=seconds)
+
+
+def uses_reach_model(checkpoint: Path | None, model: str, untrained: bool) -> bool:
+    """True when the demo runs reach-tiny: no checkpoint, pi0, and not asked for the untrained model."""
+    return checkpoint is None and model == "pi0" and not untrained
+
+
+@dataclasses.dataclass(frozen=True)
+class ReachScene:
+    """One held-out reach scene with one named object, as the demo runs it."""
+
+    image: np.ndarray  # uint8[224, 224, 3] agentview, as the model sees it
+    wrist_image: np.ndarray  # uint8[224, 224, 3] eye in hand (the model does not use it)
+    state: np.ndarray  # float64[8]
+    prompt: str
+
+    def observation(self) -> dict[str, Any]:
+        return {"observation/image": self.image, "observation/wrist_image": self.wrist_image,
+                "observation/state": self.state, "prompt": self.prompt}
+
+
+def demo_reach_scenes() -> list[tuple[ReachScene, str, Any]]:
+    """reach-tiny's shipped held-out scenes, each with the most visible object other than the basket named:
+    [(scene, description, CallMasks of the named object on the agentview's patch grid)]."""
+    from pi0viz.analysis.masks import CallMasks
+    from pi0viz.policy.reach_model import heldout_scenes
+    from pi0viz.policy.reach_task import prompt_for
+
+    held = heldout_scenes()
+    out = []
+    for i in range(len(held)):
+        candidates = [int(k) for s, k in held.examples if s == i and held.labels[i][k] != "basket"]
+        if not candidates:
+            continue
+        k = max(candidates, key=lambda k: float(held.coverage[i][k, 0].sum()))
+        label = held.labels[i][k]
+        scene = ReachScene(held.image[i], held.wrist_image[i], held.state[i], prompt_for(label))
+        masks = CallMasks(camera_names=["base_0_rgb"], objects=[label],
+                          coverage=held.coverage[i][k:k + 1, :1].astype(np.float32), has_mask=np.array([True]))
+        out.append((scene, f"a held-out scene ({scene.prompt!r})", masks))
+    return out
 
 
 def _load_policy(checkpoint: Path | None, tokenizer: Path | None, model: str = "pi0") -> Any:
@@ -167,27 +251,33 @@ def _write_viewer(bundles: list[Path], tree: Path, page: Path, echo: Any) -> Pat
 @click.option("--model", type=click.Choice(sorted(MODELS)), default="pi0", show_default=True,
               help="pi0 (openpi's pi0_libero pipeline) or pi05 (pi0.5, pi05_libero: 10 action tokens).")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
-              help="openpi checkpoint directory of --model (params/ + assets/); default: the untrained tiny model.")
+              help="openpi checkpoint directory of --model (params/ + assets/); default: reach-tiny, the small "
+                   "trained pi0 that ships with pi0viz.")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PaliGemma's paligemma_tokenizer.model (use with --checkpoint).")
+@click.option("--untrained", is_flag=True,
+              help="Run the UNTRAINED tiny model (random weights) on shipped LIBERO task frames instead of reach-tiny.")
 @click.option("--calls", type=click.IntRange(1, 100), default=2, show_default=True,
-              help="Inference calls (one shipped LIBERO scene each, cycling through 4 suites).")
+              help="Inference calls (one shipped scene each, cycling).")
 @click.option("--steps", default=None, help="Denoising steps to render, e.g. '0,9' (default all).")
 @click.option("--action-tokens", default=None, help="Action tokens to render, e.g. '0-9,49' (default all).")
 @click.option("--layers", default=None, help="Layers to render, e.g. '0-3' (default all).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Render processes (default: all cores).")
 @click.option("--no-viewer", is_flag=True, help="Skip the viewer page.")
-def demo_command(out: Path, model: str, checkpoint: Path | None, tokenizer: Path | None, calls: int, steps: str | None,
-                 action_tokens: str | None, layers: str | None, workers: int | None, no_viewer: bool) -> None:
-    """Run pi0 or pi0.5 on real LIBERO camera frames (shipped) and render where its action tokens attend.
+def demo_command(out: Path, model: str, checkpoint: Path | None, tokenizer: Path | None, untrained: bool, calls: int,
+                 steps: str | None, action_tokens: str | None, layers: str | None, workers: int | None,
+                 no_viewer: bool) -> None:
+    """Run a pi0 on shipped LIBERO camera frames and render where its action tokens attend.
 
-    Offline by default: the UNTRAINED tiny model and the bundled tokenizer; its maps show the pipeline, not a
-    trained model's attention. Point it at a real model with --checkpoint DIR --tokenizer PATH.
+    Offline by default: reach-tiny, a small pi0 trained to reach the object the prompt names, on held-out scenes.
+    --untrained runs random weights (the pipeline alone); --checkpoint DIR --tokenizer PATH a real openpi model.
     """
     from pi0viz.render import parse_selection
 
     if tokenizer is not None and checkpoint is None:
-        raise click.UsageError("--tokenizer goes with --checkpoint (the tiny pi0 uses its bundled tokenizer)")
+        raise click.UsageError("--tokenizer goes with --checkpoint (the shipped models use the bundled tokenizer)")
+    if untrained and checkpoint is not None:
+        raise click.UsageError("--untrained and --checkpoint exclude each other")
     for spec, what in ((steps, "--steps"), (action_tokens, "--action-tokens"), (layers, "--layers")):
         try:  # syntax only, before the slow part; which values exist is known once the model ran
             parse_selection(spec, range(100_000), what)
@@ -197,11 +287,13 @@ def demo_command(out: Path, model: str, checkpoint: Path | None, tokenizer: Path
     try:
         result = run_demo(out, checkpoint=checkpoint, tokenizer=tokenizer, calls=calls, steps=steps,
                           action_tokens=action_tokens, layers=layers, workers=workers, viewer=not no_viewer,
-                          model=model)
+                          model=model, untrained=untrained)
     except Pi0vizError as err:  # selections, checkpoint, bundle, render and output faults: one line, exit 1
         raise click.ClickException(str(err)) from None
     click.echo("")
-    if checkpoint is None:
+    if uses_reach_model(checkpoint, model, untrained):
+        click.echo(reach_note(result.out / "bundles"))
+    elif checkpoint is None:
         click.echo(honest_note(model))
     example = _example_cell(result.tree)
     click.echo(f"done in {time.monotonic() - start:.0f} s. Look at:")

@@ -1,20 +1,21 @@
-"""reach-tiny: pi0viz's small pi0 for the reach task, trained by `pi0viz.training` (docs/reach_tiny.md).
+"""pi0viz's small trained pi0 ("reach-tiny"): the demo's default model, trained by `pi0viz.training`.
 
-The task, on LIBERO scenes: the prompt "reach the <object>" names one of ~7 grocery objects on the floor
-(libero_object's scenes, random layouts) and the action chunk moves the gripper to hover over it. The right
-place to look is known by construction, so attention maps can be checked against object masks.
+It learned one task on LIBERO scenes: the prompt "reach the <object>" names one of the 2-4 objects on the floor
+(libero_object's scenes in random layouts, objects of DISTINCT_KINDS in view) and the action chunk moves the
+gripper to hover over it. The right place to look is known by construction, so its attention maps can be checked
+against object masks (docs/reach_tiny.md).
 
-A checkpoint folder (what `pi0viz.training.train_reach` writes; `ship_reach` copies one that passes its claims
-to `pi0viz/assets/reach_tiny/`, REACH_MODEL_DIR; none has passed yet, so none ships):
+Shipped in openpi's checkpoint layout under `pi0viz/assets/reach_tiny/`:
     params/                                  orbax PyTree (top-level key "params"), float32, ~0.5 M values
     assets/pi0viz/reach/norm_stats.json      z-score stats of the 8-d state and 7-d actions
     model.json                               the model config, the tokenizer, training and evaluation figures
-    heldout_scenes.npz                       (shipped only) held-out scenes with their object masks
+    heldout_scenes.npz                       held-out scenes (never trained on) with their object masks
 The tokenizer is pi0viz's bundled one (assets/tokenizer/), as the model was trained with it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,26 @@ def initial_params(config: Pi0Config, seed: int = 0) -> Any:
 def policy_kwargs() -> dict[str, Any]:
     """The transforms around the model: z-score, no delta actions, LIBERO's 7 action dims."""
     return dict(normalization="zscore", delta_actions=False, discrete_state_input=False, action_dims=7)
+
+
+def heldout_scenes(model_dir: Path = REACH_MODEL_DIR) -> Any:
+    """The held-out scenes that ship with the model (`ReachScenes`): two random layouts per libero_object task,
+    never trained on, with every object's position and mask."""
+    from pi0viz.policy.reach_task import ReachScenes
+
+    path = Path(model_dir) / "heldout_scenes.npz"
+    if not path.is_file():
+        raise CheckpointError(f"no held-out scenes at {path}")
+    return ReachScenes.load([path])
+
+
+def model_card(model_dir: Path = REACH_MODEL_DIR) -> dict[str, Any]:
+    """model.json of a reach-tiny checkpoint folder."""
+    path = Path(model_dir) / "model.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read the reach-tiny model card {path}: {err}") from None
 
 
 def load_reach_policy(model_dir: Path = REACH_MODEL_DIR, *, seed: int = 0) -> Any:

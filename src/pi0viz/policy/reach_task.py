@@ -22,6 +22,11 @@ ACTION_UNIT_M = 0.05  # metres of end-effector travel per action unit (robosuite
 HOVER_M = 0.08  # the chunk ends this far above the object's centre
 HORIZON = 10  # A, action tokens per chunk
 MIN_VISIBLE_PATCHES = 0.25  # a target must cover at least this much of the agentview's 16 x 16 patch grid
+# The object kinds of the shipped model's scenes: the five of libero_object's eleven that look most unlike each
+# other at ~1 patch of 14 x 14 pixels (a beige woven basket, a blue can, a clear bottle with a green cap, a red
+# carton, an orange carton). The others are mostly red or brown cans and bottles that a 0.45 M model at this
+# resolution did not tell apart (docs/reach_tiny.md).
+DISTINCT_KINDS = ("basket", "alphabet soup", "salad dressing", "milk", "orange juice")
 
 
 def prompt_for(label: str) -> str:

@@ -17,12 +17,13 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from pi0viz.analysis.masks import LIBERO_CAMERAS, patch_coverage
 from pi0viz.policy import libero_env
+from pi0viz.policy.reach_task import DISTINCT_KINDS
 
 SUITE = "libero_object"
 # Floor rectangle (world metres) that the agentview camera sees whole and the arm reaches.
@@ -83,19 +84,23 @@ class SceneMaker:
     def close(self) -> None:
         self.env.close()
 
-    def scene(self, rng: np.random.Generator, solo: bool = False, keep: int | None = None) -> dict[str, Any]:
+    def scene(self, rng: np.random.Generator, solo: bool = False, keep: int | None = None,
+              kinds: Sequence[str] | None = None) -> dict[str, Any]:
         """One random layout: images, state, object names, positions and patch masks. `keep`: only that many
         random objects stay on the floor in view, the others go far out of every camera's view (present =
-        False); `solo` = keep 1."""
+        False); `solo` = keep 1; `kinds`: only objects of these kinds (prompt labels) stay."""
         inner = self.env.env
         self.env.set_init_state(self.init_states[int(rng.integers(len(self.init_states)))])
         sim = inner.sim
         xy = random_layout(rng, len(self.names))
         present = np.ones(len(self.names), bool)
+        if kinds is not None:
+            present[:] = [object_label(n) in kinds for n in self.names]
         if solo or (keep is not None and keep < len(self.names)):
             present[:] = False
             kept = [int(rng.integers(len(self.names)))] if solo else rng.choice(len(self.names), keep, replace=False)
             present[kept] = True
+        if not present.all():
             far = np.arange(len(self.names), dtype=np.float64)
             xy[~present] = np.stack([10.0 + far, np.full_like(far, 10.0)], axis=-1)[~present]
         for joint, (x, y) in zip(self.joints, xy):
@@ -133,22 +138,23 @@ def write_scene_file(path: Path, scenes: list[dict[str, Any]], names: list[str],
 
 
 def make_scenes(task_ids: list[int], scenes_per_task: int, seed: int, out: Path, *, solo: bool = False,
-                keep: int | None = None, echo=print) -> list[Path]:
-    """Render `scenes_per_task` layouts of every task into out/task_<id>_seed_<seed>[_solo|_keepN].npz; returns
-    the files (existing ones are kept: the cache)."""
+                keep: int | None = None, distinct: bool = False, echo=print) -> list[Path]:
+    """Render `scenes_per_task` layouts of every task into out/task_<id>_seed_<seed>[_solo|_keepN|_distinct].npz
+    (`distinct`: only objects of DISTINCT_KINDS in view); returns the files (existing ones are kept: the cache)."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for task_id in task_ids:
-        suffix = "_solo" if solo else f"_keep{keep}" if keep else ""
+        suffix = "_solo" if solo else f"_keep{keep}" if keep else "_distinct" if distinct else ""
         path = out / f"task_{task_id}_seed_{seed}{suffix}.npz"
         files.append(path)
         if path.exists():
             continue
         start = time.monotonic()
         maker = SceneMaker(task_id)
-        # the generator's seed: [seed, task] for full scenes, + [1] for solo, + [0, keep] for keep scenes
-        rng = np.random.default_rng([seed, task_id] + ([1] if solo else [0, keep] if keep else []))
-        scenes = [maker.scene(rng, solo=solo, keep=keep) for _ in range(scenes_per_task)]
+        # the generator's seed: [seed, task] for full scenes, + [1] for solo, + [0, keep] for keep, + [2] distinct
+        rng = np.random.default_rng([seed, task_id] + ([1] if solo else [0, keep] if keep else [2] if distinct else []))
+        kinds = DISTINCT_KINDS if distinct else None
+        scenes = [maker.scene(rng, solo=solo, keep=keep, kinds=kinds) for _ in range(scenes_per_task)]
         maker.close()
         write_scene_file(path, scenes, maker.names, task_id=task_id, seed=seed)
         echo(f"task {task_id}: {scenes_per_task} scenes of {maker.names} ({time.monotonic() - start:.0f} s)")
@@ -163,10 +169,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--solo", action="store_true", help="one object in view per scene (the curriculum's start)")
     parser.add_argument("--keep", type=int, default=None, help="only this many objects in view per scene")
+    parser.add_argument("--distinct", action="store_true", help="only objects of DISTINCT_KINDS in view")
     args = parser.parse_args()
     lo, _, hi = args.tasks.partition("-")
     tasks = list(range(int(lo), int(hi) + 1)) if hi else [int(t) for t in args.tasks.split(",")]
-    make_scenes(tasks, args.scenes_per_task, args.seed, args.out, solo=args.solo, keep=args.keep)
+    make_scenes(tasks, args.scenes_per_task, args.seed, args.out, solo=args.solo, keep=args.keep,
+                distinct=args.distinct)
 
 
 if __name__ == "__main__":

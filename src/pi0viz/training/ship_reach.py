@@ -2,8 +2,8 @@
 
     .venv/bin/python -m pi0viz.training.ship_reach --checkpoint cache/reach_tiny --scenes cache/reach_scenes
 
-Writes src/pi0viz/assets/reach_tiny/: params/ and assets/ (openpi layout), heldout_scenes.npz (one held-out
-scene per task, the reach_scenes format: what the demo and the shipped-model test run on) and model.json
+Writes src/pi0viz/assets/reach_tiny/: params/ and assets/ (openpi layout), heldout_scenes.npz (two held-out
+scenes per task, the reach_scenes format: what the demo and the shipped-model test run on) and model.json
 (config, training log, and the held-out figures of the trained and the untrained model side by side).
 A model that fails `ship_gate` (it must reach the named object clearly better than a prompt-blind answer and look
 at it) is not shipped; the command prints which claim failed and exits 1.
@@ -24,9 +24,11 @@ from pi0viz.policy.norm_stats import load_norm_stats
 from pi0viz.policy.reach_model import (REACH_ASSET_ID, REACH_MODEL_DIR, initial_params, load_reach_policy,
                                        policy_kwargs, reach_config)
 from pi0viz.training.reach_eval import evaluate
+from pi0viz.training.train_reach import HELD_GLOB, TRAIN_GLOB, scene_files
 from pi0viz.policy.reach_task import ReachScenes, chunk_endpoint
 
 SHIPPED_SCENES = "heldout_scenes.npz"
+SHIPPED_PER_TASK = 2  # held-out layouts per task that ship: 20 scenes, ~60 examples, ~2 MB
 # The claims a model must meet on the held-out scenes before it ships (docs/reach_tiny.md):
 MAX_ERROR_VS_BLIND = 0.8  # reach error at most this share of the prompt-blind scene-mean baseline
 MIN_LIFT_RATIO = 3.0  # lift on the named object at the best (step, layer) vs the untrained model there
@@ -48,7 +50,7 @@ def ship_gate(heldout: dict) -> list[str]:
     return failed
 
 
-def ship_scenes(held_files: list[Path], out: Path, per_task: int = 1) -> Path:
+def ship_scenes(held_files: list[Path], out: Path, per_task: int = SHIPPED_PER_TASK) -> Path:
     """The first `per_task` scenes of every held-out file, joined into one compressed scene file."""
     parts = {}
     for f in held_files:
@@ -71,12 +73,14 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("cache/reach_tiny"))
     parser.add_argument("--scenes", type=Path, default=Path("cache/reach_scenes"))
     parser.add_argument("--out", type=Path, default=REACH_MODEL_DIR)
+    parser.add_argument("--train-glob", default=TRAIN_GLOB, help="training scene files (comma-separated globs)")
+    parser.add_argument("--held-glob", default=HELD_GLOB, help="held-out scene files")
     parser.add_argument("--figures-only", action="store_true", help="evaluate and print, ship nothing")
     args = parser.parse_args()
 
-    held_files = sorted(args.scenes.glob("task_*_seed_1.npz"))
+    held_files = scene_files(args.scenes, args.held_glob)
     held = ReachScenes.load(held_files)
-    train = ReachScenes.load(sorted(args.scenes.glob("task_*_seed_0.npz")))
+    train = ReachScenes.load(scene_files(args.scenes, args.train_glob))
     trained = load_reach_policy(args.checkpoint)
     stats = load_norm_stats(args.checkpoint, REACH_ASSET_ID)
     untrained = Policy(initial_params(trained.config, 0), trained.config, trained.tokenizer, stats, **policy_kwargs())

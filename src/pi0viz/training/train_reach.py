@@ -4,8 +4,9 @@ optax AdamW), evaluated on held-out scenes every `eval_every` steps and written 
     .venv/bin/python -m pi0viz.training.train_reach --scenes cache/reach_scenes --out cache/reach_tiny [--init DIR]
 
 The shipped model's two stages and their exact arguments: scripts/train_reach_tiny.sh (docs/reach_tiny.md).
-Training scenes are seed 0 (`task_*_seed_0.npz`), the curriculum's easy pool its solo and keep-N scenes, and
-held-out scenes seed 1: other random layouts of the same ten libero_object tasks. A step draws each example from
+Training scenes are seed 0 (by default `task_*_seed_0_distinct.npz`: the five DISTINCT_KINDS in view), the
+curriculum's easy pool its solo scenes, and held-out scenes seed 1: other random layouts of the same ten
+libero_object tasks. A step draws each example from
 the easy pool with a probability that falls linearly from 1 to `easy_floor` over the first `solo_until` of the
 steps, else from the full scenes.
 """
@@ -60,15 +61,29 @@ def write_checkpoint(out: Path, params: Any, stats: dict, card: dict) -> None:
     (out / "model.json").write_text(json.dumps(card, indent=1))
 
 
+# Scene files (globs under the scenes folder) of the three pools; the defaults are the shipped recipe's.
+TRAIN_GLOB = "task_*_seed_0_distinct.npz"
+EASY_GLOB = "task_*_seed_0_solo.npz"  # the curriculum's easy scenes: one object in view
+HELD_GLOB = "task_*_seed_1_distinct.npz"
+
+
+def scene_files(scenes_dir: Path, globs: str) -> list[Path]:
+    """The sorted files of comma-separated globs under scenes_dir."""
+    return [f for g in globs.split(",") if g for f in sorted(scenes_dir.glob(g))]
+
+
 def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, seed: int, solo_until: float,
           eval_every: int, eval_examples: int, init: Path | None = None, easy_floor: float = 0.1,
-          stop_at: int | None = None) -> dict:
+          stop_at: int | None = None, train_glob: str = TRAIN_GLOB, easy_glob: str = EASY_GLOB,
+          held_glob: str = HELD_GLOB) -> dict:
     """Train from `initial_params(config, seed)` (or the params of checkpoint `init`, to continue a run) and
     write the checkpoint to `out` at every evaluation. Returns params, norm stats, the eval log and the losses."""
-    train_files = sorted(scenes_dir.glob("task_*_seed_0.npz"))
-    # the curriculum's easy scenes: one object in view (solo), or a few (keepN)
-    solo_files = sorted(scenes_dir.glob("task_*_seed_0_solo.npz")) + sorted(scenes_dir.glob("task_*_seed_0_keep*.npz"))
-    held_files = sorted(scenes_dir.glob("task_*_seed_1.npz"))
+    train_files = scene_files(scenes_dir, train_glob)
+    solo_files = scene_files(scenes_dir, easy_glob)
+    held_files = scene_files(scenes_dir, held_glob)
+    if not train_files or not held_files:
+        raise SystemExit(f"no scene files {train_glob!r} / {held_glob!r} under {scenes_dir}: generate them first "
+                         "(python -m pi0viz.training.reach_scenes, see scripts/train_reach_tiny.sh)")
     full = ReachScenes.load(train_files)
     solo = ReachScenes.load(solo_files) if solo_files else None
     held = ReachScenes.load(held_files)
@@ -166,10 +181,14 @@ def main() -> None:
     parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's params (continue)")
     parser.add_argument("--easy-floor", type=float, default=0.1, help="share of easy examples after the curriculum")
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this step (the schedule stays --steps)")
+    parser.add_argument("--train-glob", default=TRAIN_GLOB, help="training scene files (comma-separated globs)")
+    parser.add_argument("--easy-glob", default=EASY_GLOB, help="the curriculum's easy scene files ('' for none)")
+    parser.add_argument("--held-glob", default=HELD_GLOB, help="held-out scene files")
     args = parser.parse_args()
     train(args.scenes, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
           solo_until=args.solo_until, eval_every=args.eval_every, eval_examples=args.eval_examples, init=args.init,
-          easy_floor=args.easy_floor, stop_at=args.stop_at)
+          easy_floor=args.easy_floor, stop_at=args.stop_at, train_glob=args.train_glob, easy_glob=args.easy_glob,
+          held_glob=args.held_glob)
 
 
 if __name__ == "__main__":
