@@ -21,7 +21,10 @@ def scenes():
         rng = np.random.default_rng(0)
         full = [maker.scene(rng) for _ in range(2)]
         solo = maker.scene(rng, solo=True)
-        return maker.names, full, solo
+        from pi0viz.policy.reach_task import DISTINCT_KINDS
+
+        distinct = maker.scene(rng, kinds=DISTINCT_KINDS)
+        return maker.names, full, solo, distinct
     finally:
         maker.close()
 
@@ -29,7 +32,7 @@ def scenes():
 def test_layouts_are_random_and_objects_apart(scenes) -> None:
     from pi0viz.training.reach_scenes import MIN_GAP, X_RANGE, Y_RANGE
 
-    names, full, _ = scenes
+    names, full, _, _ = scenes
     a, b = (s["positions"][:, :2] for s in full)
     assert not np.allclose(a, b, atol=0.01)
     for xy in (a, b):
@@ -44,7 +47,7 @@ def test_layouts_are_random_and_objects_apart(scenes) -> None:
 def test_masks_sit_where_the_objects_are(scenes) -> None:
     """In the agentview (rotated 180 degrees as the policy sees it) the world's y axis runs across the image: the
     column of each object's mask centre orders the objects as their y positions do."""
-    _, full, _ = scenes
+    _, full, _, _ = scenes
     for s in full:
         cov = s["coverage"][:, 0]  # [K, 16, 16] agentview
         seen = cov.sum(axis=(1, 2)) > 0.2
@@ -56,11 +59,25 @@ def test_masks_sit_where_the_objects_are(scenes) -> None:
 
 
 def test_a_solo_scene_shows_one_object(scenes) -> None:
-    _, _, solo = scenes
+    _, _, solo, _ = scenes
     assert solo["present"].sum() == 1
     k = int(np.flatnonzero(solo["present"])[0])
     agent = solo["coverage"][:, 0].sum(axis=(1, 2))
     assert agent[k] > 0.2 and np.delete(agent, k).max() == 0
+
+
+def test_a_distinct_scene_shows_only_the_distinct_kinds(scenes) -> None:
+    """--distinct scenes (the shipped model's): every object of DISTINCT_KINDS stays in view, the others are
+    present = False and cover nothing in either camera."""
+    from pi0viz.policy.reach_task import DISTINCT_KINDS
+    from pi0viz.training.reach_scenes import object_label
+
+    names, _, _, distinct = scenes
+    kinds = np.array([object_label(n) in DISTINCT_KINDS for n in names])
+    assert 2 <= kinds.sum() < len(names)  # task 0: basket, alphabet soup, salad dressing, milk
+    np.testing.assert_array_equal(distinct["present"], kinds)
+    area = distinct["coverage"].sum(axis=(2, 3))  # [K, 2 cameras]
+    assert (area[~kinds] == 0).all() and (area[kinds, 0] > 0.2).sum() >= kinds.sum() - 1
 
 
 def test_training_on_simulator_scenes_lowers_the_loss_and_writes_a_loadable_checkpoint(scenes, tmp_path) -> None:
@@ -71,7 +88,7 @@ def test_training_on_simulator_scenes_lowers_the_loss_and_writes_a_loadable_chec
     from pi0viz.training.reach_scenes import write_scene_file
     from pi0viz.training.train_reach import train
 
-    names, full, solo = scenes
+    names, full, solo, _ = scenes
     folder = tmp_path / "scenes"
     folder.mkdir()
     write_scene_file(folder / "task_0_seed_0_distinct.npz", full, names, task_id=0, seed=0)
