@@ -3,12 +3,11 @@ optax AdamW), evaluated on held-out scenes every `eval_every` steps and written 
 
     .venv/bin/python -m pi0viz.training.train_reach --scenes cache/reach_scenes --out cache/reach_tiny [--init DIR]
 
-The shipped model's two stages and their exact arguments: scripts/train_reach_tiny.sh (docs/reach_tiny.md).
+The shipped model's three stages and their exact arguments: scripts/train_reach_tiny.sh (docs/reach_tiny.md).
 Training scenes are seed 0 (by default `task_*_seed_0_distinct.npz`: the five DISTINCT_KINDS in view), the
 curriculum's easy pool its solo scenes, and held-out scenes seed 1: other random layouts of the same ten
-libero_object tasks. A step draws each example from
-the easy pool with a probability that falls linearly from 1 to `easy_floor` over the first `solo_until` of the
-steps, else from the full scenes.
+libero_object tasks. A step draws each example from the easy pool with a probability that falls linearly from 1
+to `easy_floor` over the first `solo_until` of the steps, else from the full scenes.
 """
 
 from __future__ import annotations
