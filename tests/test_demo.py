@@ -98,7 +98,7 @@ def test_demo_output_says_what_the_model_is_and_ends_with_where_to_look(demo) ->
 
 def test_demo_metrics_find_the_named_object(demo, tmp_path) -> None:
     """`pi0viz metrics` on the demo's bundles reads the masks written next to them and measures the named object
-    (the grounding claim itself is tested in test_reach_model.py over all shipped held-out scenes)."""
+    (the grounding claim itself is tested in test_training_reach_model.py over all shipped held-out scenes)."""
     out, _ = demo
     run_pi0viz("metrics", str(out / "bundles"), "--require-masks", "--no-csv", timeout=300)
     for call in (0, 1):
