@@ -39,7 +39,7 @@ def load() -> str:
 def rollout(calls: int, wait: int = 10, per_call: int = 5):
     """EpisodeFrames of real LIBERO scenes, shifted 1 px per control step."""
     from pi0viz.episode import EpisodeFrames
-    from pi0viz.policy.libero_frames import load_frames as shipped
+    from pi0viz.policy.libero_frames import load_libero_frames as shipped
 
     scene = shipped()[0]
     n = wait + calls * per_call

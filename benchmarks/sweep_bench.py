@@ -7,7 +7,7 @@ and the per-call costs that docs/scaling.md extrapolates from.
 
 Each worker count runs the same episodes in a fresh run folder, so the 2-worker figure is a ratio against the
 1-worker baseline of the same run. Ray start-up and env creation are reported apart from the episodes. Needs the
-LIBERO extra and Ray (scripts/install-libero.sh, scripts/install-ray.sh).
+LIBERO extra and Ray (scripts/install.sh libero sweep).
 """
 
 from __future__ import annotations

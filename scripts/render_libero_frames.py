@@ -1,6 +1,6 @@
 """Render the LIBERO frames that ship in src/pi0viz/assets/libero_frames/ (run once; needs the LIBERO extra).
 
-    bash scripts/install-libero.sh
+    bash scripts/install.sh libero
     .venv/bin/python scripts/render_libero_frames.py [--out src/pi0viz/assets/libero_frames]
 
 For each scene: the env of the task (256 x 256 cameras), reset, the first benchmark init state, 10 "wait"

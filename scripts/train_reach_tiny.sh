@@ -7,9 +7,7 @@
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e ".[jax,train]"
-bash scripts/install-libero.sh
+bash scripts/install.sh jax train libero  # the model, optax, and the simulator for the scenes
 PY=.venv/bin/python
 SCENES=cache/reach_scenes
 STAGE2=cache/reach_stage2

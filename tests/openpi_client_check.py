@@ -20,7 +20,7 @@ from openpi_client import msgpack_numpy as openpi_msgpack
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
 from pi0viz.core.bundle import save_bundle
-from pi0viz.policy.libero_frames import load_frames
+from pi0viz.policy.libero_frames import load_libero_frames
 from pi0viz.serving.protocol import RETURN_ATTENTION_KEY, bundle_from_response
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     assert "jax" not in sys.modules
     client = WebsocketClientPolicy(host="127.0.0.1", port=args.port)
-    frame = load_frames()[0]
+    frame = load_libero_frames()[0]
     obs = frame.observation()
 
     plain = client.infer(obs)

@@ -12,8 +12,8 @@ from pi0viz.analysis.grounding import (
     CAMERA_METRICS,
     call_grounding,
     camera_metrics,
+    grounding_summary,
     row_percentile,
-    summarize_call,
     to_csv,
 )
 from pi0viz.analysis.maps import action_maps
@@ -130,7 +130,7 @@ def test_call_grounding_on_a_bundle_with_a_planted_object_glance() -> None:
     others[1, 2, 3] = False
     assert base["mass"][others].max() < 0.05  # thin uniform rows elsewhere
     assert g.prefix["object_mass"][1, 2, 3] == pytest.approx(base["mass"][1, 2, 3])
-    s = summarize_call(g)
+    s = grounding_summary(g)
     assert s["cameras"]["base_0_rgb"]["area_share"] == pytest.approx(6 / 256, abs=1e-6)  # rounded to 6 places
     assert len(s["cameras"]["base_0_rgb"]["by_layer"]["lift"]) == 3
 

@@ -10,11 +10,12 @@ import json
 
 import numpy as np
 import pytest
-from libero_support import load_libero_example, skip_module_without_libero
+from extras import require_libero
+from libero_support import load_libero_example
 
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
-skip_module_without_libero()
+require_libero()
 
 
 @pytest.fixture(scope="module")

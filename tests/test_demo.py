@@ -17,7 +17,7 @@ import pytest
 from pi0viz.analysis.masks import load_masks, masks_path
 from pi0viz.core.bundle import load_bundle
 from pi0viz.demo import demo_reach_scenes
-from pi0viz.policy.libero_frames import load_frames
+from pi0viz.policy.libero_frames import load_libero_frames
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +115,7 @@ def test_demo_untrained_runs_random_weights_on_the_libero_frames(tmp_path) -> No
     assert "UNTRAINED tiny pi0" in proc.stdout and "not what a trained pi0 attends to" in proc.stdout
     assert "--checkpoint DIR --tokenizer" in proc.stdout
     bundle = load_bundle(out / "bundles" / "inference_000.npz")
-    frame = load_frames()[0]
+    frame = load_libero_frames()[0]
     assert bundle.attention.shape == (10, 4, 1, 1, 8, 51, 867)
     assert str(bundle.prompt[0]) == frame.prompt
     np.testing.assert_array_equal(bundle.images[0, 0], frame.image)

@@ -9,7 +9,7 @@ import pytest
 from test_demo import FILES_PER_CELL, run_pi0viz
 
 from pi0viz.core.bundle import load_bundle
-from pi0viz.policy.libero_frames import load_frames
+from pi0viz.policy.libero_frames import load_libero_frames
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def test_demo_pi05(tmp_path: Path) -> None:
     # tiny pi0.5: 10 steps, 4 layers, 8 heads, 10 action queries (no state token), 3 x 256 + 200 + 10 keys
     assert bundle.attention.shape == (10, 4, 1, 1, 8, 10, 978) and bundle.num_state_tokens == 0
     assert bundle.actions.shape == (1, 10, 7)
-    frame = load_frames()[0]
+    frame = load_libero_frames()[0]
     np.testing.assert_array_equal(bundle.images[0, 0], frame.image)
     assert str(bundle.prompt[0]) == frame.prompt
     cells = sorted((out / "attention_viz" / "inference_timestep_0").glob("diffusion_timestep_*/action_token_*/layer_*"))

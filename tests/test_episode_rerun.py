@@ -14,15 +14,15 @@ from episode_support import (
     NUM_FRAMES,
     hot_call,
     rollout_frames,
-    write_episode,
 )
 from PIL import Image
+from extras import require
 
 from pi0viz.cli import main
 from pi0viz.episode import Selection, call_maps
 from pi0viz.episode.source import load_episode
 
-rr = pytest.importorskip("rerun", reason="the [rerun] extra: bash scripts/install-episode.sh (CI runs it)")
+rr = require("rerun", "rerun")
 
 
 def read_rrd(path: Path) -> dict[str, list[dict]]:
@@ -52,11 +52,6 @@ def _image(row: dict) -> np.ndarray:
     (fmt,), (buf,) = row["Image:format"], row["Image:buffer"]
     return np.asarray(buf, np.uint8).reshape(fmt["height"], fmt["width"], 3)
 
-
-
-@pytest.fixture(scope="module")
-def episode_dir(tmp_path_factory) -> Path:
-    return write_episode(tmp_path_factory.mktemp("episode"))
 
 
 def test_logged_values_match_the_bundles(episode_dir: Path, tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from episode_support import (
     NUM_FRAMES,
     hot_call,
     rollout_frames,
-    write_episode,
 )
+from extras import require
 
 from pi0viz.cli import main
 from pi0viz.core.colormap import colormap_lut
@@ -24,8 +24,8 @@ from pi0viz.episode.frames import EpisodeFrames
 from pi0viz.errors import EpisodeError
 from pi0viz.render.panels import layout_prompt
 
-imageio = pytest.importorskip("imageio.v2", reason="the [video] extra: bash scripts/install-episode.sh (CI runs it)")
-pytest.importorskip("imageio_ffmpeg", reason="the [video] extra: bash scripts/install-episode.sh (CI runs it)")
+imageio = require("imageio.v2", "video")
+require("imageio_ffmpeg", "video")
 
 
 def _decode(path: Path) -> list[np.ndarray]:
@@ -38,11 +38,6 @@ def _patch_luma(frame: np.ndarray, cam: int) -> np.ndarray:
     block = frame[:224, cam * 224:(cam + 1) * 224].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     return block.reshape(16, 14, 16, 14)[:, 2:-2, :, 2:-2].mean(axis=(1, 3))
 
-
-
-@pytest.fixture(scope="module")
-def episode_dir(tmp_path_factory) -> Path:
-    return write_episode(tmp_path_factory.mktemp("episode"))
 
 
 def test_hot_patch_follows_the_calls_frame_by_frame(episode_dir: Path, tmp_path: Path) -> None:
@@ -70,7 +65,7 @@ def test_hot_prompt_token_is_the_brightest_box(episode_dir: Path, tmp_path: Path
     from pi0viz.episode.video import VideoOptions, write_video
 
     episode = load_episode([episode_dir])
-    out = write_video(episode, tmp_path / "e.mp4", VideoOptions(quality=9)).path
+    out = write_video(episode, tmp_path / "e.mp4", VideoOptions(quality=90)).path
     frames = _decode(out)
     pieces = episode.maps[0].prompt_pieces
     layout = layout_prompt(pieces, [True] * len(pieces), width=448)

@@ -32,6 +32,7 @@ from pi0viz.render.engine import RenderOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bundle_support import small  # noqa: E402
+from extras import mount_tmpfs, require, unmount  # noqa: E402
 from render_support import decode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,13 +84,6 @@ def guard(seconds: int):
         signal.signal(signal.SIGALRM, old)
 
 
-def mount_tmpfs(path: Path, options: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs ({options}) here; needs root: {r.stderr.strip()}")
-
-
 @pytest.fixture
 def mounts(tmp_path):
     """mount(name, options) -> a fresh tmpfs under tmp_path, unmounted after the test."""
@@ -103,7 +97,7 @@ def mounts(tmp_path):
 
     yield mount
     for path in reversed(made):
-        subprocess.run(["umount", "-l", str(path)], check=False)
+        unmount(path)
 
 
 @pytest.fixture
@@ -447,7 +441,7 @@ GOOD_STATS = {"state": {"mean": [0.0] * 8, "std": [1.0] * 8}, "actions": {"mean"
 
 @pytest.fixture(scope="module")
 def tiny_policy():
-    pytest.importorskip("jax", reason="the checkpoint and policy cases need the [jax] extra")
+    require("jax", "jax")  # the checkpoint and policy cases
     from pi0viz.policy.jax_policy import Policy
 
     return Policy.tiny(seed=0)
@@ -514,7 +508,7 @@ def test_wrong_parameter_dtype_is_named(tiny_policy, tmp_path):
 
 
 def test_non_finite_parameter_is_an_error(tmp_path):
-    pytest.importorskip("jax")
+    require("jax", "jax")
     import jax.numpy as jnp
 
     from pi0viz.model.checkpoint import load_params, save_params
@@ -584,9 +578,9 @@ def test_missing_checkpoint_folder_through_the_cli(tmp_path):
 
 
 def frame_obs():
-    from pi0viz.policy.libero_frames import load_frames
+    from pi0viz.policy.libero_frames import load_libero_frames
 
-    return load_frames()[0].observation()
+    return load_libero_frames()[0].observation()
 
 
 @pytest.mark.parametrize("state, expect", [
@@ -599,7 +593,9 @@ def test_state_that_overflows_the_model_dtype_is_an_error(tiny_policy, state, ex
     stats = {"state": {"mean": np.full(8, -1e38), "std": np.full(8, 0.5)}, "actions": GOOD_STATS["actions"]}
     from pi0viz.policy.jax_policy import Policy
 
-    strict = Policy(policy.params, policy.config, policy.tokenizer, stats)
+    from pi0viz.policy.configs import make_transforms
+
+    strict = Policy(policy.params, policy.config, make_transforms(policy.config, policy.tokenizer, stats))
     with pytest.raises(ObservationError, match=expect):
         strict.prepare({**frame_obs(), "observation/state": state})
 
@@ -682,7 +678,7 @@ def test_internal_failure_is_logged_not_sent(tiny_policy, caplog):
 
     flat = flatten(tiny_policy.params)
     flat.pop("action_out_proj/kernel")
-    broken = Policy(unflatten(flat), tiny_policy.config, tiny_policy.tokenizer, GOOD_STATS)
+    broken = Policy(unflatten(flat), tiny_policy.config, tiny_policy.transforms)
     srv = PolicyServer(broken, port=0)
     srv.start_in_thread()
     try:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from libero_support import CAMERA_FILES, skip_module_without_libero
+from extras import require, require_libero
+from libero_support import CAMERA_FILES
 
 from pi0viz.core.bundle import load_bundle
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
-skip_module_without_libero()
+require_libero()
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,8 @@ def test_episode_through_the_server_saves_bundles_only(example, scene, tiny_poli
 
 def test_episode_writes_attention_video_and_rerun_recording(example, scene, tiny_policy, tmp_path: Path) -> None:
     """--attention-video and --rerun: the MP4 and the live .rrd, decoded and checked against frames and bundles."""
-    imageio = pytest.importorskip("imageio.v2", reason="the [video] extra: bash scripts/install-episode.sh")
-    rr = pytest.importorskip("rerun", reason="the [rerun] extra: bash scripts/install-episode.sh")
+    imageio = require("imageio.v2", "video")
+    rr = require("rerun", "rerun")
     from pi0viz.episode import Selection, call_maps, load_frames
     from pi0viz.episode.source import load_episode
     from pi0viz.episode.video import VideoOptions, iter_frames
@@ -145,6 +146,6 @@ def test_episode_writes_attention_video_and_rerun_recording(example, scene, tiny
 
 
 def test_command_line_parses_openpi_defaults(example) -> None:
-    args = example.parse_args(["--task-ids", "0,3", "--policy", "tiny"])
+    args = example.parse_args(["--tasks", "0,3", "--policy", "tiny"])
     assert (args.num_steps_wait, args.replan_steps, args.resize_size, args.seed) == (10, 5, 224, 7)
-    assert args.task_ids == [0, 3] and args.task_suite_name == "libero_spatial" and args.attention
+    assert args.task_ids == "0,3" and args.task_suite_name == "libero_spatial" and args.attention

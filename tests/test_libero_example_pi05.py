@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from libero_support import CAMERA_FILES, skip_module_without_libero
+from extras import require_libero
+from libero_support import CAMERA_FILES
 
 from pi0viz.core.bundle import load_bundle
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
-skip_module_without_libero()
+require_libero()
 
 
 def test_pi05_episode_in_process_and_through_a_recording_server(example, scene, tmp_path: Path) -> None:

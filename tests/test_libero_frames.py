@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import require_libero
 
 from pi0viz.policy import libero_env
-from pi0viz.policy.libero_frames import FRAMES_DIR, load_frames
+from pi0viz.policy.libero_frames import FRAMES_DIR, load_libero_frames
 
 
 def test_shipped_frames_are_model_inputs_from_four_suites() -> None:
-    frames = load_frames()
+    frames = load_libero_frames()
     assert [f.suite for f in frames] == ["libero_spatial", "libero_object", "libero_goal", "libero_10"]
     for f in frames:
         for img in (f.image, f.wrist_image):
@@ -30,7 +31,7 @@ def test_shipped_frames_are_model_inputs_from_four_suites() -> None:
 
 
 def test_frames_state_looks_like_a_libero_robot() -> None:
-    for f in load_frames():
+    for f in load_libero_frames():
         # eef axis-angle of the gripper pointing down is a rotation of ~pi; gripper fingers are symmetric.
         assert 2.5 < np.linalg.norm(f.state[3:6]) < 3.5
         assert f.state[6] == pytest.approx(-f.state[7], abs=1e-3)
@@ -43,7 +44,7 @@ def test_manifest_cannot_point_outside_its_folder(tmp_path: Path) -> None:
     manifest["frames"][0]["image"] = "../../etc/passwd"
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="outside its folder"):
-        load_frames(folder)
+        load_libero_frames(folder)
 
 
 @pytest.mark.parametrize("axis, angle", [((0, 0, 1), 0.5), ((1, 0, 0), math.pi - 0.01), ((0.6, 0.8, 0), 2.0)])
@@ -84,8 +85,7 @@ def test_policy_observation_rotates_and_builds_the_state() -> None:
 
 
 def test_configure_libero_writes_a_config_without_prompting(tmp_path: Path, monkeypatch) -> None:
-    if not libero_env.libero_installed():
-        pytest.skip("LIBERO extra not installed (bash scripts/install-libero.sh)")
+    require_libero()
     monkeypatch.delenv("LIBERO_CONFIG_PATH", raising=False)
     cfg = libero_env.configure_libero(tmp_path / "cfg")
     text = (cfg / "config.yaml").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pi0viz.model import Pi0Config, denoising_times, make_attn_mask
+from pi0viz.model import Pi0Config, diffusion_times, make_attn_mask
 from pi0viz.model.pi0 import posemb_sincos, suffix_ar_mask
 
 
@@ -26,14 +26,14 @@ def test_pi0_suffix_mask():
 
 
 def test_denoising_times_follow_float32_accumulation():
-    t = denoising_times(10)
+    t = diffusion_times(10)
     assert t.dtype == np.float32 and len(t) == 10
     expect = [np.float32(1.0)]
     for _ in range(9):
         expect.append(np.float32(expect[-1] + np.float32(-0.1)))
     np.testing.assert_array_equal(t, expect)
     assert t[2] == np.float32(0.79999995)
-    assert len(denoising_times(3)) == 3 and len(denoising_times(1)) == 1
+    assert len(diffusion_times(3)) == 3 and len(diffusion_times(1)) == 1
 
 
 def test_posemb_sincos_halves():

@@ -79,7 +79,7 @@ def test_intermediates_match_openpi(params, case_path):
     tokens, mask, _ = embed_prefix(params, CONFIG, obs)
     np.testing.assert_allclose(np.asarray(tokens), case["prefix_tokens"], rtol=0, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(mask), case["prefix_mask"])
-    np.testing.assert_array_equal(pi0_mod.denoising_times(int(case["num_steps"])), case["timesteps"])
+    np.testing.assert_array_equal(pi0_mod.diffusion_times(int(case["num_steps"])), case["timesteps"])
     # One Euler step from the recorded x_t of each step reproduces openpi's x_{t+1} trajectory.
     x, dt = case["x_t"], np.float32(-1.0 / int(case["num_steps"]))
     np.testing.assert_allclose(x[1:], x[:-1] + dt * case["v_t"][:-1], rtol=0, atol=1e-5)

@@ -12,6 +12,7 @@ import pytest
 
 from pi0viz.errors import CheckpointError
 from pi0viz.model import save_params
+from pi0viz.policy.configs import make_transforms
 from pi0viz.policy.jax_policy import Policy
 from pi0viz.policy.tokenizer import BUNDLED_MODEL
 
@@ -50,7 +51,7 @@ def test_checkpoint_round_trip_gives_the_same_actions(checkpoint):
     root, tiny = checkpoint
     config = tiny.config
     loaded = Policy.from_checkpoint(root, config=config, tokenizer_path=BUNDLED_MODEL, dtype="float32", seed=3)
-    in_memory = Policy(tiny.params, config, tiny.tokenizer, STATS, seed=3)
+    in_memory = Policy(tiny.params, config, make_transforms(config, tiny.tokenizer, STATS), seed=3)
     for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(in_memory.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for key in ("state", "actions"):

@@ -14,6 +14,7 @@ from pi0viz.core.bundle import CaptureBundle, load_bundle, save_bundle
 from pi0viz.core.images import resize_with_pad
 from pi0viz.errors import CheckpointError, ObservationError
 from pi0viz.model import CaptureOptions, sample_actions
+from pi0viz.policy.configs import make_transforms
 from pi0viz.policy.jax_policy import Policy, to_observation
 from pi0viz.policy.tokenizer import PromptTokenizer
 
@@ -33,7 +34,7 @@ def tiny() -> Policy:
 @pytest.fixture(scope="module")
 def policy(tiny) -> Policy:
     """The tiny model with LIBERO-like (non-identity) norm stats, so normalization is visible."""
-    return Policy(tiny.params, tiny.config, tiny.tokenizer, STATS, seed=0)
+    return Policy(tiny.params, tiny.config, make_transforms(tiny.config, tiny.tokenizer, STATS), seed=0)
 
 
 def make_obs(seed: int = 0, *, base_hw=(224, 224), wrist_hw=(100, 200)) -> dict:
@@ -95,7 +96,8 @@ def test_postprocess_unnormalize_delta_and_dims(policy, tiny):
     want = unnorm.copy()
     want[:, :6] += state[:6]  # pi0_libero: actions[..., :6] += state[:6]; the gripper (dim 6) is left alone
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
-    plain = Policy(tiny.params, tiny.config, tiny.tokenizer, STATS, delta_actions=False, action_dims=9)
+    plain = Policy(tiny.params, tiny.config,
+                   make_transforms(tiny.config, tiny.tokenizer, STATS, pipeline="pi0_base", action_dims=9))
     out9 = plain.postprocess(model_actions, inp.state)
     assert out9.shape == (50, 9)
     np.testing.assert_allclose(out9[:, :7], unnorm, rtol=1e-5, atol=1e-5)
@@ -120,9 +122,9 @@ def test_infer_matches_the_model_core(policy):
 
 def test_deterministic_per_seed_and_rng_split_per_call(tiny):
     obs = make_obs(4)
-    a = Policy(tiny.params, tiny.config, tiny.tokenizer, tiny.norm_stats, seed=0)
-    b = Policy(tiny.params, tiny.config, tiny.tokenizer, tiny.norm_stats, seed=0)
-    c = Policy(tiny.params, tiny.config, tiny.tokenizer, tiny.norm_stats, seed=1)
+    a = Policy(tiny.params, tiny.config, tiny.transforms, seed=0)
+    b = Policy(tiny.params, tiny.config, tiny.transforms, seed=0)
+    c = Policy(tiny.params, tiny.config, tiny.transforms, seed=1)
     first_a, first_b, first_c = (p.infer(obs)["actions"] for p in (a, b, c))
     np.testing.assert_array_equal(first_a, first_b)
     assert not np.allclose(first_a, first_c)
@@ -213,11 +215,12 @@ def test_other_errors(policy, tiny):
         policy.infer(make_obs(), noise=np.zeros((10, 32)))
     obs = make_obs()
     del obs["prompt"]
-    with_default = Policy(tiny.params, tiny.config, tiny.tokenizer, STATS, default_prompt=PROMPT)
+    with_default = Policy(tiny.params, tiny.config,
+                          make_transforms(tiny.config, tiny.tokenizer, STATS, default_prompt=PROMPT))
     assert with_default.prepare(obs).prompt == PROMPT
     with pytest.raises(CheckpointError, match="'std'"):
-        Policy(tiny.params, tiny.config, tiny.tokenizer, {"state": {"mean": [0.0]}, "actions": STATS["actions"]})
+        make_transforms(tiny.config, tiny.tokenizer, {"state": {"mean": [0.0]}, "actions": STATS["actions"]})
     small = type(tiny.config)(**{**tiny.config.__dict__, "vocab_size": 100})
     with pytest.raises(ValueError, match="tokenizer"):
-        Policy(tiny.params, small, PromptTokenizer.bundled(), STATS)
+        Policy(tiny.params, small, make_transforms(small, PromptTokenizer.bundled(), STATS))
     assert "UNTRAINED" in tiny.description

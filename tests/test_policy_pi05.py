@@ -9,10 +9,10 @@ import pytest
 from pi0viz.core.bundle import load_bundle, save_bundle
 from pi0viz.errors import ConfigError
 from pi0viz.policy.configs import CONFIGS, get_config
-from pi0viz.policy.libero_frames import load_frames
+from pi0viz.policy.libero_frames import load_libero_frames
 from pi0viz.policy.norm_stats import quantile_normalize, quantile_unnormalize
 from pi0viz.policy.tokenizer import PromptTokenizer, discretize_state
-from pi0viz.policy.transforms import LiberoTransforms
+from pi0viz.policy.transforms import NormalizeState, UnnormalizeActions
 
 QSTATS = {"mean": np.zeros(2), "std": np.ones(2), "q01": np.array([0.0, -2.0]), "q99": np.array([1.0, 2.0])}
 
@@ -57,9 +57,9 @@ def test_config_table():
 
 def test_quantile_needs_q01_q99():
     with pytest.raises(ConfigError, match="q01 and q99"):
-        LiberoTransforms(tokenizer=PromptTokenizer.bundled(), image_keys=["base_0_rgb"], action_dim=32,
-                         max_token_len=200, delta_actions=False, normalization="quantile",
-                         norm_stats={k: {"mean": np.zeros(7), "std": np.ones(7)} for k in ("state", "actions")})
+        NormalizeState({"mean": np.zeros(7), "std": np.ones(7)}, normalization="quantile")
+    with pytest.raises(ConfigError, match="q01 and q99"):
+        UnnormalizeActions({k: {"mean": np.zeros(7), "std": np.ones(7)} for k in ("state", "actions")}, "quantile")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def tiny05():
 
 
 def test_tiny_pi05_libero_call(tiny05, tmp_path):
-    frame = load_frames()[0]
+    frame = load_libero_frames()[0]
     out = tiny05.infer(frame.observation(), return_bundle=True, inference_step=4)
     assert out["actions"].shape == (10, 7) and out["actions"].dtype == np.float32
     bundle = out["attention_bundle"]
@@ -91,9 +91,11 @@ def test_tiny_pi05_libero_call(tiny05, tmp_path):
 def test_discrete_state_puts_the_state_in_the_prompt(tiny05):
     from pi0viz.policy.jax_policy import Policy
 
-    policy = Policy(tiny05.params, tiny05.config, tiny05.tokenizer, tiny05.norm_stats, normalization="quantile",
-                    delta_actions=False, discrete_state_input=True)
-    obs = load_frames()[0].observation()
+    from pi0viz.policy.configs import make_transforms
+
+    policy = Policy(tiny05.params, tiny05.config,
+                    make_transforms(tiny05.config, tiny05.tokenizer, tiny05.norm_stats, pipeline="pi05_base"))
+    obs = load_libero_frames()[0].observation()
     # identity stats (q01 -1, q99 1): the normalized state is the state up to 1e-6; bins are 2/256 wide
     obs["observation/state"] = np.array([0.004, -0.996, 0.999, 0.504, -0.496, 2.0, -3.0, 0.254])
     inputs = policy.prepare(obs)
@@ -122,7 +124,7 @@ def test_pi05_libero_checkpoint_uses_quantile_stats(tiny05, tmp_path):
     policy = Policy.from_checkpoint(tmp_path, policy_config="pi05_libero", config=tiny05.config,
                                     tokenizer_path=BUNDLED_MODEL, dtype="float32")
     assert "pi0.5" in policy.description and "pi05_libero" in policy.description
-    obs = load_frames()[0].observation()
+    obs = load_libero_frames()[0].observation()
     obs["observation/state"] = np.full(8, 0.5)
     inputs = policy.prepare(obs)
     np.testing.assert_allclose(inputs.state[:8], 0.0, atol=1e-6)  # (0.5 + 0.5) / 2 * 2 - 1

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from extras import mount_tmpfs, require, unmount
 from render_support import GRID, PATCH_PX, block_levels, cell, decode, jpgs, tree_bytes
 
 from pi0viz import visualize_attention
@@ -112,13 +113,9 @@ def test_resume_redoes_a_cell_missing_one_file(tmp_path):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MiB tmpfs here (needs root): {r.stderr.decode().strip()}")
+    mnt = mount_tmpfs(tmp_path / "disk", "size=1m")
     yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    unmount(mnt)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -246,7 +243,7 @@ def test_workers_after_jax_is_loaded_use_a_forkserver(tmp_path):
 
 
 def test_bfloat16_attention_and_odd_image_sizes(tmp_path):
-    ml_dtypes = pytest.importorskip("ml_dtypes")
+    ml_dtypes = require("ml_dtypes", "jax")  # bfloat16 for numpy, a JAX dependency
     b = synthetic_bundle(num_steps=1, num_layers=1, num_action_tokens=2)
     hot = b.layout.camera_region(1).start + 3 * GRID + 4
     place_hot_key(b, step=0, layer=0, action_token=1, head=0, key=hot, mass=0.7)

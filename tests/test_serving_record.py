@@ -3,37 +3,35 @@ that writes every call's capture bundle on its side."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import client_python
 
 from pi0viz.core.bundle import load_bundle
-from pi0viz.policy.libero_frames import load_frames
+from pi0viz.policy.libero_frames import load_libero_frames
 from pi0viz.serving.recorder import CallRecorder
 from pi0viz.serving.server import PolicyServer
 
 pytestmark = pytest.mark.slow  # compiles the tiny pi0.5 (~20-60 s on 2 cores)
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIENT_PY = Path(os.environ.get("PI0VIZ_CLIENT_VENV", ROOT / ".venv-client")) / "bin" / "python"
 
 
-@pytest.mark.skipif(not CLIENT_PY.exists(),
-                    reason="openpi-client venv missing: run bash scripts/install-openpi-client.sh")
 def test_openpi_client_gets_actions_and_the_server_records_pi05_bundles(tmp_path: Path) -> None:
+    client_py = client_python()
     from pi0viz.policy.jax_policy import Policy
 
     policy = Policy.tiny(seed=0, policy_config="pi05_libero")
     server = PolicyServer(policy, port=0, recorder=CallRecorder(tmp_path / "rec"))
     server.start_in_thread()
-    frame = load_frames()[1]
+    frame = load_libero_frames()[1]
     obs = frame.observation()
     np.savez(tmp_path / "obs.npz", **{k: np.asarray(v) for k, v in obs.items()})
     try:
-        proc = subprocess.run([str(CLIENT_PY), str(ROOT / "tests" / "openpi_client_record_check.py"), "--port",
+        proc = subprocess.run([str(client_py), str(ROOT / "tests" / "openpi_client_record_check.py"), "--port",
                                str(server.port), "--obs", str(tmp_path / "obs.npz"), "--calls", "2", "--out",
                                str(tmp_path / "client.npz")], capture_output=True, text=True, timeout=300, cwd=ROOT)
     finally:

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from extras import client_python
 from websockets.sync.client import connect
 
 from pi0viz.core.bundle import load_bundle
-from pi0viz.policy.libero_frames import load_frames
+from pi0viz.policy.libero_frames import load_libero_frames
 from pi0viz.serving import msgpack_numpy
 from pi0viz.serving.client import PolicyClient, ServerError
 from pi0viz.serving.protocol import RETURN_ATTENTION_KEY
@@ -24,7 +25,6 @@ from pi0viz.serving.server import PolicyServer
 pytestmark = pytest.mark.slow  # loads and compiles the tiny pi0 (~20-60 s on 2 cores)
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIENT_PY = ROOT / ".venv-client" / "bin" / "python"
 
 
 class GatedPolicy:
@@ -60,7 +60,7 @@ def served():
 
 @pytest.fixture(scope="module")
 def frame():
-    return load_frames()[0]
+    return load_libero_frames()[0]
 
 
 def _raw_connection(port: int):
@@ -124,11 +124,10 @@ def test_fused_heads_on_request(served, frame) -> None:
     assert np.all(bundle.attention[..., 512:768] == 0)  # the padded camera stays exactly zero
 
 
-@pytest.mark.skipif(not CLIENT_PY.exists(),
-                    reason="openpi-client venv missing: run bash scripts/install-openpi-client.sh")
 def test_real_openpi_client_in_its_own_environment(served, frame, tmp_path: Path) -> None:
+    client_py = client_python()
     server, _ = served
-    proc = subprocess.run([str(CLIENT_PY), str(ROOT / "tests" / "openpi_client_check.py"), "--port",
+    proc = subprocess.run([str(client_py), str(ROOT / "tests" / "openpi_client_check.py"), "--port",
                            str(server.port), "--out", str(tmp_path)], capture_output=True, text=True, timeout=240,
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from libero_support import skip_module_without_libero
+from extras import require, require_libero
 
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
-skip_module_without_libero()
-ray = pytest.importorskip("ray", reason="Ray not installed: bash scripts/install-ray.sh (CI runs it via test.sh)")
+require_libero()
+ray = require("ray", "sweep")
 
 from pi0viz.sweep.engine import RunOptions, run_sweep  # noqa: E402
 from pi0viz.sweep.plan import SweepSettings, plan_episodes  # noqa: E402

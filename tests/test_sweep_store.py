@@ -176,7 +176,7 @@ def test_command_refuses_a_sweep_the_disk_cannot_hold_in_one_line(tmp_path: Path
     assert lines[-1].startswith("pi0viz sweep: error: this sweep needs about") and "Traceback" not in res.output
     assert not out.exists()  # refused before writing anything
     res = CliRunner().invoke(main, ["sweep", "--policy", "gpu", "--out", str(out)])
-    assert res.exit_code == 1 and "--policy must be" in res.output
+    assert res.exit_code == 1 and "policy 'gpu' is not a policy spec" in res.output
     res = CliRunner().invoke(main, ["sweep", "--policy", f"checkpoint:{tmp_path}", "--out", str(out)])
     assert res.exit_code == 1 and "expected an openpi checkpoint folder" in res.output and not out.exists()
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from extras import require_torch_stack
 
-torch = pytest.importorskip("torch", reason="needs the [torch] extra (bash scripts/install-torch.sh)")
-pytest.importorskip("lerobot", reason="needs LeRobot 0.4.4 (bash scripts/install-torch.sh)")
-# LeRobot 0.4.4's pi0 refuses to build on stock transformers: pi0viz's compat module supplies this (docs/torch.md)
-pytest.importorskip("transformers.models.siglip.check",
-                    reason="needs pi0viz's transformers compat module (bash scripts/install-torch.sh)")
+torch = require_torch_stack()  # torch, LeRobot 0.4.4 and pi0viz's transformers compat module
 
 import torch_support as ts
 

@@ -3,24 +3,18 @@ policy server (openpi's protocol), and in the LIBERO example (`--policy lerobot:
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import require_libero, require_torch_stack
+from libero_support import load_libero_example
 
-torch = pytest.importorskip("torch", reason="needs the [torch] extra (bash scripts/install-torch.sh)")
-pytest.importorskip("lerobot", reason="needs LeRobot 0.4.4 (bash scripts/install-torch.sh)")
-# LeRobot 0.4.4's pi0 refuses to build on stock transformers: pi0viz's compat module supplies this (docs/torch.md)
-pytest.importorskip("transformers.models.siglip.check",
-                    reason="needs pi0viz's transformers compat module (bash scripts/install-torch.sh)")
+torch = require_torch_stack()  # torch, LeRobot 0.4.4 and pi0viz's transformers compat module
 
 import torch_support as ts
 
-from pi0viz.policy.libero_frames import load_frames
-
-ROOT = Path(__file__).resolve().parents[1]
+from pi0viz.policy.libero_frames import load_libero_frames
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def policy(checkpoint):
 
 @pytest.fixture(scope="module")
 def request_():
-    frame = load_frames()[0]  # real LIBERO frames, as openpi's client sends them
+    frame = load_libero_frames()[0]  # real LIBERO frames, as openpi's client sends them
     return frame.observation()
 
 
@@ -134,12 +128,8 @@ def test_libero_example_runs_a_lerobot_checkpoint(checkpoint, tmp_path):
     from pi0viz.core.bundle import load_bundle
     from pi0viz.policy import libero_env
 
-    if not libero_env.libero_installed():
-        pytest.skip("LIBERO extra not installed: bash scripts/install-libero.sh")
-    spec = importlib.util.spec_from_file_location("libero_example_main_torch", ROOT / "examples" / "libero" / "main.py")
-    example = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = example
-    spec.loader.exec_module(example)
+    require_libero()
+    example = load_libero_example("libero_example_main_torch")
     args = example.Args(policy=f"lerobot:{checkpoint}", max_inference_calls=1, bundles_only=True, fuse_heads=True)
     with ts.tiny_variant("pi0"):
         policy = example.make_policy(args)

@@ -8,15 +8,15 @@ adaRMS modulates and gates as constructed here.
 from __future__ import annotations
 
 import pytest
+from extras import missing, require
 
-torch = pytest.importorskip("torch", reason="needs the [torch] extra (bash scripts/install-torch.sh)")
-transformers = pytest.importorskip("transformers", reason="needs the [torch] extra (bash scripts/install-torch.sh)")
-check = pytest.importorskip("transformers.models.siglip.check",
-                            reason="needs pi0viz's transformers compat module (bash scripts/install-torch.sh)")
+torch = require("torch", "torch")
+transformers = require("transformers", "torch")
+check = require("transformers.models.siglip.check", "torch")  # pi0viz's compat module (scripts/torch_env)
 from transformers.models.gemma import GemmaConfig, modeling_gemma  # noqa: E402
 
 if not hasattr(modeling_gemma, "AdaptiveRMSNorm"):
-    pytest.skip("transformers is patched in place (old install): bash scripts/install-torch.sh", allow_module_level=True)
+    missing("torch", "stock transformers (this one was patched in place by an old install)")
 
 W = 32  # model width
 

@@ -16,7 +16,7 @@ from pi0viz.model.pi0 import Observation
 from pi0viz.policy.jax_policy import Policy
 from pi0viz.policy.norm_stats import load_norm_stats
 from pi0viz.policy.reach_model import (REACH_ASSET_ID, REACH_MODEL_DIR, heldout_scenes, initial_params,
-                                       load_reach_policy, model_card, policy_kwargs, reach_config)
+                                       load_reach_policy, model_card, reach_config, reach_transforms)
 from pi0viz.policy.reach_task import HOVER_M, chunk_endpoint, min_jerk_weights, reach_chunk
 
 
@@ -115,8 +115,8 @@ def heldout_eval():
 
     held = heldout_scenes()
     trained = load_reach_policy()
-    untrained = Policy(initial_params(trained.config, 0), trained.config, trained.tokenizer,
-                       load_norm_stats(REACH_MODEL_DIR, REACH_ASSET_ID), **policy_kwargs())
+    untrained = Policy(initial_params(trained.config, 0), trained.config, reach_transforms(
+        trained.config, trained.tokenizer, load_norm_stats(REACH_MODEL_DIR, REACH_ASSET_ID)))
     return held, evaluate(trained, held, held.examples), evaluate(untrained, held, held.examples)
 
 

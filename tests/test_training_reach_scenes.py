@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from libero_support import skip_module_without_libero
+from extras import require_libero
 
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
-skip_module_without_libero()
+require_libero()
 
 
 @pytest.fixture(scope="module")

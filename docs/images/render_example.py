@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pi0viz.policy.libero_frames import load_frames
+from pi0viz.policy.libero_frames import load_libero_frames
 from pi0viz.render import RenderOptions, render_bundle
 from pi0viz.core.synthetic import place_hot_key, synthetic_bundle
 
@@ -22,7 +22,7 @@ OUT = Path(__file__).with_name("render_example.jpg")
 
 
 def main() -> None:
-    frame = next(f for f in load_frames() if f.name == "libero_spatial_task0")
+    frame = next(f for f in load_libero_frames() if f.name == "libero_spatial_task0")
     words = frame.prompt.split()
     bundle = synthetic_bundle(num_steps=1, num_layers=1, num_action_tokens=1, image_masks=(True, True, False),
                               num_valid_text=len(words) + 2)

@@ -1,15 +1,15 @@
 """LIBERO evaluation with attention maps: openpi's examples/libero/main.py loop, plus pi0viz's attention_viz tree.
 
-    bash scripts/install-libero.sh                       # once: the LIBERO extra, into .venv
+    bash scripts/install.sh libero                       # once: the LIBERO extra, into .venv
     # a) against a policy server (as openpi runs it; the server may be on a GPU machine):
     pi0viz serve --checkpoint DIR --tokenizer PATH &     # or: pi0viz serve --tiny; pi0.5: add --config pi05_libero
-    .venv/bin/python examples/libero/main.py --task-suite-name libero_spatial --task-ids 0 --num-trials-per-task 1
+    .venv/bin/python examples/libero/main.py --task-suite-name libero_spatial --tasks 0 --num-trials-per-task 1
     # b) in-process, no server:
-    .venv/bin/python examples/libero/main.py --policy tiny --task-ids 0 --num-trials-per-task 1 --max-inference-calls 3
+    .venv/bin/python examples/libero/main.py --policy tiny --tasks 0 --num-trials-per-task 1 --max-inference-calls 3
     # c) a LeRobot pi0 / pi0.5 checkpoint folder, in PyTorch (docs/torch.md):
-    .venv/bin/python examples/libero/main.py --policy lerobot:PATH --device cuda --task-ids 0 --num-trials-per-task 1
+    .venv/bin/python examples/libero/main.py --policy lerobot:PATH --device cuda --tasks 0 --num-trials-per-task 1
     # pi0.5 (openpi's pi05_libero pipeline: 10-action chunks), in-process or from a checkpoint:
-    .venv/bin/python examples/libero/main.py --policy tiny --config pi05_libero --task-ids 0 --max-inference-calls 3
+    .venv/bin/python examples/libero/main.py --policy tiny --config pi05_libero --tasks 0 --max-inference-calls 3
     .venv/bin/python examples/libero/main.py --policy checkpoint:DIR --config pi05_libero --tokenizer PATH ...
 
 Same loop as openpi: per task one env (256 x 256 cameras), per trial reset + benchmark init state, 10 "wait"
@@ -27,7 +27,7 @@ runs use --bundles-only (one .npz per call in <episode>/bundles/, render later w
 `pi0viz view`), --fuse-heads, the --render-* selections, or --max-inference-calls for quick looks. --viewer writes
 <episode>/viewer.html, the interactive viewer over the episode's calls.
 
-Episode views (docs/episode.md; `bash scripts/install-episode.sh` for imageio-ffmpeg and rerun-sdk):
+Episode views (docs/episode.md; `bash scripts/install.sh video rerun` for imageio-ffmpeg and rerun-sdk):
 --attention-video saves every control step's two camera frames (<episode>/frames.npz) and the bundles, and writes
 <episode>/attention_video.mp4, the rollout under each call's attention; --rerun logs the episode live into
 <episode>/episode.rrd (--rerun-spawn: also to a Rerun viewer spawned on this machine). --episode-step,
@@ -50,13 +50,16 @@ import logging
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
+from pi0viz.core.selection import parse_intervals, parse_selection
+from pi0viz.errors import SelectionError
 from pi0viz.episode import FrameRecorder, Selection, call_maps, save_frames
 from pi0viz.policy import libero_env
+from pi0viz.policy.spec import PolicySpec, PolicySpecError, check_options, parse_policy_spec
 
 logger = logging.getLogger("libero_example")
 VIDEO_FPS = 10
@@ -67,7 +70,7 @@ LIBERO_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb")  # openpi's LIBERO inputs: i
 class Args:
     """Command-line options (see `--help`)."""
 
-    policy: str = "server"  # "server" (--host/--port), "tiny", "checkpoint:DIR", or "lerobot:DIR" (PyTorch)
+    policy: str = "server"  # a policy spec (pi0viz.policy.spec); "server": ws://--host:--port
     config: str = "pi0_libero"  # named policy config for tiny / checkpoint:DIR (pi05_libero: pi0.5)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -76,7 +79,7 @@ class Args:
     resize_size: int = 224
     replan_steps: int = 5
     task_suite_name: str = "libero_spatial"
-    task_ids: list[int] | None = None  # default: every task of the suite
+    task_ids: str | None = None  # --tasks: a selection, e.g. "0,3" or "0-4" (default: every task of the suite)
     num_steps_wait: int = 10
     num_trials_per_task: int = 50
     max_steps: int | None = None  # default: the suite's limit (libero_env.MAX_STEPS)
@@ -126,7 +129,7 @@ class ChunkPolicy(Protocol):
 
 
 class InProcessPolicy:
-    """A pi0viz Policy in this process ("tiny" or "checkpoint:DIR")."""
+    """A policy in this process (tiny, reach-tiny, checkpoint:DIR or lerobot:DIR)."""
 
     def __init__(self, policy: Any) -> None:
         self.policy = policy
@@ -144,7 +147,7 @@ class InProcessPolicy:
 class ServerPolicy:
     """A policy server speaking openpi's protocol (pi0viz serve); attention comes back as a rebuilt bundle."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int | None = None) -> None:
         from pi0viz.serving.client import PolicyClient
 
         self.client = PolicyClient(host, port, connect_timeout=300)
@@ -156,22 +159,23 @@ class ServerPolicy:
                                  fuse_heads=fuse_heads)
 
 
+def policy_spec(args: Args) -> PolicySpec:
+    """--policy as a policy spec (pi0viz.policy.spec, the parser of every pi0viz command); "server" is
+    ws://--host:--port. Raises PolicySpecError (one line) for a bad spec or options that do not go with it."""
+    spec = parse_policy_spec(f"ws://{args.host}:{args.port}" if args.policy == "server" else args.policy)
+    check_options(spec, config=args.config, tokenizer=args.tokenizer)
+    return spec
+
+
 def make_policy(args: Args) -> ChunkPolicy:
-    """--policy server | tiny | checkpoint:DIR | lerobot:DIR -> an object with infer(obs, return_attention, ...)."""
-    if args.policy == "server":
-        return ServerPolicy(args.host, args.port)
-    if args.policy.startswith("lerobot:"):  # a LeRobot pi0 / pi0.5 checkpoint (PyTorch; no JAX imported)
-        from pi0viz.policy.lerobot_policy import LeRobotPolicy
+    """--policy SPEC -> an object with infer(obs, return_attention, ...): a server client, or the policy in process
+    (lerobot:DIR runs in PyTorch and never imports JAX)."""
+    spec = policy_spec(args)
+    if spec.kind == "server":
+        return ServerPolicy(spec.uri or "")
+    from pi0viz.policy.spec import load_policy
 
-        return InProcessPolicy(LeRobotPolicy.from_pretrained(args.policy.split(":", 1)[1], device=args.device))
-    from pi0viz.policy.jax_policy import Policy
-
-    if args.policy == "tiny":
-        return InProcessPolicy(Policy.tiny(seed=0, policy_config=args.config))
-    if args.policy.startswith("checkpoint:"):
-        return InProcessPolicy(Policy.from_checkpoint(args.policy.split(":", 1)[1], policy_config=args.config,
-                                                      tokenizer_path=args.tokenizer))
-    raise ValueError(f"--policy must be 'server', 'tiny', 'checkpoint:DIR' or 'lerobot:DIR', got {args.policy!r}")
+    return InProcessPolicy(load_policy(spec, config=args.config, tokenizer=args.tokenizer, device=args.device))
 
 
 def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args, masks: Any = None) -> None:
@@ -195,22 +199,9 @@ def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args, masks: Any
     from pi0viz import RenderOptions, visualize_attention
 
     summary = visualize_attention(
-        bundle.attention,
-        images=bundle.images,
-        camera_names=bundle.camera_names,
-        token_pieces=bundle.token_pieces,
-        token_mask=bundle.token_mask,
-        image_masks=bundle.image_masks,
+        bundle,  # the whole capture: reduced ones (--fuse-heads, action rows only, prefix keys) render as they are
         inference_step=step,
         out_dir=episode_dir,
-        num_state_tokens=bundle.num_state_tokens,
-        num_action_tokens=bundle.num_action_tokens,
-        attention_kind=bundle.attention_kind,
-        attention_heads=bundle.attention_heads,  # "max" with --fuse-heads: rows are maxima, not distributions
-        patch_grid=bundle.patch_grid,
-        diffusion_times=bundle.diffusion_times,
-        step_indices=bundle.step_indices,
-        layer_indices=bundle.layer_indices,
         options=RenderOptions(steps=args.render_steps, action_tokens=args.render_action_tokens,
                               layers=args.render_layers, workers=args.workers),
     )
@@ -320,11 +311,18 @@ def write_attention_video(recorder: FrameRecorder, episode_dir: Path, args: Args
     return summary.path
 
 
+def episode_bundles(episode_dir: Path) -> list[Path]:
+    """The episode's saved calls in order, read by pi0viz's one reader of runs (never the masks next to them)."""
+    from pi0viz.core.runs import read_run
+
+    return read_run([episode_dir]).single_episode("the LIBERO example").bundle_paths
+
+
 def write_episode_viewer(episode_dir: Path, *, with_tree: bool) -> Path:
     """The interactive viewer over the episode's bundles (and its JPEG tree): <episode>/viewer.html."""
     from pi0viz.viewer import write_viewer
 
-    bundles = sorted((episode_dir / "bundles").glob("inference_*.npz"))
+    bundles = episode_bundles(episode_dir)
     page = write_viewer(bundles, episode_dir / "viewer.html", tree=episode_dir if with_tree else None)
     logger.info("viewer for %d calls: %s", len(bundles), page)
     return page
@@ -336,7 +334,7 @@ def write_episode_metrics(episode_dir: Path, info: dict[str, Any]) -> Path:
 
     episode_dir.mkdir(parents=True, exist_ok=True)
     (episode_dir / EPISODE_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
-    [path] = analyze_bundles(sorted((episode_dir / "bundles").glob("inference_*[0-9].npz")), require_masks=True)
+    [path] = analyze_bundles([episode_dir], require_masks=True)
     logger.info("grounding metrics: %s", path)
     return path
 
@@ -345,8 +343,7 @@ def write_episode_strip(episode_dir: Path) -> Path:
     """<episode>/episode_summary.jpg: the whole-call summary map of every saved call, side by side."""
     from pi0viz.analysis.summaries import episode_strip_from_bundles
 
-    bundles = sorted((episode_dir / "bundles").glob("inference_*[0-9].npz"))
-    path = episode_strip_from_bundles(bundles, episode_dir / "episode_summary.jpg")
+    path = episode_strip_from_bundles(episode_bundles(episode_dir), episode_dir / "episode_summary.jpg")
     logger.info("episode summary strip: %s", path)
     return path
 
@@ -369,10 +366,14 @@ def guard_disk(args: Args, num_tasks: int) -> "disk.DiskEstimate":
 
     max_steps = args.max_steps or libero_env.MAX_STEPS[args.task_suite_name]
     calls = disk.calls_per_episode(max_steps, args.replan_steps, args.max_inference_calls)
-    shape = disk.CallShape(steps=10, layers=4 if args.policy == "tiny" else 18, action_tokens=50)
+    small = policy_spec(args).kind in ("tiny", "reach-tiny")  # dummy Gemma: 4 layers (reach-tiny: 10 actions)
+    shape = disk.CallShape(steps=10, layers=4 if small else 18, action_tokens=50)
     bundle = shape.bundle_bytes(heads=1 if args.fuse_heads else 8)
-    selected = {name: len(_span(sel)) for name, sel in (("steps", args.render_steps), ("layers", args.render_layers),
-                                                         ("action_tokens", args.render_action_tokens)) if sel}
+    # the model's sizes are a guess here: count each selection inside them (never expanded, never refused)
+    picks = (("steps", args.render_steps, "--render-steps"), ("layers", args.render_layers, "--render-layers"),
+             ("action_tokens", args.render_action_tokens, "--render-action-tokens"))
+    selected = {name: parsed.count_within(0, getattr(shape, name))
+                for name, sel, flag in picks if (parsed := parse_intervals(sel, flag)) is not None}
     est = disk.estimate(dataclasses.replace(shape, **selected), episodes=num_tasks * args.num_trials_per_task,
                         calls=calls, frames=max_steps, video=True, render=args.attention and not args.bundles_only,
                         render_every=args.attention_every, call_bytes=bundle,
@@ -384,21 +385,12 @@ def guard_disk(args: Args, num_tasks: int) -> "disk.DiskEstimate":
     return est
 
 
-def _span(selection: str) -> list[int]:
-    """"0,3-5" -> [0, 3, 4, 5]."""
-    out: list[int] = []
-    for part in selection.split(","):
-        lo, _, hi = part.strip().partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1))
-    return out
-
-
 def eval_libero(args: Args) -> list[EpisodeResult]:
     """The evaluation loop over tasks and trials; returns every episode's result."""
     np.random.seed(args.seed)
     suite = libero_env.task_suite(args.task_suite_name)
     max_steps = args.max_steps or libero_env.MAX_STEPS[args.task_suite_name]
-    task_ids = args.task_ids if args.task_ids is not None else list(range(suite.n_tasks))
+    task_ids = parse_selection(args.task_ids, range(suite.n_tasks), "--tasks", within=args.task_suite_name)
     guard_disk(args, len(task_ids))
     policy = make_policy(args)
     results: list[EpisodeResult] = []
@@ -431,25 +423,28 @@ def eval_libero(args: Args) -> list[EpisodeResult]:
     return results
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
+def build_parser() -> argparse.ArgumentParser:
+    """The example's flags; a name shared with a `pi0viz` command means the same there (docs/cli.md)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = Args()
-    p.add_argument("--policy", default=d.policy,
-                   help="'server' (connect to --host/--port), 'tiny', 'checkpoint:DIR' (openpi JAX checkpoint), or "
-                        "'lerobot:DIR' (a LeRobot pi0 / pi0.5 checkpoint folder, run with PyTorch)")
+    p.add_argument("--policy", default=d.policy, metavar="SPEC",
+                   help="tiny, reach-tiny, checkpoint:DIR (openpi JAX checkpoint), lerobot:DIR (a LeRobot pi0 / "
+                        "pi0.5 checkpoint folder, run with PyTorch) or ws://HOST:PORT (a policy server); 'server' "
+                        "connects to --host/--port")
     p.add_argument("--config", default=d.config, help="named policy config for 'tiny' and 'checkpoint:DIR': "
                    "pi0_libero, pi05_libero (pi0.5), pi0_base, pi05_base")
     p.add_argument("--host", default=d.host)
-    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--port", type=_int_in(0, 65535), default=d.port, help="policy server port")
     p.add_argument("--tokenizer", default=None, help="PaliGemma tokenizer model for --policy checkpoint:DIR")
     p.add_argument("--device", default=d.device, help="torch device for --policy lerobot:DIR")
     p.add_argument("--resize-size", type=int, default=d.resize_size)
     p.add_argument("--replan-steps", type=int, default=d.replan_steps)
     p.add_argument("--task-suite-name", default=d.task_suite_name, choices=libero_env.SUITES)
-    p.add_argument("--task-ids", type=_int_list, default=None, help="e.g. '0,3' (default: all tasks of the suite)")
+    p.add_argument("--tasks", "--task-ids", dest="task_ids", metavar="TASKS", type=_selection_arg("--tasks"), default=None,
+                   help="task ids of the suite, e.g. '0,3' or '0-4' (default: all tasks of the suite)")
     p.add_argument("--num-steps-wait", type=int, default=d.num_steps_wait)
     p.add_argument("--num-trials-per-task", type=int, default=d.num_trials_per_task)
-    p.add_argument("--max-steps", type=int, default=None, help="default: the suite's limit as in openpi")
+    p.add_argument("--max-steps", type=_int_in(1), default=None, help="default: the suite's limit as in openpi")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--video-out-path", default=d.video_out_path)
     p.add_argument("--no-attention", dest="attention", action="store_false", help="plain evaluation, no maps")
@@ -462,32 +457,68 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--fuse-heads", action="store_true",
                    help="fuse heads by max on the device: 8x smaller bundles, same fused maps, no per-head views")
     p.add_argument("--max-inference-calls", type=int, default=None, help="end each episode after N calls")
-    p.add_argument("--render-steps", default=None, help="denoising steps to render, e.g. '0,9'")
-    p.add_argument("--render-action-tokens", default=None, help="action tokens to render, e.g. '0-4'")
-    p.add_argument("--render-layers", default=None, help="layers to render, e.g. '0,17'")
+    p.add_argument("--render-steps", type=_selection_arg("--render-steps"), default=None,
+                   help="denoising steps to render, e.g. '0,9'")
+    p.add_argument("--render-action-tokens", type=_selection_arg("--render-action-tokens"), default=None,
+                   help="action tokens to render, e.g. '0-4'")
+    p.add_argument("--render-layers", type=_selection_arg("--render-layers"), default=None,
+                   help="layers to render, e.g. '0,17'")
     p.add_argument("--grounding", action="store_true",
                    help="object masks from the simulator + grounding metrics per call and episode, and a report "
                         "(implies --save-bundles; docs/analysis.md)")
     p.add_argument("--summaries", action="store_true",
                    help="summary maps (mean over action tokens, ...) next to each call's tree and an episode strip "
                         "(implies --save-bundles)")
-    p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
+    p.add_argument("--workers", type=_int_in(1), default=None, help="render processes (default: all cores)")
     p.add_argument("--attention-video", action="store_true",
                    help="save every step's frames and write <episode>/attention_video.mp4 (implies --save-bundles)")
     p.add_argument("--rerun", action="store_true", help="log the episode live into <episode>/episode.rrd")
     p.add_argument("--rerun-spawn", action="store_true", help="--rerun, and stream to a spawned Rerun viewer")
     p.add_argument("--episode-step", type=int, default=None,
                    help="denoising step the video and .rrd show (default: the last)")
-    p.add_argument("--episode-layers", default=None, help="layers they average, e.g. '12-17' (default: all)")
-    p.add_argument("--episode-action-tokens", default=None, help="action tokens they average (default: all)")
+    p.add_argument("--episode-layers", type=_selection_arg("--episode-layers"), default=None,
+                   help="layers they average, e.g. '12-17' (default: all)")
+    p.add_argument("--episode-action-tokens", type=_selection_arg("--episode-action-tokens"), default=None,
+                   help="action tokens they average (default: all)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    p = build_parser()
     args = Args(**vars(p.parse_args(argv)))
     if args.attention_every < 1:
         p.error("--attention-every must be >= 1")
+    try:
+        policy_spec(args)
+    except PolicySpecError as err:
+        p.error(str(err))
     return args
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
+def _selection_arg(flag: str) -> Callable[[str], str]:
+    """argparse type: the selection's syntax checked now (pi0viz.core.selection); the string is kept, and read
+    against what exists (the suite's tasks, the capture's layers) when that is known."""
+    def check(text: str) -> str:
+        try:
+            parse_intervals(text, flag)
+        except SelectionError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text
+    return check
+
+
+def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in lo..hi (hi None: no upper bound), as click.IntRange in the pi0viz commands."""
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is not in {lo}..{'' if hi is None else hi}")
+        return value
+    check.__name__ = "int"  # argparse names the type in its messages
+    return check
 
 
 if __name__ == "__main__":

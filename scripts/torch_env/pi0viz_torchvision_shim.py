@@ -5,7 +5,7 @@ extension does not load, and `torchvision/_meta_registrations.py` then fails at 
 kernels for ops that do not exist ("operator torchvision::nms does not exist"). LeRobot imports torchvision
 unconditionally, so nothing of LeRobot imports. pi0 never calls those compiled ops (nms, roi_align, ...).
 
-Installed by scripts/install-torch.sh as a module plus a `.pth` line that calls `install()`. `install()` only
+Installed by scripts/install.sh torch as a module plus a `.pth` line that calls `install()`. `install()` only
 puts a finder on `sys.meta_path`; torch is touched when (and only when) something imports torchvision, so
 Python start-up in the venv stays as fast as before.
 """

@@ -25,7 +25,7 @@ stock release they refuse to build (and would compute the wrong thing). What the
 
 "Such a model" means one whose Gemma config has a `use_adarms` attribute, which LeRobot (and openpi's PyTorch
 port) always set; every other Gemma / PaliGemma keeps stock behaviour. Only transformers 4.53.2 is patched (the
-version LeRobot 0.4.4 asks for). Installed by scripts/install-torch.sh as a module plus a `.pth` line that calls
+version LeRobot 0.4.4 asks for). Installed by scripts/install.sh torch as a module plus a `.pth` line that calls
 `install()`, which only puts a finder on `sys.meta_path`: nothing is imported until transformers' gemma,
 paligemma or siglip modules are, and each is patched right after it executes.
 """

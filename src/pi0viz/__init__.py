@@ -22,7 +22,6 @@ __version__ = "0.2.0"
 # name -> (module, attribute): loaded on first access
 _LAZY = {
     "visualize_attention": ("pi0viz.render.visualize", "visualize_attention"),
-    "VisualizeOptions": ("pi0viz.render.visualize", "VisualizeOptions"),
     "render_bundle": ("pi0viz.render.engine", "render_bundle"),
     "RenderOptions": ("pi0viz.render.engine", "RenderOptions"),
     "write_viewer": ("pi0viz.viewer.build", "write_viewer"),

@@ -4,6 +4,7 @@ when used, so `pi0viz render` never pays for JAX and `pi0viz --help` is instant.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 import click
@@ -38,7 +39,7 @@ class _LazyGroup(click.Group):
         except Pi0vizError as err:
             _fail(name, str(err))
         except click.UsageError as err:  # bad option values, missing arguments: one line plus where to look
-            _fail(name, f"{err.format_message()} (see: pi0viz {name} --help)".replace("  ", " "))
+            _fail(name, f"{_ranges_as_in_docs(err.format_message())} (see: pi0viz {name} --help)".replace("  ", " "))
         except click.ClickException as err:
             _fail(name, err.format_message())
         except click.Abort:
@@ -63,6 +64,25 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="pi0viz")
 def main() -> None:
     """See where a pi0 vision-language-action policy looks."""
+
+
+_NUM = r"-?[\d.]+(?:e[+-]?\d+)?"
+_CLICK_RANGE = re.compile(rf"is not in the range (?:({_NUM})(<=?))?x(?:(<=?)({_NUM}))?(?:(>=?)({_NUM}))?")
+
+
+def _ranges_as_in_docs(message: str) -> str:
+    """click's "is not in the range 1<=x<=100" / "x>=0" / "0<x<=1" as docs/cli.md writes ranges: "is not in
+    1..100" / "is not >= 0" / "is not > 0 and <= 1"."""
+    def words(m: re.Match) -> str:
+        lo, lo_op, hi_op, hi, one_op, one = m.groups()
+        if one_op:
+            return f"is not {one_op} {one}"
+        if lo_op == "<=" and hi_op == "<=":
+            return f"is not in {lo}..{hi}"
+        bounds = [f"{'>' if lo_op == '<' else '>='} {lo}"] if lo else []
+        bounds += [f"{hi_op} {hi}"] if hi else []
+        return "is not " + " and ".join(bounds)
+    return _CLICK_RANGE.sub(words, message)
 
 
 def _fail(command: str, message: str) -> None:

@@ -9,6 +9,10 @@ weights) on four shipped LIBERO task frames instead: the pipeline alone. `--mode
 pi0.5 with openpi's pi05_libero pipeline (10 action tokens, 200 prompt slots). `--checkpoint DIR --tokenizer
 PATH` runs a real openpi checkpoint of either model on the LIBERO frames.
 
+`--policy SPEC` names the policy the way every pi0viz command does (pi0viz.policy.spec): `reach-tiny` (the
+default), `tiny` (= --untrained), `checkpoint:DIR` (= --checkpoint DIR) or `lerobot:DIR` (a LeRobot pi0 / pi0.5
+checkpoint, PyTorch); everything but reach-tiny runs on the LIBERO frames.
+
 Output under --out (default pi0viz_demo/):
     attention_viz/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_*.jpg
     bundles/inference_NNN.npz     one capture bundle per call (attention stored as float16)
@@ -28,10 +32,12 @@ import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
 from pi0viz.core.writes import make_folder
-from pi0viz.errors import ConfigError, Pi0vizError
-from pi0viz.policy.libero_frames import LiberoFrame, load_frames
+from pi0viz.errors import Pi0vizError
+from pi0viz.policy.libero_frames import LiberoFrame, load_libero_frames
+from pi0viz.policy.spec import PolicySpec, PolicySpecError, check_options, parse_policy_spec, require_kinds
 
 MODELS = {"pi0": "pi0_libero", "pi05": "pi05_libero"}  # --model -> named policy config
+DEMO_KINDS = ("reach-tiny", "tiny", "checkpoint", "lerobot")  # in-process policies the demo can run
 
 
 def reach_note(bundles: Path | str = "BUNDLES_DIR") -> str:
@@ -96,6 +102,8 @@ def run_demo(
     echo: Any = click.echo,
     model: str = "pi0",
     untrained: bool = False,
+    policy: str | PolicySpec | None = None,
+    device: str = "cpu",
 ) -> DemoResult:
     """Run `calls` inference calls (one shipped scene each, cycling) and render them.
 
@@ -111,6 +119,9 @@ def run_demo(
         echo: where progress lines go.
         model: "pi0" (pi0_libero pipeline) or "pi05" (pi05_libero: pi0.5, 10 action tokens).
         untrained: the untrained tiny model (random weights) instead of reach-tiny.
+        policy: a policy spec (reach-tiny, tiny, checkpoint:DIR, lerobot:DIR); `checkpoint` and `untrained` are
+            its older spellings (demo_policy_spec).
+        device: the torch device of a lerobot:DIR policy.
     """
     from pi0viz.core.fusion import ColorScale
     from pi0viz.core.progress import progress_bar
@@ -124,13 +135,10 @@ def run_demo(
 
     t0 = time.monotonic()
     echo("[1/4] loading the policy (JAX start-up and compilation take a while on CPU) ...")
-    reach = uses_reach_model(checkpoint, model, untrained)
-    if reach:
-        from pi0viz.policy.reach_model import load_reach_policy
-
-        policy, scenes = load_reach_policy(), demo_reach_scenes()
-    else:
-        policy, scenes = _load_policy(checkpoint, tokenizer, model), [(f, _describe(f), None) for f in load_frames()]
+    spec = demo_policy_spec(policy, checkpoint=checkpoint, model=model, untrained=untrained)
+    reach = spec.kind == "reach-tiny"
+    policy = _load_policy(spec, tokenizer, model, device)
+    scenes = demo_reach_scenes() if reach else [(f, _describe(f), None) for f in load_libero_frames()]
     seconds["load"] = time.monotonic() - t0
     echo(f"      {policy.description} ({seconds['load']:.0f} s)")
 
@@ -173,9 +181,26 @@ def run_demo(
     return DemoResult(out=out, tree=tree, bundles=paths, viewer=page, seconds=seconds)
 
 
-def uses_reach_model(checkpoint: Path | None, model: str, untrained: bool) -> bool:
-    """True when the demo runs reach-tiny: no checkpoint, pi0, and not asked for the untrained model."""
-    return checkpoint is None and model == "pi0" and not untrained
+def demo_policy_spec(policy: str | PolicySpec | None = None, *, checkpoint: Path | None = None, model: str = "pi0",
+                     untrained: bool = False) -> PolicySpec:
+    """The demo's policy as a spec: `policy` when given, else its older spellings (--checkpoint DIR ->
+    checkpoint:DIR, --untrained -> tiny), else reach-tiny for pi0 and tiny for pi0.5 (reach-tiny is a pi0).
+
+    Raises:
+        PolicySpecError (one line) for a bad spec, a spec the demo cannot run (a server), or spellings that
+        contradict each other.
+    """
+    if policy is not None:
+        if checkpoint is not None or untrained:
+            raise PolicySpecError("--policy replaces --checkpoint and --untrained; give one of them")
+        spec = parse_policy_spec(policy)
+    elif checkpoint is not None:
+        if untrained:
+            raise PolicySpecError("--untrained and --checkpoint exclude each other")
+        spec = parse_policy_spec(f"checkpoint:{checkpoint}")
+    else:
+        spec = parse_policy_spec("tiny" if untrained or model != "pi0" else "reach-tiny")
+    return require_kinds(spec, DEMO_KINDS, "pi0viz demo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,14 +239,12 @@ def demo_reach_scenes() -> list[tuple[ReachScene, str, Any]]:
     return out
 
 
-def _load_policy(checkpoint: Path | None, tokenizer: Path | None, model: str = "pi0") -> Any:
-    from pi0viz.policy.jax_policy import Policy
+def _load_policy(spec: PolicySpec, tokenizer: Path | None, model: str = "pi0", device: str = "cpu") -> Any:
+    from pi0viz.policy.spec import load_policy
 
     if model not in MODELS:
-        raise ConfigError(f"model must be one of {sorted(MODELS)}, got {model!r}")
-    if checkpoint is None:
-        return Policy.tiny(seed=0, policy_config=MODELS[model])
-    return Policy.from_checkpoint(checkpoint, policy_config=MODELS[model], tokenizer_path=tokenizer)
+        raise PolicySpecError(f"model must be one of {sorted(MODELS)}, got {model!r}")
+    return load_policy(spec, config=MODELS[model], tokenizer=tokenizer, device=device)
 
 
 def _compact(bundle: CaptureBundle) -> CaptureBundle:
@@ -248,6 +271,8 @@ def _write_viewer(bundles: list[Path], tree: Path, page: Path, echo: Any) -> Pat
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pi0viz_demo"),
               show_default=True, help="Output folder.")
+@click.option("--policy", "policy", default=None, metavar="SPEC",
+              help="reach-tiny (default), tiny, checkpoint:DIR or lerobot:DIR (the spec every pi0viz command takes).")
 @click.option("--model", type=click.Choice(sorted(MODELS)), default="pi0", show_default=True,
               help="pi0 (openpi's pi0_libero pipeline) or pi05 (pi0.5, pi05_libero: 10 action tokens).")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
@@ -257,6 +282,7 @@ def _write_viewer(bundles: list[Path], tree: Path, page: Path, echo: Any) -> Pat
               help="PaliGemma's paligemma_tokenizer.model (use with --checkpoint).")
 @click.option("--untrained", is_flag=True,
               help="Run the UNTRAINED tiny model (random weights) on shipped LIBERO task frames instead of reach-tiny.")
+@click.option("--device", default="cpu", show_default=True, help="torch device for --policy lerobot:DIR.")
 @click.option("--calls", type=click.IntRange(1, 100), default=2, show_default=True,
               help="Inference calls (one shipped scene each, cycling).")
 @click.option("--steps", default=None, help="Denoising steps to render, e.g. '0,9' (default all).")
@@ -264,7 +290,8 @@ def _write_viewer(bundles: list[Path], tree: Path, page: Path, echo: Any) -> Pat
 @click.option("--layers", default=None, help="Layers to render, e.g. '0-3' (default all).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Render processes (default: all cores).")
 @click.option("--no-viewer", is_flag=True, help="Skip the viewer page.")
-def demo_command(out: Path, model: str, checkpoint: Path | None, tokenizer: Path | None, untrained: bool, calls: int,
+def demo_command(out: Path, policy: str | None, model: str, checkpoint: Path | None, tokenizer: Path | None,
+                 untrained: bool, device: str, calls: int,
                  steps: str | None, action_tokens: str | None, layers: str | None, workers: int | None,
                  no_viewer: bool) -> None:
     """Run a pi0 on shipped LIBERO camera frames and render where its action tokens attend.
@@ -272,28 +299,28 @@ def demo_command(out: Path, model: str, checkpoint: Path | None, tokenizer: Path
     Offline by default: reach-tiny, a small pi0 trained to reach the object the prompt names, on held-out scenes.
     --untrained runs random weights (the pipeline alone); --checkpoint DIR --tokenizer PATH a real openpi model.
     """
-    from pi0viz.render import parse_selection
+    from pi0viz.core.selection import parse_intervals
 
-    if tokenizer is not None and checkpoint is None:
+    chosen = demo_policy_spec(policy, checkpoint=checkpoint, model=model, untrained=untrained)  # one line if bad
+    if tokenizer is not None and chosen.kind != "checkpoint":
         raise click.UsageError("--tokenizer goes with --checkpoint (the shipped models use the bundled tokenizer)")
-    if untrained and checkpoint is not None:
-        raise click.UsageError("--untrained and --checkpoint exclude each other")
+    check_options(chosen, config=MODELS[model])
     for spec, what in ((steps, "--steps"), (action_tokens, "--action-tokens"), (layers, "--layers")):
         try:  # syntax only, before the slow part; which values exist is known once the model ran
-            parse_selection(spec, range(100_000), what)
+            parse_intervals(spec, what)
         except ValueError as err:
             raise click.UsageError(str(err)) from None
     start = time.monotonic()
     try:
-        result = run_demo(out, checkpoint=checkpoint, tokenizer=tokenizer, calls=calls, steps=steps,
+        result = run_demo(out, policy=chosen, tokenizer=tokenizer, calls=calls, steps=steps,
                           action_tokens=action_tokens, layers=layers, workers=workers, viewer=not no_viewer,
-                          model=model, untrained=untrained)
+                          model=model, device=device)
     except Pi0vizError as err:  # selections, checkpoint, bundle, render and output faults: one line, exit 1
         raise click.ClickException(str(err)) from None
     click.echo("")
-    if uses_reach_model(checkpoint, model, untrained):
+    if chosen.kind == "reach-tiny":
         click.echo(reach_note(result.out / "bundles"))
-    elif checkpoint is None:
+    elif chosen.kind == "tiny":
         click.echo(honest_note(model))
     example = _example_cell(result.tree)
     click.echo(f"done in {time.monotonic() - start:.0f} s. Look at:")

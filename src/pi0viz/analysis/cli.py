@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from pi0viz.analysis.sinks import SinkCriterion
-
-
-def _expand(paths: tuple[str, ...]) -> list[Path]:
-    """Bundle files; a folder stands for every inference_*.npz below it (masks files are skipped)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*.npz") if not f.name.endswith(".masks.npz"))
-        else:
-            out.append(p)
-    return out
 
 
 @click.command("metrics")
@@ -32,7 +19,8 @@ def _expand(paths: tuple[str, ...]) -> list[Path]:
 @click.option("--no-csv", is_flag=True, help="Skip the per-cell grounding CSV.")
 def metrics_command(bundles: tuple[str, ...], masks_dir: str | None, require_masks: bool, sink_min: float,
                     sink_rows: float, no_csv: bool) -> None:
-    """Sinks, region masses and grounding metrics of saved capture bundles (files or folders).
+    """Sinks, region masses and grounding metrics of saved capture bundles (files, or a bundles, episode, run or
+    sweep folder).
 
     Writes NAME.metrics.json (and NAME.grounding.csv with masks) next to each bundle NAME.npz and
     episode_metrics.json per folder of bundles (one folder = one episode). See docs/analysis.md.
@@ -40,7 +28,8 @@ def metrics_command(bundles: tuple[str, ...], masks_dir: str | None, require_mas
     from pi0viz.analysis.metrics import analyze_bundles
 
     # A Pi0vizError (bad file, missing masks) goes up to the pi0viz root: one line, exit 1.
-    written = analyze_bundles(_expand(bundles), masks_dir=masks_dir, require_masks=require_masks,
+    # Files and folders (bundles, episode, run, sweep) are read by pi0viz.core.runs: side files are never calls.
+    written = analyze_bundles(bundles, masks_dir=masks_dir, require_masks=require_masks,
                               criterion=SinkCriterion(min_value=sink_min, row_fraction=sink_rows),
                               csv=not no_csv, log=click.echo)
     for path in written:

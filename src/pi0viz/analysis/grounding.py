@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from pi0viz.analysis.maps import ActionMaps
+from pi0viz.core.writes import atomic_write
 from pi0viz.errors import AnalysisError
 
 TOP_PERCENTS = (10, 25, 50)
@@ -138,6 +139,7 @@ def call_grounding(maps: ActionMaps, coverage: np.ndarray, has_mask: Sequence[bo
         coverage: float[C, rows, cols] object coverage per camera slot (values of slots without a mask ignored).
         has_mask: bool[C], which camera slots have a mask.
         image_mask: bool[C], False for padded camera slots (skipped even if they have a mask); default all True.
+            Cameras that the one camera rule does not draw (`maps.drawn_mask`: masked, or silent) are skipped too.
 
     Returns:
         CallGrounding.
@@ -151,7 +153,8 @@ def call_grounding(maps: ActionMaps, coverage: np.ndarray, has_mask: Sequence[bo
                             f"(one coverage grid per camera slot {list(layout.camera_names)})")
     if not np.isfinite(coverage).all() or coverage.min() < 0 or coverage.max() > 1 + 1e-6:
         raise AnalysisError("mask coverage must be fractions in [0, 1] (no NaN)")
-    image_mask = [True] * C if image_mask is None else list(image_mask)
+    drawn = maps.drawn_mask
+    image_mask = [bool(drawn[c]) and (image_mask is None or bool(image_mask[c])) for c in range(C)]
     D, L, A, S = maps.mean.shape
     flat = maps.mean.reshape(-1, S)  # [cells, S]
     names, per_cam, areas = [], {k: [] for k in CAMERA_METRICS}, []
@@ -209,7 +212,7 @@ def _clean(value: Any) -> Any:
     return round(float(value), 6)
 
 
-def summarize_call(g: CallGrounding) -> dict[str, Any]:
+def grounding_summary(g: CallGrounding) -> dict[str, Any]:
     """Per-call aggregates: every metric averaged over all rows, and its curves over layers and steps.
 
     Returns (JSON-ready; NaN rows are left out of means, a mean of nothing is None):
@@ -275,5 +278,4 @@ def to_csv(g: CallGrounding, path: Any, *, call: int) -> None:
     row = ",".join(["%d"] * 4 + ["%.6g"] * (len(header) - 4))
     # One format per row (not per value); NaN prints as "nan", and no other field can contain that text.
     body = "\n".join(row % tuple(r) for r in table).replace("nan", "")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(",".join(header) + "\n" + body + "\n")
+    atomic_write(path, ",".join(header) + "\n" + body + "\n")

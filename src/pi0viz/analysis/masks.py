@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import weakref
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pi0viz.core.images import resize_with_pad
+from pi0viz.core.writes import atomic_write
 from pi0viz.errors import AnalysisError
 
 MASKS_FORMAT = "pi0viz.masks/1"
@@ -222,19 +222,10 @@ def masks_path(bundle_path: str | os.PathLike) -> Path:
 def save_masks(masks: CallMasks, path: str | os.PathLike) -> Path:
     """Write masks atomically as an .npz (format MASKS_FORMAT)."""
     masks.validate()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, format=np.asarray(MASKS_FORMAT), camera_names=np.asarray(masks.camera_names, str),
-                                objects=np.asarray(masks.objects, str).reshape(-1),
-                                coverage=masks.coverage.astype(np.float32), has_mask=masks.has_mask.astype(bool))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez_compressed(
+        f, format=np.asarray(MASKS_FORMAT), camera_names=np.asarray(masks.camera_names, str),
+        objects=np.asarray(masks.objects, str).reshape(-1), coverage=masks.coverage.astype(np.float32),
+        has_mask=masks.has_mask.astype(bool)))
 
 
 def load_masks(path: str | os.PathLike) -> CallMasks:

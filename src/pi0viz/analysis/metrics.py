@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from pi0viz.analysis.maps import ActionMaps, action_maps
 from pi0viz.analysis.masks import load_masks, masks_for_bundle, masks_path
 from pi0viz.analysis.sinks import SinkCriterion, find_sinks, sink_report
 from pi0viz.core.bundle import CaptureBundle, load_bundle
+from pi0viz.core.writes import atomic_write
 from pi0viz.errors import AnalysisError
 
 METRICS_FORMAT = "pi0viz.metrics/1"
@@ -36,9 +36,10 @@ EPISODE_METRICS = "episode_metrics.json"
 
 
 def region_masses(maps: ActionMaps) -> dict[str, Any]:
-    """Head-mean attention mass per key region (every camera slot, the prompt, state, actions), averaged over the
-    action tokens: {"names": [M], "kinds": [M], "mass": [M][D][L]}."""
-    regions = maps.layout.regions()
+    """Head-mean attention mass per key region (every drawn camera, the prompt, state, actions), averaged over the
+    action tokens: {"names": [M], "kinds": [M], "mass": [M][D][L]}. Padded cameras (pi0viz.core.maps' rule) are
+    left out."""
+    regions = maps.regions
     per_key = maps.mean.mean(axis=2)  # [D, L, S]
     mass = np.stack([per_key[..., r.slice].sum(axis=-1) for r in regions])  # [M, D, L]
     return {"names": [r.name for r in regions], "kinds": [r.kind for r in regions],
@@ -69,7 +70,7 @@ def analyze_call(bundle: CaptureBundle, *, coverage: np.ndarray | None = None, h
     if coverage is not None:
         g = G.call_grounding(maps, coverage, has_mask if has_mask is not None else [True] * len(coverage),
                              bundle.image_masks[batch])
-        summary = dict(G.summarize_call(g), objects=list(objects))
+        summary = dict(G.grounding_summary(g), objects=list(objects))
     call = int(bundle.inference_step) if bundle.inference_step is not None else None
     return ({
         "format": METRICS_FORMAT,
@@ -85,17 +86,7 @@ def analyze_call(bundle: CaptureBundle, *, coverage: np.ndarray | None = None, h
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Atomic JSON write (NaN is refused: every metric is cleaned to None first)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, json.dumps(data, allow_nan=False))
 
 
 def read_episode_info(folder: Path) -> dict[str, Any]:
@@ -112,29 +103,43 @@ def read_episode_info(folder: Path) -> dict[str, Any]:
     return {}
 
 
+def record_info(record: Path) -> dict[str, Any]:
+    """What a sweep's episode record says of its episode, as episode.json would: suite, task_id, trial, prompt,
+    success, steps (read from its small `meta` member only)."""
+    from pi0viz.core.runs import load_members
+
+    try:
+        meta = json.loads(str(load_members(record, ["meta"])["meta"]))
+        key = meta["key"]
+        return {"suite": key["suite"], "task_id": key["task"], "trial": key["trial"], "prompt": meta.get("prompt", ""),
+                "success": meta.get("success"), "steps": meta.get("steps"), "inference_calls": meta.get("calls")}
+    except (KeyError, TypeError, ValueError) as err:
+        raise AnalysisError(f"{record}: unreadable sweep record meta ({err})") from None
+
+
 def analyze_bundles(paths: Sequence[str | os.PathLike], *, masks_dir: str | os.PathLike | None = None,
                     require_masks: bool = False, criterion: SinkCriterion | None = None,
                     csv: bool = True, log=None) -> list[Path]:
     """Metrics files for saved bundles, grouped into episodes by folder. Returns the episode_metrics.json paths.
 
     Args:
-        paths: bundle files (.npz).
+        paths: bundle files (.npz) and/or folders (a bundles, episode, run or sweep folder), read by
+            pi0viz.core.runs: masks, frames and other side files are never taken for calls.
         masks_dir: where the .masks.npz files are (default: next to each bundle).
         require_masks: fail when a bundle has no masks (default: sinks and masses only for that call).
         csv: also write the per-cell grounding CSV.
     """
-    bundles = [Path(p) for p in paths if not str(p).endswith(".masks.npz")]
-    if not bundles:
-        raise AnalysisError("no capture bundles given (expected .npz files written by pi0viz)")
-    episodes: dict[Path, list[Path]] = {}
-    for p in bundles:
-        episodes.setdefault(p.resolve().parent, []).append(p)
+    from pi0viz.core.runs import read_run
+
+    run = read_run(paths)  # RunError (a Pi0vizError) when there is no bundle or a named file is not one
     written = []
-    for folder, files in episodes.items():
+    for episode in run.with_calls():
+        folder = episode.bundles_dir or episode.root
         calls = []
-        for path in files:
+        for call in episode.calls:
+            path = call.path
             bundle = load_bundle(path)
-            mpath = masks_path(path) if masks_dir is None else Path(masks_dir) / masks_path(path).name
+            mpath = (call.masks or masks_path(path)) if masks_dir is None else Path(masks_dir) / masks_path(path).name
             coverage = has = None
             objects: list[str] = []
             if mpath.is_file():
@@ -155,7 +160,8 @@ def analyze_bundles(paths: Sequence[str | os.PathLike], *, masks_dir: str | os.P
             if log:
                 log(f"{path}: metrics{' + grounding' if g is not None else ''}")
         calls.sort(key=lambda r: r["call"])
-        written.append(write_json(folder / EPISODE_METRICS, episode_record(calls, read_episode_info(folder))))
+        info = read_episode_info(folder) or (record_info(episode.record) if episode.record else {})
+        written.append(write_json(folder / EPISODE_METRICS, episode_record(calls, info)))
     return written
 
 

@@ -1,9 +1,10 @@
 """`pi0viz report RUN_DIR`: one offline HTML page over a run's metrics, with matplotlib plots.
 
 Reads every episode_metrics.json under RUN_DIR (written by `pi0viz metrics` or the LIBERO example's
---grounding) and writes RUN_DIR/report.html (plots embedded as PNG data URIs; no script, no network: the page's
-Content-Security-Policy allows nothing but inline styles and images) plus RUN_DIR/run_metrics.json (the
-aggregates per task and by outcome). All text from data is HTML-escaped; links are relative and URL-quoted.
+--grounding; a `pi0viz sweep` folder's episodes without one come from their records) and writes
+RUN_DIR/report.html (plots embedded as PNG data URIs; no script, no network: the page's Content-Security-Policy
+allows nothing but inline styles and images) plus RUN_DIR/run_metrics.json (the aggregates per task and by
+outcome). All text from data is HTML-escaped; links are relative and URL-quoted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from urllib.parse import quote
 import numpy as np
 
 from pi0viz.analysis import grounding as G
-from pi0viz.analysis.metrics import EPISODE_METRICS, write_json
+from pi0viz.analysis.metrics import EPISODE_METRICS, METRICS_FORMAT, write_json
+from pi0viz.core.writes import atomic_write
 from pi0viz.errors import AnalysisError
 
 OUTCOME_COLORS = {True: "#1a9850", False: "#d73027", None: "#777777"}
@@ -29,22 +31,61 @@ MAX_EPISODE_SECTIONS = 50  # beyond this the page lists episodes without per-epi
 
 
 def load_run(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(episode folder, episode_metrics.json content) for every episode under run_dir, sorted by path."""
-    files = sorted(run_dir.rglob(EPISODE_METRICS))
-    if not files:
+    """(episode folder, episode metrics) for every episode under run_dir, sorted by path.
+
+    The episodes are found by pi0viz.core.runs (episode, run and sweep folders alike): each episode_metrics.json
+    (written by `pi0viz metrics` or the LIBERO example's --grounding); for a sweep's episode without one, its
+    record (episodes/<key>.npz) gives the outcome and the region masses (the "folder" is then the record file).
+    """
+    from pi0viz.core.runs import RunError, read_run
+
+    try:
+        episodes = read_run([run_dir], allow_empty=True).episodes
+    except RunError:  # e.g. a damaged bundle folder: the metrics files below are still readable
+        episodes = []
+    found: dict[Path, tuple[Path, Path]] = {}
+    for ep in episodes:
+        if ep.metrics is not None:
+            found[ep.metrics.resolve()] = (ep.root, ep.metrics)
+    for f in run_dir.rglob(EPISODE_METRICS):  # also metrics files deeper than the reader looks
+        found.setdefault(f.resolve(), (f.parent.parent if f.parent.name == "bundles" else f.parent, f))
+    out = [(folder, _read_metrics(f)) for folder, f in sorted(found.values())]
+    out += sorted((ep.record, episode_from_record(ep.record)) for ep in episodes
+                  if ep.record is not None and ep.metrics is None)
+    if not out:
         raise AnalysisError(f"no {EPISODE_METRICS} under {run_dir}: run `pi0viz metrics BUNDLES` (or the LIBERO "
-                            "example with --grounding) first")
-    out = []
-    for f in files:
-        try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise AnalysisError(f"{f}: unreadable metrics ({err})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("calls"), list):
-            raise AnalysisError(f"{f}: not a pi0viz episode metrics file")
-        folder = f.parent.parent if f.parent.name == "bundles" else f.parent
-        out.append((folder, data))
+                            "example with --grounding) first, or point at a `pi0viz sweep` folder")
     return out
+
+
+def _read_metrics(f: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise AnalysisError(f"{f}: unreadable metrics ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("calls"), list):
+        raise AnalysisError(f"{f}: not a pi0viz episode metrics file")
+    return data
+
+
+def episode_from_record(record: Path) -> dict[str, Any]:
+    """A sweep's episode record as an episode metrics dict: the outcome, and per call the head-mean mass of each
+    drawn region (cameras, then the prompt) averaged over the action tokens. No sinks; its grounding scalars are
+    in the sweep's results.md."""
+    from pi0viz.analysis.metrics import record_info
+    from pi0viz.core.runs import load_members
+
+    arrays = load_members(record, ["region_mass", "region_names"])
+    if "region_mass" not in arrays or "region_names" not in arrays or arrays["region_mass"].ndim != 5:
+        raise AnalysisError(f"{record}: not a pi0viz sweep episode record (region_mass [calls, D, L, A, M])")
+    info = record_info(record)
+    names = [str(n) for n in arrays["region_names"]]
+    mass = arrays["region_mass"].astype(np.float64).mean(axis=3)  # [calls, D, L, M]
+    calls = [{"call": i, "source": record.name, "prompt": info.get("prompt", ""),
+              "regions": {"names": names, "kinds": ["text" if n == "text" else "camera" for n in names],
+                          "mass": np.round(m.transpose(2, 0, 1), 6).tolist()},
+              "sink_share": None, "sink_keys": [], "grounding": None} for i, m in enumerate(mass)]
+    return {"format": METRICS_FORMAT, "episode": info, "calls": calls, "grounding": None}
 
 
 def _outcome(ep: dict[str, Any]) -> bool | None:
@@ -313,18 +354,23 @@ def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None 
     for i, (folder, ep) in enumerate(episodes):
         info = ep.get("episode", {})
         prompt = info.get("prompt") or (ep["calls"][0]["prompt"] if ep["calls"] else "")
-        links = [_link(folder / name, out.parent, label) for name, label in
-                 (("viewer.html", "viewer"), ("episode_summary.jpg", "summary strip"))
-                 if (folder / name).is_file()]
-        links.append(_link(folder / "bundles" / EPISODE_METRICS if (folder / "bundles").is_dir()
-                           else folder / EPISODE_METRICS, out.parent, "metrics (JSON)"))
-        parts.append(f"<section><h3>{_e(folder.name)}: {_outcome_html(ep)}</h3><p>{_e(prompt)}"
+        title = folder.stem if folder.is_file() else folder.name
+        if folder.is_file():  # a sweep's episode record: link it and its rollout video
+            links = [_link(folder, out.parent, "record (.npz)")]
+            if folder.with_suffix(".mp4").is_file():
+                links.append(_link(folder.with_suffix(".mp4"), out.parent, "rollout video"))
+        else:
+            links = [_link(folder / name, out.parent, label) for name, label in
+                     (("viewer.html", "viewer"), ("episode_summary.jpg", "summary strip"))
+                     if (folder / name).is_file()]
+            links.append(_link(folder / "bundles" / EPISODE_METRICS if (folder / "bundles").is_dir()
+                               else folder / EPISODE_METRICS, out.parent, "metrics (JSON)"))
+        parts.append(f"<section><h3>{_e(title)}: {_outcome_html(ep)}</h3><p>{_e(prompt)}"
                      f"{' · ' + _e(info.get('steps')) + ' env steps' if 'steps' in info else ''} · "
                      f"{len(ep['calls'])} call(s) · " + " · ".join(links) + "</p>")
         if i < MAX_EPISODE_SECTIONS and ep["calls"]:
-            parts.append(_img(plot_region_mass(ep["calls"], folder.name), "mass per region"))
+            parts.append(_img(plot_region_mass(ep["calls"], title), "mass per region"))
             parts.append(_img(plot_grounding_over_episodes([ep], camera), "grounding over the calls"))
         parts.append("</section>")
     parts.append("</body></html>")
-    out.write_text("\n".join(parts), encoding="utf-8")
-    return out
+    return atomic_write(out, "\n".join(parts))

@@ -1,6 +1,6 @@
 """Summary maps: a call's fused maps reduced over action tokens, layers and/or denoising steps, as JPEGs.
 
-The fused maps are the renderer's (pi0viz.fusion.fuse_call: max over heads, the drawn keys), reduced by mean
+The fused maps are the renderer's (pi0viz.core.maps.fused_maps: max over heads, the drawn keys and cameras), reduced by mean
 (default) or max over the chosen axes, drawn with the renderer's painters and written beside the tree, which is
 left unchanged:
 
@@ -31,6 +31,7 @@ import simplejpeg
 from pi0viz.core import fusion
 from pi0viz.core.bundle import CaptureBundle
 from pi0viz.core.colormap import colormap_lut, readable_ink
+from pi0viz.core.maps import FusedMaps, fused_maps
 from pi0viz.core.images import resize_with_pad
 from pi0viz.errors import AnalysisError
 from pi0viz.render.files import inference_dir, safe_names, write_atomic
@@ -88,7 +89,7 @@ def parse_summaries(spec: str | Sequence[str | Sequence[str]]) -> list[tuple[str
     return out
 
 
-def reduce_call(fused: fusion.FusedCall, axes: Sequence[str], how: Reduce = "mean") -> CallSummary:
+def reduce_call(fused: fusion.FusedCall | FusedMaps, axes: Sequence[str], how: Reduce = "mean") -> CallSummary:
     """Reduce a fused call over `axes` (names from AXES), keeping them as length-1 axes."""
     if how not in ("mean", "max"):
         raise AnalysisError(f"summary reduction must be 'mean' or 'max', got {how!r}")
@@ -160,8 +161,7 @@ def write_call_summaries(bundle: CaptureBundle, out_dir: str | os.PathLike, *,
         the reduced maps, in the order of `summaries`.
     """
     specs = parse_summaries(summaries)
-    call = fusion.fuse_call(bundle.attention, bundle.layout, bundle.image_masks, bundle.token_mask,
-                            kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max", batch_index=batch)
+    call = fused_maps(bundle, batch_index=batch)
     step = inference_step if inference_step is not None else (bundle.inference_step or 0)
     root = Path(inference_dir(os.fspath(out_dir), step)) / "summary"
     painter = _Painter(bundle, batch, call.regions, alpha=alpha)
@@ -254,8 +254,7 @@ def episode_strip_from_bundles(paths: Sequence[str | os.PathLike], out_path: str
     calls = []
     for i, p in enumerate(paths):
         b = load_bundle(p)
-        call = fusion.fuse_call(b.attention, b.layout, b.image_masks, b.token_mask, kind=b.attention_kind,
-                                heads_fused=b.attention_heads == "max")
+        call = fused_maps(b)
         n = b.inference_step if b.inference_step is not None else i
         calls.append((int(n), reduce_call(call, AXES, how), b))
     calls.sort(key=lambda c: c[0])

@@ -230,16 +230,19 @@ class FusedStep:
             (M = layout.regions(): every camera slot, the prompt, then state and action keys when captured),
             summed over every key of the region. Masked keys hold exactly 0, so a drawn region's mass is the
             mass of its layout region.
+        rows: [L, K, G, A, S] the step's probabilities of the action queries on every key (a view, the capture's
+            dtype for probs, float32 for logits): what pi0viz.core.maps reduces for the analysis.
     """
 
     heads: np.ndarray
     fused: np.ndarray
     layout_mass: np.ndarray
+    rows: np.ndarray | None = None
 
 
 def fuse_steps(attention: np.ndarray, layout: AttentionLayout, image_masks: np.ndarray, token_mask: np.ndarray, *,
                kind: Literal["probs", "logits"] = "probs", heads_fused: bool = False, batch_index: int = 0,
-               check: bool = True, atol: float = 0.02) -> Iterator[FusedStep]:
+               check: bool = True, atol: float = 0.02, drawn: bool = True) -> Iterator[FusedStep]:
     """Probabilities, validity check and head fusion for one batch element, one denoising step at a time.
 
     Args:
@@ -249,6 +252,8 @@ def fuse_steps(attention: np.ndarray, layout: AttentionLayout, image_masks: np.n
         kind: "probs" (post-softmax; checked) or "logits" (pre-softmax; masked and softmaxed here).
         heads_fused: True when K = G = 1 hold a max over heads made at capture time (N = 1 then).
         batch_index: which batch element to fuse.
+        drawn: False skips the drawn-key maps (heads, fused, layout_mass are then None) for callers that reduce
+            `rows` over every key themselves (pi0viz.core.maps.action_key_maps).
 
     Yields:
         D FusedSteps in order. Peak extra memory is a few float32 copies of ONE step (pi0: 25 MB each).
@@ -277,10 +282,13 @@ def fuse_steps(attention: np.ndarray, layout: AttentionLayout, image_masks: np.n
             check_probabilities(chunk, valid, sums_to_one=not heads_fused and layout.keys == "all", atol=atol,
                                 _groups=groups)
         rows = chunk[:, 0, :, :, actions]  # [L, K, G, A, S]
+        if not drawn:
+            yield FusedStep(heads=None, fused=None, layout_mass=None, rows=rows)  # type: ignore[arg-type]
+            continue
         heads = _take_keys(rows, keys).reshape(L, N, A, R)  # float32
         mass = np.stack([rows[..., r.start:r.stop].sum(axis=-1, dtype=np.float32) for r in regions], axis=-1)
         yield FusedStep(heads=heads, fused=heads.max(axis=1),
-                        layout_mass=mass.reshape(L, N, A, len(regions)).transpose(0, 2, 1, 3))
+                        layout_mass=mass.reshape(L, N, A, len(regions)).transpose(0, 2, 1, 3), rows=rows)
 
 
 @dataclasses.dataclass

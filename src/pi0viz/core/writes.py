@@ -1,19 +1,36 @@
-"""Writing output files: OS errors become one line naming the path and the cause, and a file is either
-replaced whole or not at all (temporary file in the same folder + rename; the temporary is removed on failure).
+"""Writing output files: the one writer. Every file pi0viz writes is replaced whole or not at all, ends up with
+the mode a plain `open()` would give it (0o666 & ~umask; folders 0o777 & ~umask), and OS errors become one line
+naming the path and the cause.
+
+    atomic_write(path, data)               bytes, text or a streaming callable -> a hidden temporary in the same
+                                           folder, renamed into place (JSON, CSV, HTML, NPZ, YAML)
+    write_in(folder, name, data)           the same for hot loops (the 36,000 JPEGs of a render tree)
+    replace_verified(path, produce, verify)  encoders that write their own files (ffmpeg, Rerun): `produce`
+                                           writes the temporary, `verify` reads it back, only then is it renamed
+    PendingFile(path, verify)              the same when the encoder outlives one call (a live Rerun log)
+    StagedFolder(path) / replace_folder    a folder output (the viewer's side data, a checkpoint's params):
+                                           built under a hidden name, swapped in whole
+
+On any failure the temporary is removed and an older `path` stays byte-identical. Temporaries are named
+`.<name>.<token>.tmp` (encoders: `.<stem>.<token>.tmp<suffix>`, so they pick the format from the suffix).
 
 Causes are worded for the user: a read-only folder, a path that runs through a file, a full disk and a file
-system out of inodes (both ENOSPC) are the common ones.
+system out of inodes (both ENOSPC) are the common ones. An encoder that hits a full disk often reports a broken
+pipe or nothing at all; a failure while the folder's file system is (nearly) full is reported as a full disk.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import tempfile
+import secrets
+import shutil
+import struct
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from pi0viz.errors import OutputError
+from pi0viz.errors import OutputError, Pi0vizError
 
 _CAUSES = {
     errno.ENOSPC: "no space or inodes left on the device",
@@ -28,20 +45,109 @@ _CAUSES = {
     errno.EMFILE: "too many open files",
 }
 FULL = (errno.ENOSPC, errno.EDQUOT)
+TMP_SUFFIX = ".tmp"
+# Created with these and the kernel applies the umask (and a folder's default ACL), exactly as open()/mkdir() do.
+_FILE_CREATE = 0o666
+_FOLDER_CREATE = 0o777
+_NEW = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_NEARLY_FULL_BYTES = 1 << 20  # an encoder failing with less free than this is reported as a full disk
 
 
 def os_error_cause(err: OSError) -> str:
     """A short, user-facing cause for an OSError (its errno), e.g. "read-only file system"."""
-    return _CAUSES.get(err.errno, err.strerror or type(err).__name__)
+    if err.errno in _CAUSES:
+        return _CAUSES[err.errno]
+    if err.strerror:
+        return err.strerror
+    text = str(err).strip().splitlines()  # e.g. imageio's IOError: a message of many lines, no errno
+    return text[0] if text else type(err).__name__
 
 
 def output_error(path: str | os.PathLike, err: OSError, hint: str = "") -> OutputError:
     """OutputError "cannot write PATH: CAUSE[; HINT]" for an OSError raised while writing `path`."""
-    where = os.fspath(path)
     cause = os_error_cause(err)
     if err.errno in FULL:
         cause = f"disk full ({cause})"
-    return OutputError(f"cannot write {where}: {cause}" + (f"; {hint}" if hint else ""))
+    return _cannot(path, cause, hint)
+
+
+def _cannot(path: str | os.PathLike, cause: str, hint: str = "") -> OutputError:
+    return OutputError(f"cannot write {os.fspath(path)}: {cause}" + (f"; {hint}" if hint else ""))
+
+
+# -- the mode a plain open() gives ---------------------------------------------------------------------------
+
+_umask: int | None = None
+_umask_lock = threading.Lock()
+
+
+def umask() -> int:
+    """The process's umask, read once per process (thread-safe; a forked worker inherits both)."""
+    global _umask
+    if _umask is None:
+        with _umask_lock:
+            if _umask is None:
+                _umask = _read_umask()
+    return _umask
+
+
+def _read_umask() -> int:
+    try:  # Linux >= 4.7 shows it without changing it
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # Elsewhere the only way to read it is to set it; put it back at once (under the lock, so pi0viz's own
+    # threads never see the placeholder).
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The permission bits of a file created by a plain open(): 0o666 & ~umask (0o644 under umask 022)."""
+    return _FILE_CREATE & ~umask()
+
+
+def folder_mode() -> int:
+    """The permission bits of a folder created by a plain mkdir(): 0o777 & ~umask."""
+    return _FOLDER_CREATE & ~umask()
+
+
+# -- shared steps ------------------------------------------------------------------------------------------
+
+
+def _token() -> str:
+    return secrets.token_hex(4)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _discard(tmp: str | os.PathLike) -> None:
+    """Remove a temporary file or folder; never raises (it is cleanup on the way out of a failure)."""
+    try:
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _nearly_full(folder: str | os.PathLike) -> bool:
+    """True when the file system of `folder` has under 1 MiB or no inodes left (for encoders that hide ENOSPC)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    return free < _NEARLY_FULL_BYTES or (st.f_files > 0 and st.f_favail == 0)
 
 
 def make_folder(path: str | os.PathLike, hint: str = "") -> Path:
@@ -50,29 +156,46 @@ def make_folder(path: str | os.PathLike, hint: str = "") -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # exists as a file (mkdir's exist_ok only covers folders)
-        raise OutputError(f"cannot write {path}: it exists and is not a folder" + (f"; {hint}" if hint else "")) \
-            from None
+        raise _cannot(path, "it exists and is not a folder", hint) from None
     except OSError as err:
         raise output_error(path, err, hint) from None
     return path
 
 
+# -- files we write ourselves ---------------------------------------------------------------------------
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], None], *, durable: bool = False,
-                 hint: str = "") -> Path:
+                 hint: str = "", before_replace: Callable[[], None] | None = None) -> Path:
     """Replace `path` with `data` whole: write a hidden temporary next to it, then rename it into place.
 
     Args:
-        data: the content, or a function that writes it to the open file (streams large content).
+        data: the content (str is written as UTF-8), or a function that writes it to the open binary file
+            (streams large content: np.savez to it, CSV rows, ...).
         durable: also fsync the file and its folder, so the new content survives a power cut (costs a disk
             flush; used for one-per-call files such as bundles, not for the 36,000 JPEGs of a render).
+        before_replace: called once the temporary is complete, right before the rename (e.g. swap in a page's
+            side folder first); if it raises, the temporary is removed and `path` is untouched.
+    Returns:
+        `path`, with mode 0o666 & ~umask.
     Raises:
         OutputError naming the path and the cause; the temporary is removed and an older `path` is untouched.
+        Whatever `data` or `before_replace` raise (besides OSError) passes through, after the same cleanup.
     """
     path = Path(path)
     make_folder(path.parent, hint)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        for _ in range(100):  # a random name, created exclusively (never another writer's temporary)
+            candidate = path.with_name(f".{path.name}.{_token()}{TMP_SUFFIX}")
+            try:
+                fd = os.open(candidate, _NEW | os.O_EXCL, _FILE_CREATE)
+            except FileExistsError:
+                continue
+            tmp = candidate
+            break
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)
@@ -81,6 +204,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
         tmp = None
         if durable:
@@ -89,8 +214,234 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         raise output_error(path, err, hint) from None
     finally:
         if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+            _discard(tmp)
     return path
+
+
+def write_in(folder: str, name: str, data: bytes, hint: str = "") -> None:
+    """`atomic_write(folder/name, data)` for hot loops: str paths, no mkdir, no fsync.
+
+    The temporary is `.<name>.<pid>.tmp` (one writer per file and process, as a render's cells are; a name left
+    by a killed run is simply overwritten). Same mode and cleanup as `atomic_write`.
+    Raises:
+        OutputError "cannot write folder/name: CAUSE[; hint]"; no temporary is left.
+    """
+    path = f"{folder}{os.sep}{name}"
+    tmp = f"{folder}{os.sep}.{name}.{os.getpid()}{TMP_SUFFIX}"
+    try:
+        fd = os.open(tmp, _NEW | os.O_TRUNC, _FILE_CREATE)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        raise output_error(path, err, hint) from None
+
+
+# -- files an encoder writes -------------------------------------------------------------------------------
+
+
+class PendingFile:
+    """A hidden temporary next to `path`, with the same suffix, that an encoder writes and `commit` verifies and
+    renames into place (`abort` discards it). Use it where the encoder outlives one call (a live Rerun log);
+    otherwise `replace_verified`.
+
+    Args:
+        suffix: the temporary's suffix when `path` has none (encoders pick the format from it), e.g. ".mp4".
+    Attributes:
+        path: the final file. tmp: the temporary to give the encoder (`.<stem>.<token>.tmp<suffix>`; not created).
+    """
+
+    def __init__(self, path: str | os.PathLike, verify: Callable[[Path], None] | None = None, *,
+                 suffix: str = "", hint: str = "") -> None:
+        self.path = Path(path)
+        self.verify = verify
+        self.hint = hint
+        make_folder(self.path.parent, hint)
+        self.tmp = self.path.with_name(f".{self.path.stem}.{_token()}{TMP_SUFFIX}{self.path.suffix or suffix}")
+
+    def commit(self) -> Path:
+        """Verify the temporary, give it the umask's mode and rename it onto `path`.
+
+        Raises:
+            OutputError (one line) when it does not read back or cannot be moved; the temporary is removed and an
+            older `path` is untouched.
+        """
+        if self.verify is not None:
+            try:
+                self.verify(self.tmp)
+            except Exception as err:  # noqa: BLE001  (a reader choking on a broken file raises any type)
+                raise self.failure(err, reading=True) from None
+        try:
+            os.chmod(self.tmp, file_mode())
+            os.replace(self.tmp, self.path)
+        except OSError as err:
+            raise self.failure(err) from None
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the temporary (an older `path` is untouched)."""
+        _discard(self.tmp)
+
+    def failure(self, err: BaseException, *, reading: bool = False) -> OutputError:
+        """The one-line OutputError for `err`, raised while producing (or, `reading`, verifying) the temporary;
+        removes the temporary. On a (nearly) full file system it is a full disk, whatever the encoder said."""
+        if _nearly_full(self.path.parent):  # checked while the temporary still holds its space
+            out = output_error(self.path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), self.hint)
+        elif reading:
+            why = "the encoder wrote no file" if isinstance(err, FileNotFoundError) else _first_line(err)
+            kept = "; the old file is kept" if self.path.exists() else ""
+            out = _cannot(self.path, f"the written file does not read back ({why}){kept}", self.hint)
+        elif isinstance(err, OSError):
+            out = output_error(self.path, err, self.hint)
+        else:
+            out = _cannot(self.path, _first_line(err), self.hint)
+        self.abort()
+        return out
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def replace_verified(path: str | os.PathLike, produce: Callable[[Path], None], verify: Callable[[Path], None], *,
+                     suffix: str = "", hint: str = "") -> Path:
+    """Replace `path` with what an encoder writes, only once it reads back.
+
+    Args:
+        produce: writes the file at the path it is given (a hidden temporary in the same folder, with `path`'s
+            suffix so encoders pick the format from it).
+        verify: opens that file and raises (any exception; its first line becomes the cause) if it is broken,
+            e.g. `check_mp4(tmp, frames=n)`.
+        suffix: the temporary's suffix when `path` has none, e.g. ".mp4".
+    Returns:
+        `path`, with mode 0o666 & ~umask.
+    Raises:
+        OutputError (one line) when producing fails with an OS error or on a full disk, or the file does not
+        verify; a Pi0vizError from `produce` passes through; anything else (a bug) keeps its traceback. In every
+        case the temporary is removed and an older `path` stays byte-identical.
+    """
+    pending = PendingFile(path, verify, suffix=suffix, hint=hint)
+    try:
+        produce(pending.tmp)
+    except Pi0vizError:
+        pending.abort()
+        raise
+    except OSError as err:
+        raise pending.failure(err) from None
+    except BaseException as err:
+        if isinstance(err, Exception) and _nearly_full(pending.path.parent):
+            raise pending.failure(err) from None
+        pending.abort()
+        raise
+    return pending.commit()
+
+
+# -- folders ----------------------------------------------------------------------------------------------
+
+
+class StagedFolder:
+    """A folder output built under a hidden name next to `path` (`.<name>.<token>.tmp`) and swapped in whole by
+    `commit`; `abort` removes it. An older `path` (and everything in it) is untouched until the swap, and put
+    back if the swap fails.
+
+    Attributes:
+        tmp: the staging folder's path; `folder` creates it on first use (mode 0o777 & ~umask), or a producer that
+            insists on making it itself (orbax, copytree) may create it there.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, hint: str = "") -> None:
+        self.path = Path(path)
+        self.hint = hint
+        self.tmp = self.path.with_name(f".{self.path.name}.{_token()}{TMP_SUFFIX}")
+        self._made = False
+
+    @property
+    def started(self) -> bool:
+        """Whether the staging folder was created (by `folder` or a producer)."""
+        return self._made or os.path.isdir(self.tmp)
+
+    @property
+    def folder(self) -> Path:
+        """The staging folder, created on first use."""
+        if not self._made:
+            make_folder(self.path.parent, self.hint)
+            try:
+                os.mkdir(self.tmp, _FOLDER_CREATE)
+            except OSError as err:
+                raise output_error(self.path, err, self.hint) from None
+            self._made = True
+        return self.tmp
+
+    def write(self, name: str, data: bytes | str) -> Path:
+        """Write file `name` (a plain name) inside the staging folder; the folder is the atomic unit, so no
+        temporary per file. On failure the staging folder is removed and OutputError names `path/name`."""
+        target = self.folder / name
+        try:
+            fd = os.open(target, _NEW | os.O_TRUNC, _FILE_CREATE)
+            try:
+                _write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            self.abort()
+            raise output_error(self.path / name, err, self.hint) from None
+        return target
+
+    def commit(self) -> Path:
+        """Swap the staging folder in as `path` (an older `path` is moved aside, then removed)."""
+        old = None
+        try:
+            if not os.path.isdir(self.tmp):
+                raise FileNotFoundError(errno.ENOENT, "nothing was staged", str(self.tmp))
+            if os.path.lexists(self.path):
+                old = self.path.with_name(f".{self.path.name}.{_token()}.old{TMP_SUFFIX}")
+                os.replace(self.path, old)
+            try:
+                os.replace(self.tmp, self.path)
+            except OSError:
+                if old is not None:  # put the old one back
+                    os.replace(old, self.path)
+                    old = None
+                raise
+        except OSError as err:
+            self.abort()
+            raise output_error(self.path, err, self.hint) from None
+        self._made = False
+        if old is not None:
+            _discard(old)
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the staging folder (an older `path` is untouched)."""
+        _discard(self.tmp)
+        self._made = False
+
+
+def replace_folder(path: str | os.PathLike, produce: Callable[[Path], None], *, create: bool = True,
+                   hint: str = "") -> Path:
+    """Replace folder `path` with what `produce` writes into the folder it is given (a hidden sibling), whole.
+
+    Args:
+        create: hand `produce` an existing, empty folder; False: a path it must create (orbax, copytree).
+    Raises:
+        OutputError naming `path` and the cause; the staging folder is removed and an older `path` untouched.
+    """
+    staged = StagedFolder(path, hint=hint)
+    try:
+        if not create:
+            make_folder(staged.path.parent, hint)
+        produce(staged.folder if create else staged.tmp)
+    except OSError as err:
+        staged.abort()
+        raise output_error(path, err, hint) from None
+    except BaseException:
+        staged.abort()
+        raise
+    return staged.commit()
 
 
 def fsync_folder(folder: str | os.PathLike) -> None:
@@ -105,3 +456,130 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# -- reading encoder outputs back (cheaply: the container's index, not the pixels) ----------------------------
+
+
+def check_mp4(path: str | os.PathLike, frames: int | None = None) -> int:
+    """Check that `path` is a complete MP4 and return its frame count (samples of the first video track).
+
+    Walks the top-level boxes (they must tile the file exactly: a file cut short by a full disk fails) and reads
+    the sample count from moov/trak/mdia/minf/stbl/stsz; reads the index only, never the media data.
+    Raises:
+        ValueError with a one-line reason: not an MP4, cut short, no moov (the encoder never finished), no video
+        track, or `frames` given and the count differs.
+    """
+    size = os.path.getsize(path)
+    moov = None
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                raise ValueError(f"cut short in a box header at byte {pos} of {size}")
+            n, kind = struct.unpack_from(">I4s", head)
+            hdr = 8
+            if n == 1 and len(head) == 16:
+                n, hdr = struct.unpack_from(">Q", head, 8)[0], 16
+            elif n == 0:
+                n = size - pos
+            if pos == 0 and kind != b"ftyp":
+                raise ValueError("not an MP4 file (it does not start with an ftyp box)")
+            if n < hdr or pos + n > size:
+                raise ValueError(f"cut short: box '{kind.decode('latin-1')}' at byte {pos} claims {n} bytes, "
+                                 f"the file has {size}")
+            if kind == b"moov":
+                f.seek(pos + hdr)
+                moov = f.read(n - hdr)
+            pos += n
+    if size == 0:
+        raise ValueError("the file is empty")
+    if moov is None:
+        raise ValueError("no moov box: the encoder did not finish the file")
+    count = _video_samples(moov)
+    if count is None:
+        raise ValueError("no video track")
+    if frames is not None and count != frames:
+        raise ValueError(f"{count} frames in the file, {frames} were written")
+    return count
+
+
+def _boxes(buf: bytes, start: int, end: int):
+    """(type, payload start, end) of the boxes in buf[start:end]."""
+    pos = start
+    while pos + 8 <= end:
+        n, kind = struct.unpack_from(">I4s", buf, pos)
+        hdr = 8
+        if n == 1:
+            n, hdr = struct.unpack_from(">Q", buf, pos + 8)[0], 16
+        elif n == 0:
+            n = end - pos
+        if n < hdr or pos + n > end:
+            raise ValueError(f"a broken '{kind.decode('latin-1')}' box in the moov index")
+        yield kind, pos + hdr, pos + n
+        pos += n
+
+
+def _child(buf: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    return next(((s, e) for k, s, e in _boxes(buf, start, end) if k == kind), None)
+
+
+def _video_samples(moov: bytes) -> int | None:
+    for kind, s, e in _boxes(moov, 0, len(moov)):
+        if kind != b"trak" or (mdia := _child(moov, s, e, b"mdia")) is None:
+            continue
+        hdlr = _child(moov, *mdia, b"hdlr")
+        if hdlr is None or moov[hdlr[0] + 8:hdlr[0] + 12] != b"vide":  # version/flags, pre_defined, handler type
+            continue
+        stbl = None
+        if (minf := _child(moov, *mdia, b"minf")) is not None:
+            stbl = _child(moov, *minf, b"stbl")
+        if stbl is None:
+            raise ValueError("the video track has no sample table")
+        for table in (b"stsz", b"stz2"):  # both: version/flags, 4 bytes, then the sample count
+            if (box := _child(moov, *stbl, table)) is not None and box[1] - box[0] >= 12:
+                return struct.unpack_from(">I", moov, box[0] + 8)[0]
+        raise ValueError("the video track has no sample sizes")
+    return None
+
+
+RRD_MAGIC = b"RRF2"
+
+
+def check_rrd(path: str | os.PathLike) -> int:
+    """Check that `path` is a complete Rerun recording and return its message count.
+
+    An .rrd stream is a 12-byte header (b"RRF2", the SDK version, the encoding options), then messages, each a
+    little-endian (kind u64, length u64) header and its payload, ending with an end-of-stream header (0, 0);
+    streams may follow one another. This walks the headers only (a seek per message, no decoding), so a file cut
+    short by a full disk or a writer that never finished fails.
+    Raises:
+        ValueError with a one-line reason.
+    """
+    size = os.path.getsize(path)
+    messages = 0
+    with open(path, "rb") as f:
+        pos = 0
+        if size == 0:
+            raise ValueError("the file is empty")
+        while pos < size:  # one stream per turn
+            f.seek(pos)
+            if f.read(4) != RRD_MAGIC:
+                raise ValueError(f"not a Rerun recording (no {RRD_MAGIC!r} header at byte {pos})")
+            pos += 12
+            while True:
+                f.seek(pos)
+                head = f.read(16)
+                if len(head) < 16:
+                    raise ValueError(f"cut short after {messages} messages (no end-of-stream marker)")
+                kind, n = struct.unpack("<QQ", head)
+                pos += 16
+                if kind == 0 and n == 0:
+                    break
+                if kind > 0xFFFF or pos + n > size:
+                    raise ValueError(f"cut short in message {messages} at byte {pos - 16} of {size}")
+                pos += n
+                messages += 1
+    return messages

@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle
-from pi0viz.core.fusion import fuse_call
+from pi0viz.core.maps import fused_maps
 from pi0viz.errors import SelectionError
-from pi0viz.render.files import parse_selection
+from pi0viz.core.selection import format_spans, parse_selection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class CallMaps:
 
     Attributes:
         call: the call's index in the episode (bundle.inference_step, else its position).
-        camera_names: [C'] the unmasked cameras, slot order.
+        camera_names: [C'] the drawn cameras (pi0viz.core.maps' camera rule: unmasked and attended), slot order.
         cameras: float32[C', rows, cols], per patch: mean over layers and action tokens of the max over heads.
         prompt: float32[n], the same per valid (non-pad) prompt token, in prompt order.
         prompt_pieces: [n] those tokens' pieces. prompt_slots: int[n] their index in the T slots.
@@ -97,30 +97,26 @@ def call_maps(bundle: CaptureBundle, selection: Selection = Selection(), *, call
     step = steps[-1] if selection.step is None else int(selection.step)
     if step not in steps:
         raise SelectionError(f"denoising step {step} is not in this capture, which has steps {spans(steps)}")
-    try:
-        layers = parse_selection(selection.layers, [int(l) for l in bundle.layer_indices], "layers")
-        actions = parse_selection(selection.action_tokens, range(bundle.num_action_tokens), "action tokens")
-    except ValueError as err:
-        raise SelectionError(str(err)) from None
+    layers = parse_selection(selection.layers, [int(l) for l in bundle.layer_indices], "layers")  # SelectionError
+    actions = parse_selection(selection.action_tokens, range(bundle.num_action_tokens), "action tokens")
     d = steps.index(step)
     layer_pos = [int(np.flatnonzero(bundle.layer_indices == l)[0]) for l in layers]
-    attention = bundle.attention[d:d + 1][:, layer_pos]  # [1, L', B, K, G, Q, S]
-    fused = fuse_call(attention, bundle.layout, bundle.image_masks, bundle.token_mask,  # FusionError: one line
-                      kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max", batch_index=b)
+    # The one step (pi0viz.core.maps): the camera rule over the whole call, fusion of this step and these layers.
+    fused = fused_maps(bundle, batch_index=b, step_pos=[d], layer_pos=layer_pos)  # FusionError: one line
     values = fused.fused[0][:, actions].mean(axis=(0, 1))  # [R]
     mass = fused.region_mass[0][:, actions].mean(axis=(0, 1))  # [N]
     rows, cols = bundle.patch_grid
-    slots = [c for c in range(len(bundle.camera_names)) if bundle.image_masks[b, c]]
+    slots = fused.cameras
     cams = [values[start:stop].reshape(rows, cols) for _, start, stop in fused.regions[:-1]]
     _, start, stop = fused.regions[-1]
-    token_slots = np.flatnonzero(bundle.token_mask[b])
+    token_slots = fused.text_slots
     t = float(bundle.diffusion_times[d])
     return CallMaps(
         call=int(call if call is not None else (bundle.inference_step or 0)),
         camera_names=[bundle.camera_names[c] for c in slots],
         cameras=np.stack(cams).astype(np.float32) if cams else np.zeros((0, rows, cols), np.float32),
         prompt=values[start:stop].astype(np.float32),
-        prompt_pieces=[str(p) for p in bundle.token_pieces[b, token_slots]],
+        prompt_pieces=list(fused.text_pieces),
         prompt_slots=token_slots,
         mass=mass.astype(np.float32),
         images=bundle.images[b, slots],
@@ -128,12 +124,4 @@ def call_maps(bundle: CaptureBundle, selection: Selection = Selection(), *, call
     )
 
 
-def spans(values: Sequence[int]) -> str:
-    """[0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (how a selection is written in labels)."""
-    runs: list[list[int]] = []
-    for v in sorted(int(v) for v in values):
-        if runs and v == runs[-1][1] + 1:
-            runs[-1][1] = v
-        else:
-            runs.append([v, v])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"
+spans = format_spans  # how a selection is written in labels: "0-2,5,7-8" (the one formatter)

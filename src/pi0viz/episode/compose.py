@@ -28,7 +28,7 @@ PAPER = 255
 MACRO_BLOCK = 16  # H.264 codes 16 x 16 blocks: frame sizes are padded to multiples of it
 
 
-def to_levels(values: np.ndarray, top: float) -> np.ndarray:
+def linear_levels(values: np.ndarray, top: float) -> np.ndarray:
     """uint8 colormap levels of `values` (any shape) on a linear scale 0 .. top (above top saturates)."""
     if top <= 0:
         return np.zeros(values.shape, np.uint8)
@@ -110,7 +110,7 @@ class FrameComposer:
             caption = name
             if maps is not None and name in maps.camera_names:
                 c = maps.camera_names.index(name)
-                frame = overlay(frame, to_levels(maps.cameras[c], top), self.lut, self.alpha)
+                frame = overlay(frame, linear_levels(maps.cameras[c], top), self.lut, self.alpha)
                 caption = f"{name}  mass {maps.mass[c]:.3f}"
             out[: frame.shape[0], x:x + frame.shape[1]] = frame
             self._text(out, caption, x + 3, y_cap + 2, self.frame_w - 6)
@@ -119,7 +119,7 @@ class FrameComposer:
             painter = self._prompts.get(tuple(maps.prompt_pieces))
             if painter is not None:
                 buf = np.empty((painter.layout.height, painter.layout.width), np.uint32)
-                painter.draw(to_levels(maps.prompt, top), buf)
+                painter.draw(linear_levels(maps.prompt, top), buf)
                 out[y:y + buf.shape[0], : buf.shape[1]] = as_rgbx(buf)[..., :3]
         y += self.prompt_h
         first, _, second = label.partition(" | ")

@@ -1,9 +1,10 @@
 """An episode on disk -> frames plus one CallMaps per captured call.
 
-Accepted inputs (`pi0viz video` / `pi0viz rerun`):
+Accepted inputs (`pi0viz video` / `pi0viz rerun`), read by pi0viz.core.runs:
   - an episode folder as the LIBERO example writes it: `frames.npz` (optional) and `bundles/inference_NNN.npz`
-    (or the bundles directly in the folder);
-  - capture bundles given as files.
+    (or the bundles directly in the folder), or `pi0viz demo`'s output folder, or its bundles folder;
+  - a run or sweep folder that holds one episode with saved bundles (several: refused, naming them);
+  - capture bundles given as files (with frames.npz among them, optionally).
 Without frames.npz the video shows each call's own model-input images, one frame per call.
 Bundles are loaded one at a time and reduced to their (small) CallMaps, so a 40-call full-size episode never
 holds more than one call's attention in memory.
@@ -19,8 +20,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, load_bundle
+from pi0viz.core.runs import read_run
+from pi0viz.core.selection import parse_selection
 from pi0viz.episode.aggregate import CallMaps, Selection, call_maps
-from pi0viz.episode.frames import FRAMES_FILE, EpisodeFrames, load_frames
+from pi0viz.episode.frames import EpisodeFrames, load_frames
 from pi0viz.errors import EpisodeError
 
 BUNDLES_ONLY_FPS = 2.0  # one frame per call when there are no rollout frames
@@ -54,46 +57,38 @@ class Episode:
         return names or list(self.frames.camera_names)
 
 
-def find_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[Path | None, list[Path]]:
-    """(frames file or None, bundle files in call order) from a folder or a list of .npz files."""
-    paths = [Path(p) for p in inputs]
-    if not paths:
-        raise EpisodeError("no input: expected an episode folder or capture bundle files (.npz)")
-    if len(paths) == 1 and paths[0].is_dir():
-        root = paths[0]
-        frames = root / FRAMES_FILE
-        bundles = sorted((root / "bundles").glob("*.npz")) or sorted(p for p in root.glob("*.npz")
-                                                                     if p.name != FRAMES_FILE)
-        if not bundles:
-            raise EpisodeError(f"{root} holds no capture bundles: expected bundles/inference_NNN.npz or *.npz")
-        return (frames if frames.is_file() else None), bundles
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise EpisodeError(f"not a file: {missing[0]} (expected one episode folder or capture bundle .npz files)")
-    frames = [p for p in paths if p.name == FRAMES_FILE]
-    return (frames[0] if frames else None), [p for p in paths if p.name != FRAMES_FILE]
+def find_inputs(inputs: Sequence[str | os.PathLike], command: str = "pi0viz video") -> tuple[Path | None, list[Path]]:
+    """(frames file or None, bundle files in call order) of the one episode the inputs name, read by
+    pi0viz.core.runs (masks, metrics and other side files are never taken for calls). `command` names the
+    command in the refusal of several episodes."""
+    episode = read_run(inputs).single_episode(command)
+    return episode.frames, episode.bundle_paths
 
 
 def load_episode(inputs: Sequence[str | os.PathLike], selection: Selection = Selection(), *,
-                 steps: Sequence[int] | None = None, progress: Callable[[int], None] | None = None) -> Episode:
+                 steps: str | Sequence[int] | None = None, progress: Callable[[int], None] | None = None,
+                 command: str = "pi0viz video") -> Episode:
     """Read an episode (see module doc) and aggregate each call's attention as `selection` says (for each of
-    `steps`, the diffusion steps, when given)."""
-    frames_path, bundle_paths = find_inputs(inputs)
+    `steps`, the diffusion steps, when given: a selection such as "0,9" or "5-9", pi0viz.core.selection)."""
+    frames_path, bundle_paths = find_inputs(inputs, command)
     frames = load_frames(frames_path) if frames_path else None
     return episode_from_bundles((load_bundle(p) for p in bundle_paths), frames,
                                 selection, steps=steps, progress=progress)
 
 
 def episode_from_bundles(bundles: Iterable[CaptureBundle], frames: EpisodeFrames | None,
-                         selection: Selection = Selection(), *, steps: Sequence[int] | None = None,
+                         selection: Selection = Selection(), *, steps: str | Sequence[int] | None = None,
                          progress: Callable[[int], None] | None = None) -> Episode:
     """Aggregate bundles (consumed one at a time) against `frames` (or their own images when None)."""
-    selections = [selection] if not steps else [dataclasses.replace(selection, step=int(s)) for s in steps]
+    selections: list[Selection] = []
     maps: list[list[CallMaps]] = []
     prompt = None
     own_images: list[tuple[list[str], np.ndarray]] = []
     for position, bundle in enumerate(bundles):
         call = bundle.inference_step if bundle.inference_step is not None else position
+        if not selections:  # a steps selection ("0,9", "5-9") is read against the first call's stored steps
+            selections = [selection] if steps is None else [
+                dataclasses.replace(selection, step=s) for s in parse_selection(steps, bundle.step_indices, "steps")]
         maps.append([call_maps(bundle, sel, call=call) for sel in selections])
         if prompt is None and bundle.prompt is not None:
             prompt = str(bundle.prompt[selection.batch_index])

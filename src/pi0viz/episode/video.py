@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
-from pi0viz.core.writes import make_folder
+from pi0viz.core.writes import check_mp4, replace_verified
 from pi0viz.episode.aggregate import spans
 from pi0viz.episode.compose import FrameComposer
 from pi0viz.episode.source import Episode
 from pi0viz.errors import EpisodeError, require
 
 VideoScale = Literal["call", "episode"]
-DEFAULT_QUALITY = 8  # imageio-ffmpeg's 0..10 (10 = best); 8 keeps 14 px patches crisp at ~60 KB/s
+DEFAULT_QUALITY = 80  # 1..100, as every pi0viz --quality; = imageio-ffmpeg's 8 of 0..10: crisp patches, ~60 KB/s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,7 @@ class VideoOptions:
             cell); "episode": one top for the whole episode, so brightness compares across calls.
         colormap: matplotlib colormap name. alpha: heat-map weight over the frame.
         fps: frames per second; None = the frames file's (10 in the LIBERO example; 2 without frames).
-        quality: imageio-ffmpeg quality 0..10.
+        quality: 1..100 (100 = best), the range of every pi0viz --quality; imageio-ffmpeg gets quality / 10.
     """
 
     scale: VideoScale = "call"
@@ -47,8 +47,8 @@ class VideoOptions:
             raise EpisodeError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.fps is not None and not self.fps > 0:
             raise EpisodeError(f"fps must be > 0, got {self.fps}")
-        if not 0 <= self.quality <= 10:
-            raise EpisodeError(f"quality must be in 0..10, got {self.quality}")
+        if not 1 <= self.quality <= 100:
+            raise EpisodeError(f"quality must be in 1..100, got {self.quality}")
 
 
 @dataclasses.dataclass
@@ -99,29 +99,33 @@ def iter_frames(episode: Episode, options: VideoOptions):
 
 def write_video(episode: Episode, path: str | os.PathLike, options: VideoOptions = VideoOptions(), *,
                 progress: Callable[[int], None] | None = None) -> VideoSummary:
-    """Encode the episode's attention video to `path` (.mp4), atomically (temporary file, then rename)."""
+    """Encode the episode's attention video to `path` (.mp4), atomically: ffmpeg writes a hidden temporary, which
+    replaces `path` only once it reads back as a complete MP4 holding every frame (`core.writes.check_mp4`).
+
+    Raises:
+        OutputError (one line) on a full disk, an unwritable folder or a broken encode; the old `path` is kept.
+    """
     options.validate()
     require("imageio", "video", "the attention video")
     require("imageio_ffmpeg", "video", "the attention video (its ffmpeg)")
     import imageio.v2 as imageio
     t0 = time.perf_counter()
     path = Path(path)
-    make_folder(path.parent)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix or '.mp4'}")
     fps = options.fps or episode.frames.fps
     count, shape = 0, (0, 0)
-    try:
+
+    def encode(tmp: Path) -> None:
+        nonlocal count, shape
         # quality and macro_block_size: frames are already padded to 16 px multiples, so nothing is rescaled.
-        with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=options.quality,
+        with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=options.quality / 10,
                                 pixelformat="yuv420p", macro_block_size=16, ffmpeg_log_level="error") as writer:
             for frame in iter_frames(episode, options):
                 writer.append_data(frame)
                 count, shape = count + 1, frame.shape[:2]
                 if progress:
                     progress(1)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    # ffmpeg reports a full disk on its stderr only and imageio does not check its exit: read the file back.
+    path = replace_verified(path, encode, lambda tmp: check_mp4(tmp, frames=count), suffix=".mp4")
     return VideoSummary(path=path, frames=count, calls=len(episode.maps), size=shape, bytes=path.stat().st_size,
                         seconds=time.perf_counter() - t0)

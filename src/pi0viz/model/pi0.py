@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pi0viz.core.capture_options import CaptureOptions  # what sample_actions returns besides the actions
 from pi0viz.model import gemma, siglip
 from pi0viz.model.config import IMAGE_RESOLUTION, Pi0Config
 
@@ -43,26 +44,6 @@ class Observation:
     state: Any
     tokenized_prompt: Any
     tokenized_prompt_mask: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class CaptureOptions:
-    """What `sample_actions` returns besides the actions. Reductions run on device, inside the jitted call.
-
-    Full suffix attention is [D steps, L layers, B, K, G, Q = 51, S = 867] for pi0 ([..., Q = A, S = P + A] for
-    pi0.5); each option shrinks one axis.
-    """
-
-    action_rows_only: bool = False  # Q = the action tokens only (drop pi0's state-token row: 51 -> 50; pi0.5: no-op)
-    prefix_keys_only: bool = False  # S = camera + prompt keys only (drop state/action keys): 867 -> 816 (pi0.5: -> 968)
-    fuse_heads: bool = False  # max over the query heads: K = G = 1 (8x smaller)
-    dtype: str = "float32"  # or "float16" (2x smaller)
-    logits: bool = False  # also return the masked, scaled pre-softmax scores (same shape; masked = -2.38e38)
-    prefix: bool = False  # also return the prefix-pass attention [L, B, K, G, P, P] (fuse_heads/dtype apply)
-
-    def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "float16"):
-            raise ValueError(f"CaptureOptions.dtype must be 'float32' or 'float16', got {self.dtype!r}")
 
 
 @dataclasses.dataclass
@@ -192,8 +173,9 @@ def suffix_ar_mask(config: Pi0Config) -> jax.Array:
 # Sampling
 
 
-def denoising_times(num_steps: int) -> np.ndarray:
-    """The flow times openpi's while_loop visits: t = 1, then t += dt in float32 while t >= -dt / 2."""
+def diffusion_times(num_steps: int) -> np.ndarray:
+    """float32[D]: the time t of each denoising step, as openpi's while_loop visits them: t = 1, then t += dt in
+    float32 while t >= -dt / 2. The same values as a bundle's `diffusion_times` (and `SampleOutput.diffusion_times`)."""
     dt = np.float32(-1.0 / num_steps)
     t, times = np.float32(1.0), []
     while t >= -dt / np.float32(2):
@@ -330,7 +312,7 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
     # 3. Euler steps over a static count (openpi's while_loop visits exactly these times); time is a float32 carry
     # accumulated as time + dt, so every step sees the same time value as openpi.
     dt = -1.0 / num_steps
-    steps = len(denoising_times(num_steps))
+    steps = len(diffusion_times(num_steps))
     buffers = None
     if capture is not None:  # [D, L, B, K, G, Q, S], filled in place by every layer of every step
         reduce_kw = dict(skip_rows=config.num_state_tokens if capture.action_rows_only else 0,  # pi0's state row

@@ -1,12 +1,12 @@
 """pi0 / pi0.5 (JAX) as a LIBERO policy, the way openpi serves `pi0_libero` / `pi05_libero`, with the attention
 capture on request. Named configs (pi0viz.policy.configs) set the model shape and transforms together.
 
-`Policy.infer(obs)` = the LIBERO transforms of `pi0viz.policy.transforms` (backend-neutral) around the JAX
-sampler of `pi0viz.model`:
+`Policy(params, config, transforms)`: a model and its transform chains (`pi0viz.policy.transforms`, backend-neutral,
+built per named config by `pi0viz.policy.configs.make_transforms`). `Policy.infer(obs)`:
 
-    obs -> LiberoTransforms.prepare -> PolicyInputs -> to_observation -> sample_actions (jitted, 10 Euler steps)
-        -> LiberoTransforms.postprocess -> {"actions": float32[A, 7], "policy_timing": {...}
-                                           [, "attention_bundle": CaptureBundle]}
+    obs -> input chain -> PolicyInputs -> to_observation -> sample_actions (jitted, 10 Euler steps)
+        -> output chain -> {"actions": float32[A, action_dims], "policy_timing": {...}
+                            [, "attention_bundle": CaptureBundle]}
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from pi0viz.core.bundle import CaptureBundle
 from pi0viz.core.images import to_model_range
 from pi0viz.errors import ConfigError, ObservationError, RenderError
 from pi0viz.model import CaptureOptions, Observation, Pi0Config, SampleOutput, init_params, sample_actions
-from pi0viz.policy.configs import DEFAULT_CONFIG, PolicyConfig, get_config
-from pi0viz.policy.norm_stats import NormStats, load_norm_stats
+from pi0viz.policy.configs import DEFAULT_CONFIG, LIBERO_ASSET_ID, PolicyConfig, get_config
+from pi0viz.policy.norm_stats import load_norm_stats
 from pi0viz.policy.tokenizer import PromptTokenizer
-from pi0viz.policy.transforms import LIBERO_ASSET_ID, LiberoTransforms, PolicyInputs
+from pi0viz.policy.transforms import LiberoInputs, PadState, PolicyInputs, PolicyTransforms, TokenizePrompt
 
 logger = logging.getLogger(__name__)
 
@@ -49,52 +49,45 @@ def to_observation(inputs: PolicyInputs) -> Observation:
 
 
 class Policy:
-    """pi0 or pi0.5 + tokenizer + norm stats behind openpi's LIBERO `infer(obs) -> {"actions": ...}` interface.
+    """pi0 or pi0.5 (JAX) and its transform chains behind openpi's LIBERO `infer(obs) -> {"actions": ...}` interface.
 
     Args:
         params: the model's parameter pytree (openpi paths), already in the compute dtype.
         config: the model config (image keys, horizon, action_dim, max_token_len, vocab).
-        tokenizer: the prompt tokenizer; its vocabulary must fit the model's embedding table.
-        norm_stats: {"state": {"mean", "std"}, "actions": {"mean", "std"}} as in openpi's norm_stats.json.
+        transforms: the input and output chains (`pi0viz.policy.configs.make_transforms`); the input chain's
+            tokenizer must fit the model's embedding table.
         seed: the policy RNG starts at jax.random.key(seed) (openpi: key(0)) and is split once per call.
-        delta_actions: pi0_libero quirk, actions[..., :6] += state[:6] after unnormalizing.
-        action_dims: how many action dims to return (LIBERO: 7).
         num_steps: Euler steps of the sampler (openpi: 10).
-        default_prompt: used when an observation has no "prompt".
         description: one line saying what this policy is (shown by the CLI and the demo).
-        normalization: "zscore" (pi0) or "quantile" (pi0.5: q01/q99 from the norm stats).
-        discrete_state_input: pi0.5 prompt with the discretized state in its text.
     """
 
-    def __init__(
-        self,
-        params: Any,
-        config: Pi0Config,
-        tokenizer: PromptTokenizer,
-        norm_stats: NormStats,
-        *,
-        seed: int = 0,
-        delta_actions: bool = True,
-        action_dims: int = 7,
-        num_steps: int = 10,
-        default_prompt: str | None = None,
-        description: str = "",
-        normalization: str = "zscore",
-        discrete_state_input: bool = False,
-    ) -> None:
+    def __init__(self, params: Any, config: Pi0Config, transforms: PolicyTransforms, *, seed: int = 0,
+                 num_steps: int = 10, description: str = "") -> None:
+        if not isinstance(transforms, PolicyTransforms):
+            raise ConfigError(f"Policy takes (params, config, transforms: PolicyTransforms), got "
+                              f"{type(transforms).__name__}; build them with pi0viz.policy.configs.make_transforms")
+        tokenizer = transforms.tokenizer
         if tokenizer.vocab_size > config.vocab_size:
             raise ConfigError(
                 f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} pieces but the model embeds only "
                 f"{config.vocab_size}; use the tokenizer the model was trained with (pi0: PaliGemma's)"
             )
+        # The chains are built for one model shape: a mismatch would fail deep inside the jitted sampler.
+        pad, cams, tok = (transforms.inputs.find(k) for k in (PadState, LiberoInputs, TokenizePrompt))
+        if pad is None or pad.action_dim != config.action_dim:
+            raise ConfigError(f"the input chain must pad the state to the model's action_dim {config.action_dim}, "
+                              f"got {None if pad is None else pad.action_dim}")
+        if cams is not None and tuple(cams.image_keys) != tuple(config.image_keys):
+            raise ConfigError(f"the input chain feeds cameras {list(cams.image_keys)}, the model takes "
+                              f"{list(config.image_keys)}")
+        if tok is not None and tok.max_len != config.max_token_len:
+            raise ConfigError(f"the input chain tokenizes to {tok.max_len} prompt slots, the model has "
+                              f"{config.max_token_len}")
         self.params = params
         self.config = config
-        self.transforms = LiberoTransforms(
-            tokenizer=tokenizer, norm_stats=norm_stats, image_keys=config.image_keys, action_dim=config.action_dim,
-            max_token_len=config.max_token_len, delta_actions=delta_actions, action_dims=action_dims,
-            default_prompt=default_prompt, normalization=normalization, discrete_state_input=discrete_state_input)
+        self.transforms = transforms
         self.tokenizer = tokenizer
-        self.norm_stats = self.transforms.norm_stats
+        self.norm_stats = transforms.norm_stats
         self.num_steps = num_steps
         family = "pi0.5" if config.pi05 else "pi0"
         self.description = description or f"{family} ({config.paligemma_variant} + {config.action_expert_variant})"
@@ -104,7 +97,8 @@ class Policy:
     @property
     def action_dims(self) -> int:
         """How many action dims `infer` returns (LIBERO: 7)."""
-        return self.transforms.action_dims
+        dims = self.transforms.action_dims
+        return self.config.action_dim if dims is None else dims
 
     # -- construction --------------------------------------------------------------------------------
 
@@ -118,6 +112,8 @@ class Policy:
         tokenizer_path: str | os.PathLike | None = None,
         asset_id: str | None = None,
         dtype: str = "bfloat16",
+        action_dims: int | None = None,
+        default_prompt: str | None = None,
         **kwargs: Any,
     ) -> "Policy":
         """Load an openpi checkpoint directory: <dir>/params and <dir>/assets/<asset_id>/norm_stats.json.
@@ -129,7 +125,8 @@ class Policy:
             tokenizer_path: PaliGemma's paligemma_tokenizer.model; default: openpi's cache, else the bundled
                 offline model (with a warning: its ids mean nothing to a trained checkpoint).
             asset_id: norm stats folder under <dir>/assets (default: the named config's).
-            kwargs: passed to `Policy(...)` (seed, delta_actions, action_dims, ...), over the config's settings.
+            action_dims, default_prompt: passed to the config's transform chains (make_transforms).
+            kwargs: passed to `Policy(...)` (seed, num_steps, description).
         """
         from pi0viz.model.checkpoint import load_params
 
@@ -149,13 +146,15 @@ class Policy:
                 "using the bundled %s tokenizer with checkpoint %s: its token ids mean nothing to a trained %s; "
                 "pass PaliGemma's paligemma_tokenizer.model (--tokenizer PATH)", tokenizer.name, checkpoint_dir,
                 "pi0.5" if config.pi05 else "pi0")
-        kwargs = {**named.policy_kwargs(), **kwargs}
+        transforms = named.transforms(config, tokenizer, norm_stats, action_dims=action_dims,
+                                      default_prompt=default_prompt)
         kwargs.setdefault("description", f"{named.family} checkpoint {checkpoint_dir} ({named.name}, {config.dtype}, "
                                          f"tokenizer {tokenizer.name})")
-        return cls(params, config, tokenizer, norm_stats, **kwargs)
+        return cls(params, config, transforms, **kwargs)
 
     @classmethod
-    def tiny(cls, seed: int = 0, policy_config: str | PolicyConfig = DEFAULT_CONFIG, **kwargs: Any) -> "Policy":
+    def tiny(cls, seed: int = 0, policy_config: str | PolicyConfig = DEFAULT_CONFIG, *,
+             action_dims: int | None = None, default_prompt: str | None = None, **kwargs: Any) -> "Policy":
         """An UNTRAINED tiny pi0 / pi0.5 for offline demos and tests: random weights, bundled tokenizer, identity
         stats, and the named config's pipeline and token layout (pi05_libero: 200 prompt slots, 10 actions).
 
@@ -169,20 +168,30 @@ class Policy:
         # Identity stats: mean 0 / std 1, and q01 -1 / q99 1 (quantile normalization maps [-1, 1] to itself).
         stats = {key: {"mean": np.zeros(n), "std": np.ones(n), "q01": -np.ones(n), "q99": np.ones(n)}
                  for key, n in (("state", 8), ("actions", 7))}
-        kwargs = {**named.policy_kwargs(), **kwargs}
+        transforms = named.transforms(config, tokenizer, stats, action_dims=action_dims, default_prompt=default_prompt)
         kwargs.setdefault("description", f"UNTRAINED tiny {named.family} ({named.name} pipeline; random weights, "
                                          f"seed {seed}; tokenizer {tokenizer.name})")
-        return cls(params, config, tokenizer, stats, seed=seed, **kwargs)
+        return cls(params, config, transforms, seed=seed, **kwargs)
 
     # -- the pipeline ----------------------------------------------------------------------------------
 
     def prepare(self, obs: Mapping[str, Any]) -> PolicyInputs:
-        """The LIBERO input transforms for one observation (see pi0viz.policy.transforms)."""
-        return self.transforms.prepare(obs)
+        """The input chain on one observation: the inputs exactly as the model sees them (numpy).
+
+        Raises:
+            ObservationError naming the key and what was expected.
+        """
+        return PolicyInputs.from_data(self.transforms.inputs(obs))
 
     def postprocess(self, model_actions: np.ndarray, model_state: np.ndarray) -> np.ndarray:
-        """The LIBERO output transforms: float[A, action_dim] normalized -> float32[A, action_dims]."""
-        return self.transforms.postprocess(model_actions, model_state)
+        """The output chain: float[A, action_dim] normalized -> float32[A, action_dims] robot units.
+
+        Args:
+            model_actions: float[A, action_dim], the sampler's output in normalized units.
+            model_state: float32[action_dim], the normalized state the model saw (the delta quirk adds it back).
+        """
+        out = self.transforms.outputs({"actions": np.asarray(model_actions), "state": np.asarray(model_state)})
+        return np.asarray(out["actions"], dtype=np.float32)
 
     def infer(
         self,
@@ -263,8 +272,9 @@ class Policy:
         if attention.dtype not in (np.float16, np.float32):
             attention = attention.astype(np.float32)  # bfloat16 cannot travel in npz or msgpack-numpy
         side = math.isqrt(self.config.num_image_tokens)
-        return self.transforms.bundle(
-            inputs, attention, diffusion_times=np.asarray(jax.device_get(out.diffusion_times)), actions=actions,
+        return inputs.bundle(
+            attention, tokenizer=self.tokenizer, camera_names=self.config.image_keys,
+            diffusion_times=np.asarray(jax.device_get(out.diffusion_times)), actions=actions,
             num_state_tokens=self.config.num_state_tokens, num_action_tokens=self.config.action_horizon,
             inference_step=inference_step,
             patch_grid=(side, side), heads="max" if capture.fuse_heads else "all",

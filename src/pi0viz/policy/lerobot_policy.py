@@ -8,6 +8,8 @@ normalization and tokenization, so the policy sees exactly what `lerobot-eval` w
 Request (openpi's LIBERO client): "observation/image" and "observation/wrist_image" uint8[h, w, 3] (already rotated
 180 degrees as LeRobot's LIBERO env also does), "observation/state" float[8], "prompt" str. The two images go to
 the first two `image_features` of the checkpoint's config, in order (LeRobot's LIBERO datasets: image, image2).
+The request goes through the same chain code as the JAX policy (`pi0viz.policy.transforms`): input chain
+`LeRobotInputs` (LIBERO keys -> LeRobot's observation), output chain `SliceActions` (the robot's dims, float32).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from pi0viz.errors import CheckpointError, ObservationError, require
+from pi0viz.errors import CheckpointError, require
+from pi0viz.policy.transforms import LIBERO_IMAGE_KEYS, LeRobotInputs, PolicyTransforms, SliceActions, compose
 
-REQUEST_IMAGES = ("observation/image", "observation/wrist_image")
+REQUEST_IMAGES = tuple(LIBERO_IMAGE_KEYS)
 
 
 class LeRobotPolicy:
@@ -46,6 +48,9 @@ class LeRobotPolicy:
         from pi0viz.torch_capture import pipeline_tokenizer
 
         self.tokenizer = pipeline_tokenizer(preprocessor)
+        # LeRobot's own processors normalize and tokenize; the chains only map the request and slice the output.
+        self.transforms = PolicyTransforms(inputs=compose(LeRobotInputs(tuple(self.image_keys))),
+                                           outputs=compose(SliceActions(self.action_dims)))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> LeRobotPolicy:
@@ -95,7 +100,8 @@ class LeRobotPolicy:
 
         from pi0viz.torch_capture import CaptureOptions, capture_attention
 
-        batch = self._batch(obs)
+        request = self.transforms.inputs(obs)
+        batch = self._batch(request)
         want = return_bundle or capture is not None
         start = time.monotonic()
         with torch.no_grad():
@@ -104,32 +110,22 @@ class LeRobotPolicy:
             with hooks as cap:
                 chunk = self.policy.predict_action_chunk(inputs)  # [1, A, action_dims], normalized
             actions = self.postprocessor(chunk)
-        actions = actions.detach().float().cpu().numpy()[0]
+        actions = self.transforms.outputs({"actions": actions.detach().float().cpu().numpy()[0]})["actions"]
         result: dict[str, Any] = {"actions": actions,
                                   "policy_timing": {"infer_ms": (time.monotonic() - start) * 1000}}
         if want:
             result["attention_bundle"] = cap.bundle(
                 camera_names=[k.rsplit(".", 1)[-1] for k in self.image_keys], tokenizer=self.tokenizer,
-                prompt=str(obs["prompt"]), actions=actions[None], inference_step=inference_step)
+                prompt=request["task"], actions=actions[None], inference_step=inference_step)
         return result
 
-    def _batch(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        """The request as a LeRobot observation: images float[1, 3, h, w] in [0, 1], state float32[1, state_dim], task."""
+    def _batch(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The input chain's LeRobot observation as torch tensors with a batch axis of 1 (images float[1, 3, h, w]
+        in [0, 1], state float32[1, state_dim]) and the task as a list of one string."""
         import torch
 
-        missing = [k for k in (*REQUEST_IMAGES, "observation/state", "prompt") if k not in obs]
-        if missing:
-            raise ObservationError(f"request lacks {missing}; expected openpi's LIBERO keys "
-                                   f"{[*REQUEST_IMAGES, 'observation/state', 'prompt']}")
-        batch: dict[str, Any] = {}
-        for key, name in zip(self.image_keys, REQUEST_IMAGES):
-            image = np.asarray(obs[name])
-            if image.ndim != 3 or image.shape[-1] != 3:
-                raise ObservationError(f"{name} must be an image [h, w, 3], got shape {list(image.shape)}")
-            scaled = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-            batch[key] = torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))[None]
-        batch["observation.state"] = torch.from_numpy(np.asarray(obs["observation/state"], dtype=np.float32))[None]
-        batch["task"] = [str(obs["prompt"])]
+        batch: dict[str, Any] = {k: torch.from_numpy(v)[None] for k, v in request.items() if k != "task"}
+        batch["task"] = [request["task"]]
         return batch
 
     def __repr__(self) -> str:

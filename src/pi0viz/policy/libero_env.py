@@ -1,6 +1,6 @@
 """LIBERO, headless and non-interactive: environment set-up and openpi's observation preprocessing.
 
-Needs the LIBERO extra (`bash scripts/install-libero.sh`). Importing this module is cheap and never imports
+Needs the LIBERO extra (`bash scripts/install.sh libero`). Importing this module is cheap and never imports
 LIBERO; `import_libero()` does, after writing LIBERO's config.yaml (otherwise LIBERO's first import asks
 questions on stdin) and defaulting MuJoCo to EGL rendering (works on CPU-only machines through Mesa).
 
@@ -14,13 +14,13 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pi0viz.core.images import resize_with_pad
+from pi0viz.core.writes import atomic_write, make_folder
 from pi0viz.errors import MissingExtraError
 
 LiberoUnavailable = MissingExtraError  # the LIBERO extra is not installed; the message names the install command
@@ -60,15 +60,15 @@ def configure_libero(config_dir: str | os.PathLike | None = None) -> Path:
     if preset and (Path(preset) / "config.yaml").is_file():
         return Path(preset)
     if not libero_installed():
-        raise LiberoUnavailable("LIBERO is not installed: run `bash scripts/install-libero.sh` (about a minute)")
+        raise LiberoUnavailable("LIBERO is not installed: run `bash scripts/install.sh libero` (about a minute)")
     spec = importlib.util.find_spec("libero")
     pkg = Path(next(iter(spec.submodule_search_locations))) / "libero"
     if not (pkg / "assets").is_dir():
         raise LiberoUnavailable(
-            f"LIBERO's scene assets are missing at {pkg / 'assets'}: run `bash scripts/install-libero.sh`"
+            f"LIBERO's scene assets are missing at {pkg / 'assets'}: run `bash scripts/install.sh libero`"
         )
     cfg_dir = Path(config_dir) if config_dir else Path.home() / ".cache" / "pi0viz" / "libero"
-    cfg_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(cfg_dir)
     entries = {
         "benchmark_root": pkg,
         "bddl_files": pkg / "bddl_files",
@@ -76,10 +76,7 @@ def configure_libero(config_dir: str | os.PathLike | None = None) -> Path:
         "datasets": cfg_dir / "datasets",  # only for LIBERO's training code; never written by pi0viz
         "assets": pkg / "assets",
     }
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".yaml", dir=cfg_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(f"{key}: {value}\n" for key, value in entries.items()))
-    os.replace(tmp, cfg_dir / "config.yaml")
+    atomic_write(cfg_dir / "config.yaml", "".join(f"{key}: {value}\n" for key, value in entries.items()))
     os.environ["LIBERO_CONFIG_PATH"] = str(cfg_dir)
     return cfg_dir
 
@@ -91,7 +88,7 @@ def import_libero() -> tuple[Any, Any, Any]:
         from libero.libero import benchmark, get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
     except ImportError as err:
-        raise LiberoUnavailable(f"LIBERO import failed ({err}): run `bash scripts/install-libero.sh`") from None
+        raise LiberoUnavailable(f"LIBERO import failed ({err}): run `bash scripts/install.sh libero`") from None
     return benchmark, get_libero_path, OffScreenRenderEnv
 
 

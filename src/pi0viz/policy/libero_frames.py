@@ -49,7 +49,7 @@ class LiberoFrame:
         }
 
 
-def load_frames(frames_dir: str | Path = FRAMES_DIR) -> list[LiberoFrame]:
+def load_libero_frames(frames_dir: str | Path = FRAMES_DIR) -> list[LiberoFrame]:
     """Read every frame listed in `frames_dir`/manifest.json (file names from the manifest stay inside the dir)."""
     from PIL import Image
 

@@ -52,9 +52,12 @@ def initial_params(config: Pi0Config, seed: int = 0) -> Any:
     return params
 
 
-def policy_kwargs() -> dict[str, Any]:
-    """The transforms around the model: z-score, no delta actions, LIBERO's 7 action dims."""
-    return dict(normalization="zscore", delta_actions=False, discrete_state_input=False, action_dims=7)
+def reach_transforms(config: Pi0Config, tokenizer: Any, norm_stats: Any) -> Any:
+    """The transform chains around the model (configs.PIPELINES["reach_tiny"]): LIBERO's request with the
+    agentview only, z-score, no delta actions, LIBERO's 7 action dims."""
+    from pi0viz.policy.configs import make_transforms
+
+    return make_transforms(config, tokenizer, norm_stats, pipeline="reach_tiny")
 
 
 def heldout_scenes(model_dir: Path = REACH_MODEL_DIR) -> Any:
@@ -91,4 +94,5 @@ def load_reach_policy(model_dir: Path = REACH_MODEL_DIR, *, seed: int = 0) -> An
     config = reach_config(tokenizer.vocab_size)
     norm_stats = load_norm_stats(model_dir, REACH_ASSET_ID)
     params = load_params(model_dir / "params", dtype=config.dtype, config=config)
-    return Policy(params, config, tokenizer, norm_stats, seed=seed, description=REACH_DESCRIPTION, **policy_kwargs())
+    return Policy(params, config, reach_transforms(config, tokenizer, norm_stats), seed=seed,
+                  description=REACH_DESCRIPTION)

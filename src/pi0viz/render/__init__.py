@@ -10,7 +10,8 @@
 
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
 from pi0viz.render.engine import RenderJob, RenderOptions, RenderSummary, render_bundle, run_job
-from pi0viz.render.files import RenderError, parse_selection, safe_names
+from pi0viz.core.selection import parse_selection  # the one selection grammar, re-exported
+from pi0viz.render.files import RenderError, safe_names
 from pi0viz.render.panels import TextLayout, layout_prompt
 
 __all__ = [

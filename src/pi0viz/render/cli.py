@@ -12,7 +12,7 @@ from pi0viz.errors import Pi0vizError
 from pi0viz.render.engine import DEFAULT_QUALITY, RenderJob, RenderOptions, run_job
 from pi0viz.render.panels import DEFAULT_ALPHA, DEFAULT_ZOOM
 
-_SELECTION = "numbers and ranges, e.g. '0,3-5,9' (default: all)"
+_SELECTION = "numbers and inclusive ranges, e.g. '0,3-5,9'; a range keeps what the capture holds (default: all)"
 
 
 @click.command("render")
@@ -26,25 +26,27 @@ _SELECTION = "numbers and ranges, e.g. '0,3-5,9' (default: all)"
 @click.option("--layers", default=None, help=f"Layers: {_SELECTION}.")
 @click.option("--cameras", default=None, help="Camera names, comma-separated (default: all unmasked).")
 @click.option("--scale", type=click.Choice(SCALE_SCOPES), default="cell", show_default=True,
-              help="Which values share the top of the color scale: a cell's regions, each region, a layer, the call.")
+              help="Color scope: which values share the top of the color scale: a cell's regions, each region, a "
+                   "layer, the call (global).")
 @click.option("--percentile", type=float, default=None, help="Scale top = this percentile instead of the max.")
 @click.option("--gamma", type=float, default=1.0, show_default=True, help="level = (p / top) ** gamma.")
 @click.option("--log-decades", type=float, default=None, help="Log color scale spanning this many decades.")
 @click.option("--colormap", default=DEFAULT_COLORMAP, show_default=True, help="A matplotlib colormap name.")
 @click.option("--zoom", type=click.IntRange(1, 16), default=DEFAULT_ZOOM, show_default=True,
-              help="Integer upsampling of the 224 x 224 model input (one 14*zoom px block per patch).")
+              help="Integer pixels per model-input pixel (patches stay exact pixel blocks): a 14*zoom px block "
+                   "per patch.")
 @click.option("--bilinear", is_flag=True, help="Interpolate between patch centers instead of flat patch blocks.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
               help="Heat-map weight over the image.")
 @click.option("--quality", type=click.IntRange(1, 100), default=DEFAULT_QUALITY, show_default=True,
-              help="JPEG quality.")
+              help="Image quality, 1..100 (JPEG quality).")
 @click.option("--per-head", is_flag=True, help="Also write per_head_attention_on_*.jpg (fused map + every head).")
 @click.option("--composite", is_flag=True,
               help="Also write composite.jpg per cell: all cameras and the prompt in one labelled image.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes (default: all cores).")
 @click.option("--resume", is_flag=True, help="Keep finished cells of an interrupted render; do the rest.")
-@click.option("--batch-index", type=click.IntRange(0), default=0, show_default=True,
-              help="Batch element to draw when the capture holds several.")
+@click.option("--batch", "--batch-index", "batch_index", type=click.IntRange(0), default=0, show_default=True,
+              help="Batch element drawn when a capture holds several (B > 1).")
 @click.option("--exclude-sinks", is_flag=True,
               help="Color scale without attention sinks (keys >= 0.2 in 90 % of a step and layer's action rows); "
                    "sinks drawn clipped and outlined.")

@@ -20,7 +20,8 @@ import simplejpeg
 
 from pi0viz.core.bundle import INT32_MAX, CaptureBundle
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
-from pi0viz.core.fusion import ColorScale, FusionError, fuse_call, padded_cameras, scale_tops, to_levels
+from pi0viz.core.fusion import ColorScale, FusionError, scale_tops, to_levels
+from pi0viz.core.maps import drawn_cameras, fused_maps
 from pi0viz.core.images import resize_with_pad
 from pi0viz.core.sinks import detect_sinks
 from pi0viz.core.writes import make_folder as make_folders
@@ -31,7 +32,7 @@ from pi0viz.render.files import (
     cell_dir,
     inference_dir,
     is_complete_jpeg,
-    make_folder,
+    make_cell_folder,
     parse_selection,
     remove_stale_temps,
     safe_names,
@@ -156,19 +157,11 @@ class RenderJob:
         if not 0 <= int(inference_step) <= INT32_MAX:
             raise RenderError(f"inference step must be an integer in 0..{INT32_MAX}, got {inference_step}")
         cameras = self._select(bundle)
-        # A camera nobody ever attends to is padded even if no mask says so (openpi masks its keys to exactly 0).
-        self.image_masks = bundle.image_masks.copy()
-        padded = padded_cameras(bundle.attention, bundle.layout, bundle.image_masks, kind=bundle.attention_kind,
-                                batch_index=b)
-        self.image_masks[b, padded] = False
+        # The one camera rule (pi0viz.core.maps): masked cameras and cameras nobody ever attends to are not drawn.
+        self.drawn = drawn_cameras(bundle, b)
+        self.image_masks = self.drawn.image_masks
         keep_cams = [c for c in cameras if self.image_masks[b, c]]
-        masked = [bundle.camera_names[c] for c in cameras if not bundle.image_masks[b, c]]
-        if masked:
-            self.notes.append(f"masked camera(s) {masked} are padded slots: no files written for them")
-        silent = [bundle.camera_names[c] for c in cameras if c in padded]
-        if silent:
-            self.notes.append(f"camera(s) {silent} receive exactly 0 attention in every cell, as openpi's masks "
-                              "leave a padded camera: treated as padded, no files written for them")
+        self.notes += self.drawn.notes(among=cameras)
         self._fuse(bundle, keep_cams)
         self._build_painters(bundle, keep_cams)
         self.out_root = inference_dir(out_dir, inference_step)
@@ -196,14 +189,13 @@ class RenderJob:
         "global" never depend on the selection)."""
         options, b = self.options, self.options.batch_index
         try:
-            call = fuse_call(bundle.attention, bundle.layout, self.image_masks, bundle.token_mask,
-                             kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
-                             batch_index=b, keep_heads=options.per_head, check=options.check_probs)
+            call = fused_maps(bundle, batch_index=b, keep_heads=options.per_head, check=options.check_probs,
+                              drawn=self.drawn)
         except FusionError as err:
             raise RenderError(str(err)) from None
         # call.regions = every unmasked camera in slot order, then the prompt (last). Keep the selected cameras
         # by slot (names from data may even be "text"), then the prompt.
-        fused_cams = [c for c in range(len(bundle.camera_names)) if self.image_masks[b, c]]
+        fused_cams = call.cameras
         self.regions = call.regions
         self.region_keep = [fused_cams.index(c) for c in keep_cams] + [len(call.regions) - 1]
         self.sinks = None
@@ -313,7 +305,7 @@ class RenderJob:
                 if all(is_complete_jpeg(os.path.join(folder, n)) for n in names):
                     skipped += len(names)
                     continue
-            make_folder(folder)
+            make_cell_folder(folder)
             for panel, name in zip(self.panels(d, l, a), names):
                 data = simplejpeg.encode_jpeg(as_rgbx(panel), quality=self.options.quality, colorspace="RGBX",
                                               colorsubsampling="420")

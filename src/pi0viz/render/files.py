@@ -15,10 +15,10 @@ import os
 import re
 from typing import Sequence
 
-from pi0viz.core.writes import output_error
+from pi0viz.core.selection import parse_selection  # noqa: F401  (re-exported: the one selection grammar)
+from pi0viz.core.writes import TMP_SUFFIX, output_error, write_in
 from pi0viz.errors import OutputError, RenderError, SelectionError  # noqa: F401  (RenderError: re-exported)
 
-TMP_SUFFIX = ".tmp"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -58,24 +58,9 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 def write_atomic_in(folder: str, name: str, data: bytes) -> None:
-    """`write_atomic(folder/name, data)` without splitting the path again (36,000 files per call)."""
-    path = f"{folder}{os.sep}{name}"
-    tmp = f"{folder}{os.sep}.{name}.{os.getpid()}{TMP_SUFFIX}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise output_error(path, err, RESUME_HINT) from None
+    """`write_atomic(folder/name, data)` without splitting the path again (36,000 files per call): the one
+    writer's hot path (`pi0viz.core.writes.write_in`: same mode and cleanup)."""
+    write_in(folder, name, data, RESUME_HINT)
 
 
 RESUME_HINT = ("the files finished so far are intact and no partial file was left; fix that (free space, choose "
@@ -83,7 +68,7 @@ RESUME_HINT = ("the files finished so far are intact and no partial file was lef
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 
 
-def make_folder(folder: str) -> None:
+def make_cell_folder(folder: str) -> None:
     """One mkdir in the common case (parent exists, folder is new) instead of makedirs' checks; OutputError
     naming the folder and the cause otherwise."""
     try:
@@ -128,55 +113,3 @@ def remove_stale_temps(folder: str) -> int:
             except FileNotFoundError:
                 pass
     return removed
-
-
-def parse_selection(spec: str | Sequence[int] | None, available: Sequence[int], what: str) -> list[int]:
-    """Which of `available` to render: None/"all" = all; "0,3-5,9" = lists and inclusive ranges.
-
-    The numbers are the ones that appear in the output paths (original step/layer indices, action token,
-    ...). A range takes the values that exist inside it (layers "0-17" of a capture that kept 2, 10, 17 ->
-    2, 10, 17); a single number must exist. Raises SelectionError naming the unknown values and what exists.
-    """
-    available = [int(a) for a in available]
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
-        return available
-    wanted: list[int] = []
-    have = set(available)
-    if isinstance(spec, str):
-        for part in spec.split(","):
-            part = part.strip()
-            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-            if m:
-                lo, hi = int(m.group(1)), int(m.group(2))
-                if hi < lo:
-                    raise SelectionError(f"{what}: range {part!r} runs backwards")
-                inside = [v for v in available if lo <= v <= hi]  # what exists inside it: never expanded
-                if not inside:
-                    raise SelectionError(f"{what}: range {part!r} holds none of this capture's {_ranges(available)}")
-                wanted.extend(inside)
-            elif re.fullmatch(r"\d+", part):
-                wanted.append(int(part))
-            else:
-                raise SelectionError(f"{what}: cannot read {part!r}; use numbers and ranges like '0,3-5,9'")
-    else:
-        wanted = [int(v) for v in spec]
-    missing = sorted(set(wanted) - have)
-    if missing:
-        raise SelectionError(f"{what}: {missing} not in this capture, which has {_ranges(available)}")
-    keep = set(wanted)
-    return [a for a in available if a in keep]
-
-
-def _ranges(values: Sequence[int]) -> str:
-    values = sorted(values)
-    if not values:
-        return "none"
-    parts, start, prev = [], values[0], values[0]
-    for v in list(values[1:]) + [None]:
-        if v is not None and v == prev + 1:
-            prev = v
-            continue
-        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if v is not None:
-            start = prev = v
-    return ",".join(parts)

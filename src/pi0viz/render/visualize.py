@@ -1,4 +1,9 @@
-"""`visualize_attention`: the one call a LIBERO loop makes per inference call to get the attention_viz tree."""
+"""`visualize_attention`: the one call a LIBERO loop makes per inference call to get the attention_viz tree.
+
+A thin convenience over `render_bundle`: it takes a complete CaptureBundle, or builds one from its fields (every
+CaptureBundle field is accepted as a keyword, with conversions and defaults for arrays straight from a model), so
+every capture that `render_bundle` renders (reduced ones included) renders through it too.
+"""
 
 from __future__ import annotations
 
@@ -15,100 +20,179 @@ from pi0viz.render.engine import MODEL_PATCH_PX, RenderOptions, RenderSummary, r
 def visualize_attention(
     attention: Any,
     *,
-    images: Any,
-    camera_names: Sequence[str],
-    token_pieces: Any,
-    inference_step: int,
+    images: Any = None,
+    camera_names: Sequence[str] | None = None,
+    token_pieces: Any = None,
+    inference_step: int | None = None,
     image_masks: Any = None,
     token_mask: Any = None,
     out_dir: str | os.PathLike = "attention_viz",
     options: RenderOptions | None = None,
-    num_state_tokens: int = 1,
+    num_state_tokens: int | None = None,
     num_action_tokens: int | None = None,
-    attention_kind: Literal["probs", "logits"] = "probs",
-    attention_heads: Literal["all", "max"] = "all",
-    patch_grid: tuple[int, int] = (16, 16),
+    attention_kind: Literal["probs", "logits"] | None = None,
+    attention_heads: Literal["all", "max"] | None = None,
+    attention_queries: Literal["suffix", "actions"] | None = None,
+    attention_keys: Literal["all", "prefix"] | None = None,
+    patch_grid: tuple[int, int] | None = None,
     diffusion_times: Sequence[float] | None = None,
     step_indices: Sequence[int] | None = None,
     layer_indices: Sequence[int] | None = None,
+    token_ids: Any = None,
+    prompt: Any = None,
+    actions: Any = None,
     progress: Callable[[int], None] | None = None,
 ) -> RenderSummary:
     """Render where the action tokens attend in one inference call, as JPEGs under `out_dir`.
 
     Writes {out_dir}/inference_timestep_{inference_step}/diffusion_timestep_D/action_token_A/layer_L/
-    fused_attention_on_{camera}.jpg (one per unmasked camera) and fused_attention_on_text.jpg. D = 0 is the
+    fused_attention_on_{camera}.jpg (one per drawn camera) and fused_attention_on_text.jpg. D = 0 is the
     first denoising step (t = 1.0, pure noise), D = 9 the last of pi0's 10 (t = 0.1).
+
+    Either pass a complete `CaptureBundle` as `attention` (then no other bundle field may be given; only
+    `inference_step`, `out_dir`, `options` and `progress`), or the attention array and the bundle's fields.
 
     Axes (docs/architecture.md): D denoising steps, L layers, B batch, K kv heads, G query heads per kv head,
     Q query tokens (state + action tokens), S keys (C cameras x rows x cols patches + T prompt slots + suffix).
 
     Args:
-        attention: float16/float32[D, L, B, K, G, Q, S] (bfloat16 and JAX/torch arrays are converted):
-            post-softmax probabilities, or pre-softmax scores with attention_kind="logits".
+        attention: a CaptureBundle, or float16/float32[D, L, B, K, G, Q, S] (bfloat16 and JAX/torch arrays are
+            converted): post-softmax probabilities, or pre-softmax scores with attention_kind="logits".
             pi0: [10, 18, 1, 1, 8, 51, 867]; pi0.5 (LIBERO): [10, 18, 1, 1, 8, 10, 978].
         images: the model-input images, uint8 (float in [0, 1] or [-1, 1] is converted): [B, C, h, w, 3],
             [C, h, w, 3] (B = 1), or {camera name: [h, w, 3] or [B, h, w, 3]}. Images that are not
             rows*14 x cols*14 pixels (224 x 224 for pi0) are resized with padding as the model does.
         camera_names: [C] camera slots in token order (e.g. base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb).
         token_pieces: str[B, T] or str[T] decoded prompt pieces, pads included ("" for pads).
-        inference_step: N in inference_timestep_N (index of this call in the episode).
+        inference_step: N in inference_timestep_N (index of this call in the episode); default the bundle's,
+            else 0.
         image_masks: bool[B, C] or bool[C] (or {camera: bool}); False = padded camera slot, nothing is drawn.
-            Default: all True, except cameras whose keys get exactly zero attention (a padded slot under
-            openpi's masks), which the renderer skips and names in its summary.
+            Default: all True; cameras whose keys get exactly zero attention (a padded slot under openpi's
+            masks) are not drawn either (pi0viz.core.maps' camera rule) and named in the summary's notes.
         token_mask: bool[B, T] or bool[T], False = pad. Default: pieces that are not "".
         out_dir: the attention_viz folder.
         options: what to draw and how (selections, color scale, colormap, zoom, quality, workers, resume,
             batch_index): pi0viz.render.RenderOptions; default RenderOptions().
-        num_state_tokens: 1 for pi0, 0 for pi0.5.
-        num_action_tokens: H; default Q - num_state_tokens.
+        num_state_tokens: 1 for pi0 (default), 0 for pi0.5.
+        num_action_tokens: H; default Q (attention_queries="actions") or Q - num_state_tokens.
+        attention_kind: "probs" (default) or "logits".
         attention_heads: "max" when the heads were already max-fused on the device (K = G = 1), e.g. a capture
-            with CaptureOptions(fuse_heads=True); rows then need not sum to 1.
-        patch_grid: image tokens per camera, (rows, cols), raster order.
+            with CaptureOptions(fuse_heads=True); rows then need not sum to 1. Default "all".
+        attention_queries: "actions" for a capture of the action rows only (CaptureOptions(action_rows_only=True),
+            Q = A); default "suffix", or "actions" when num_action_tokens == Q and there are state tokens.
+        attention_keys: "prefix" for a capture of the prefix keys only (S = cameras + prompt); default: inferred
+            from S.
+        patch_grid: image tokens per camera, (rows, cols), raster order; default (16, 16).
         diffusion_times, step_indices, layer_indices: what the D and L axes hold (default: all steps
             0..D-1 with t = 1, 1 - 1/D, ...; all layers 0..L-1). The indices name the output folders.
+        token_ids: int[B, T] or int[T] prompt token ids (default zeros: only the pieces are drawn).
+        prompt: str[B] or str, the raw prompt. actions: float32[B, A, action_dims] sampled actions.
         progress: called with the number of finished files as work completes.
 
     Returns:
         a RenderSummary (files, bytes, seconds, out_dir = the inference_timestep_N folder).
     """
+    fields = dict(images=images, camera_names=camera_names, token_pieces=token_pieces, image_masks=image_masks,
+                  token_mask=token_mask, num_state_tokens=num_state_tokens, num_action_tokens=num_action_tokens,
+                  attention_kind=attention_kind, attention_heads=attention_heads, attention_queries=attention_queries,
+                  attention_keys=attention_keys, patch_grid=patch_grid, diffusion_times=diffusion_times,
+                  step_indices=step_indices, layer_indices=layer_indices, token_ids=token_ids, prompt=prompt,
+                  actions=actions)
+    if isinstance(attention, CaptureBundle):
+        given = sorted(k for k, v in fields.items() if v is not None)
+        if given:
+            raise BundleError(f"visualize_attention got a CaptureBundle and also its field(s) {given}; pass either "
+                              "a complete bundle or the attention array with its fields")
+        bundle = attention
+    else:
+        if images is None or camera_names is None or token_pieces is None:
+            missing = [k for k in ("images", "camera_names", "token_pieces") if fields[k] is None]
+            raise BundleError(f"visualize_attention needs {missing} with an attention array (or pass a CaptureBundle)")
+        bundle = bundle_from_fields(attention, **fields, inference_step=inference_step)
+    step = inference_step if inference_step is not None else (bundle.inference_step or 0)
+    return render_bundle(bundle, out_dir, options, inference_step=step, progress=progress)
+
+
+def bundle_from_fields(
+    attention: Any,
+    *,
+    images: Any,
+    camera_names: Sequence[str],
+    token_pieces: Any,
+    image_masks: Any = None,
+    token_mask: Any = None,
+    num_state_tokens: int | None = None,
+    num_action_tokens: int | None = None,
+    attention_kind: Literal["probs", "logits"] | None = None,
+    attention_heads: Literal["all", "max"] | None = None,
+    attention_queries: Literal["suffix", "actions"] | None = None,
+    attention_keys: Literal["all", "prefix"] | None = None,
+    patch_grid: tuple[int, int] | None = None,
+    diffusion_times: Sequence[float] | None = None,
+    step_indices: Sequence[int] | None = None,
+    layer_indices: Sequence[int] | None = None,
+    token_ids: Any = None,
+    prompt: Any = None,
+    actions: Any = None,
+    inference_step: int | None = None,
+) -> CaptureBundle:
+    """A validated CaptureBundle from the fields `visualize_attention` takes (same conversions and defaults)."""
     att = _as_float_array(attention)
     if att.ndim != 7:
         raise BundleError(f"attention must be [D, L, B, K, G, Q, S] (7-d), got shape {list(att.shape)}")
     B, Q = att.shape[2], att.shape[5]
+    grid = (16, 16) if patch_grid is None else (int(patch_grid[0]), int(patch_grid[1]))
+    state = 1 if num_state_tokens is None else int(num_state_tokens)
     names = [str(n) for n in camera_names]
-    pieces = np.asarray(token_pieces, dtype=str)
-    pieces = pieces[None] if pieces.ndim == 1 else pieces
-    if pieces.ndim != 2 or pieces.shape[0] != B:
-        raise BundleError(f"token_pieces must be [B={B}, T] or [T], got shape {list(pieces.shape)}")
-    mask = (pieces != "") if token_mask is None else np.asarray(token_mask, bool)
-    mask = mask[None] if mask.ndim == 1 else mask
+    pieces = _per_batch(np.asarray(token_pieces, dtype=str), B, "token_pieces")
+    mask = (pieces != "") if token_mask is None else _per_batch(np.asarray(token_mask, bool), B, "token_mask")
+    ids = (np.zeros(pieces.shape, np.int32) if token_ids is None
+           else _per_batch(np.asarray(token_ids), B, "token_ids"))
+    if attention_queries is None:  # the action rows only: Q holds exactly the action tokens
+        attention_queries = "actions" if num_action_tokens is not None and int(num_action_tokens) == Q and state else \
+            "suffix"
     if num_action_tokens is None:
-        num_action_tokens = Q - num_state_tokens
-    D, L = att.shape[:2]
+        num_action_tokens = Q if attention_queries == "actions" else Q - state
+    if attention_keys is None:  # S = cameras + prompt only
+        prefix_keys = len(names) * grid[0] * grid[1] + pieces.shape[1]
+        attention_keys = "prefix" if att.shape[6] == prefix_keys else "all"
+    D = att.shape[0]
     if image_masks is None and isinstance(images, Mapping):  # cameras the caller left out are padded slots
         image_masks = {n: n in images for n in names}
-    prefix_keys = len(names) * patch_grid[0] * patch_grid[1] + pieces.shape[1]
-    bundle = CaptureBundle(
+    if prompt is not None:
+        prompt = np.asarray(prompt, dtype=str).reshape(-1)
+        prompt = np.repeat(prompt, B) if prompt.shape == (1,) and B > 1 else prompt
+    return CaptureBundle(
         attention=att,
         camera_names=names,
-        images=_images(images, names, B, patch_grid),
+        images=_images(images, names, B, grid),
         image_masks=_image_masks(image_masks, names, B),
-        token_ids=np.zeros(pieces.shape, np.int32),
+        token_ids=ids,
         token_pieces=pieces,
         token_mask=mask,
-        num_state_tokens=num_state_tokens,
-        num_action_tokens=num_action_tokens,
+        num_state_tokens=state,
+        num_action_tokens=int(num_action_tokens),
         diffusion_times=(np.asarray(diffusion_times, np.float32) if diffusion_times is not None
                          else (1.0 - np.arange(D) / max(D, 1)).astype(np.float32)),
-        patch_grid=patch_grid,
-        attention_kind=attention_kind,
-        attention_heads=attention_heads,
-        attention_keys="prefix" if att.shape[6] == prefix_keys else "all",  # S = cameras + prompt only
+        patch_grid=grid,
+        attention_kind=attention_kind or "probs",
+        attention_heads=attention_heads or "all",
+        attention_queries=attention_queries,
+        attention_keys=attention_keys,
         step_indices=None if step_indices is None else np.asarray(step_indices, np.int32),
         layer_indices=None if layer_indices is None else np.asarray(layer_indices, np.int32),
+        prompt=prompt,
         inference_step=inference_step,
+        actions=None if actions is None else np.asarray(actions, np.float32),
     )
-    return render_bundle(bundle, out_dir, options, inference_step=inference_step, progress=progress)
+
+
+def _per_batch(a: np.ndarray, B: int, name: str) -> np.ndarray:
+    """[T] -> [1, T]; anything but [B, T] is refused."""
+    a = a[None] if a.ndim == 1 else a
+    if a.ndim != 2 or a.shape[0] != B:
+        raise BundleError(f"{name} must be [B={B}, T] or [T], got shape {list(a.shape)}")
+    return a
 
 
 def _as_float_array(x: Any) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""`pi0viz serve`: a pi0 / pi0.5 policy behind openpi's websocket protocol."""
+"""`pi0viz serve`: a pi0 / pi0.5 policy behind openpi's websocket protocol.
+
+The policy is a policy spec (pi0viz.policy.spec), `--policy tiny | reach-tiny | checkpoint:DIR | lerobot:DIR`;
+`--tiny`, `--checkpoint DIR` and `--lerobot DIR` are older spellings of the same specs.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ import click
 
 # The named configs of pi0viz.policy.configs, spelled out so that `serve --lerobot` never imports JAX.
 CONFIG_NAMES = ("pi0_libero", "pi05_libero", "pi0_base", "pi05_base")
+SERVE_KINDS = ("tiny", "reach-tiny", "checkpoint", "lerobot")  # a server spec (ws://) would be a proxy
 
 
 @click.command("serve")
+@click.option("--policy", "policy_spec", default=None, metavar="SPEC",
+              help="tiny, reach-tiny, checkpoint:DIR or lerobot:DIR (the spec every pi0viz command takes).")
 @click.option("--config", "config_name", type=click.Choice(CONFIG_NAMES), default="pi0_libero", show_default=True,
               help="Named policy config for --checkpoint / --tiny: model shape + openpi's transforms "
                    "(pi05_libero: pi0.5).")
@@ -33,21 +40,23 @@ CONFIG_NAMES = ("pi0_libero", "pi05_libero", "pi0_base", "pi05_base")
 @click.option("--record", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write every call's capture bundle to DIR/bundles/call_NNNNN.npz on the server (clients unchanged).")
 @click.option("--record-tree", is_flag=True, help="With --record: also render each call's attention_viz tree in DIR.")
-def serve_command(config_name: str, checkpoint: Path | None, lerobot: Path | None, device: str, tiny: bool,
-                  tokenizer: Path | None, asset_id: str | None, host: str, port: int, dtype: str,
-                  record: Path | None, record_tree: bool) -> None:
+def serve_command(policy_spec: str | None, config_name: str, checkpoint: Path | None, lerobot: Path | None,
+                  device: str, tiny: bool, tokenizer: Path | None, asset_id: str | None, host: str, port: int,
+                  dtype: str, record: Path | None, record_tree: bool) -> None:
     """Serve a LIBERO policy (pi0 or pi0.5) over openpi's websocket protocol (openpi-client works unchanged).
 
     Requests may add "pi0viz/return_attention": true to get the call's capture bundle back as
     "attention_bundle/*" arrays (docs/libero.md); --record DIR keeps every call's bundle on the server instead,
     for clients that cannot change. Health check: GET http://HOST:PORT/healthz.
     """
-    if (checkpoint is not None) + (lerobot is not None) + tiny != 1:
-        raise click.UsageError("give exactly one of --checkpoint DIR, --lerobot DIR or --tiny")
-    if lerobot is not None and tokenizer is not None:
-        raise click.UsageError("--tokenizer goes with --checkpoint (a LeRobot checkpoint names its own tokenizer)")
-    if (tiny or lerobot is not None) and (tokenizer is not None or asset_id is not None):
-        raise click.UsageError("--tokenizer and --asset-id go with --checkpoint (the tiny model has its own)")
+    from pi0viz.policy.spec import check_options, parse_policy_spec, require_kinds
+
+    if (policy_spec is not None) + (checkpoint is not None) + (lerobot is not None) + tiny != 1:
+        raise click.UsageError("give exactly one of --checkpoint DIR, --lerobot DIR or --tiny (or --policy SPEC)")
+    # The older spellings are specs too, so every combination is checked in one place.
+    text = policy_spec or ("tiny" if tiny else f"checkpoint:{checkpoint}" if checkpoint else f"lerobot:{lerobot}")
+    spec = require_kinds(parse_policy_spec(text), SERVE_KINDS, "pi0viz serve")
+    check_options(spec, config=config_name, tokenizer=tokenizer, asset_id=asset_id)
     if record_tree and record is None:
         raise click.UsageError("--record-tree needs --record DIR")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,18 +65,10 @@ def serve_command(config_name: str, checkpoint: Path | None, lerobot: Path | Non
     from pi0viz.serving.server import PolicyServer
 
     recorder = CallRecorder(record, tree=record_tree) if record is not None else None
-    if lerobot is not None:  # PyTorch: never imports JAX
-        from pi0viz.policy.lerobot_policy import LeRobotPolicy
+    from pi0viz.policy.spec import load_policy
 
-        policy = LeRobotPolicy.from_pretrained(lerobot, device=device)
-    else:
-        from pi0viz.policy.jax_policy import Policy
-
-        if tiny:
-            policy = Policy.tiny(policy_config=config_name)
-        else:
-            policy = Policy.from_checkpoint(checkpoint, policy_config=config_name, tokenizer_path=tokenizer,
-                                            asset_id=asset_id, dtype=dtype)
+    policy = load_policy(spec, config=config_name, tokenizer=tokenizer, asset_id=asset_id, dtype=dtype,
+                         device=device)  # lerobot:DIR is PyTorch: never imports JAX
     server = PolicyServer(policy, host=host, port=port, recorder=recorder)
     click.echo(f"serving {policy.description} on ws://{host}:{port} (health: http://{host}:{port}/healthz); "
                "Ctrl-C stops", err=True)

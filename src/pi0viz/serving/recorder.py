@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
-from pi0viz.errors import OutputError
+from pi0viz.core.writes import make_folder
 
 
 class CallRecorder:
@@ -34,10 +34,7 @@ class CallRecorder:
         self.tree = tree
         self.workers = workers
         self._lock = threading.Lock()
-        try:
-            (self.folder / "bundles").mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(f"cannot create the record folder {self.folder}: {err}") from None
+        make_folder(self.folder / "bundles", "choose another record folder")
         existing = sorted((self.folder / "bundles").glob("call_*.npz"))
         # A restarted server continues the numbering instead of overwriting an earlier run's calls.
         self._next = 1 + max((int(p.stem.split("_")[1]) for p in existing if p.stem.split("_")[1].isdigit()),
@@ -54,10 +51,7 @@ class CallRecorder:
         tree when asked. Returns the bundle path."""
         if bundle.attention_kind == "probs" and bundle.attention.dtype != np.float16:
             bundle = dataclasses.replace(bundle, attention=bundle.attention.astype(np.float16))
-        try:
-            path = save_bundle(bundle, self.folder / "bundles" / f"call_{index:05d}.npz")
-        except OSError as err:
-            raise OutputError(f"cannot write the recorded bundle of call {index} under {self.folder}: {err}") from None
+        path = save_bundle(bundle, self.folder / "bundles" / f"call_{index:05d}.npz")  # atomic; OutputError
         if self.tree:
             from pi0viz.render import RenderJob, RenderOptions, run_job
 

@@ -3,7 +3,7 @@
 Protocol (the same bytes as openpi's WebsocketPolicyServer, so `openpi_client.WebsocketClientPolicy` works):
 - on connect the server sends one msgpack-numpy map: the metadata;
 - then, per request: a binary frame with a msgpack-numpy observation dict -> a binary frame with
-  {"actions": float32[A, 7], "policy_timing": {"infer_ms"}, "server_timing": {"infer_ms"[, "prev_total_ms"]}}
+  {"actions": float32[A, action_dims], "policy_timing": {"infer_ms"}, "server_timing": {"infer_ms"[, "prev_total_ms"]}}
   plus, if the request set "pi0viz/return_attention", the capture bundle as "attention_bundle/*" arrays
   (see pi0viz.serving.protocol);
 - `GET /healthz` over plain HTTP -> 200 "OK".
@@ -194,13 +194,11 @@ class PolicyServer:
 
 
 def capture_options(policy: Any, **kwargs: Any) -> Any:
-    """Capture options of the policy's own backend: a policy may name them (`capture_options`, e.g. the PyTorch
-    LeRobotPolicy, so no JAX is imported), else pi0viz's JAX model options."""
-    make = getattr(policy, "capture_options", None)
-    if make is None:
-        from pi0viz.model import CaptureOptions
+    """Capture options for the policy: its own `capture_options` if it has one, else pi0viz.core's CaptureOptions
+    (which every backend takes; no backend is imported)."""
+    from pi0viz.core.capture_options import CaptureOptions
 
-        make = CaptureOptions
+    make = getattr(policy, "capture_options", None) or CaptureOptions
     return make(**kwargs)
 
 
@@ -222,8 +220,12 @@ def server_metadata(policy: Any) -> dict[str, Any]:
     config = getattr(policy, "config", None)
     if config is not None and hasattr(config, "action_horizon"):
         meta["action_horizon"] = int(config.action_horizon)
+    # docs/architecture.md's vocabulary: action_dims = the robot's action width the replies carry (LIBERO: 7);
+    # action_dim = the model's padded state/action vector (pi0: 32), sent only when the policy knows it.
     if hasattr(policy, "action_dims"):
-        meta["action_dim"] = int(policy.action_dims)
+        meta["action_dims"] = int(policy.action_dims)
+    if config is not None and hasattr(config, "action_dim"):
+        meta["action_dim"] = int(config.action_dim)
     return meta
 
 

@@ -12,5 +12,5 @@
     results.py     per-task success table and grounding means (results.json / results.md)
     cli.py         `pi0viz sweep`
 
-Needs the [sweep] extra (Ray; `bash scripts/install-ray.sh`) and the LIBERO extra. See docs/sweep.md.
+Needs the [sweep] extra (Ray; `bash scripts/install.sh sweep`) and the LIBERO extra. See docs/sweep.md.
 """

@@ -1,6 +1,6 @@
 """The attention work of one inference call, run as its own Ray task off the simulator's path.
 
-One fusion pass (pi0viz.core.fusion.fuse_call, the same numbers as the renderer and viewer) turns the call's
+One fusion pass (pi0viz.core.maps.fused_maps, the same numbers and cameras as the renderer and viewer) turns the call's
 capture bundle into what an episode record keeps: float16 fused maps over the drawn keys and region masses.
 With the call's object masks it also computes the call's grounding metrics (pi0viz.sweep.metrics_hook).
 Optionally the bundle itself is saved and/or the attention_viz JPEG tree rendered (--save-bundles, --render).
@@ -14,20 +14,14 @@ from typing import Any
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
-from pi0viz.core.fusion import fuse_call
-from pi0viz.errors import SelectionError
+from pi0viz.core.maps import fused_maps
+from pi0viz.core.selection import parse_selection
 from pi0viz.sweep.metrics_hook import call_metrics
-from pi0viz.sweep.plan import parse_int_list
 
 
 def _positions(stored: np.ndarray, wanted: str | None, what: str) -> np.ndarray:
-    """Positions in the bundle's stored steps/layers of the wanted ones ("0,9" etc.; None = all)."""
-    want = parse_int_list(wanted, what)
-    if want is None:
-        return np.arange(len(stored))
-    missing = sorted(set(want) - set(int(s) for s in stored))
-    if missing:
-        raise SelectionError(f"{what} {missing} not in the capture (it holds {[int(s) for s in stored]})")
+    """Positions in the bundle's stored steps/layers of the wanted ones ("0,9", "12-17"; None = all)."""
+    want = parse_selection(wanted, [int(s) for s in stored], what)  # SelectionError, one line
     return np.flatnonzero(np.isin(stored, want))
 
 
@@ -53,11 +47,8 @@ def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: s
     """
     d = _positions(bundle.step_indices, steps, "--steps")
     l = _positions(bundle.layer_indices, layers, "--layers")
-    attention = bundle.attention[d][:, l]
-    fc = fuse_call(attention, bundle.layout, bundle.image_masks, bundle.token_mask, kind=bundle.attention_kind,
-                   heads_fused=bundle.attention_heads == "max")
-    cams = [i for i, on in enumerate(bundle.image_masks[0]) if on]
-    text = np.flatnonzero(bundle.token_mask[0])
+    fc = fused_maps(bundle, step_pos=d, layer_pos=l)  # the camera rule: padded or silent cameras are left out
+    cams = fc.cameras
     if bundle_path is not None:
         save_bundle(bundle, bundle_path)
         if masks is not None:
@@ -78,19 +69,16 @@ def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: s
         "diffusion_times": bundle.diffusion_times[d].astype(np.float32),
         "step_indices": np.asarray(bundle.step_indices)[d].astype(np.int32),
         "layer_indices": np.asarray(bundle.layer_indices)[l].astype(np.int32),
-        "token_pieces": np.asarray(bundle.token_pieces[0][text], dtype=str),
+        "token_pieces": np.asarray(fc.text_pieces, dtype=str).reshape(-1),
         "metrics": call_metrics(bundle, masks),
     }
 
 
 def _render(bundle: CaptureBundle, out_dir: str) -> None:
-    from pi0viz import RenderOptions, visualize_attention
+    from pi0viz.render.engine import RenderOptions
+    from pi0viz.render.visualize import visualize_attention
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    visualize_attention(
-        bundle.attention, images=bundle.images, camera_names=bundle.camera_names, token_pieces=bundle.token_pieces,
-        token_mask=bundle.token_mask, image_masks=bundle.image_masks, inference_step=int(bundle.inference_step or 0),
-        out_dir=out_dir, num_state_tokens=bundle.num_state_tokens, num_action_tokens=bundle.num_action_tokens,
-        attention_kind=bundle.attention_kind, attention_heads=bundle.attention_heads, patch_grid=bundle.patch_grid,
-        diffusion_times=bundle.diffusion_times, step_indices=bundle.step_indices, layer_indices=bundle.layer_indices,
-        options=RenderOptions(workers=1))
+    # The whole bundle (reduced captures included), not a rebuild from some of its fields.
+    visualize_attention(bundle, inference_step=int(bundle.inference_step or 0), out_dir=out_dir,
+                        options=RenderOptions(workers=1))

@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import click
 
-from pi0viz.sweep.plan import parse_int_list
+
+def _check_policy(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Parse --policy before anything starts (a bad spec is one line); the settings keep the text as given."""
+    from pi0viz.sweep.plan import sweep_policy
+
+    sweep_policy(value)
+    return value
 
 
 @click.command("sweep")
 @click.option("--suite", default="libero_spatial", show_default=True, help="LIBERO task suite.")
 @click.option("--episodes-per-task", type=int, default=50, show_default=True, help="Trials per task (openpi: 50).")
-@click.option("--policy", default="tiny", show_default=True, help="'tiny', 'checkpoint:DIR' or 'ws://HOST:PORT'.")
+@click.option("--policy", default="tiny", show_default=True, metavar="SPEC", callback=_check_policy,
+              help="tiny, reach-tiny, checkpoint:DIR or ws://HOST:PORT (the spec every pi0viz command takes).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="RUN_DIR (resumable).")
-@click.option("--tasks", default=None, help="Task ids, e.g. '0,1' or '0-4' (default: all tasks of the suite).")
+@click.option("--tasks", default=None,
+              help="Task ids, e.g. '0,1' or '0-4'; a range keeps the suite's tasks inside it (default: all).")
 @click.option("--address", default=None, help="Ray cluster address (e.g. 'auto'); default: start Ray locally.")
 @click.option("--env-workers", type=int, default=1, show_default=True, help="LIBERO env worker actors.")
 @click.option("--policy-actors", type=int, default=1, show_default=True, help="Policy replicas.")
 @click.option("--num-cpus", type=int, default=None,
               help="CPU slots of a local Ray (default: enough for the actors, at least the machine's cores).")
 @click.option("--policy-gpus", type=float, default=0.0, show_default=True, help="GPUs per policy actor.")
-@click.option("--tokenizer", default=None, help="PaliGemma tokenizer for --policy checkpoint:DIR.")
-@click.option("--max-steps", type=int, default=None, help="Env steps per episode (default: the suite's, as openpi).")
+@click.option("--tokenizer", type=click.Path(dir_okay=False), default=None,
+              help="PaliGemma tokenizer for --policy checkpoint:DIR (a path every node sees).")
+@click.option("--max-steps", type=click.IntRange(1), default=None,
+              help="Env steps per episode (default: the suite's, as openpi).")
 @click.option("--max-calls", type=int, default=None, help="End each episode after N inference calls.")
-@click.option("--steps", default=None, help="Denoising steps kept in the records, e.g. '9' (default: all).")
+@click.option("--steps", default=None, help="Denoising steps kept in the records, e.g. '9' or '5-9' (default: all).")
 @click.option("--layers", default=None, help="Layers kept in the records, e.g. '12-17' (default: all).")
 @click.option("--all-heads", is_flag=True, help="Ship every head (exact per-head masses; 8x more data).")
 @click.option("--render", is_flag=True, help="Also render each call's JPEG tree (~370 MB per full pi0 call).")
@@ -48,7 +58,7 @@ def sweep_command(suite: str, episodes_per_task: int, policy: str, out: str, tas
     settings = SweepSettings(suite=suite, policy=policy, tokenizer=tokenizer, max_steps=max_steps, max_calls=max_calls,
                              env_resolution=env_resolution, all_heads=all_heads, steps=steps, layers=layers,
                              grounding=grounding)
-    options = RunOptions(out=out, episodes_per_task=episodes_per_task, task_ids=parse_int_list(tasks, "--tasks"),
+    options = RunOptions(out=out, episodes_per_task=episodes_per_task, task_ids=tasks,
                          seed=seed, env_workers=env_workers, policy_actors=policy_actors, address=address,
                          num_cpus=num_cpus, policy_gpus=policy_gpus,
                          worker=WorkerOptions(max_in_flight=max_in_flight, video=not no_video, render=render,

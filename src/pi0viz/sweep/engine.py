@@ -14,11 +14,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from pi0viz.core.selection import parse_intervals, parse_selection
 from pi0viz.errors import CheckpointError, ConfigError, MissingExtraError, Pi0vizError
 from pi0viz.sweep import disk, results
-from pi0viz.sweep.plan import EpisodeKey, SweepSettings, parse_policy, plan_episodes
+from pi0viz.sweep.plan import EpisodeKey, SweepSettings, plan_episodes, sweep_policy
 from pi0viz.sweep.policy_actor import PolicyRunner, expected_shape
 from pi0viz.sweep.rollout import EnvWorker, WorkerOptions
 from pi0viz.sweep.store import RunStore
@@ -33,7 +34,8 @@ class RunOptions:
     """How to run (not what): none of this changes an episode record's content.
 
     Attributes:
-        out: RUN_DIR. task_ids: tasks of the suite (None: all). episodes_per_task, seed: the plan.
+        out: RUN_DIR. task_ids: tasks of the suite, a selection such as "0-4" or [0, 3] (None: all).
+        episodes_per_task, seed: the plan.
         env_workers: LIBERO worker actors. policy_actors: policy replicas (env worker i uses i % policy_actors).
         address: Ray cluster address ("auto", "ray://host:10001", ...); None starts Ray locally.
         num_cpus: logical CPUs of a local Ray (default: enough slots for the actors plus one attention task per
@@ -44,7 +46,7 @@ class RunOptions:
 
     out: str
     episodes_per_task: int = 50
-    task_ids: list[int] | None = None
+    task_ids: str | Sequence[int] | None = None
     seed: int = 7
     env_workers: int = 1
     policy_actors: int = 1
@@ -58,9 +60,12 @@ class RunOptions:
 
 def run_sweep(settings: SweepSettings, options: RunOptions) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the results dict also written to RUN_DIR/results.json."""
-    kind, where = parse_policy(settings.policy)
-    if kind == "checkpoint" and not (Path(where) / "params").is_dir():
-        raise CheckpointError(f"--policy checkpoint:{where}: expected an openpi checkpoint folder with params/ "
+    spec = sweep_policy(settings.policy)
+    from pi0viz.policy.spec import check_options
+
+    check_options(spec, tokenizer=settings.tokenizer)
+    if spec.kind == "checkpoint" and not (Path(spec.path or "") / "params").is_dir():
+        raise CheckpointError(f"--policy {spec}: expected an openpi checkpoint folder with params/ "
                               "(on a cluster: a path every node sees)")
     if options.env_workers < 1 or options.policy_actors < 1:
         raise ConfigError("--env-workers and --policy-actors must be >= 1")
@@ -71,10 +76,7 @@ def run_sweep(settings: SweepSettings, options: RunOptions) -> dict[str, Any]:
     if settings.suite not in libero_env.SUITES:
         raise ConfigError(f"unknown LIBERO suite {settings.suite!r}; choose one of {list(libero_env.SUITES)}")
     n_tasks = 10 if settings.suite != "libero_90" else 90
-    task_ids = options.task_ids if options.task_ids is not None else list(range(n_tasks))
-    bad = [t for t in task_ids if not 0 <= t < n_tasks]
-    if bad:
-        raise ConfigError(f"--tasks {bad} out of range: {settings.suite} has tasks 0..{n_tasks - 1}")
+    task_ids = parse_selection(options.task_ids, range(n_tasks), "--tasks", within=settings.suite)
     keys = plan_episodes(settings.suite, task_ids, options.episodes_per_task, options.seed)
     store = RunStore(options.out)
     todo = [k for k in keys if not store.is_done(k)]
@@ -98,10 +100,11 @@ def _check_disk(settings: SweepSettings, options: RunOptions, episodes: int) -> 
 
     shape = expected_shape(settings.policy)
     if settings.steps is not None or settings.layers is not None:
-        from pi0viz.sweep.plan import parse_int_list
-
-        shape = dataclasses.replace(shape, steps=len(parse_int_list(settings.steps, "--steps") or range(shape.steps)),
-                                    layers=len(parse_int_list(settings.layers, "--layers") or range(shape.layers)))
+        # the model's real steps/layers are known only once it runs: count the selection inside the expected
+        # shape (a range clipped to it, never expanded); the attention tasks check it against each capture
+        steps, layers = parse_intervals(settings.steps, "--steps"), parse_intervals(settings.layers, "--layers")
+        shape = dataclasses.replace(shape, steps=steps.count_within(0, shape.steps) if steps else shape.steps,
+                                    layers=layers.count_within(0, shape.layers) if layers else shape.layers)
     max_steps = settings.max_steps or libero_env.MAX_STEPS[settings.suite]
     calls = disk.calls_per_episode(max_steps, settings.replan_steps, settings.max_calls)
     est = disk.estimate(shape, episodes=episodes, calls=calls, frames=min(max_steps, calls * settings.replan_steps),
@@ -117,7 +120,7 @@ def _ray():
         import ray
     except ImportError:
         raise MissingExtraError("pi0viz sweep needs Ray: pip install 'pi0viz[sweep]' "
-                                "(or bash scripts/install-ray.sh)") from None
+                                "(or bash scripts/install.sh sweep)") from None
     return ray
 
 
@@ -141,7 +144,7 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
 
     ray = _ray()
     if not libero_env.libero_installed():  # checked here: inside an actor it would only show as a dead actor
-        raise MissingExtraError("pi0viz sweep needs the LIBERO extra: bash scripts/install-libero.sh")
+        raise MissingExtraError("pi0viz sweep needs the LIBERO extra: bash scripts/install.sh libero")
     started = start_ray(options)
     Policy = ray.remote(PolicyRunner)
     Worker = ray.remote(EnvWorker)

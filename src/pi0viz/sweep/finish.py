@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pi0viz.core.writes import check_mp4, replace_verified
 from pi0viz.sweep.plan import EpisodeKey
 from pi0viz.sweep.store import RunStore
 
@@ -57,12 +57,6 @@ def finish_episode(run_dir: str, outcome: Mapping[str, Any], timing: Mapping[str
 def _write_video(frames: np.ndarray, path: str) -> None:
     import imageio  # from the LIBERO extra (imageio[ffmpeg])
 
-    fd, tmp = tempfile.mkstemp(prefix=".video.", suffix=".mp4", dir=os.path.dirname(path))
-    os.fchmod(fd, 0o644)
-    os.close(fd)
-    try:
-        imageio.mimwrite(tmp, list(frames), fps=VIDEO_FPS)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # ffmpeg's failures (a full disk) do not raise through imageio: the file is read back before it replaces one.
+    replace_verified(path, lambda tmp: imageio.mimwrite(tmp, list(frames), fps=VIDEO_FPS),
+                     lambda tmp: check_mp4(tmp, frames=len(frames)), suffix=".mp4")

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from pi0viz.errors import ConfigError
+from pi0viz.policy.spec import PolicySpec, parse_policy_spec, require_kinds
 
 RECORD_FORMAT = "pi0viz.sweep-episode/1"
 
@@ -39,7 +40,7 @@ class SweepSettings:
     """Everything that determines an episode's content (stored in run.json; a resumed run must match).
 
     Attributes:
-        suite: LIBERO suite name. policy: "tiny", "checkpoint:DIR" or "ws://HOST:PORT".
+        suite: LIBERO suite name. policy: a policy spec, "tiny", "reach-tiny", "checkpoint:DIR" or "ws://HOST:PORT".
         tokenizer: PaliGemma tokenizer path for checkpoint policies.
         max_steps: env steps after the wait steps (default: the suite's limit, as openpi).
         max_calls: end an episode after this many inference calls (None: only max_steps / success end it).
@@ -47,7 +48,8 @@ class SweepSettings:
         env_resolution: LIBERO camera size in pixels (openpi: 256; the model sees 224 either way).
         all_heads: ship every head's attention from the policy (exact per-head region masses, 8x more data);
             default: heads max-fused on the device (the same fused maps).
-        steps, layers: which denoising steps / layers to keep in the record (None = all), e.g. "9" or "12-17".
+        steps, layers: which denoising steps / layers to keep in the record (None = all), e.g. "9" or "12-17"
+            (pi0viz.core.selection's grammar: a range keeps the stored values inside it).
         grounding: segment the task's objects in every call's frames and store the call's grounding metrics
             (pi0viz.sweep.metrics_hook) in the record.
     """
@@ -70,33 +72,15 @@ class SweepSettings:
         return dataclasses.asdict(self)
 
 
-def parse_policy(spec: str) -> tuple[str, str | None]:
-    """"tiny" | "checkpoint:DIR" | "ws://HOST:PORT" -> (kind, argument)."""
-    if spec == "tiny":
-        return "tiny", None
-    if spec.startswith("checkpoint:") and len(spec) > len("checkpoint:"):
-        return "checkpoint", spec.split(":", 1)[1]
-    if spec.startswith(("ws://", "wss://")):
-        return "server", spec
-    raise ConfigError(f"--policy must be 'tiny', 'checkpoint:DIR' or 'ws://HOST:PORT', got {spec!r}")
+# A sweep draws every call's noise itself (EpisodeKey.noise_seed), which pi0viz's JAX policies and servers take;
+# a LeRobot policy samples its own noise, so it runs under `pi0viz serve --lerobot` and the sweep uses ws://.
+SWEEP_KINDS = ("tiny", "reach-tiny", "checkpoint", "server")
 
 
-def parse_int_list(text: str | None, what: str) -> list[int] | None:
-    """"0,3-5" -> [0, 3, 4, 5]; None -> None."""
-    if text is None:
-        return None
-    out: list[int] = []
-    try:
-        for part in (p.strip() for p in text.split(",")):
-            if not part:
-                continue
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ConfigError(f"{what} must be integers like '0,3-5', got {text!r}") from None
-    if not out:
-        raise ConfigError(f"{what} is empty: expected integers like '0,3-5'")
-    return sorted(set(out))
+def sweep_policy(text: str) -> PolicySpec:
+    """The sweep's --policy as a spec (pi0viz.policy.spec, the parser of every command): tiny, reach-tiny,
+    checkpoint:DIR or ws://HOST:PORT. Raises PolicySpecError (one line) for anything else."""
+    return require_kinds(parse_policy_spec(text), SWEEP_KINDS, "pi0viz sweep")
 
 
 def plan_episodes(suite: str, task_ids: list[int], episodes_per_task: int, seed: int) -> list[EpisodeKey]:

@@ -13,44 +13,44 @@ import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle
 from pi0viz.sweep.disk import CallShape
-from pi0viz.sweep.plan import parse_policy
+from pi0viz.sweep.plan import sweep_policy
 
 # Shapes for the disk estimate, known without loading the model: the tiny pi0 has 4 layers ("dummy" Gemma),
 # a checkpoint or a served policy is taken as full-size pi0 (18 layers). 10 denoising steps, 50 action tokens.
 TINY_SHAPE = CallShape(steps=10, layers=4, action_tokens=50)
+REACH_SHAPE = CallShape(steps=10, layers=4, action_tokens=10)  # reach-tiny: dummy Gemma, 10 action tokens
 PI0_SHAPE = CallShape(steps=10, layers=18, action_tokens=50)
 
 
 def expected_shape(policy: str) -> CallShape:
     """The attention shape a policy spec will produce (for the disk estimate before anything starts)."""
-    kind, _ = parse_policy(policy)
-    return TINY_SHAPE if kind == "tiny" else PI0_SHAPE
+    return {"tiny": TINY_SHAPE, "reach-tiny": REACH_SHAPE}.get(sweep_policy(policy).kind, PI0_SHAPE)
 
 
 class PolicyRunner:
     """Loads the policy once; `infer` serves one LIBERO observation with its attention capture.
 
     Args:
-        policy: "tiny", "checkpoint:DIR" or "ws://HOST:PORT".
+        policy: a policy spec: "tiny", "reach-tiny", "checkpoint:DIR" or "ws://HOST:PORT".
         tokenizer: PaliGemma tokenizer path for checkpoints (None: openpi's cache or the bundled one).
         all_heads: capture every head (float32); default heads max-fused on the device, float16.
     """
 
     def __init__(self, policy: str, tokenizer: str | None = None, all_heads: bool = False) -> None:
-        kind, arg = parse_policy(policy)
-        self.kind = kind
+        spec = sweep_policy(policy)
+        self.kind = spec.kind
         self.all_heads = all_heads
         self.client: Any = None
         self.policy: Any = None
-        if kind == "server":
+        if spec.kind == "server":
             from pi0viz.serving.client import PolicyClient
 
-            self.client = PolicyClient(arg, None, connect_timeout=300)
+            self.client = PolicyClient(spec.uri or "", None, connect_timeout=300)
             return
-        from pi0viz.model import CaptureOptions
-        from pi0viz.policy.jax_policy import Policy
+        from pi0viz.core.capture_options import CaptureOptions
+        from pi0viz.policy.spec import load_policy
 
-        self.policy = Policy.tiny(seed=0) if kind == "tiny" else Policy.from_checkpoint(arg, tokenizer_path=tokenizer)
+        self.policy = load_policy(spec, tokenizer=tokenizer)
         # Heads fused by max on the device give exactly the fused maps the store keeps, 8x less to move.
         self.capture = CaptureOptions() if all_heads else CaptureOptions(fuse_heads=True, dtype="float16")
 

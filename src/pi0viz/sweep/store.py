@@ -6,7 +6,8 @@
     RUN_DIR/episodes/<key>.started        marker: a worker began the episode (no record yet = partial, redone)
     RUN_DIR/results.json, results.md      per-task success table (pi0viz.sweep.results)
 
-A record exists only once complete (temporary file + os.replace), so "finished" is simply "the record exists".
+A record exists only once complete (core.writes.atomic_write: a temporary file, then a rename), so "finished"
+is simply "the record exists".
 Record arrays (calls, D' stored steps, L' stored layers, A action tokens, R drawn keys, M drawn regions):
 
     format            str                 RECORD_FORMAT
@@ -111,8 +112,13 @@ class RunStore:
         return meta
 
     def finished(self) -> Iterator[EpisodeKey]:
-        """Keys of every finished episode in the folder (from the records' meta)."""
+        """Keys of every finished episode in the folder (from the records' meta); other .npz files there are not
+        records (told apart by their format, as pi0viz.core.runs does) and are skipped."""
+        from pi0viz.core.runs import bundle_format
+
         for path in sorted(self.episodes.glob("*.npz")):
+            if bundle_format(path) != RECORD_FORMAT:
+                continue
             with np.load(path, allow_pickle=False) as data:
                 k = json.loads(str(data["meta"]))["key"]
             yield EpisodeKey(k["suite"], k["task"], k["trial"], k["seed"])

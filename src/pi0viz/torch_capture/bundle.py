@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.capture_options import CaptureOptions
 from pi0viz.errors import CaptureError
+from pi0viz.torch_capture.model_parts import ModelParts
 
-if TYPE_CHECKING:
-    from pi0viz.torch_capture.capture import AttentionCapture, CapturedCall
 
 LEROBOT_IMAGE_PREFIX = "observation.images."
 OPENPI_IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # openpi's models/model.py IMAGE_KEYS
 
 
+@dataclasses.dataclass
+class CapturedCall:
+    """What one inference call fed the model and its reduced expert attention (tensors stay on the device).
+
+    Attributes:
+        pixels: C tensors float[B, 3, h, w] in [-1, 1], camera slots in token order.
+        token_ids: int[B, T] prompt ids, or None if the prompt embedding was not seen.
+        records: D * L tensors [B, K', G', Q', S'] in hook-call order (step-major).
+        key_valid: bool[B, P] prefix keys (cameras then prompt) that the action tokens may attend to.
+        num_queries, num_keys: Q and S before any reduction.
+    """
+
+    pixels: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    token_ids: torch.Tensor | None = None
+    records: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    key_valid: torch.Tensor | None = None
+    num_queries: int = 0
+    num_keys: int = 0
+
+
 def build_bundle(
-    capture: AttentionCapture,
     call: CapturedCall,
+    attention: np.ndarray,
+    parts: ModelParts,
+    options: CaptureOptions,
     *,
     camera_names: Sequence[str] | None = None,
     tokenizer: Any = None,
@@ -32,6 +55,10 @@ def build_bundle(
     """Package a call's attention with the images, masks and prompt the model saw.
 
     Args:
+        call: what the hooks recorded of the call.
+        attention: its reduced expert attention `[D, L, B, K, G, Q, S]` (`AttentionCapture.stacked(call)`).
+        parts: the hooked model's parts (state-token count, config for camera names).
+        options: the reductions `attention` went through (recorded in the bundle).
         camera_names: C names in the model's camera order. Default: LeRobot's `config.image_features` keys
             without "observation.images." when their count matches (LeRobot feeds the cameras present in the
             batch in that order and appends absent ones, masked, at the end); for openpi's PI0Pytorch (its config
@@ -43,7 +70,6 @@ def build_bundle(
         actions: float[B, A, action_dims] actions the call returned (optional).
         inference_step: index of the call in an episode (optional).
     """
-    attention = capture.stacked(call)
     num_cameras = len(call.pixels)
     if num_cameras == 0 or call.token_ids is None:
         raise CaptureError(
@@ -60,11 +86,11 @@ def build_bundle(
             f"prefix of {prefix} keys does not split into {num_cameras} square camera grids + {num_text} prompt tokens")
     valid = call.key_valid.cpu().numpy()  # [B, P]
     token_mask = valid[:, num_cameras * per_camera:]
-    num_state = capture.parts.num_state_tokens
+    num_state = parts.num_state_tokens
     steps = attention.shape[0]
     return CaptureBundle(
         attention=attention,
-        camera_names=_camera_names(camera_names, capture.parts.config, num_cameras),
+        camera_names=_camera_names(camera_names, parts.config, num_cameras),
         images=images.cpu().numpy(),
         image_masks=valid[:, : num_cameras * per_camera : per_camera].copy(),
         token_ids=token_ids,
@@ -75,9 +101,9 @@ def build_bundle(
         # LeRobot and openpi's port step t = 1 + d * (-1 / D) (openpi JAX accumulates t += dt in float32).
         diffusion_times=np.asarray([1.0 + d * (-1.0 / steps) for d in range(steps)], dtype=np.float32),
         patch_grid=(side, side),
-        attention_heads="max" if capture.options.fuse_heads else "all",
-        attention_queries="actions" if capture.options.action_rows_only else "suffix",
-        attention_keys="prefix" if capture.options.prefix_keys_only else "all",
+        attention_heads="max" if options.fuse_heads else "all",
+        attention_queries="actions" if options.action_rows_only else "suffix",
+        attention_keys="prefix" if options.prefix_keys_only else "all",
         prompt=None if prompt is None else np.asarray([prompt] * batch if isinstance(prompt, str) else prompt,
                                                       dtype=str),
         inference_step=inference_step,

@@ -17,52 +17,16 @@ Hooks (removed on exit, also when the block raises):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
+from pi0viz.core.capture_options import CaptureOptions  # the same options as the JAX model's
 from pi0viz.errors import CaptureError
+from pi0viz.torch_capture.bundle import CapturedCall, build_bundle
 from pi0viz.torch_capture.model_parts import ModelParts, find_parts
-
-
-@dataclasses.dataclass(frozen=True)
-class CaptureOptions:
-    """Reductions applied to each (step, layer) on the device; same names as the JAX capture's options.
-
-    Full expert attention is [D, L, B, K, G, Q, S] (pi0: Q = 51, S = 867); each option shrinks one axis.
-    """
-
-    action_rows_only: bool = False  # Q = action tokens only (drop pi0's state-token row): 51 -> 50
-    prefix_keys_only: bool = False  # S = camera + prompt keys only: 867 -> 816
-    fuse_heads: bool = False  # max over the query heads: K = G = 1 (8x smaller)
-    dtype: str = "float32"  # or "float16" (2x smaller)
-
-    def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "float16"):
-            raise CaptureError(f"CaptureOptions.dtype must be 'float32' or 'float16', got {self.dtype!r}")
-
-
-@dataclasses.dataclass
-class CapturedCall:
-    """What one inference call fed the model and its reduced expert attention (tensors stay on the device).
-
-    Attributes:
-        pixels: C tensors float[B, 3, h, w] in [-1, 1], camera slots in token order.
-        token_ids: int[B, T] prompt ids, or None if the prompt embedding was not seen.
-        records: D * L tensors [B, K', G', Q', S'] in hook-call order (step-major).
-        key_valid: bool[B, P] prefix keys (cameras then prompt) that the action tokens may attend to.
-        num_queries, num_keys: Q and S before any reduction.
-    """
-
-    pixels: list[torch.Tensor] = dataclasses.field(default_factory=list)
-    token_ids: torch.Tensor | None = None
-    records: list[torch.Tensor] = dataclasses.field(default_factory=list)
-    key_valid: torch.Tensor | None = None
-    num_queries: int = 0
-    num_keys: int = 0
 
 
 class AttentionCapture:
@@ -140,9 +104,8 @@ class AttentionCapture:
 
     def bundle(self, call: int = -1, **kwargs: Any):
         """One call as a validated CaptureBundle; see `pi0viz.torch_capture.bundle.build_bundle` for kwargs."""
-        from pi0viz.torch_capture.bundle import build_bundle
-
-        return build_bundle(self, self._call(call), **kwargs)
+        chosen = self._call(call)
+        return build_bundle(chosen, self.stacked(chosen), self.parts, self.options, **kwargs)
 
     def bundles(self, **kwargs: Any) -> list:
         """Every recorded call as a CaptureBundle, in call order."""
@@ -186,10 +149,15 @@ def capture_attention(model: Any, options: CaptureOptions | None = None) -> Iter
 
     Raises:
         CompiledModelError: the model or its sampler is compiled (hooks would never fire).
-        CaptureError: unknown model layout, or the expert did not return weights.
+        CaptureError: unknown model layout, the expert did not return weights, or options this backend cannot
+            honour (logits, prefix).
     """
+    options = options or CaptureOptions()
+    if options.logits or options.prefix:  # the hooks see post-softmax expert attention only
+        raise CaptureError("the PyTorch capture keeps the action expert's attention probabilities only: "
+                           "CaptureOptions(logits=True) and (prefix=True) need pi0viz's JAX model")
     parts = find_parts(model)
-    capture = AttentionCapture(parts, options or CaptureOptions())
+    capture = AttentionCapture(parts, options)
     handles = [
         parts.vision_tower.register_forward_pre_hook(capture.on_pixels, with_kwargs=True),
         parts.embed_tokens.register_forward_pre_hook(capture.on_tokens, with_kwargs=True),

@@ -23,7 +23,8 @@ import jax
 import numpy as np
 
 from pi0viz.analysis.grounding import camera_metrics
-from pi0viz.model import CaptureOptions, sample_actions
+from pi0viz.core.capture_options import CaptureOptions
+from pi0viz.model import sample_actions
 from pi0viz.model.pi0 import Observation
 from pi0viz.policy.reach_task import ReachScenes, chunk_endpoint
 

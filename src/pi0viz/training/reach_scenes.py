@@ -7,7 +7,7 @@ object at a random floor position (at least MIN_GAP apart) with a random turn ab
 height and resting orientation, and render exactly what the policy sees (both cameras rotated 180 degrees and
 resized with pad to 224 x 224, as openpi's LIBERO client) plus each object's mask on the model's patch grid.
 
-Run (needs the LIBERO extra: bash scripts/install-libero.sh):
+Run (needs the LIBERO extra: bash scripts/install.sh libero):
     python -m pi0viz.training.reach_scenes --out cache/reach_scenes --scenes-per-task 250 --seed 0
 """
 
@@ -22,10 +22,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from pi0viz.analysis.masks import LIBERO_CAMERAS, patch_coverage
+from pi0viz.core.selection import parse_selection
+from pi0viz.core.writes import atomic_write
 from pi0viz.policy import libero_env
 from pi0viz.policy.reach_task import DISTINCT_KINDS
 
 SUITE = "libero_object"
+SUITE_TASKS = 10  # libero_object's tasks (known without loading LIBERO, for --tasks)
 # Floor rectangle (world metres) that the agentview camera sees whole and the arm reaches.
 X_RANGE = (-0.22, 0.14)
 Y_RANGE = (-0.28, 0.28)
@@ -130,11 +133,9 @@ def write_scene_file(path: Path, scenes: list[dict[str, Any]], names: list[str],
     objects' instance names and prompt labels [K], the task id and the seed."""
     arrays = {k: np.stack([s[k] for s in scenes]) for k in scenes[0]}
     arrays["coverage"] = arrays["coverage"].astype(np.float16)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, format=np.array(SCENES_FORMAT), task_id=np.array(task_id), seed=np.array(seed),
-             objects=np.array(names), labels=np.array([object_label(n) for n in names]), **arrays)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda f: np.savez(
+        f, format=np.array(SCENES_FORMAT), task_id=np.array(task_id), seed=np.array(seed), objects=np.array(names),
+        labels=np.array([object_label(n) for n in names]), **arrays))
 
 
 def make_scenes(task_ids: list[int], scenes_per_task: int, seed: int, out: Path, *, solo: bool = False,
@@ -161,7 +162,7 @@ def make_scenes(task_ids: list[int], scenes_per_task: int, seed: int, out: Path,
     return files
 
 
-def main() -> None:
+def scenes_command() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("cache/reach_scenes"))
     parser.add_argument("--tasks", default="0-9", help="libero_object task ids, e.g. 0-9 or 0,3")
@@ -171,11 +172,10 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=None, help="only this many objects in view per scene")
     parser.add_argument("--distinct", action="store_true", help="only objects of DISTINCT_KINDS in view")
     args = parser.parse_args()
-    lo, _, hi = args.tasks.partition("-")
-    tasks = list(range(int(lo), int(hi) + 1)) if hi else [int(t) for t in args.tasks.split(",")]
+    tasks = parse_selection(args.tasks, range(SUITE_TASKS), "--tasks", within=SUITE)
     make_scenes(tasks, args.scenes_per_task, args.seed, args.out, solo=args.solo, keep=args.keep,
                 distinct=args.distinct)
 
 
 if __name__ == "__main__":
-    main()
+    scenes_command()

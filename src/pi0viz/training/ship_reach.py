@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pi0viz.core.writes import atomic_write, replace_folder
 from pi0viz.policy.jax_policy import Policy
 from pi0viz.policy.norm_stats import load_norm_stats
 from pi0viz.policy.reach_model import (REACH_ASSET_ID, REACH_MODEL_DIR, initial_params, load_reach_policy,
-                                       policy_kwargs, reach_config)
+                                       reach_config, reach_transforms)
 from pi0viz.training.reach_eval import evaluate
 from pi0viz.training.train_reach import HELD_GLOB, TRAIN_GLOB, scene_files
 from pi0viz.policy.reach_task import ReachScenes, chunk_endpoint
@@ -64,11 +65,11 @@ def ship_scenes(held_files: list[Path], out: Path, per_task: int = SHIPPED_PER_T
             parts.setdefault("task_id", []).append(np.full(per_task, int(z["task_id"])))
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     path = out / SHIPPED_SCENES
-    np.savez_compressed(path, format=np.array("pi0viz.reach_scenes/1"), **arrays)
+    atomic_write(path, lambda f: np.savez_compressed(f, format=np.array("pi0viz.reach_scenes/1"), **arrays))
     return path
 
 
-def main() -> None:
+def ship_command() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("cache/reach_tiny"))
     parser.add_argument("--scenes", type=Path, default=Path("cache/reach_scenes"))
@@ -83,7 +84,8 @@ def main() -> None:
     train = ReachScenes.load(scene_files(args.scenes, args.train_glob))
     trained = load_reach_policy(args.checkpoint)
     stats = load_norm_stats(args.checkpoint, REACH_ASSET_ID)
-    untrained = Policy(initial_params(trained.config, 0), trained.config, trained.tokenizer, stats, **policy_kwargs())
+    untrained = Policy(initial_params(trained.config, 0), trained.config,
+                       reach_transforms(trained.config, trained.tokenizer, stats))
     figures = {}
     for name, policy in (("trained", trained), ("untrained", untrained)):
         start = time.monotonic()
@@ -123,14 +125,12 @@ def main() -> None:
         print(f"not shipped: {line}")
     if failed or args.figures_only:
         raise SystemExit(1 if failed else 0)
-    args.out.mkdir(parents=True, exist_ok=True)
     for sub in ("params", "assets"):
-        shutil.rmtree(args.out / sub, ignore_errors=True)
-        shutil.copytree(args.checkpoint / sub, args.out / sub)
+        replace_folder(args.out / sub, lambda tmp, sub=sub: shutil.copytree(args.checkpoint / sub, tmp), create=False)
     ship_scenes(held_files, args.out)
-    (args.out / "model.json").write_text(json.dumps(card, indent=1))
+    atomic_write(args.out / "model.json", json.dumps(card, indent=1))
     print(f"shipped into {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    ship_command()

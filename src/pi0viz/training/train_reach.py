@@ -22,12 +22,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from pi0viz.core.writes import atomic_write, replace_folder
 from pi0viz.model.checkpoint import save_params
 from pi0viz.model.loss import flow_matching_loss
 from pi0viz.model.pi0 import Observation, num_params
 from pi0viz.policy.jax_policy import Policy
 from pi0viz.policy.norm_stats import zscore
-from pi0viz.policy.reach_model import REACH_ASSET_ID, initial_params, policy_kwargs, reach_config
+from pi0viz.policy.reach_model import REACH_ASSET_ID, initial_params, reach_config, reach_transforms
 from pi0viz.policy.tokenizer import PromptTokenizer
 from pi0viz.training.reach_eval import batch_observation, concat_observations, evaluate
 from pi0viz.policy.reach_task import ReachScenes
@@ -46,18 +47,10 @@ def norm_stats_of(scenes: ReachScenes) -> dict[str, dict[str, list[float]]]:
 
 def write_checkpoint(out: Path, params: Any, stats: dict, card: dict) -> None:
     """<out>/params (orbax, openpi layout), <out>/assets/pi0viz/reach/norm_stats.json, <out>/model.json."""
-    import shutil
-
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "params.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_params(jax.device_get(params), tmp)
-    shutil.rmtree(out / "params", ignore_errors=True)
-    tmp.rename(out / "params")
-    assets = out / "assets" / REACH_ASSET_ID
-    assets.mkdir(parents=True, exist_ok=True)
-    (assets / "norm_stats.json").write_text(json.dumps({"norm_stats": stats}, indent=1))
-    (out / "model.json").write_text(json.dumps(card, indent=1))
+    host = jax.device_get(params)
+    replace_folder(out / "params", lambda tmp: save_params(host, tmp), create=False)  # orbax makes the folder
+    atomic_write(out / "assets" / REACH_ASSET_ID / "norm_stats.json", json.dumps({"norm_stats": stats}, indent=1))
+    atomic_write(out / "model.json", json.dumps(card, indent=1))
 
 
 # Scene files (globs under the scenes folder) of the three pools; the defaults are the shipped recipe's.
@@ -98,8 +91,8 @@ def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, see
 
         params = load_params(init / "params", dtype="float32", config=config)
         print(f"continuing from {init}", flush=True)
-    policy = Policy(params, config, tokenizer, {k: {f: np.asarray(v) for f, v in d.items()} for k, d in stats.items()},
-                    **policy_kwargs())
+    policy = Policy(params, config, reach_transforms(
+        config, tokenizer, {k: {f: np.asarray(v) for f, v in d.items()} for k, d in stats.items()}))
     print(f"model: {num_params(params) / 1e6:.2f} M parameters", flush=True)
 
     import optax
@@ -161,12 +154,12 @@ def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, see
                    "best": s["best"], "last_layer": s["last_layer_mean_over_steps"]}
             log.append(row)
             print("eval", json.dumps(row), flush=True)
-            (out / "train_log.json").write_text(json.dumps(log, indent=1))
+            atomic_write(out / "train_log.json", json.dumps(log, indent=1))
             write_checkpoint(out, params, stats, {"format": "pi0viz.reach_tiny/1", "step": step})
     return {"params": params, "stats": stats, "log": log, "losses": losses, "config": config}
 
 
-def main() -> None:
+def train_command() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=Path, default=Path("cache/reach_scenes"))
     parser.add_argument("--out", type=Path, default=Path("cache/reach_tiny"))
@@ -191,4 +184,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    train_command()

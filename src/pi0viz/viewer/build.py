@@ -10,7 +10,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, load_bundle
-from pi0viz.core.colormap import COLORMAPS
+from pi0viz.core.colormap import colormap_lut
 from pi0viz.core.npzfile import NpzReader
 from pi0viz.errors import BundleError, ViewerError
 from pi0viz.viewer.data import CallArrays, call_arrays
@@ -57,7 +57,7 @@ def write_viewer(
         batch: batch element of each bundle to show.
         zoom: integer screen pixels per image pixel of the camera canvases (patch (r, c) covers exactly its
             pixel block: 224 px / 16 patches x 2 = 28 px squares).
-        colormap: initial colormap, one of COLORMAPS.
+        colormap: initial colormap: any matplotlib name (COLORMAPS are always offered in the page too).
 
     Returns:
         the path of the written page.
@@ -67,14 +67,15 @@ def write_viewer(
         raise ViewerError(f"heads must be 'side', 'embed' or 'none', got {heads!r}")
     if fused not in ("auto", "embed", "side"):
         raise ViewerError(f"fused must be 'auto', 'embed' or 'side', got {fused!r}")
-    if colormap not in COLORMAPS:
-        raise ViewerError(f"unknown colormap {colormap!r}; expected one of {list(COLORMAPS)}")
-    if not isinstance(zoom, int) or not 1 <= zoom <= 8:
-        raise ViewerError(f"zoom must be an integer in [1, 8] (patch-exact blocks), got {zoom!r}")
+    tables = colormap_tables()
+    if colormap not in tables:  # any matplotlib name, as in render and video (ColormapError, one line, if unknown)
+        tables[colormap] = colormap_lut(colormap).reshape(-1).tolist()
+    if not isinstance(zoom, int) or not 1 <= zoom <= 16:
+        raise ViewerError(f"zoom must be an integer in [1, 16] (patch-exact blocks), got {zoom!r}")
     if not bundles and tree is None:
         raise ViewerError("nothing to view: give capture bundles (.npz) and/or an attention_viz tree")
     builder = PageBuilder(out)
-    meta: dict[str, Any] = {"version": 1, "zoom": zoom, "colormap": colormap, "colormaps": colormap_tables()}
+    meta: dict[str, Any] = {"version": 1, "zoom": zoom, "colormap": colormap, "colormaps": tables}
     try:
         if bundles:
             meta.update(_add_calls(builder, bundles, heads=heads, fused=fused, batch=batch))

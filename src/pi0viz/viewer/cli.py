@@ -8,27 +8,30 @@ from pathlib import Path
 
 import click
 
-from pi0viz.core.colormap import COLORMAPS
+from pi0viz.core.colormap import DEFAULT_COLORMAP
 
 
 def _split_inputs(inputs: tuple[Path, ...], tree: Path | None) -> tuple[list[Path], Path | None]:
-    """.npz files are bundles; a directory is an attention_viz tree if it holds inference_timestep_N
-    folders, otherwise a folder of bundles (all its *.npz)."""
-    bundles: list[Path] = []
-    for path in inputs:
-        if path.is_dir():
-            if any(p.name.startswith("inference_timestep_") and p.is_dir() for p in path.iterdir()):
-                if tree is not None and tree.resolve() != path.resolve():
-                    raise click.UsageError(f"two attention_viz trees given ({tree} and {path}); the page shows one")
-                tree = path
-            else:
-                found = sorted(path.glob("*.npz"))
-                if not found:
-                    raise click.UsageError(f"{path}: neither an attention_viz tree nor a folder of .npz bundles")
-                bundles += found
-        else:
-            bundles.append(path)
-    return bundles, tree
+    """(bundle files of one episode in call order, attention_viz tree or None), read by pi0viz.core.runs: bundle
+    files, a bundles folder, an episode, demo or sweep folder of one episode. A folder of inference_timestep_N
+    folders without bundles is a tree; an episode folder brings its own tree (attention_viz/ or itself)."""
+    from pi0viz.core.runs import is_tree, read_run
+
+    trees = [p for p in inputs if p.is_dir() and is_tree(p)]
+    for path in trees:
+        if tree is not None and tree.resolve() != path.resolve():
+            raise click.UsageError(f"two attention_viz trees given ({tree} and {path}); the page shows one")
+        tree = path
+    if not inputs:
+        return [], tree
+    run = read_run(inputs, allow_empty=bool(trees))  # bad files and ambiguous folders: one line (RunError)
+    if not run.calls:
+        return [], tree
+    episode = run.single_episode("pi0viz view")
+    if tree is None and episode.tree is not None and any(p.is_dir() and p.resolve() == episode.root.resolve()
+                                                         for p in inputs):
+        tree = episode.tree  # the user pointed at the episode itself: show its JPEG tree too
+    return episode.bundle_paths, tree
 
 
 @click.command("view")
@@ -41,15 +44,17 @@ def _split_inputs(inputs: tuple[Path, ...], tree: Path | None) -> tuple[list[Pat
               help="Per-head maps: side files loaded on demand, inside the page (single file), or none.")
 @click.option("--fused", type=click.Choice(["auto", "embed", "side"]), default="auto", show_default=True,
               help="Fused maps inside the page, in side files, or auto (inside for up to 4 calls).")
-@click.option("--batch", type=int, default=0, show_default=True, help="Batch element of each bundle.")
-@click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True,
-              help="Screen pixels per image pixel (integer: patches stay exact pixel blocks).")
-@click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="inferno",
-              show_default=True)
+@click.option("--batch", "--batch-index", "batch", type=click.IntRange(0), default=0, show_default=True,
+              help="Batch element drawn when a capture holds several (B > 1).")
+@click.option("--zoom", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Integer pixels per model-input pixel (patches stay exact pixel blocks); here: screen pixels.")
+@click.option("--colormap", default=DEFAULT_COLORMAP, show_default=True,
+              help="A matplotlib colormap name (the page also offers inferno, magma, viridis, turbo).")
 @click.option("--title", default=None, help="Page title (default: the prompt).")
 @click.option("--serve", is_flag=True, help="Serve the page over HTTP after writing it (Ctrl-C to stop).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind with --serve.")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port for --serve (0: any free port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port for --serve (0: any free port).")
 def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: str, fused: str, batch: int,
                  zoom: int, colormap: str, title: str | None, serve: bool, host: str, port: int) -> None:
     """Write an interactive, offline HTML viewer for capture bundles (.npz, several = one episode) and/or an
@@ -57,8 +62,6 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
     step, , . = inference step, h = next head, s = color scale."""
     from pi0viz.viewer import serve_viewer, write_viewer
 
-    if serve and not 0 <= port <= 65535:  # checked before anything is written
-        raise click.UsageError(f"--port must be in 0..65535 (0: any free port), got {port}")
     bundles, tree = _split_inputs(inputs, tree)
     if not bundles and tree is None:
         raise click.UsageError("give at least one capture bundle (.npz) or an attention_viz tree")

@@ -4,8 +4,8 @@ Why bytes and not JPEGs: one pi0 call is 9,000 cells x 4 images = 36,000 JPEGs (
 uint8 are 7.3 MB and the browser recolors one cell (816 values) in well under a millisecond.
 See docs/viewer.md for the measurements.
 
-The maps cover the drawn keys R of pi0viz.core.fusion (unmasked cameras' patches, then the non-pad prompt tokens),
-so a masked camera or a pad costs nothing. Encoding (little-endian, row-major):
+The maps cover the drawn keys R of pi0viz.core.maps (the drawn cameras' patches, then the non-pad prompt tokens),
+so a masked or silent camera or a pad costs nothing. Encoding (little-endian, row-major):
 - fused  uint8 [D, L, A, R]: the fused value (max over heads of the attention probability) of drawn key r in
   cell (d, l, a) is `(q / 255) ** 2 * cell_max[d, l, a]`. Square-root quantization keeps small values (which
   the log scale shows) fine: at 1e-3 of the cell max 16x finer than linear uint8 (first nonzero level 1.5e-5
@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 import simplejpeg
 
-from pi0viz.core import fusion
+from pi0viz.core.maps import fused_map_steps
 from pi0viz.core.bundle import BundleError, CaptureBundle
 
 _Q8 = 255.0
@@ -69,11 +69,10 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
     if not 0 <= batch < bundle.batch_size:
         raise BundleError(f"batch {batch} out of range: the bundle has batch size {bundle.batch_size}")
     layout = bundle.layout
-    # As the renderer: a camera with exactly 0 attention everywhere is a padded slot even if no mask says so.
-    image_masks = bundle.image_masks.copy()
-    image_masks[batch, fusion.padded_cameras(bundle.attention, layout, image_masks, kind=bundle.attention_kind,
-                                             batch_index=batch)] = False
-    keys, drawn_regions = fusion.render_key_index(layout, image_masks[batch], bundle.token_mask[batch])
+    # The renderer's own fusion pass and camera rule (pi0viz.core.maps), one step at a time (the temporaries stay
+    # one step in size; pi0: 25 MB).
+    stream = fused_map_steps(bundle, batch_index=batch)
+    image_masks, keys, drawn_regions = stream.drawn.image_masks, stream.drawn.keys, stream.drawn.regions
     regions = layout.regions()
     D, L = bundle.attention.shape[:2]
     A, N, R = layout.num_action_tokens, bundle.attention.shape[3] * bundle.attention.shape[4], len(keys)
@@ -81,11 +80,7 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
     cell_max = np.empty((D, L, A), np.float32)
     mass = np.empty((D, L, A, N + 1, len(regions)), np.uint16)
     heads: list[np.ndarray] | None = [] if (with_heads and bundle.attention_heads == "all") else None
-    # The renderer's own fusion pass, one step at a time (the temporaries stay one step in size; pi0: 25 MB).
-    steps = fusion.fuse_steps(bundle.attention, layout, image_masks, bundle.token_mask,
-                              kind=bundle.attention_kind, heads_fused=bundle.attention_heads == "max",
-                              batch_index=batch)
-    for d, step in enumerate(steps):
+    for d, step in enumerate(stream):
         region_mass = np.concatenate([step.layout_mass, step.layout_mass.mean(2, keepdims=True)], 2)  # [L, A, N+1, M]
         mass[d] = np.rint(np.clip(region_mass, 0, 1) * _Q16).astype(np.uint16)
         cmax = step.fused.max(axis=2) if R else np.zeros((L, A), np.float32)  # [L, A]

@@ -13,10 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -25,7 +22,7 @@ import numpy as np
 
 from pi0viz.core.bundle import BundleError
 from pi0viz.core.colormap import COLORMAPS, colormap_lut
-from pi0viz.core.writes import make_folder, output_error
+from pi0viz.core.writes import StagedFolder, atomic_write
 from pi0viz.viewer.data import CallArrays
 
 HeadsMode = Literal["side", "embed", "none"]
@@ -48,7 +45,7 @@ class PageBuilder:
         self.inline: dict[str, str] = {}
         self.side_bytes = 0
         self.chunks: dict[str, dict[str, Any]] = {}
-        self._staging: Path | None = None
+        self._side = StagedFolder(out_html.parent / self.data_dir_name)
 
     def add(self, cid: str, array: np.ndarray, *, side: bool) -> None:
         """Register `array` (uint8/uint16/float32) as chunk `cid` (an internal, [A-Za-z0-9_] name)."""
@@ -58,31 +55,15 @@ class PageBuilder:
         spec: dict[str, Any] = {"dtype": dtype, "shape": list(array.shape)}
         if side:  # written now, so a long episode never holds all its side data in memory
             spec["file"] = f"{self.data_dir_name}/{cid}.js"
-            target = self.out_html.parent / self.data_dir_name / f"{cid}.js"
-            try:
-                (self._stage() / f"{cid}.js").write_text(f'pi0vizChunk("{cid}","{b64}");\n', encoding="utf-8")
-            except OSError as err:
-                self.abort()
-                raise output_error(target, err) from None
+            self._side.write(f"{cid}.js", f'pi0vizChunk("{cid}","{b64}");\n')  # on failure: staging removed
             self.side_bytes += len(b64)
         else:
             self.inline[cid] = b64
         self.chunks[cid] = spec
 
-    def _stage(self) -> Path:
-        if self._staging is None:
-            folder = make_folder(self.out_html.parent)
-            try:
-                self._staging = Path(tempfile.mkdtemp(prefix=f".{self.data_dir_name}.", suffix=".tmp", dir=folder))
-            except OSError as err:
-                raise output_error(folder / self.data_dir_name, err) from None
-        return self._staging
-
     def abort(self) -> None:
         """Remove staged side files (the old page and its data are untouched)."""
-        if self._staging is not None:
-            shutil.rmtree(self._staging, ignore_errors=True)
-            self._staging = None
+        self._side.abort()
 
     def write(self, meta: dict[str, Any], title: str) -> Path:
         try:
@@ -105,35 +86,9 @@ class PageBuilder:
         }
         # One pass over the template, so a marker inside substituted text is never expanded again.
         page = re.sub(r"/\*@(TITLE|CSS|META|CHUNKS|JS)@\*/", lambda m: parts[m.group(1)], page)
-        folder = make_folder(self.out_html.parent)
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.out_html.name}.", suffix=".tmp", dir=folder)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(page)
-            if self._staging is not None:  # swap the side data in, then the page that refers to it
-                data_dir = folder / self.data_dir_name
-                old = None
-                if data_dir.exists():
-                    old = Path(tempfile.mkdtemp(prefix=f".{self.data_dir_name}.old.", suffix=".tmp", dir=folder))
-                    os.replace(data_dir, old / "data")
-                try:
-                    os.replace(self._staging, data_dir)
-                except OSError:
-                    if old is not None:  # put the old side data back
-                        os.replace(old / "data", data_dir)
-                    raise
-                self._staging = None
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-            os.replace(tmp, self.out_html)
-            tmp = None
-        except OSError as err:
-            raise output_error(self.out_html, err) from None
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-        return self.out_html
+        # The page's temporary is complete before the side data is swapped in (a full disk fails first), and the
+        # page that refers to the new data is renamed into place right after.
+        return atomic_write(self.out_html, page, before_replace=self._side.commit if self._side.started else None)
 
 
 def json_for_script(obj: Any) -> str:

@@ -1,0 +1,208 @@
+"""pi0viz.core.runs, the one reader of runs: every folder kind pi0viz writes, side files told apart by their format
+(never by name), calls in inference_step order, and one-line refusals. Real .npz files throughout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundle_support import small
+from click.testing import CliRunner
+from episode_support import rollout_frames
+
+from pi0viz.analysis.masks import MASKS_FORMAT, CallMasks, masks_path, save_masks
+from pi0viz.cli import main
+from pi0viz.core import runs
+from pi0viz.core.bundle import FORMAT, save_bundle
+from pi0viz.core.runs import CallFile, RunError, bundle_format, read_run
+from pi0viz.episode.frames import FRAMES_FORMAT, save_frames
+from pi0viz.errors import Pi0vizError
+from pi0viz.sweep.plan import RECORD_FORMAT
+
+
+def _masks() -> CallMasks:
+    cov = np.zeros((1, 3, 16, 16), np.float32)
+    cov[0, 0, 4:6, 4:6] = 1.0
+    return CallMasks(camera_names=["base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"], objects=["bowl"],
+                     coverage=cov, has_mask=np.array([True, True, False]))
+
+
+def _call(folder: Path, step: int | None, name: str | None = None, *, masks: bool = True) -> Path:
+    """A small bundle saved as folder/name (default inference_NNN.npz), with its masks next to it."""
+    b = small(seed=step or 0)
+    b.inference_step = step
+    path = save_bundle(b, folder / (name or f"inference_{step:03d}.npz"))
+    if masks:
+        save_masks(_masks(), masks_path(path))
+    return path
+
+
+def _episode(root: Path, steps=(0, 1, 2), *, frames: bool = True) -> Path:
+    """An episode folder as the LIBERO example writes it: bundles/ with masks, frames.npz, episode.json."""
+    for s in steps:
+        _call(root / "bundles", s)
+    if frames:
+        save_frames(rollout_frames(), root / "frames.npz")
+    (root / "episode.json").write_text(json.dumps({"success": True}))
+    return root
+
+
+def test_the_side_file_formats_agree_with_their_writers() -> None:
+    assert (runs.CAPTURE_FORMAT, runs.MASKS_FORMAT, runs.FRAMES_FORMAT, runs.RECORD_FORMAT) == (
+        FORMAT, MASKS_FORMAT, FRAMES_FORMAT, RECORD_FORMAT)
+
+
+def test_bundle_format_reads_only_the_format_member(tmp_path: Path) -> None:
+    bundle = _call(tmp_path, 3)
+    assert bundle_format(bundle) == FORMAT
+    assert bundle_format(masks_path(bundle)) == MASKS_FORMAT
+    assert bundle_format(save_frames(rollout_frames(), tmp_path / "frames.npz")) == FRAMES_FORMAT
+    np.savez(tmp_path / "plain.npz", x=np.zeros(3))
+    assert bundle_format(tmp_path / "plain.npz") is None  # an .npz without a format: not pi0viz's
+    np.savez(tmp_path / "long.npz", format=np.asarray("x" * 5000))
+    assert bundle_format(tmp_path / "long.npz") is None  # a format member too big to be one is not read
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert bundle_format(tmp_path / "junk.npz") is None
+
+
+def test_episode_folder_bundles_folder_and_named_files_give_the_same_calls(tmp_path: Path) -> None:
+    root = _episode(tmp_path / "ep")
+    for given in ([root], [root / "bundles"], sorted((root / "bundles").glob("*.npz")) + [root / "frames.npz"]):
+        run = read_run(given)
+        ep = run.single_episode("test")
+        assert ep.root == root and ep.bundles_dir == root / "bundles", given
+        assert [c.inference_step for c in ep.calls] == [0, 1, 2]
+        assert ep.bundle_paths == [root / "bundles" / f"inference_{s:03d}.npz" for s in range(3)]
+        assert [c.masks for c in ep.calls] == [masks_path(p) for p in ep.bundle_paths]
+        assert ep.frames == root / "frames.npz" and ep.info == root / "episode.json"
+        assert run.skipped == []
+
+
+def test_demo_layout_finds_the_tree_next_to_the_bundles(tmp_path: Path) -> None:
+    root = tmp_path / "pi0viz_demo"
+    _call(root / "bundles", 0)
+    (root / "attention_viz" / "inference_timestep_0").mkdir(parents=True)
+    ep = read_run(root).single_episode("test")
+    assert ep.tree == root / "attention_viz" and ep.frames is None and len(ep.calls) == 1
+    assert runs.is_tree(root / "attention_viz") and not runs.is_tree(root)
+
+
+def test_a_renamed_masks_file_is_still_masks_and_never_a_call(tmp_path: Path) -> None:
+    folder = tmp_path / "bundles"
+    _call(folder, 0, masks=False)
+    _call(folder, 1, masks=False)
+    save_masks(_masks(), folder / "inference_009.npz")  # masks under a bundle's name
+    ep = read_run(folder).single_episode("test")
+    assert [c.inference_step for c in ep.calls] == [0, 1]
+    assert ep.side_files == {folder / "inference_009.npz": MASKS_FORMAT}
+
+
+def test_an_npz_that_is_not_a_bundle_is_skipped_in_a_folder_but_refused_when_named(tmp_path: Path) -> None:
+    folder = tmp_path / "bundles"
+    _call(folder, 0)
+    np.savez(folder / "notes.npz", x=np.arange(3))
+    (folder / "broken.npz").write_bytes(b"PK garbage")
+    (folder / "readme.txt").write_text("hi")  # not an .npz: not even looked at
+    run = read_run(folder)
+    assert [c.inference_step for c in run.calls] == [0]
+    assert sorted(p.name for p, _ in run.skipped) == ["broken.npz", "notes.npz"]
+    for name, expect in (("notes.npz", r"not a capture bundle \(no 'format' member\)"),
+                         ("broken.npz", "not an .npz archive"), ("readme.txt", "not a capture bundle")):
+        with pytest.raises(RunError, match=expect) as err:
+            read_run([folder / "inference_000.npz", folder / name])
+        assert str(folder / name) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(RunError, match="is object masks .pi0viz.masks/1., not a capture bundle"):
+        read_run(folder / "inference_000.masks.npz")
+    with pytest.raises(RunError, match="no capture bundle at"):
+        read_run(tmp_path / "missing.npz")
+    assert issubclass(RunError, Pi0vizError)
+
+
+def test_two_bundles_with_one_inference_step_are_refused_but_side_files_never_cause_it(tmp_path: Path) -> None:
+    folder = tmp_path / "bundles"
+    for s in (0, 1):
+        _call(folder, s)  # each with masks: four .npz files, two calls
+    save_frames(rollout_frames(), folder / "frames.npz")
+    assert len(read_run(folder).calls) == 2
+    _call(folder, 1, "copy_of_call_1.npz", masks=False)
+    with pytest.raises(RunError, match=r"two bundles claim inference_step 1 \(copy_of_call_1.npz, inference_001.npz\)"):
+        read_run(folder)
+
+
+def test_call_order_is_the_inference_step_else_the_file_name(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    for name, step in (("z.npz", 0), ("m.npz", 2), ("b.npz", 1)):
+        _call(a, step, name, masks=False)
+    assert [c.path.name for c in read_run(a).calls] == ["z.npz", "b.npz", "m.npz"]
+    b = tmp_path / "b"
+    for name in ("call_10.npz", "call_2.npz", "call_1.npz"):
+        _call(b, None, name, masks=False)
+    calls = read_run(b).calls
+    assert [c.path.name for c in calls] == ["call_1.npz", "call_2.npz", "call_10.npz"]  # numbers as numbers
+    assert all(isinstance(c, CallFile) and c.inference_step is None for c in calls)
+
+
+def test_run_folder_holds_one_episode_per_folder_and_single_episode_names_them(tmp_path: Path) -> None:
+    run_dir = tmp_path / "attention_out"
+    for k in range(3):
+        _episode(run_dir / f"libero_spatial_task0_ep{k}", steps=(0, 1), frames=False)
+    (run_dir / "libero_spatial_task0_ep0" / "inference_timestep_0" / "diffusion_timestep_0").mkdir(parents=True)
+    run = read_run(run_dir)
+    assert [ep.root.name for ep in run.episodes] == [f"libero_spatial_task0_ep{k}" for k in range(3)]
+    assert run.episodes[0].tree == run_dir / "libero_spatial_task0_ep0" and run.episodes[1].tree is None
+    with pytest.raises(RunError, match="holds 3 episodes .*pi0viz video works on one") as err:
+        run.single_episode("pi0viz video")
+    assert "libero_spatial_task0_ep2" in str(err.value) and "\n" not in str(err.value)
+    assert read_run(run_dir / "libero_spatial_task0_ep1").single_episode("x").root.name == "libero_spatial_task0_ep1"
+
+
+def test_sweep_folder_episodes_come_from_records_and_saved_bundles(tmp_path: Path) -> None:
+    from pi0viz.sweep.finish import assemble_record
+    from pi0viz.sweep.plan import SweepSettings, plan_episodes
+    from pi0viz.sweep.store import RunStore
+
+    store = RunStore(tmp_path / "sweep").open(SweepSettings())
+    keys = plan_episodes("libero_spatial", [0, 1], 1, seed=7)
+    from pi0viz.sweep.attention import summarize_call
+
+    for key in keys:
+        calls = []
+        for call in range(2):
+            b = small(seed=call)
+            b.inference_step = call
+            path = tmp_path / "sweep" / "bundles" / key.name / f"inference_{call:03d}.npz"
+            calls.append(summarize_call(b, bundle_path=str(path) if key is keys[0] else None, masks=_masks()))
+        outcome = {"key": {"suite": key.suite, "task": key.task, "trial": key.trial, "seed": key.seed},
+                   "prompt": "p", "success": True, "steps": 10, "calls": 2, "error": None}
+        store.write_record(key, assemble_record(outcome, {}, calls, video=None))
+    np.savez(store.episodes / "stray.npz", x=np.zeros(2))  # not a record: skipped by the reader and the store
+    assert list(store.finished()) == keys
+    run = read_run(tmp_path / "sweep")
+    assert run.sweeps == [tmp_path / "sweep"] and len(run.episodes) == 2
+    saved, bare = run.episodes
+    assert saved.record == store.record_path(keys[0]) and len(saved.calls) == 2 and saved.calls[0].masks
+    assert bare.record == store.record_path(keys[1]) and bare.calls == [] and bare.name == keys[1].name
+    assert run.single_episode("pi0viz view") is saved  # the only episode with calls
+    assert [p.name for p, _ in run.skipped] == ["stray.npz"]
+    shutil.rmtree(tmp_path / "sweep" / "bundles")
+    with pytest.raises(RunError, match="sweep whose episodes saved no capture bundles .*--save-bundles"):
+        read_run(tmp_path / "sweep")
+    assert [ep.record for ep in read_run(tmp_path / "sweep", allow_empty=True).episodes] == [
+        store.record_path(k) for k in keys]
+
+
+def test_cli_view_video_metrics_refuse_a_masks_file_in_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "bundles"
+    _call(folder, 0)
+    (tmp_path / "only_masks").mkdir()
+    shutil.copy(masks_path(folder / "inference_000.npz"), tmp_path / "only_masks" / "inference_000.npz")
+    for args in (["view", str(masks_path(folder / "inference_000.npz")), "--out", str(tmp_path / "v.html")],
+                 ["metrics", str(masks_path(folder / "inference_000.npz"))],
+                 ["video", str(tmp_path / "only_masks"), "--out", str(tmp_path / "v.mp4"), "--no-progress"],
+                 ["rerun", str(tmp_path / "only_masks"), "--out", str(tmp_path / "v.rrd"), "--no-progress"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"pi0viz {args[0]}: error: ") and result.stderr.count("\n") == 1, result.stderr
