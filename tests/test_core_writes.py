@@ -21,11 +21,10 @@ from episode_support import write_episode
 from extras import mount_tmpfs, require, unmount
 
 from pi0viz.cli import main
+from pi0viz.core.media_check import check_mp4, check_rrd
 from pi0viz.core.writes import (
     StagedFolder,
     atomic_write,
-    check_mp4,
-    check_rrd,
     replace_folder,
     replace_verified,
     write_in,

@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
-from pi0viz.core.writes import PendingFile, check_rrd
+from pi0viz.core.media_check import check_rrd
+from pi0viz.core.writes import PendingFile
 from pi0viz.episode.aggregate import CallMaps, Selection, spans
 from pi0viz.episode.compose import linear_levels, overlay
 from pi0viz.episode.source import Episode
@@ -66,7 +67,7 @@ class RerunLogger:
 
     Args:
         path: the .rrd file. It is written as a hidden temporary next to it while logging and, at `close`, replaces
-            `path` once it reads back complete (`core.writes.check_rrd`); `abort` discards it.
+            `path` once it reads back complete (`core.media_check.check_rrd`); `abort` discards it.
         recording_id: Rerun's id of this recording (e.g. the episode folder name).
         selection: what the maps average (recorded as the static `selection` entity).
         spawn: also stream to a Rerun viewer spawned on this machine (needs a display).

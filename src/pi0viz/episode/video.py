@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut
-from pi0viz.core.writes import check_mp4, replace_verified
+from pi0viz.core.media_check import check_mp4
+from pi0viz.core.writes import replace_verified
 from pi0viz.episode.aggregate import spans
 from pi0viz.episode.compose import FrameComposer
 from pi0viz.episode.source import Episode
@@ -100,7 +101,7 @@ def iter_frames(episode: Episode, options: VideoOptions):
 def write_video(episode: Episode, path: str | os.PathLike, options: VideoOptions = VideoOptions(), *,
                 progress: Callable[[int], None] | None = None) -> VideoSummary:
     """Encode the episode's attention video to `path` (.mp4), atomically: ffmpeg writes a hidden temporary, which
-    replaces `path` only once it reads back as a complete MP4 holding every frame (`core.writes.check_mp4`).
+    replaces `path` only once it reads back as a complete MP4 holding every frame (`core.media_check.check_mp4`).
 
     Raises:
         OutputError (one line) on a full disk, an unwritable folder or a broken encode; the old `path` is kept.

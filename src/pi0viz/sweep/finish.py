@@ -8,7 +8,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from pi0viz.core.writes import check_mp4, replace_verified
+from pi0viz.core.media_check import check_mp4
+from pi0viz.core.writes import replace_verified
 from pi0viz.sweep.plan import EpisodeKey
 from pi0viz.sweep.store import RunStore
 
