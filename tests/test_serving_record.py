@@ -61,4 +61,9 @@ def test_recorder_continues_numbering(tmp_path: Path) -> None:
     (tmp_path / "bundles").mkdir()
     (tmp_path / "bundles" / "call_00007.npz").write_bytes(b"")
     rec = CallRecorder(tmp_path)
-    assert (rec.next_index(), rec.next_index()) == (8, 9)
+    # issue 20: a number is taken only when the call's bundle is written (failed calls leave no gap)
+    assert (rec.next_index(), rec.next_index()) == (8, 8)
+    from bundle_support import small
+
+    rec.record(small(), 8)
+    assert rec.next_index() == 9 and (tmp_path / "bundles" / "call_00008.npz").is_file()

@@ -445,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-steps-wait", type=int, default=d.num_steps_wait)
     p.add_argument("--num-trials-per-task", type=int, default=d.num_trials_per_task)
     p.add_argument("--max-steps", type=_int_in(1), default=None, help="default: the suite's limit as in openpi")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=d.seed, help="np.random.seed takes 0..2^32-1")
     p.add_argument("--video-out-path", default=d.video_out_path)
     p.add_argument("--no-attention", dest="attention", action="store_false", help="plain evaluation, no maps")
     p.add_argument("--attention-out", default=d.attention_out, help="root of the per-episode attention_viz trees")

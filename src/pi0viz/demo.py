@@ -31,7 +31,7 @@ import click
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
-from pi0viz.core.writes import make_folder
+from pi0viz.core.writes import new_folders
 from pi0viz.errors import Pi0vizError
 from pi0viz.policy.libero_frames import LiberoFrame, load_libero_frames
 from pi0viz.policy.spec import PolicySpec, PolicySpecError, check_options, parse_policy_spec, require_kinds
@@ -130,15 +130,15 @@ def run_demo(
     seconds: dict[str, float] = {}
     out = Path(out)
     tree, bundle_dir = out / "attention_viz", out / "bundles"
-    make_folder(tree)  # OutputError naming the folder before the slow part (read-only, a path through a file)
-    make_folder(bundle_dir)
-
     t0 = time.monotonic()
-    echo("[1/4] loading the policy (JAX start-up and compilation take a while on CPU) ...")
-    spec = demo_policy_spec(policy, checkpoint=checkpoint, model=model, untrained=untrained)
-    reach = spec.kind == "reach-tiny"
-    policy = _load_policy(spec, tokenizer, model, device)
-    scenes = demo_reach_scenes() if reach else [(f, _describe(f), None) for f in load_libero_frames()]
+    # OutputError naming the folder before the slow part (read-only, a path through a file); a policy that does
+    # not load removes again the (empty) folders made here
+    with new_folders(tree, bundle_dir):
+        echo("[1/4] loading the policy (JAX start-up and compilation take a while on CPU) ...")
+        spec = demo_policy_spec(policy, checkpoint=checkpoint, model=model, untrained=untrained)
+        reach = spec.kind == "reach-tiny"
+        policy = _load_policy(spec, tokenizer, model, device)
+        scenes = demo_reach_scenes() if reach else [(f, _describe(f), None) for f in load_libero_frames()]
     seconds["load"] = time.monotonic() - t0
     echo(f"      {policy.description} ({seconds['load']:.0f} s)")
 

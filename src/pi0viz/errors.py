@@ -56,6 +56,11 @@ class ObservationError(Pi0vizError, ValueError):
     """An observation given to a policy has a wrong key, shape, dtype or value."""
 
 
+class PolicyOutputError(Pi0vizError, RuntimeError):
+    """A policy produced an unusable answer (non-finite actions) for a valid observation: a fault of the checkpoint
+    or the model, not of the request (a policy server answers it as an internal error)."""
+
+
 class ConfigError(Pi0vizError, ValueError):
     """Unknown config name or an impossible combination of options."""
 

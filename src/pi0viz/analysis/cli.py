@@ -43,5 +43,6 @@ def report_command(run_dir: str, out: str | None) -> None:
     """One offline HTML page of plots over the episode metrics under RUN_DIR."""
     from pi0viz.analysis.report import write_report
 
-    page = write_report(run_dir, out)
+    # an unusable episode is one line on stderr (a warning, not an error: the rest of the run is reported)
+    page = write_report(run_dir, out, on_unusable=lambda line: click.echo(f"skipped: {line}", err=True))
     click.echo(f"report: {page}")

@@ -31,13 +31,13 @@ call: 9,000 cells).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from pi0viz.analysis.maps import ActionMaps
-from pi0viz.core.writes import atomic_write
+from pi0viz.core.tables import number_cell, write_csv
 from pi0viz.errors import AnalysisError
 
 TOP_PERCENTS = (10, 25, 50)
@@ -263,6 +263,12 @@ def aggregate(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def to_csv(g: CallGrounding, path: Any, *, call: int) -> None:
     """One row per (step, layer, action token): call, step, layer, action_token, then `<camera>.<metric>` for
     every camera and metric, then `prefix.<metric>`. NaN is written as an empty field."""
+    write_csv(path, *csv_table(g, call=call))
+
+
+def csv_table(g: CallGrounding, *, call: int) -> tuple[list[str], Iterator[list[str]]]:
+    """`to_csv`'s header and rows (for core.tables.csv_text), for a writer that replaces several files together
+    (`pi0viz metrics`: a call's JSON and CSV and the episode's file, all or none)."""
     D, L, A = g.shape
     dd, ll, aa = np.meshgrid(g.step_labels, g.layer_labels, np.arange(A), indexing="ij")
     columns = [np.full(D * L * A, call), dd.reshape(-1), ll.reshape(-1), aa.reshape(-1)]
@@ -275,7 +281,6 @@ def to_csv(g: CallGrounding, path: Any, *, call: int) -> None:
         columns.append(g.prefix[k].reshape(-1))
         header.append(f"prefix.{k}")
     table = np.stack(columns, axis=1).astype(np.float64).tolist()  # [cells, 4 + metrics]
-    row = ",".join(["%d"] * 4 + ["%.6g"] * (len(header) - 4))
-    # One format per row (not per value); NaN prints as "nan", and no other field can contain that text.
-    body = "\n".join(row % tuple(r) for r in table).replace("nan", "")
-    atomic_write(path, ",".join(header) + "\n" + body + "\n")
+    rows = ([number_cell(v, "%d") for v in r[:4]] + [number_cell(v) for v in r[4:]] for r in table)
+    # camera names come from the bundle: the header goes through the one cell escape (no formulas, no split rows)
+    return header, rows

@@ -20,15 +20,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import weakref
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pi0viz.core.images import resize_with_pad
+from pi0viz.core.npzfile import NpzReader
 from pi0viz.core.writes import atomic_write
-from pi0viz.errors import AnalysisError
+from pi0viz.errors import AnalysisError, BundleError
 
 MASKS_FORMAT = "pi0viz.masks/1"
 MODEL_PATCH_PX = 14  # SigLIP So400m/14
@@ -234,10 +234,10 @@ def load_masks(path: str | os.PathLike) -> CallMasks:
     if not path.is_file():
         raise AnalysisError(f"no masks at {path} (expected the .masks.npz written next to the bundle)")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise AnalysisError(f"{path}: not a pi0viz masks file ({err})") from None
+        with NpzReader(path) as z:  # headers checked before any array is allocated; object arrays refused
+            arrays = {k: z.load(k) for k in z.headers}
+    except BundleError as err:  # the guarded reader's one line, which names the file
+        raise AnalysisError(f"not a pi0viz masks file: {err}") from None
     return masks_from_arrays(arrays, str(path))
 
 

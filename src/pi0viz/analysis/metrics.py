@@ -27,7 +27,8 @@ from pi0viz.analysis.maps import ActionMaps, action_maps
 from pi0viz.analysis.masks import load_masks, masks_for_bundle, masks_path
 from pi0viz.analysis.sinks import SinkCriterion, find_sinks, sink_report
 from pi0viz.core.bundle import CaptureBundle, load_bundle
-from pi0viz.core.writes import atomic_write
+from pi0viz.core.tables import csv_text
+from pi0viz.core.writes import StagedFiles, atomic_write
 from pi0viz.errors import AnalysisError
 
 METRICS_FORMAT = "pi0viz.metrics/1"
@@ -136,32 +137,38 @@ def analyze_bundles(paths: Sequence[str | os.PathLike], *, masks_dir: str | os.P
     for episode in run.with_calls():
         folder = episode.bundles_dir or episode.root
         calls = []
-        for call in episode.calls:
-            path = call.path
-            bundle = load_bundle(path)
-            mpath = (call.masks or masks_path(path)) if masks_dir is None else Path(masks_dir) / masks_path(path).name
-            coverage = has = None
-            objects: list[str] = []
-            if mpath.is_file():
-                masks = load_masks(mpath)
-                coverage, has = masks_for_bundle(masks, bundle.camera_names)
-                objects = masks.objects
-            elif require_masks:
-                raise AnalysisError(f"{path}: no masks at {mpath}")
-            record, g = analyze_call(bundle, coverage=coverage, has_mask=has, objects=objects, criterion=criterion,
-                                     source=path.name)
-            if record["call"] is None:
-                record["call"] = len(calls)
-            stem = path.name.removesuffix(".npz")
-            write_json(path.with_name(stem + ".metrics.json"), record)
-            if g is not None and csv:
-                G.to_csv(g, path.with_name(stem + ".grounding.csv"), call=record["call"])
-            calls.append(record)
-            if log:
-                log(f"{path}: metrics{' + grounding' if g is not None else ''}")
-        calls.sort(key=lambda r: r["call"])
-        info = read_episode_info(folder) or (record_info(episode.record) if episode.record else {})
-        written.append(write_json(folder / EPISODE_METRICS, episode_record(calls, info)))
+        # An episode's files are one output: a full disk or a read-only folder midway must not leave some calls'
+        # files new and others old beside an episode_metrics.json that looks complete. Each temporary is written
+        # as its call is measured (one call's CSV in memory at a time); all are renamed at the end, the summary last.
+        with StagedFiles() as staged:  # an exception before the commit removes every temporary
+            for call in episode.calls:
+                path = call.path
+                bundle = load_bundle(path)
+                mpath = (call.masks or masks_path(path)) if masks_dir is None \
+                    else Path(masks_dir) / masks_path(path).name
+                coverage = has = None
+                objects: list[str] = []
+                if mpath.is_file():
+                    masks = load_masks(mpath)
+                    coverage, has = masks_for_bundle(masks, bundle.camera_names)
+                    objects = masks.objects
+                elif require_masks:
+                    raise AnalysisError(f"{path}: no masks at {mpath}")
+                record, g = analyze_call(bundle, coverage=coverage, has_mask=has, objects=objects, criterion=criterion,
+                                         source=path.name)
+                if record["call"] is None:
+                    record["call"] = len(calls)
+                stem = path.name.removesuffix(".npz")
+                staged.add(path.with_name(stem + ".metrics.json"), json.dumps(record, allow_nan=False))
+                if g is not None and csv:
+                    staged.add(path.with_name(stem + ".grounding.csv"), csv_text(*G.csv_table(g, call=record["call"])))
+                calls.append(record)
+                if log:
+                    log(f"{path}: metrics{' + grounding' if g is not None else ''}")
+            calls.sort(key=lambda r: r["call"])
+            info = read_episode_info(folder) or (record_info(episode.record) if episode.record else {})
+            staged.add(folder / EPISODE_METRICS, json.dumps(episode_record(calls, info), allow_nan=False))
+            written.append(staged.commit()[-1])
     return written
 
 

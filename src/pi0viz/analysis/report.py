@@ -14,7 +14,7 @@ import html
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,16 +22,19 @@ from urllib.parse import quote
 import numpy as np
 
 from pi0viz.analysis import grounding as G
-from pi0viz.analysis.metrics import EPISODE_METRICS, METRICS_FORMAT, write_json
-from pi0viz.core.writes import atomic_write
-from pi0viz.errors import AnalysisError
+from pi0viz.analysis.metrics import EPISODE_METRICS, METRICS_FORMAT
+from pi0viz.core.writes import replace_together
+from pi0viz.errors import AnalysisError, BundleError
 
 OUTCOME_COLORS = {True: "#1a9850", False: "#d73027", None: "#777777"}
 MAX_EPISODE_SECTIONS = 50  # beyond this the page lists episodes without per-episode plots
 
 
-def load_run(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(episode folder, episode metrics) for every episode under run_dir, sorted by path.
+def load_run(run_dir: Path, unusable: list[str] | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """(episode folder, episode metrics) for every usable episode under run_dir, sorted by path.
+
+    An episode whose metrics are damaged, empty or of the wrong types is left out; its one-line reason is appended
+    to `unusable` when given. AnalysisError when no episode is usable.
 
     The episodes are found by pi0viz.core.runs (episode, run and sweep folders alike): each episode_metrics.json
     (written by `pi0viz metrics` or the LIBERO example's --grounding); for a sweep's episode without one, its
@@ -49,23 +52,154 @@ def load_run(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
             found[ep.metrics.resolve()] = (ep.root, ep.metrics)
     for f in run_dir.rglob(EPISODE_METRICS):  # also metrics files deeper than the reader looks
         found.setdefault(f.resolve(), (f.parent.parent if f.parent.name == "bundles" else f.parent, f))
-    out = [(folder, _read_metrics(f)) for folder, f in sorted(found.values())]
-    out += sorted((ep.record, episode_from_record(ep.record)) for ep in episodes
-                  if ep.record is not None and ep.metrics is None)
+    out: list[tuple[Path, dict[str, Any]]] = []
+    skipped: list[str] = []
+    # One damaged or empty episode (e.g. `{"calls": []}` from an episode whose first call failed) is left out with
+    # one line saying why; the rest of the run is still reported.
+    readers = [(folder, f, _read_metrics) for folder, f in sorted(found.values())]
+    readers += sorted((ep.record, ep.record, episode_from_record) for ep in episodes
+                      if ep.record is not None and ep.metrics is None)
+    for folder, f, read in readers:
+        try:
+            data = read(f)
+            problem = _metrics_problem(data)  # a sweep record's masses are checked like a metrics file's
+            if problem:
+                raise AnalysisError(f"{f}: unusable episode: {problem}")
+            out.append((folder, data))
+        except (AnalysisError, BundleError) as err:
+            skipped.append(str(err))
+    if unusable is not None:
+        unusable.extend(skipped)
     if not out:
+        if skipped:
+            raise AnalysisError(f"no usable episode under {run_dir}: {len(skipped)} unusable, the first: {skipped[0]}")
         raise AnalysisError(f"no {EPISODE_METRICS} under {run_dir}: run `pi0viz metrics BUNDLES` (or the LIBERO "
                             "example with --grounding) first, or point at a `pi0viz sweep` folder")
     return out
 
 
+MAX_METRICS_BYTES = 256 << 20  # an episode's metrics are kilobytes to a few MB; more is not a metrics file
+MAX_METRIC_VALUE = 1e12  # masses and shares are fractions, IoUs and lifts small numbers: beyond this is damage
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows (pi0viz writes missing metrics as null)")
+
+
 def _read_metrics(f: Path) -> dict[str, Any]:
+    """An episode_metrics.json, checked for everything the report reads; AnalysisError (one line naming the file
+    and what was wrong) if it cannot be used."""
     try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise AnalysisError(f"{f}: unreadable metrics ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("calls"), list):
-        raise AnalysisError(f"{f}: not a pi0viz episode metrics file")
+        too_big = f.stat().st_size > MAX_METRICS_BYTES
+        data = None if too_big else json.loads(f.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (OSError, ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        reason = getattr(err, "strerror", None) or " ".join(str(err).split())[:160]
+        raise AnalysisError(f"{f}: unusable episode metrics: not readable JSON ({reason})") from None
+    if too_big:
+        raise AnalysisError(f"{f}: unusable episode metrics: larger than {MAX_METRICS_BYTES >> 20} MiB")
+    problem = _metrics_problem(data)
+    if problem:
+        raise AnalysisError(f"{f}: unusable episode metrics: {problem}")
     return data
+
+
+def _number_problem(value: Any, where: str, *, optional: bool = True) -> str | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{where} is {type(value).__name__}, expected a number"
+    if not abs(value) <= MAX_METRIC_VALUE:  # also catches huge ints and (already refused) NaN
+        return f"{where} is {value!r:.40}, expected a finite number of at most {MAX_METRIC_VALUE:g}"
+    return None
+
+
+def _array_problem(value: Any, where: str, ndim: int) -> str | None:
+    """None if value is a regular nested list of finite, bounded numbers with `ndim` dimensions."""
+    def walk(v: Any, depth: int) -> str | None:
+        if depth == ndim:
+            return _number_problem(v, where, optional=False)
+        if not isinstance(v, list):
+            return f"{where} is not a {ndim}-d list of numbers"
+        for item in v:
+            if (bad := walk(item, depth + 1)) is not None:
+                return bad
+        return None
+
+    if (bad := walk(value, 0)) is not None:
+        return bad
+    try:
+        shape = np.asarray(value, np.float64).shape
+    except (ValueError, OverflowError):
+        return f"{where} is ragged (rows of different lengths)"
+    if len(shape) != ndim or 0 in shape:
+        return f"{where} is ragged or empty"
+    return None
+
+
+def _means_problem(block: Any, where: str) -> str | None:
+    """A grounding summary: {"cameras": {name: {"mean": {metric: number|null}}}, "prefix": {"mean": {...}}}."""
+    if block is None:
+        return None
+    if not isinstance(block, dict) or not isinstance(block.get("cameras"), dict) or \
+            not isinstance(block.get("prefix"), dict):
+        return f"{where} is not a grounding summary (cameras, prefix)"
+    parts = [(f"{where}.prefix", block["prefix"])] + [(f"{where}.cameras.{n}", b) for n, b in block["cameras"].items()]
+    for name, part in parts:
+        if not isinstance(part, dict) or not isinstance(part.get("mean"), dict):
+            return f"{name} has no 'mean' metrics"
+        for k, v in part["mean"].items():
+            if (bad := _number_problem(v, f"{name}.mean.{k}")) is not None:
+                return bad
+    return None
+
+
+def _metrics_problem(data: Any) -> str | None:
+    """What makes an episode metrics dict unusable for the report, or None when every field it reads is sound."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, expected an object with 'calls' (format {METRICS_FORMAT!r})"
+    calls = data.get("calls")
+    if not isinstance(calls, list):
+        return "no 'calls' list"
+    if not calls:
+        return "no inference calls (did its first call fail?)"
+    info = data.get("episode", {})
+    if not isinstance(info, dict):
+        return "'episode' is not an object"
+    if info.get("success") is not None and not isinstance(info["success"], bool):
+        return "episode.success is not true, false or null"
+    for i, c in enumerate(calls):
+        where = f"calls[{i}]"
+        if not isinstance(c, dict):
+            return f"{where} is not an object"
+        if c.get("call") is not None and (isinstance(c["call"], bool) or not isinstance(c["call"], int)
+                                          or not 0 <= c["call"] < 2**31):
+            return f"{where}.call is {c['call']!r:.40}, expected a non-negative integer"
+        if not isinstance(c.get("prompt", ""), str):
+            return f"{where}.prompt is not text"
+        regions = c.get("regions")
+        if not isinstance(regions, dict) or not isinstance(regions.get("names"), list) or \
+                not all(isinstance(n, str) for n in regions["names"]) or not regions["names"]:
+            return f"{where}.regions has no list of region names"
+        if (bad := _array_problem(regions.get("mass"), f"{where}.regions.mass", 3)) is not None:
+            return bad
+        if len(regions["mass"]) != len(regions["names"]):
+            return f"{where}.regions.mass has {len(regions['mass'])} regions for {len(regions['names'])} names"
+        if c.get("sink_share") and (bad := _array_problem(c["sink_share"], f"{where}.sink_share", 2)) is not None:
+            return bad
+        keys = c.get("sink_keys", [])
+        if not isinstance(keys, list):
+            return f"{where}.sink_keys is not a list"
+        for k in keys:
+            if not isinstance(k, dict) or not isinstance(k.get("region"), str) or \
+                    not all(isinstance(k.get(n), (str, int, type(None))) for n in ("piece", "token", "index")) or \
+                    not all(isinstance(x, int) for x in k.get("patch", [])) or \
+                    isinstance(k.get("cells"), bool) or not isinstance(k.get("cells"), int) or \
+                    _number_problem(k.get("mean_share"), "", optional=False) is not None or \
+                    not isinstance(k.get("patch", []), list):
+                return f"{where}.sink_keys holds an entry without region, cells (integer) and mean_share (number)"
+        if (bad := _means_problem(c.get("grounding"), f"{where}.grounding")) is not None:
+            return bad
+    return _means_problem(data.get("grounding"), "grounding")
 
 
 def episode_from_record(record: Path) -> dict[str, Any]:
@@ -147,7 +281,10 @@ def _pyplot():
 def _region_curves(calls: Sequence[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
     """names, mass [M, D, L] (key regions) averaged over the calls."""
     names = calls[0]["regions"]["names"]
-    stack = np.asarray([c["regions"]["mass"] for c in calls if c["regions"]["names"] == names], np.float64)
+    shape = np.shape(calls[0]["regions"]["mass"])
+    # episodes of other models (other regions, steps or layers) cannot be averaged with the first call's
+    stack = np.asarray([c["regions"]["mass"] for c in calls
+                        if c["regions"]["names"] == names and np.shape(c["regions"]["mass"]) == shape], np.float64)
     return names, stack.mean(axis=0)
 
 
@@ -208,7 +345,10 @@ def plot_grounding_over_episodes(episodes: Sequence[dict[str, Any]], camera: str
     axes[0][0].plot([], [], color=OUTCOME_COLORS[True], label="success")
     axes[0][0].plot([], [], color=OUTCOME_COLORS[False], label="failure")
     axes[0][0].legend(fontsize=7)
-    return _png(fig) if drawn else None
+    if not drawn:
+        plt.close(fig)  # an empty figure kept open would pile up, one per episode section
+        return None
+    return _png(fig)
 
 
 def plot_outcomes(run: dict[str, Any], camera: str | None) -> str | None:
@@ -322,16 +462,28 @@ def _sink_table(calls: Sequence[dict[str, Any]]) -> str:
             "<th>(step, layer) cells</th><th>mean share</th></tr>" + body + "</table>")
 
 
-def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None = None) -> Path:
-    """Write RUN_DIR/report.html (and run_metrics.json) from the episode metrics under RUN_DIR."""
+def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None = None, *,
+                 on_unusable: Callable[[str], None] | None = None) -> Path:
+    """Write RUN_DIR/report.html (and run_metrics.json) from the episode metrics under RUN_DIR.
+
+    Episodes whose metrics cannot be used (empty, damaged, wrong types, NaN) are left out of the plots and listed
+    on the page; each one's one-line reason is passed to `on_unusable` (the CLI prints it). AnalysisError when no
+    episode is usable.
+    """
+    from pi0viz.core.runs import check_input_path
+
     run_dir = Path(run_dir)
+    check_input_path(run_dir)  # a symbolic link loop is named as one, not as a missing folder
     if not run_dir.is_dir():
         raise AnalysisError(f"no run folder at {run_dir}")
     out = Path(out_html) if out_html else run_dir / "report.html"
-    episodes = load_run(run_dir)
+    unusable: list[str] = []
+    episodes = load_run(run_dir, unusable)
+    for line in unusable:
+        if on_unusable is not None:
+            on_unusable(line)
     eps = [ep for _, ep in episodes]
     run = aggregate_run(episodes)
-    write_json(out.parent / "run_metrics.json", run)
     calls = [c for ep in eps for c in ep["calls"]]
     camera = _first_camera(eps)
     parts = [
@@ -353,7 +505,7 @@ def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None 
     ]
     for i, (folder, ep) in enumerate(episodes):
         info = ep.get("episode", {})
-        prompt = info.get("prompt") or (ep["calls"][0]["prompt"] if ep["calls"] else "")
+        prompt = info.get("prompt") or (ep["calls"][0].get("prompt", "") if ep["calls"] else "")
         title = folder.stem if folder.is_file() else folder.name
         if folder.is_file():  # a sweep's episode record: link it and its rollout video
             links = [_link(folder, out.parent, "record (.npz)")]
@@ -372,5 +524,11 @@ def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None 
             parts.append(_img(plot_region_mass(ep["calls"], title), "mass per region"))
             parts.append(_img(plot_grounding_over_episodes([ep], camera), "grounding over the calls"))
         parts.append("</section>")
+    if unusable:
+        parts.append("<h2>Unusable episodes</h2><ul>" + "".join(f"<li>{_e(line)}</li>" for line in unusable)
+                     + "</ul>")
     parts.append("</body></html>")
-    return atomic_write(out, "\n".join(parts))
+    # The page and its run_metrics.json are one output: both are written out before either replaces an older one
+    # (a full disk, a read-only folder or a page path that is a folder leaves the old pair as it was).
+    return replace_together([(out.parent / "run_metrics.json", json.dumps(run, allow_nan=False)),
+                             (out, "\n".join(parts))])[-1]

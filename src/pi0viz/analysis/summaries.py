@@ -76,8 +76,24 @@ class CallSummary:
 def parse_summaries(spec: str | Sequence[str | Sequence[str]]) -> list[tuple[str, ...]]:
     """'action_tokens,action_tokens+steps' (or a list of such items, or of axis tuples) ->
     [("action_tokens",), ("steps", "action_tokens")], each tuple in AXES order."""
-    raw = spec.split(",") if isinstance(spec, str) else [s if isinstance(s, str) else "+".join(s) for s in spec]
+    def item_text(item: object) -> str:
+        if isinstance(item, str):
+            return item
+        if isinstance(item, (list, tuple)) and all(isinstance(a, str) for a in item):
+            return "+".join(item)
+        raise AnalysisError(f"summaries: each item must be a '+'-joined string or a tuple of axis names from "
+                            f"{list(AXES)}, got {item!r:.80}")
+
+    if isinstance(spec, str):
+        raw = spec.split(",")
+    elif isinstance(spec, (list, tuple)):
+        raw = [item_text(item) for item in spec]
+    else:
+        raise AnalysisError(f"summaries must be a string such as 'action_tokens,action_tokens+steps' or a list of "
+                            f"them, got {type(spec).__name__}")
     items = [s for s in raw if s.strip()]
+    if not items:
+        raise AnalysisError(f"summaries is empty: name at least one, e.g. 'action_tokens' (axes: {list(AXES)})")
     out = []
     for item in items:
         axes = tuple(a.strip() for a in str(item).split("+") if a.strip())
@@ -87,6 +103,30 @@ def parse_summaries(spec: str | Sequence[str | Sequence[str]]) -> list[tuple[str
                                 "e.g. 'action_tokens' or 'action_tokens+layers+steps'")
         out.append(tuple(a for a in AXES if a in axes))
     return out
+
+
+def check_summary_options(*, how: object = "mean", inference_step: object = None, batch: object = 0,
+                          alpha: object = DEFAULT_ALPHA, per_row: object = 16,
+                          bundle: CaptureBundle | None = None) -> None:
+    """AnalysisError naming the argument unless: how is "mean" or "max"; inference_step None or an integer >= 0
+    (1.5 and True are not); batch an integer in 0..B-1; alpha a finite number in [0, 1]; per_row an integer >= 1.
+    Checked before anything is computed or written."""
+    def integer(value: object) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+    if how not in ("mean", "max"):
+        raise AnalysisError(f"how must be 'mean' or 'max', got {how!r:.60}")
+    if inference_step is not None and (not integer(inference_step) or not 0 <= int(inference_step) < 2**31):
+        raise AnalysisError(f"inference_step must be an integer in 0..2^31-1 (it names a folder), got "
+                            f"{inference_step!r:.60}")
+    if not integer(batch) or int(batch) < 0 or (bundle is not None and int(batch) >= bundle.batch_size):
+        size = f"0..{bundle.batch_size - 1}" if bundle is not None else ">= 0"
+        raise AnalysisError(f"batch must be an integer in {size}, got {batch!r:.60}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) or \
+            not 0.0 <= float(alpha) <= 1.0:
+        raise AnalysisError(f"alpha must be a number in [0, 1], got {alpha!r:.60}")
+    if not integer(per_row) or int(per_row) < 1:
+        raise AnalysisError(f"per_row must be an integer >= 1, got {per_row!r:.60}")
 
 
 def reduce_call(fused: fusion.FusedCall | FusedMaps, axes: Sequence[str], how: Reduce = "mean") -> CallSummary:
@@ -161,6 +201,7 @@ def write_call_summaries(bundle: CaptureBundle, out_dir: str | os.PathLike, *,
         the reduced maps, in the order of `summaries`.
     """
     specs = parse_summaries(summaries)
+    check_summary_options(how=how, inference_step=inference_step, batch=batch, alpha=alpha, bundle=bundle)
     call = fused_maps(bundle, batch_index=batch)
     step = inference_step if inference_step is not None else (bundle.inference_step or 0)
     root = Path(inference_dir(os.fspath(out_dir), step)) / "summary"
@@ -200,6 +241,7 @@ def write_episode_strip(calls: Sequence[tuple[int, CallSummary, CaptureBundle]],
     """
     if not calls:
         raise AnalysisError("no calls to put in the episode strip")
+    check_summary_options(batch=batch, alpha=alpha, per_row=per_row, bundle=calls[0][2])
     lut = colormap_lut("inferno")
     atlas = GlyphAtlas(11)
     first = calls[0][2]
@@ -251,6 +293,7 @@ def episode_strip_from_bundles(paths: Sequence[str | os.PathLike], out_path: str
     """`write_episode_strip` for saved bundles (one call each, ordered by inference step)."""
     from pi0viz.core.bundle import load_bundle
 
+    check_summary_options(how=how, per_row=per_row)
     calls = []
     for i, p in enumerate(paths):
         b = load_bundle(p)

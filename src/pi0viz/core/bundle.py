@@ -17,6 +17,7 @@ import numpy as np
 
 from pi0viz.core.layout import AttentionLayout
 from pi0viz.core.npzfile import NpzReader
+from pi0viz.core.selection import folder_index
 from pi0viz.core.writes import atomic_write
 from pi0viz.errors import BundleError
 
@@ -151,8 +152,8 @@ class CaptureBundle:
             _expect(self.prompt, "prompt", (B,), None, kind="U")
         for name in ("step_indices", "layer_indices"):
             _check_indices(getattr(self, name), name)
-        if self.inference_step is not None and not 0 <= int(self.inference_step) <= INT32_MAX:
-            raise BundleError(f"inference_step must be an integer in 0..{INT32_MAX}, got {self.inference_step}")
+        if self.inference_step is not None:  # names the call's folder: 1.5 must not become 1 (core.selection)
+            self.inference_step = folder_index(self.inference_step, "inference_step", BundleError)
         if self.actions is not None and (self.actions.ndim != 3 or self.actions.shape[0] != B):
             raise BundleError(f"actions must be [B={B}, horizon, dim], got shape {self.actions.shape}")
         if np.isnan(att).any():

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,18 @@ from pi0viz.errors import BundleError
 # deflate cannot expand more than ~1032:1; anything claiming more than this is lying about its size.
 MAX_DEFLATE_RATIO = 1100
 _SLACK = 1 << 16  # small members: zip and npy headers dominate, allow generous room
+# what reading a damaged member can raise: zlib for a broken deflate stream, NotImplementedError for a compression
+# zipfile lacks, RuntimeError for an encrypted member; none of them is a bug in pi0viz
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
+
+
+def _reason(err: BaseException) -> str:
+    """numpy's and zipfile's complaint as one short line; numpy's advice to unpickle (allow_pickle) never reaches
+    the user: pi0viz never unpickles, so that advice would only invite running untrusted code."""
+    text = " ".join(str(err).split())[:200] or type(err).__name__
+    if "pickle" in text.lower():
+        return "it holds object data, which would need pickle; pi0viz never unpickles"
+    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +58,8 @@ class NpzReader:
         self.path = Path(path)
         try:
             self._zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, EOFError) as err:
-            raise BundleError(f"{self.path}: not an .npz archive (a zip of .npy arrays): {err}") from None
+        except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as err:
+            raise BundleError(f"{self.path}: not an .npz archive (a zip of .npy arrays): {_reason(err)}") from None
         except OSError as err:
             raise BundleError(f"{self.path}: cannot read: {err.strerror or err}") from None
         try:
@@ -69,6 +82,10 @@ class NpzReader:
 
     def _read_headers(self) -> dict[str, ArrayHeader]:
         headers: dict[str, ArrayHeader] = {}
+        try:
+            archive_size = self.path.stat().st_size
+        except OSError as err:
+            raise self._fail(f"cannot read: {err.strerror or err}") from None
         for info in self._zip.infolist():
             if info.is_dir():
                 continue
@@ -77,6 +94,10 @@ class NpzReader:
             name = info.filename[:-4]
             if name in headers:
                 raise self._fail(f"array {name!r} appears twice in the archive")
+            if info.header_offset + info.compress_size > archive_size:
+                # the central directory claims more bytes than the file has: truncated, or a forged size
+                raise self._fail(f"array {name!r}: member claims {info.compress_size} bytes at offset "
+                                 f"{info.header_offset}, past the end of the {archive_size}-byte file (truncated?)")
             if info.compress_type == zipfile.ZIP_STORED:
                 if info.file_size != info.compress_size:
                     raise self._fail(f"array {name!r}: stored member claims {info.file_size} bytes but holds "
@@ -92,8 +113,8 @@ class NpzReader:
                     else:
                         shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
                     header_len = f.tell()
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-                raise self._fail(f"array {name!r}: unreadable .npy header ({err})") from None
+            except _READ_ERRORS as err:
+                raise self._fail(f"array {name!r}: unreadable .npy header ({_reason(err)})") from None
             if dtype.hasobject or dtype.kind == "V":
                 raise self._fail(f"array {name!r} has dtype {dtype}: object and structured arrays are refused "
                                  "(they would need pickle); a bundle holds only numbers, bools and strings")
@@ -112,5 +133,11 @@ class NpzReader:
         try:
             with self._zip.open(name + ".npy") as f:
                 return np.lib.format.read_array(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-            raise self._fail(f"array {name!r} is damaged ({err})") from None
+        except _READ_ERRORS as err:
+            raise self._fail(f"array {name!r} is damaged ({_reason(err)})") from None
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an .npz through the guarded reader (headers checked first, no pickle); BundleError if not."""
+    with NpzReader(path) as npz:
+        return {name: npz.load(name) for name in npz.headers}

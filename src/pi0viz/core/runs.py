@@ -29,6 +29,7 @@ The order of the calls is each bundle's `inference_step` (a scalar member, read 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -211,6 +212,23 @@ def is_sweep(folder: str | os.PathLike) -> bool:
 # -- reading ---------------------------------------------------------------------------------------------------
 
 
+def check_input_path(path: str | os.PathLike) -> None:
+    """RunError (one line) when `path` cannot be followed: a symbolic link loop, or a path the OS refuses to
+    look up (too long, no permission). `Path.is_dir` / `is_file` answer False for those, which would read as
+    "no such file"; a missing path is left to the caller's own message."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise RunError(f"{path} is a symbolic link loop (its links lead back to themselves); expected a bundle "
+                           "file or a folder") from None
+        raise RunError(f"cannot read {path}: {err.strerror or err}") from None
+    except ValueError as err:  # an embedded NUL byte
+        raise RunError(f"cannot read {path!r:.200}: {err}") from None
+
+
 def read_run(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, allow_empty: bool = False) -> Run:
     """Read what the user pointed at (see the module doc).
 
@@ -232,6 +250,7 @@ def read_run(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, allow_e
     reader = _Reader()
     named: dict[tuple[Path, Path], list[tuple[Path, str, int | None]]] = {}
     for path in paths:
+        check_input_path(path)
         if path.is_dir():
             reader.scan(path, 0)
         elif path.is_file():
@@ -418,7 +437,13 @@ class _Reader:
         """Attach recognized side files: masks to the call of the same name, frames to the episode, the rest
         to side_files. Named bundles also get the masks lying next to them (as metrics expects)."""
         calls = {c.path.name.removesuffix(".npz") + ".masks.npz": i for i, c in enumerate(ep.calls)}
-        for path, (fmt, _) in listing.items():
+        for path, (fmt, why) in listing.items():
+            if fmt is None and (path.name == "frames.npz" or path.name in calls):
+                # a damaged side file under its own name: skipping it would give a plain video or metrics
+                # without masks, silently; say what is wrong with it instead
+                kind = "frames file" if path.name == "frames.npz" else "masks file"
+                raise RunError(f"{path}: a damaged {kind} ({why}); expected "
+                               f"{FRAMES_FORMAT if path.name == 'frames.npz' else MASKS_FORMAT}: replace or remove it")
             if fmt == MASKS_FORMAT and path.name in calls and ep.calls[calls[path.name]].masks is None:
                 i = calls[path.name]
                 ep.calls[i] = dataclasses.replace(ep.calls[i], masks=path)

@@ -31,6 +31,8 @@ import operator
 import re
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from pi0viz.errors import SelectionError
 
 SYNTAX = "'all' or comma-separated numbers and inclusive ranges, e.g. '0,3-5,9'"
@@ -106,6 +108,9 @@ def parse_intervals(spec: str | Sequence[int] | None, what: str) -> Intervals | 
     if spec is None:
         return None
     if not isinstance(spec, str):
+        if isinstance(spec, (bytes, bytearray)) or not isinstance(spec, Iterable):  # e.g. steps=7: a number
+            raise SelectionError(f"{what}: expected a selection such as \"{spec!r:.20}\" as text or a list of "
+                                 f"integers, got {type(spec).__name__}; {SYNTAX}")
         values = []
         for v in spec:
             try:
@@ -183,3 +188,23 @@ def format_spans(values: Iterable[int]) -> str:
         else:
             runs.append([v, v])
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"
+
+
+INDEX_MAX = 2**31 - 1  # indices are stored as int32 (a bundle's inference_step, a tree's folder numbers)
+
+
+def folder_index(value: object, what: str, error: type[Exception] = SelectionError) -> int:
+    """`value` as an index that names a folder or is stored as int32 (an inference call's `inference_step`).
+
+    Expected: a Python or numpy integer in 0..2^31-1. Everything else is refused rather than converted: 1.5 must
+    not become 1 and overwrite call 1's tree, True is not 1, "1" is text, -1 and 2**40 name no folder we write.
+    Raises:
+        `error` (a Pi0vizError subclass) with one line naming `what` and what was expected.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not 0 <= int(value) <= INDEX_MAX:
+        shown = repr(value.item() if isinstance(value, np.generic) else value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise error(f"{what} must be an integer in 0..{INDEX_MAX}, got {shown} "
+                    f"({type(value).__name__})")
+    return int(value)

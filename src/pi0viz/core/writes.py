@@ -5,6 +5,8 @@ naming the path and the cause.
     atomic_write(path, data)               bytes, text or a streaming callable -> a hidden temporary in the same
                                            folder, renamed into place (JSON, CSV, HTML, NPZ, YAML)
     write_in(folder, name, data)           the same for hot loops (the 36,000 JPEGs of a render tree)
+    StagedFiles / replace_together         several files as one output (metrics: per call, then the episode's):
+                                           every temporary written before the first rename
     replace_verified(path, produce, verify)  encoders that write their own files (ffmpeg, Rerun): `produce`
                                            writes the temporary, `verify` reads it back, only then is it renamed
     PendingFile(path, verify)              the same when the encoder outlives one call (a live Rerun log)
@@ -21,13 +23,14 @@ pipe or nothing at all; a failure while the folder's file system is (nearly) ful
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import shutil
 import threading
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 from pi0viz.errors import OutputError, Pi0vizError
 
@@ -149,6 +152,17 @@ def _nearly_full(folder: str | os.PathLike) -> bool:
     return free < _NEARLY_FULL_BYTES or (st.f_files > 0 and st.f_favail == 0)
 
 
+def _not_writable(folder: str | os.PathLike) -> int | None:
+    """EROFS when `folder` is on a read-only file system, EACCES when this process may not create files in it,
+    else None (for encoders that report either as a broken pipe or a message of their own)."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return errno.EROFS
+    except (OSError, AttributeError):
+        return None
+    return None if os.access(folder, os.W_OK | os.X_OK) else errno.EACCES
+
+
 def make_folder(path: str | os.PathLike, hint: str = "") -> Path:
     """`mkdir -p path`, or OutputError naming the path and the cause (also when `path` is an existing file)."""
     path = Path(path)
@@ -159,6 +173,28 @@ def make_folder(path: str | os.PathLike, hint: str = "") -> Path:
     except OSError as err:
         raise output_error(path, err, hint) from None
     return path
+
+
+@contextlib.contextmanager
+def new_folders(*paths: str | os.PathLike, hint: str = "") -> Iterator[list[Path]]:
+    """Create `paths` (`make_folder`: an unwritable place fails at once, before the slow part); if the block
+    raises, remove again every folder this call created that is still empty (deepest first), so a command that
+    fails before it writes anything (a demo whose policy does not load) leaves no empty output folders.
+    Folders that existed before are never removed. Yields the paths."""
+    fresh: list[Path] = []
+    for path in map(Path, paths):
+        for folder in (*reversed(path.parents), path):
+            if folder not in fresh and not os.path.lexists(folder):
+                fresh.append(folder)
+    try:
+        for path in paths:
+            make_folder(path, hint)
+        yield [Path(p) for p in paths]
+    except BaseException:
+        for folder in reversed(fresh):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when empty: what the block did write stays
+        raise
 
 
 # -- files we write ourselves ---------------------------------------------------------------------------
@@ -203,6 +239,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
+        if os.path.isdir(path) and not os.path.islink(path):  # the rename would fail after before_replace ran
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
@@ -215,6 +253,81 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         if tmp is not None:
             _discard(tmp)
     return path
+
+
+class StagedFiles:
+    """Several files replaced as one output (a call's metrics JSON and CSV, an episode's summary of them):
+    `add` writes each one's temporary at once (memory holds one file at a time), `commit` renames them all into
+    place in the order added (add the file that marks the set complete last), `abort` removes the temporaries.
+    A full disk, a read-only folder or a target that is a folder fails in `add`, before the first rename: every
+    older file stays byte-identical and no temporary is left. Use as a context manager: leaving the block by an
+    exception aborts.
+    """
+
+    def __init__(self, *, hint: str = "") -> None:
+        self.hint = hint
+        self._staged: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def __enter__(self) -> "StagedFiles":
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is not None:
+            self.abort()
+
+    def add(self, path: str | os.PathLike, data: bytes | str) -> None:
+        """Write `path`'s new content to its temporary (nothing is replaced yet).
+
+        Raises:
+            OutputError naming `path` and the cause; every temporary of the set is removed.
+        """
+        final = Path(path)
+        tmp = None
+        try:
+            make_folder(final.parent, self.hint)
+            if os.path.isdir(final) and not os.path.islink(final):  # the rename in commit would fail midway
+                raise _cannot(final, "it is a folder", self.hint)
+            tmp = final.with_name(f".{final.name}.{_token()}{TMP_SUFFIX}")
+            fd = os.open(tmp, _NEW | os.O_EXCL, _FILE_CREATE)
+            self._staged.append((tmp, final))
+            try:
+                _write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            self.abort()
+            raise output_error(final, err, self.hint) from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self) -> list[Path]:
+        """Rename every temporary into place, in the order added. Returns the paths (mode 0o666 & ~umask)."""
+        final = None
+        try:
+            for tmp, final in self._staged:
+                os.replace(tmp, final)
+        except OSError as err:
+            self.abort()
+            raise output_error(final or "", err, self.hint) from None
+        done, self._staged = [f for _, f in self._staged], []
+        return done
+
+    def abort(self) -> None:
+        """Remove the temporaries not yet renamed (older files are untouched)."""
+        for tmp, _ in self._staged:
+            if os.path.lexists(tmp):
+                _discard(tmp)
+        self._staged = []
+
+
+def replace_together(files: Sequence[tuple[str | os.PathLike, bytes | str]], *, hint: str = "") -> list[Path]:
+    """`StagedFiles` for contents at hand: every temporary written before the first rename, then all renamed in
+    the order given. Returns the paths; OutputError naming the path that failed (older files untouched)."""
+    with StagedFiles(hint=hint) as staged:
+        for path, data in files:
+            staged.add(path, data)
+        return staged.commit()
 
 
 def write_in(folder: str, name: str, data: bytes, hint: str = "") -> None:
@@ -289,6 +402,8 @@ class PendingFile:
         removes the temporary. On a (nearly) full file system it is a full disk, whatever the encoder said."""
         if _nearly_full(self.path.parent):  # checked while the temporary still holds its space
             out = output_error(self.path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), self.hint)
+        elif (denied := _not_writable(self.path.parent)) is not None:  # ffmpeg says "Broken pipe", Rerun worse
+            out = output_error(self.path, OSError(denied, os.strerror(denied)), self.hint)
         elif reading:
             why = "the encoder wrote no file" if isinstance(err, FileNotFoundError) else _first_line(err)
             kept = "; the old file is kept" if self.path.exists() else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from pi0viz.episode.frames import MAX_FPS
 from pi0viz.episode.video import DEFAULT_QUALITY as DEFAULT_VIDEO_QUALITY
 
 _INPUTS = "RUN_DIR_OR_BUNDLES"
@@ -51,7 +52,7 @@ def _load(inputs: tuple[str, ...], steps: str | None, layers: str | None, action
 @click.option("--scale-over", "scale_over", type=click.Choice(["call", "episode"]), default="call", show_default=True,
               help="Top of the color scale: each call's own maximum, or one for the whole episode.")
 @click.option("--scale", "old_scale", default=None, hidden=True, expose_value=False, callback=_old_scale)
-@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--fps", type=click.FloatRange(0, MAX_FPS, min_open=True), default=None,
               help="Frames per second (default: the frames file's, or 2).")
 @click.option("--quality", type=click.IntRange(1, 100), default=DEFAULT_VIDEO_QUALITY, show_default=True,
               help="Image quality, 1..100 (H.264 via imageio-ffmpeg, which gets quality / 10).")
@@ -67,11 +68,14 @@ def video_command(inputs: tuple[str, ...], out: str, step: int | None, layers: s
     RUN_DIR_OR_BUNDLES: an episode folder (frames.npz + bundles/) as examples/libero/main.py writes it, or
     capture bundle files (then one frame per call, from the bundles' own images).
     """
-    from pi0viz.episode.video import VideoOptions, write_video
+    from pi0viz.episode.video import VideoOptions, check_video_path, write_video
     from pi0viz.core.progress import progress_bar
 
-    episode, _ = _load(inputs, None, layers, action_tokens, batch_index, no_progress, first_step=step)
+    # every option and the output's suffix are checked before any bundle is read (click's ranges let NaN through)
     options = VideoOptions(scale=scale_over, colormap=colormap, alpha=alpha, fps=fps, quality=quality)
+    options.validate()
+    check_video_path(out)
+    episode, _ = _load(inputs, None, layers, action_tokens, batch_index, no_progress, first_step=step)
     with progress_bar(episode.frames.num_steps, "frames", unit="frame", disable=no_progress) as bar:
         summary = write_video(episode, out, options, progress=bar.update)
     click.echo(str(summary))

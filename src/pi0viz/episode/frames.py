@@ -34,6 +34,19 @@ from pi0viz.errors import BundleError, EpisodeError
 FRAMES_FORMAT = "pi0viz.frames/1"
 FRAMES_FILE = "frames.npz"
 DEFAULT_FPS = 10.0  # openpi's LIBERO rollout videos play one control step per frame at 10 fps
+MAX_FPS = 240.0  # beyond what players and H.264 levels show; larger is a typo, not a wish
+
+
+def check_fps(fps: float, what: str = "fps") -> float:
+    """`fps` as a float in (0, MAX_FPS]; EpisodeError naming `what` otherwise (NaN, infinite, 0, negative)."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise EpisodeError(f"{what} must be a number of frames per second in (0, {MAX_FPS:g}], got {fps!r:.40}") \
+            from None
+    if not 0 < value <= MAX_FPS:  # also false for NaN
+        raise EpisodeError(f"{what} must be in (0, {MAX_FPS:g}] frames per second, got {fps!r:.40}")
+    return value
 
 
 @dataclasses.dataclass
@@ -55,7 +68,7 @@ class EpisodeFrames:
     def __post_init__(self) -> None:
         self.camera_names = [str(n) for n in np.asarray(self.camera_names).reshape(-1)]
         self.call_steps = np.asarray(self.call_steps, np.int64).reshape(-1)
-        self.fps = float(self.fps)
+        self.fps = check_fps(self.fps, "frames fps")
         self.validate()
 
     def validate(self) -> None:
@@ -70,8 +83,7 @@ class EpisodeFrames:
         if len(steps) and (steps[0] < 0 or steps[-1] >= len(f) or (np.diff(steps) <= 0).any()):
             raise EpisodeError(f"call_steps must increase strictly within 0..{len(f) - 1} (the frames), "
                                f"got {steps.tolist()[:8]}{'...' if len(steps) > 8 else ''}")
-        if not self.fps > 0:
-            raise EpisodeError(f"fps must be > 0, got {self.fps}")
+        check_fps(self.fps, "frames fps")
 
     @property
     def num_steps(self) -> int:

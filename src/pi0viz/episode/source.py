@@ -86,6 +86,8 @@ def episode_from_bundles(bundles: Iterable[CaptureBundle], frames: EpisodeFrames
     own_images: list[tuple[list[str], np.ndarray]] = []
     for position, bundle in enumerate(bundles):
         call = bundle.inference_step if bundle.inference_step is not None else position
+        if position == 0 and frames is not None:
+            _check_frame_cameras(frames, list(bundle.camera_names))  # before any map is made
         if not selections:  # a steps selection ("0,9", "5-9") is read against the first call's stored steps
             selections = [selection] if steps is None else [
                 dataclasses.replace(selection, step=s) for s in parse_selection(steps, bundle.step_indices, "steps")]
@@ -110,9 +112,21 @@ def episode_from_bundles(bundles: Iterable[CaptureBundle], frames: EpisodeFrames
         stacked = np.stack([own_images[i][1] for i in order])  # [calls, C, h, w, 3]
         frames = EpisodeFrames(stacked, names, np.arange(len(maps)), BUNDLES_ONLY_FPS)
         return Episode(frames, [{i: m[k] for i, m in enumerate(maps)} for k in range(len(selections))], prompt)
+    drawn = {n for m in maps for n in m[0].camera_names}
+    if drawn and not drawn & set(frames.camera_names):
+        raise EpisodeError(f"frames.npz shows cameras {frames.camera_names}, none of which the bundles draw "
+                           f"({sorted(drawn)}): expected the frames of the same episode")
     last = len(frames.call_steps) - 1
     if calls and max(calls) > last:
         raise EpisodeError(f"a bundle is inference call {max(calls)}, but frames.npz records only "
                            f"{last + 1} call(s): expected the frames of the same episode")
     return Episode(frames, [{m[0].call: m[k] for m in maps} for k in range(len(selections))], prompt)
 
+
+def _check_frame_cameras(frames: EpisodeFrames, slots: list[str]) -> None:
+    """Every frame column must be one of the bundles' camera slots: a frames file of another episode or robot
+    would otherwise give a plain video with no attention drawn on it."""
+    unknown = [n for n in frames.camera_names if n not in slots]
+    if unknown:
+        raise EpisodeError(f"frames.npz names camera(s) {unknown} that the bundles do not have (their cameras: "
+                           f"{slots}): expected the frames of the same episode")

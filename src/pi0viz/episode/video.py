@@ -16,6 +16,7 @@ from pi0viz.core.media_check import check_mp4
 from pi0viz.core.writes import replace_verified
 from pi0viz.episode.aggregate import spans
 from pi0viz.episode.compose import FrameComposer
+from pi0viz.episode.frames import check_fps
 from pi0viz.episode.source import Episode
 from pi0viz.errors import EpisodeError, require
 
@@ -46,8 +47,8 @@ class VideoOptions:
             raise EpisodeError(f"scale must be 'call' or 'episode', got {self.scale!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise EpisodeError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.fps is not None and not self.fps > 0:
-            raise EpisodeError(f"fps must be > 0, got {self.fps}")
+        if self.fps is not None:
+            check_fps(self.fps)
         if not 1 <= self.quality <= 100:
             raise EpisodeError(f"quality must be in 1..100, got {self.quality}")
 
@@ -98,6 +99,14 @@ def iter_frames(episode: Episode, options: VideoOptions):
         yield composer.draw(images, maps, top, label)
 
 
+def check_video_path(path: str | os.PathLike) -> Path:
+    """The video's path, which must end in .mp4 (the container ffmpeg is asked for); EpisodeError otherwise."""
+    p = Path(path)
+    if p.suffix.lower() != ".mp4":
+        raise EpisodeError(f"the video must be an .mp4 file, got {str(p)!r:.200} (suffix {p.suffix or 'none'!r})")
+    return p
+
+
 def write_video(episode: Episode, path: str | os.PathLike, options: VideoOptions = VideoOptions(), *,
                 progress: Callable[[int], None] | None = None) -> VideoSummary:
     """Encode the episode's attention video to `path` (.mp4), atomically: ffmpeg writes a hidden temporary, which
@@ -107,6 +116,7 @@ def write_video(episode: Episode, path: str | os.PathLike, options: VideoOptions
         OutputError (one line) on a full disk, an unwritable folder or a broken encode; the old `path` is kept.
     """
     options.validate()
+    check_video_path(path)
     require("imageio", "video", "the attention video")
     require("imageio_ffmpeg", "video", "the attention video (its ffmpeg)")
     import imageio.v2 as imageio

@@ -80,6 +80,42 @@ def load_params(params_dir: str | os.PathLike, *, dtype: str | jnp.dtype | None 
     """
     import orbax.checkpoint as ocp
 
+    ckptr, path, tree = _metadata(params_dir, config)
+    item = {"params": tree["params"]}
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    jdtype = None if dtype is None else jnp.dtype(dtype)
+    restore_args = jax.tree.map(
+        lambda _: ocp.ArrayRestoreArgs(restore_type=jax.Array, sharding=sharding, dtype=jdtype), item
+    )
+    try:
+        restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args))["params"]
+    except Exception as err:  # truncated or corrupted data files: tensorstore/orbax errors of many types
+        raise CheckpointError(f"{path}: cannot read the parameters, the checkpoint's files are truncated or "
+                              f"corrupted ({_first_line(err)})") from None
+    flat = _merge_lora(_strip_value_suffix(flatten(restored)))
+    for name, leaf in flat.items():
+        if not bool(jnp.isfinite(leaf).all()):
+            raise CheckpointError(f"{path}: parameter {name} holds non-finite values (NaN or inf); the checkpoint "
+                                  "is corrupted or was saved from a diverged run")
+    return unflatten(flat)
+
+
+def check_params(params_dir: str | os.PathLike, config: Pi0Config) -> Path:
+    """The checks `load_params(params_dir, config=config)` makes before it reads any array, alone: the folder is
+    an orbax PyTree checkpoint with openpi's top-level "params" key, and every parameter's shape and dtype in its
+    metadata fits `config`. Cheap (metadata only; no weights are read), for a driver that checks a checkpoint
+    before handing it to workers (`pi0viz sweep`). Returns the params folder.
+
+    Raises:
+        CheckpointError with the same one line `load_params` gives.
+    """
+    return _metadata(params_dir, config)[1]
+
+
+def _metadata(params_dir: str | os.PathLike, config: Pi0Config | None) -> tuple[Any, Path, dict[str, Any]]:
+    """(checkpointer, params folder, metadata tree) after the checks of `load_params` that need no array."""
+    import orbax.checkpoint as ocp
+
     path = Path(params_dir).expanduser().absolute()
     if (path / "params").is_dir() and not (path / "_METADATA").exists():
         path = path / "params"  # given the checkpoint folder itself
@@ -102,23 +138,7 @@ def load_params(params_dir: str | os.PathLike, *, dtype: str | jnp.dtype | None 
         raise CheckpointError(f"{path}: expected a top-level key 'params' (openpi layout), found {found}")
     if config is not None:
         check_against_config(path, _strip_value_suffix(flatten(tree["params"])), config)
-    item = {"params": tree["params"]}
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    jdtype = None if dtype is None else jnp.dtype(dtype)
-    restore_args = jax.tree.map(
-        lambda _: ocp.ArrayRestoreArgs(restore_type=jax.Array, sharding=sharding, dtype=jdtype), item
-    )
-    try:
-        restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args))["params"]
-    except Exception as err:  # truncated or corrupted data files: tensorstore/orbax errors of many types
-        raise CheckpointError(f"{path}: cannot read the parameters, the checkpoint's files are truncated or "
-                              f"corrupted ({_first_line(err)})") from None
-    flat = _merge_lora(_strip_value_suffix(flatten(restored)))
-    for name, leaf in flat.items():
-        if not bool(jnp.isfinite(leaf).all()):
-            raise CheckpointError(f"{path}: parameter {name} holds non-finite values (NaN or inf); the checkpoint "
-                                  "is corrupted or was saved from a diverged run")
-    return unflatten(flat)
+    return ckptr, path, tree
 
 
 def check_against_config(path: Path, stored: dict[str, Any], config: Pi0Config) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle
 from pi0viz.core.images import to_model_range
-from pi0viz.errors import ConfigError, ObservationError, RenderError
+from pi0viz.errors import ConfigError, ObservationError, PolicyOutputError, RenderError
 from pi0viz.model import CaptureOptions, Observation, Pi0Config, SampleOutput, init_params, sample_actions
 from pi0viz.policy.configs import DEFAULT_CONFIG, LIBERO_ASSET_ID, PolicyConfig, get_config
 from pi0viz.policy.norm_stats import load_norm_stats
@@ -231,8 +231,10 @@ class Policy:
         infer_ms = (time.monotonic() - start) * 1000
         actions = self.postprocess(model_actions, inputs.state)
         if not np.isfinite(actions).all():  # never hand NaN or inf to a robot
-            raise ObservationError("the policy produced non-finite actions for this observation (state "
-                                   f"{inputs.raw_state.tolist()}); check the state's scale and the norm stats")
+            # The observation passed every input check: NaN here is the checkpoint's or the model's fault.
+            raise PolicyOutputError("the policy produced non-finite actions for this observation (state "
+                                    f"{inputs.raw_state.tolist()}); check the checkpoint, its norm stats and the "
+                                    "state's scale")
         result: dict[str, Any] = {"actions": actions, "policy_timing": {"infer_ms": infer_ms}}
         if want_bundle:
             result["attention_bundle"] = self._bundle(inputs, out, capture, actions, inference_step)

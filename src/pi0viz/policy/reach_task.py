@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pi0viz.core.npzfile import load_npz
+
 ACTION_UNIT_M = 0.05  # metres of end-effector travel per action unit (robosuite OSC_POSE output_max)
 HOVER_M = 0.08  # the chunk ends this far above the object's centre
 HORIZON = 10  # A, action tokens per chunk
@@ -82,17 +84,17 @@ class ReachScenes:
     def load(cls, files: Sequence[str | Path]) -> "ReachScenes":
         images, wrists, states, labels, positions, coverage, present = [], [], [], [], [], [], []
         for f in files:
-            with np.load(f, allow_pickle=False) as z:
-                n = z["image"].shape[0]
-                images.append(z["image"])
-                wrists.append(z["wrist_image"])
-                states.append(z["state"])
-                names_of = z["labels"]  # [K] for a task's file, [N, K] for a joined file (the shipped scenes)
-                rows = names_of if names_of.ndim == 2 else [names_of] * n
-                labels += [[str(x) for x in row] for row in rows]
-                positions += list(z["positions"])
-                coverage += list(z["coverage"].astype(np.float32))
-                present += list(z["present"]) if "present" in z else [np.ones(len(r), bool) for r in rows]
+            z = load_npz(f)  # guarded reader: headers checked first, no pickle
+            n = z["image"].shape[0]
+            images.append(z["image"])
+            wrists.append(z["wrist_image"])
+            states.append(z["state"])
+            names_of = z["labels"]  # [K] for a task's file, [N, K] for a joined file (the shipped scenes)
+            rows = names_of if names_of.ndim == 2 else [names_of] * n
+            labels += [[str(x) for x in row] for row in rows]
+            positions += list(z["positions"])
+            coverage += list(z["coverage"].astype(np.float32))
+            present += list(z["present"]) if "present" in z else [np.ones(len(r), bool) for r in rows]
         if not labels:
             raise ValueError(f"no scenes in {list(map(str, files))}")
         examples = [(i, k) for i in range(len(labels)) for k in range(len(labels[i]))

@@ -157,3 +157,28 @@ def load_policy(spec: str | PolicySpec, *, config: str | None = None, tokenizer:
         return Policy.tiny(seed=seed, policy_config=config or DEFAULT_CONFIG)
     return Policy.from_checkpoint(spec.path or Path(), policy_config=config or DEFAULT_CONFIG,
                                   tokenizer_path=tokenizer, asset_id=asset_id, dtype=dtype, seed=seed)
+
+
+def check_checkpoint(spec: str | PolicySpec, *, config: str | None = None, asset_id: str | None = None) -> None:
+    """The checks `Policy.from_checkpoint` makes before it reads any weight, alone: the norm stats of the asset,
+    then every parameter's shape and dtype in the checkpoint's metadata against the named config (default
+    pi0_libero). For a driver that hands the checkpoint to workers (`pi0viz sweep`): the fault is the same one
+    line `demo` and `serve` print, before any worker starts. Imports JAX and orbax (a few seconds); reads no
+    weights.
+
+    Raises:
+        PolicySpecError unless `spec` is a checkpoint:DIR; CheckpointError (one line) as `Policy.from_checkpoint`.
+    """
+    from pi0viz.model.checkpoint import check_params
+    from pi0viz.policy.configs import get_config
+    from pi0viz.policy.norm_stats import load_norm_stats
+
+    spec = require_kinds(parse_policy_spec(spec), ("checkpoint",), "checking a checkpoint")
+    named = get_config(config or DEFAULT_CONFIG)
+    folder = spec.path or Path()
+    asset = asset_id or named.asset_id
+    if asset is None:
+        raise ConfigError(f"config {named.name} names no norm-stats asset; pass the asset id of the checkpoint's "
+                          "assets/<asset_id>/norm_stats.json")
+    load_norm_stats(folder, asset)
+    check_params(folder / "params", named.model)

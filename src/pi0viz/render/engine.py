@@ -18,14 +18,15 @@ from typing import Callable, Sequence
 import numpy as np
 import simplejpeg
 
-from pi0viz.core.bundle import INT32_MAX, CaptureBundle
+from pi0viz.core.bundle import CaptureBundle
 from pi0viz.core.colormap import DEFAULT_COLORMAP, colormap_lut, readable_ink
 from pi0viz.core.fusion import ColorScale, FusionError, scale_tops, to_levels
 from pi0viz.core.maps import drawn_cameras, fused_maps
 from pi0viz.core.images import resize_with_pad
+from pi0viz.core.selection import folder_index
 from pi0viz.core.sinks import detect_sinks
 from pi0viz.core.writes import make_folder as make_folders
-from pi0viz.errors import SelectionError
+from pi0viz.errors import BundleError, SelectionError
 from pi0viz.render.files import (
     RESUME_HINT,
     RenderError,
@@ -154,8 +155,7 @@ class RenderJob:
             raise RenderError(f"batch_index {b} out of range: this capture has batch size {bundle.batch_size}")
         if not bundle.token_mask[b].any():
             raise RenderError("the prompt is empty (token_mask has no True entry): expected at least one prompt token")
-        if not 0 <= int(inference_step) <= INT32_MAX:
-            raise RenderError(f"inference step must be an integer in 0..{INT32_MAX}, got {inference_step}")
+        inference_step = folder_index(inference_step, "the inference step (inference_step)", RenderError)  # a folder
         cameras = self._select(bundle)
         # The one camera rule (pi0viz.core.maps): masked cameras and cameras nobody ever attends to are not drawn.
         self.drawn = drawn_cameras(bundle, b)
@@ -539,7 +539,12 @@ def render_bundle(bundle: CaptureBundle, out_dir: str | os.PathLike = "attention
         inference_step: N in the path; default the bundle's inference_step, else 0.
         progress: called with the number of files finished as work completes.
     """
+    if not isinstance(bundle, CaptureBundle):  # a path is load_bundle's; anything else is not a capture
+        raise BundleError(f"bundle must be a CaptureBundle (load a saved one with pi0viz.load_bundle), got "
+                          f"{type(bundle).__name__}")
+    if options is not None and not isinstance(options, RenderOptions):
+        raise RenderError(f"options must be a pi0viz.render.RenderOptions, got {type(options).__name__}")
     options = options or RenderOptions()
     step = inference_step if inference_step is not None else (bundle.inference_step or 0)
-    job = RenderJob(bundle, os.fspath(out_dir), int(step), options)
+    job = RenderJob(bundle, os.fspath(out_dir), step, options)  # RenderJob refuses 1.5, True, "1", -1
     return run_job(job, progress)

@@ -15,6 +15,7 @@ import os
 import re
 from typing import Sequence
 
+from pi0viz.core.selection import folder_index
 from pi0viz.core.selection import parse_selection  # noqa: F401  (re-exported: the one selection grammar)
 from pi0viz.core.writes import TMP_SUFFIX, output_error, write_in
 from pi0viz.errors import OutputError, RenderError, SelectionError  # noqa: F401  (RenderError: re-exported)
@@ -48,7 +49,9 @@ def cell_dir(root: str, step: int, action: int, layer: int) -> str:
 
 
 def inference_dir(out_dir: str, inference_step: int) -> str:
-    return os.path.join(out_dir, f"inference_timestep_{int(inference_step)}")
+    # The one place a call's index becomes a folder name: refused, never rounded (1.5 would overwrite call 1).
+    step = folder_index(inference_step, "the inference step (inference_step)", RenderError)
+    return os.path.join(out_dir, f"inference_timestep_{step}")
 
 
 def write_atomic(path: str, data: bytes) -> None:

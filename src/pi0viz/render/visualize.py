@@ -59,7 +59,8 @@ def visualize_attention(
         attention: a CaptureBundle, or float16/float32[D, L, B, K, G, Q, S] (bfloat16 and JAX/torch arrays are
             converted): post-softmax probabilities, or pre-softmax scores with attention_kind="logits".
             pi0: [10, 18, 1, 1, 8, 51, 867]; pi0.5 (LIBERO): [10, 18, 1, 1, 8, 10, 978].
-        images: the model-input images, uint8 (float in [0, 1] or [-1, 1] is converted): [B, C, h, w, 3],
+        images: the model-input images, uint8 (integers 0..255, float in [0, 1] or [-1, 1] are converted; NaN or
+            other ranges are refused): [B, C, h, w, 3],
             [C, h, w, 3] (B = 1), or {camera name: [h, w, 3] or [B, h, w, 3]}. Images that are not
             rows*14 x cols*14 pixels (224 x 224 for pi0) are resized with padding as the model does.
         camera_names: [C] camera slots in token order (e.g. base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb).
@@ -144,7 +145,7 @@ def bundle_from_fields(
     grid = (16, 16) if patch_grid is None else (int(patch_grid[0]), int(patch_grid[1]))
     state = 1 if num_state_tokens is None else int(num_state_tokens)
     names = [str(n) for n in camera_names]
-    pieces = _per_batch(np.asarray(token_pieces, dtype=str), B, "token_pieces")
+    pieces = _per_batch(_text_array(token_pieces, "token_pieces"), B, "token_pieces")
     mask = (pieces != "") if token_mask is None else _per_batch(np.asarray(token_mask, bool), B, "token_mask")
     ids = (np.zeros(pieces.shape, np.int32) if token_ids is None
            else _per_batch(np.asarray(token_ids), B, "token_ids"))
@@ -160,7 +161,7 @@ def bundle_from_fields(
     if image_masks is None and isinstance(images, Mapping):  # cameras the caller left out are padded slots
         image_masks = {n: n in images for n in names}
     if prompt is not None:
-        prompt = np.asarray(prompt, dtype=str).reshape(-1)
+        prompt = _text_array(prompt, "prompt").reshape(-1)
         prompt = np.repeat(prompt, B) if prompt.shape == (1,) and B > 1 else prompt
     return CaptureBundle(
         attention=att,
@@ -172,7 +173,7 @@ def bundle_from_fields(
         token_mask=mask,
         num_state_tokens=state,
         num_action_tokens=int(num_action_tokens),
-        diffusion_times=(np.asarray(diffusion_times, np.float32) if diffusion_times is not None
+        diffusion_times=(_finite(diffusion_times, "diffusion_times") if diffusion_times is not None
                          else (1.0 - np.arange(D) / max(D, 1)).astype(np.float32)),
         patch_grid=grid,
         attention_kind=attention_kind or "probs",
@@ -196,17 +197,66 @@ def _per_batch(a: np.ndarray, B: int, name: str) -> np.ndarray:
 
 
 def _as_float_array(x: Any) -> np.ndarray:
-    a = np.asarray(x)
+    a = _array(x, "attention")
     if a.dtype not in (np.float16, np.float32):
+        if a.dtype.kind not in "fiu" and a.dtype.name != "bfloat16":  # text, objects, bools, complex: not scores
+            raise BundleError(f"attention has dtype {a.dtype}; expected float16/float32 (or bfloat16, float64, "
+                              "integers) probabilities or scores")
         a = a.astype(np.float32)  # bfloat16 (ml_dtypes), float64, ints
     return a
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
+def _finite(value: Any, name: str) -> np.ndarray:
+    """float32 values that are all finite; BundleError naming `name` otherwise (NaN would label a folder)."""
+    a = _array(value, name)
+    if a.dtype.kind not in "fiu" or not np.isfinite(a.astype(np.float64)).all():
+        raise BundleError(f"{name} must be finite numbers, got {a.reshape(-1)[:4].tolist()!r:.80}")
+    return a.astype(np.float32)
+
+
+def _text_array(value: Any, name: str) -> np.ndarray:
+    """str array from text (bytes must be UTF-8); BundleError naming `name` otherwise."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BundleError(f"{name} is bytes that are not UTF-8; expected text") from None
+    try:
+        raw = np.asarray(value)
+        if raw.dtype.kind == "O" and not all(isinstance(v, str) for v in raw.reshape(-1)):
+            raise TypeError("it holds items that are not text")
+        if raw.dtype.kind not in "USO" and raw.size:  # an empty list arrives as float64: no pieces at all
+            raise TypeError(f"dtype {raw.dtype}")
+        return raw.astype(str)
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{name} must be text (str or a list of str), got {type(value).__name__} "
+                          f"({' '.join(str(err).split())[:80]})") from None
+
+
+def _to_uint8(img: np.ndarray, name: str = "images") -> np.ndarray:
+    """uint8 as given; integers in 0..255; floats in [0, 1], or the model's [-1, 1] (when any value is negative).
+    Anything else (NaN, inf, floats beyond those ranges such as 0..255 floats, integers outside 0..255, bools,
+    text, an empty image) is a BundleError naming `name` and the range expected: it would draw a wrong picture."""
+    expected = "uint8 0..255, integers 0..255, or float in [0, 1] or [-1, 1]"
+    if img.size == 0:
+        raise BundleError(f"{name} is empty (shape {list(img.shape)}); expected {expected} pixels")
     if img.dtype == np.uint8:
         return img
+    if img.dtype.kind in "iu":
+        lo, hi = int(img.min()), int(img.max())
+        if lo < 0 or hi > 255:
+            raise BundleError(f"{name} holds integers {lo}..{hi}; expected {expected}")
+        return img.astype(np.uint8)
+    if img.dtype.kind != "f":
+        raise BundleError(f"{name} has dtype {img.dtype}; expected {expected}")
     f = img.astype(np.float32)
-    if f.min() < 0:  # the model's [-1, 1] convention
+    if not np.isfinite(f).all():
+        raise BundleError(f"{name} holds NaN or infinite values; expected {expected}")
+    lo, hi = float(f.min()), float(f.max())
+    if lo < -1.0 or hi > 1.0:
+        raise BundleError(f"{name} holds floats {lo:.4g}..{hi:.4g}; expected {expected} (divide 0..255 floats by "
+                          "255, or pass uint8)")
+    if lo < 0:  # the model's [-1, 1] convention
         f = (f + 1.0) / 2.0
     return np.clip(np.round(f * 255.0), 0, 255).astype(np.uint8)
 
@@ -223,7 +273,7 @@ def _images(images: Any, names: list[str], B: int, grid: tuple[int, int]) -> np.
             if n not in images:  # a camera the caller does not have: a padded slot, drawn as nothing
                 per_cam.append(np.zeros((B, *want, 3), np.uint8))
                 continue
-            a = _to_uint8(np.asarray(images[n]))
+            a = _to_uint8(_array(images[n], f"images[{n!r}]"), f"images[{n!r}]")
             a = a[None] if a.ndim == 3 else a
             if a.ndim != 4 or a.shape[0] != B or a.shape[-1] != 3:
                 raise BundleError(f"images[{n!r}] must be [H, W, 3] or [B={B}, H, W, 3] RGB, got {list(a.shape)}")
@@ -231,21 +281,54 @@ def _images(images: Any, names: list[str], B: int, grid: tuple[int, int]) -> np.
                 a = np.stack([resize_with_pad(im, *want) for im in a])
             per_cam.append(a)
         return np.stack(per_cam, axis=1)
-    a = _to_uint8(np.asarray(images))
+    a = _to_uint8(_array(images, "images"))
     a = a[None] if a.ndim == 4 else a
     if a.ndim != 5 or a.shape[:2] != (B, len(names)) or a.shape[-1] != 3:
         raise BundleError(f"images must be [B={B}, C={len(names)}, H, W, 3] or [C, H, W, 3] RGB, got {list(a.shape)}")
     return a
 
 
+def _array(value: Any, name: str) -> np.ndarray:
+    """np.asarray(value), with a ragged or unconvertible value named as a BundleError instead of numpy's error."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as err:
+        raise BundleError(f"{name} is not a regular array ({' '.join(str(err).split())[:120]})") from None
+
+
+def _mask_values(value: Any, name: str) -> np.ndarray:
+    """bool values (numpy bools, or integers 0 / 1); anything else is refused rather than read as truthy."""
+    a = _array(value, name)
+    if a.dtype == np.bool_:
+        return a
+    if a.dtype.kind in "iu" and a.size and int(a.min()) >= 0 and int(a.max()) <= 1:
+        return a.astype(bool)
+    if a.dtype.kind in "iu" and not a.size:
+        return a.astype(bool)
+    raise BundleError(f"{name} must be bools (True = a real camera, False = a padded slot), got "
+                      f"{a.dtype} {a.reshape(-1)[:4].tolist()!r:.80}")
+
+
 def _image_masks(masks: Any, names: list[str], B: int) -> np.ndarray:
+    """[B, C] bool from bool[B, C], bool[C] or {camera name: bool or bool[B]} (every key a camera of `names`)."""
     if masks is None:
         return np.ones((B, len(names)), bool)
     if isinstance(masks, Mapping):
-        m = np.stack([np.broadcast_to(np.asarray(masks.get(n, True), bool), (B,)) for n in names], axis=1)
+        unknown = sorted(map(str, set(masks) - set(names)))
+        if unknown:
+            raise BundleError(f"image_masks has unknown camera(s) {unknown}; cameras are {names}")
+        columns = []
+        for n in names:
+            v = _mask_values(masks.get(n, True), f"image_masks[{n!r}]")
+            if v.shape not in ((), (B,)):
+                raise BundleError(f"image_masks[{n!r}] must be a bool or bool[B={B}], got shape {list(v.shape)}")
+            columns.append(np.broadcast_to(v, (B,)))
+        m = np.stack(columns, axis=1)
     else:
-        m = np.asarray(masks, bool)
-        m = np.broadcast_to(m[None], (B, len(names))) if m.ndim == 1 else m
+        m = _mask_values(masks, "image_masks")
+        if m.ndim == 1 and m.shape[0] == len(names):
+            m = np.broadcast_to(m[None], (B, len(names)))
     if m.shape != (B, len(names)):
-        raise BundleError(f"image_masks must be [B={B}, C={len(names)}] or [C], got {list(m.shape)}")
+        raise BundleError(f"image_masks must be [B={B}, C={len(names)}] or [C={len(names)}] bools (one per camera "
+                          f"{names}), got shape {list(m.shape)}")
     return np.ascontiguousarray(m)

@@ -40,9 +40,12 @@ SERVE_KINDS = ("tiny", "reach-tiny", "checkpoint", "lerobot")  # a server spec (
 @click.option("--record", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write every call's capture bundle to DIR/bundles/call_NNNNN.npz on the server (clients unchanged).")
 @click.option("--record-tree", is_flag=True, help="With --record: also render each call's attention_viz tree in DIR.")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="Let browser pages from ORIGIN (scheme://host[:port], or null) connect; repeatable. Default: "
+                   "loopback pages and non-browser clients only.")
 def serve_command(policy_spec: str | None, config_name: str, checkpoint: Path | None, lerobot: Path | None,
                   device: str, tiny: bool, tokenizer: Path | None, asset_id: str | None, host: str, port: int,
-                  dtype: str, record: Path | None, record_tree: bool) -> None:
+                  dtype: str, record: Path | None, record_tree: bool, allow_origins: tuple[str, ...]) -> None:
     """Serve a LIBERO policy (pi0 or pi0.5) over openpi's websocket protocol (openpi-client works unchanged).
 
     Requests may add "pi0viz/return_attention": true to get the call's capture bundle back as
@@ -59,23 +62,33 @@ def serve_command(policy_spec: str | None, config_name: str, checkpoint: Path | 
     check_options(spec, config=config_name, tokenizer=tokenizer, asset_id=asset_id)
     if record_tree and record is None:
         raise click.UsageError("--record-tree needs --record DIR")
+    from pi0viz.serving.recorder import CallRecorder, call_bytes_estimate
+    from pi0viz.serving.server import PolicyServer, normalize_origin
+
+    bad = [o for o in allow_origins if normalize_origin(o) is None]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r} is not an origin; expected scheme://host[:port] (http or https, no "
+                                 "path) or null", param_hint="--allow-origin")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo("loading the policy ...", err=True)
-    from pi0viz.serving.recorder import CallRecorder
-    from pi0viz.serving.server import PolicyServer
-
-    recorder = CallRecorder(record, tree=record_tree) if record is not None else None
     from pi0viz.policy.spec import load_policy
 
     policy = load_policy(spec, config=config_name, tokenizer=tokenizer, asset_id=asset_id, dtype=dtype,
                          device=device)  # lerobot:DIR is PyTorch: never imports JAX
-    server = PolicyServer(policy, host=host, port=port, recorder=recorder)
-    click.echo(f"serving {policy.description} on ws://{host}:{port} (health: http://{host}:{port}/healthz); "
-               "Ctrl-C stops", err=True)
-    if recorder is not None:
-        click.echo(f"recording every call's attention bundle under {recorder.folder}/bundles/", err=True)
+    # Refused (one line, nothing created) unless one call of this policy fits on the record folder's disk.
+    recorder = (CallRecorder(record, tree=record_tree, call_bytes=call_bytes_estimate(policy, tree=record_tree))
+                if record is not None else None)
+    server = PolicyServer(policy, host=host, port=port, recorder=recorder, allowed_origins=allow_origins)
+
+    def announce(bound: PolicyServer) -> None:  # after binding: with --port 0 this is the port the OS chose
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"serving {policy.description} on ws://{shown}:{bound.port} (health: "
+                   f"http://{shown}:{bound.port}/healthz); Ctrl-C stops", err=True)
+        if recorder is not None:
+            click.echo(f"recording every call's attention bundle under {recorder.folder}/bundles/", err=True)
+
     try:
-        server.serve_forever()
+        server.serve_forever(on_ready=announce)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
     except OSError as err:  # typically: the port is taken

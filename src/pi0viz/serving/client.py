@@ -87,3 +87,39 @@ class PolicyClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def probe_server(uri: str, *, timeout: float = 5.0) -> dict[str, Any]:
+    """Connect to the policy server at `uri` ("ws://HOST:PORT"), read its metadata map, and hang up.
+
+    For a driver that hands the address to workers (`pi0viz sweep`): a server that is not there, does not speak
+    the websocket protocol or sends no metadata is found out within `timeout` seconds (per stage: connect and
+    handshake, then the metadata), in one line, before any work starts.
+
+    Returns:
+        The server's metadata map.
+    Raises:
+        ServerError (one line) naming the address and what went wrong.
+    """
+    import websockets.exceptions
+
+    try:
+        with connect(uri, compression=None, max_size=1 << 20, open_timeout=timeout) as ws:  # metadata is small
+            first = ws.recv(timeout=timeout)
+    except TimeoutError:
+        raise ServerError(f"the policy server at {uri} did not answer within {timeout:g} s; expected a running "
+                          "`pi0viz serve` (or openpi) policy server there") from None
+    except (OSError, websockets.exceptions.WebSocketException) as err:
+        why = str(err).splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ServerError(f"no policy server at {uri} ({why}); expected a running `pi0viz serve` (or openpi) "
+                          "policy server there") from None
+    if isinstance(first, str):
+        raise ServerError(f"{uri} sent text instead of a policy server's metadata: {first[:200]!r}")
+    try:
+        meta = msgpack_numpy.unpackb(first)
+    except Exception:  # whatever the bytes are, they are not openpi's metadata map
+        meta = None
+    if not isinstance(meta, dict):
+        raise ServerError(f"{uri} sent something other than a policy server's metadata map (msgpack); expected a "
+                          "`pi0viz serve` (or openpi) policy server there")
+    return meta

@@ -3,8 +3,13 @@ server runs, so an unmodified openpi client (e.g. openpi's LIBERO example in its
 pi0viz cannot be installed) gets pi0viz's attention with no change on the client side.
 
 Layout under the record folder:
-    bundles/call_NNNNN.npz            one capture bundle per call, in arrival order (attention float16)
+    bundles/call_NNNNN.npz            one capture bundle per recorded call, in arrival order (attention float16)
     attention_viz/inference_timestep_N/...   with tree=True: the rendered tree of each call (N = call index)
+
+Numbering: only calls whose bundle was written get a number, so call_00000 ... call_NNNNN have no gaps; a request
+that failed (bad request, internal error) or a call that could not be recorded leaves no hole that looks like a
+lost file. Disk guard (pi0viz.core.diskspace, the sweep's): the recorder refuses to start unless one call fits, and
+stops recording (one logged line; the robot keeps getting its actions) when the next call would not fit.
 """
 
 from __future__ import annotations
@@ -12,48 +17,125 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
+from pi0viz.core.diskspace import JPEG_BYTES_PER_FILE, check_free
+from pi0viz.core.selection import folder_index
 from pi0viz.core.writes import make_folder
+from pi0viz.errors import DiskSpaceError, OutputError, Pi0vizError
+
+# Shape of a full-size pi0 LIBERO call (D, L, N, Q, S, cameras): the estimate when a policy does not say its own.
+FULL_PI0 = (10, 18, 8, 51, 867, 3)
+SMALL_ARRAYS_BYTES = 64 * 1024  # token ids, masks, times, actions, prompt: a few KB; generous
+
+
+def _hint(tree: bool) -> str:
+    """What writes less, for the guard's one line."""
+    return "without --record-tree: ~10 KB per JPEG" if tree else "each call's bundle is written whole"
+
+
+def call_bytes_estimate(policy: Any, *, tree: bool = False) -> int:
+    """Upper bound of the bytes one recorded call writes: its bundle (attention float16 D x L x N x Q x S, the
+    images, small arrays) plus, with `tree`, its JPEG tree (D x L x Q x (cameras + 1) files).
+
+    Read from the policy's config when it has pi0viz's (`num_steps`, `config.expert.depth/num_heads`,
+    `config.suffix_len`, `config.prefix_len`, `config.image_keys`); any other policy counts as full-size pi0.
+    """
+    try:
+        config = policy.config
+        steps, layers, heads = int(policy.num_steps), int(config.expert.depth), int(config.expert.num_heads)
+        queries = int(config.suffix_len)
+        keys, cameras = int(config.prefix_len) + queries, len(config.image_keys)
+    except (AttributeError, TypeError, ValueError):  # not pi0viz's JAX policy (e.g. LeRobot): assume the largest
+        steps, layers, heads, queries, keys, cameras = FULL_PI0
+    return _call_bytes(steps, layers, heads, queries, keys, cameras, tree=tree)
+
+
+def _call_bytes(steps: int, layers: int, heads: int, queries: int, keys: int, cameras: int, *, tree: bool) -> int:
+    attention = steps * layers * heads * queries * keys * 2  # float16 probabilities
+    images = cameras * 224 * 224 * 3
+    jpegs = steps * layers * queries * (cameras + 1) * JPEG_BYTES_PER_FILE if tree else 0
+    return attention + images + SMALL_ARRAYS_BYTES + jpegs
 
 
 class CallRecorder:
-    """Writes each call's bundle to `<folder>/bundles/call_NNNNN.npz`, numbering calls from 0 across connections.
+    """Writes each call's bundle to `<folder>/bundles/call_NNNNN.npz`, numbering recorded calls from 0 across
+    connections (a restarted server continues after the highest number present).
 
     Args:
         folder: the record folder (created; an operator's path, never one taken from a request).
         tree: also render each call's attention_viz tree under `<folder>/attention_viz` (slow at full size:
             one pi0 call is 36,000 JPEG files; the next call waits for it).
         workers: render processes for the tree (None: all cores).
+        call_bytes: expected bytes of one call (`call_bytes_estimate(policy, tree=tree)`); the folder is created
+            only when that much (plus the guard's headroom) is free, else DiskSpaceError (one line).
+
+    Calls must not overlap: `next_index` names the call in flight and `record` takes that number only once the
+    bundle is written (the policy server runs one inference at a time).
     """
 
-    def __init__(self, folder: str | Path, *, tree: bool = False, workers: int | None = None) -> None:
+    def __init__(self, folder: str | Path, *, tree: bool = False, workers: int | None = None,
+                 call_bytes: int | None = None) -> None:
         self.folder = Path(folder)
         self.tree = tree
         self.workers = workers
+        self.stopped: str | None = None  # why recording stopped (the disk filled), else None
         self._lock = threading.Lock()
+        if call_bytes is not None:  # before anything is created: a refused start leaves nothing behind
+            check_free(self.folder, call_bytes, what="recording one call", hint=_hint(tree))
         make_folder(self.folder / "bundles", "choose another record folder")
         existing = sorted((self.folder / "bundles").glob("call_*.npz"))
-        # A restarted server continues the numbering instead of overwriting an earlier run's calls.
         self._next = 1 + max((int(p.stem.split("_")[1]) for p in existing if p.stem.split("_")[1].isdigit()),
                              default=-1)
 
     def next_index(self) -> int:
-        """Reserve the next call number (thread-safe)."""
+        """The number the call in flight gets if it is recorded (not reserved: a failed call takes no number)."""
         with self._lock:
-            index, self._next = self._next, self._next + 1
-        return index
+            return self._next
 
-    def record(self, bundle: CaptureBundle, index: int) -> Path:
-        """Save one call's bundle (probabilities as float16: half the size, ~3 significant digits), render its
-        tree when asked. Returns the bundle path."""
+    def record(self, bundle: CaptureBundle, index: int) -> Path | None:
+        """Save one call's bundle (probabilities as float16: half the size, ~3 significant digits) as call `index`,
+        render its tree when asked. Returns the bundle path, or None when recording has stopped.
+
+        Raises OutputError / DiskSpaceError (one line, no advice to --resume: the server has none) when the bundle
+        or its tree cannot be written; DiskSpaceError also stops recording for the rest of the run.
+        """
+        index = folder_index(index, "the recorded call's index", OutputError)  # names call_NNNNN and its tree
+        if self.stopped is not None:
+            return None
         if bundle.attention_kind == "probs" and bundle.attention.dtype != np.float16:
             bundle = dataclasses.replace(bundle, attention=bundle.attention.astype(np.float16))
-        path = save_bundle(bundle, self.folder / "bundles" / f"call_{index:05d}.npz")  # atomic; OutputError
+        need = sum(np.asarray(a).nbytes for a in bundle.to_arrays().values())
         if self.tree:
-            from pi0viz.render import RenderJob, RenderOptions, run_job
-
-            run_job(RenderJob(bundle, str(self.folder / "attention_viz"), index, RenderOptions(workers=self.workers)))
+            d, l_, *_, q, _ = bundle.attention.shape
+            need += d * l_ * q * (len(bundle.camera_names) + 1) * JPEG_BYTES_PER_FILE
+        try:
+            check_free(self.folder, need, what=f"recording call {index}", hint=_hint(self.tree))
+        except DiskSpaceError as err:
+            self.stopped = str(err)
+            raise DiskSpaceError(f"recording stopped: {err}; the server keeps answering without recording") \
+                from None
+        with self._lock:
+            if index != self._next:
+                raise RuntimeError(f"call {index} recorded out of turn (next is {self._next}): calls overlapped")
+            path = save_bundle(bundle, self.folder / "bundles" / f"call_{index:05d}.npz")  # atomic; OutputError
+            self._next += 1  # numbered once its bundle exists: no gaps from failed calls
+        if self.tree:
+            self._render_tree(bundle, index)
         return path
+
+    def _render_tree(self, bundle: CaptureBundle, index: int) -> None:
+        from pi0viz.render import RenderJob, RenderOptions, run_job
+        from pi0viz.render.files import RESUME_HINT
+
+        try:
+            run_job(RenderJob(bundle, str(self.folder / "attention_viz"), index, RenderOptions(workers=self.workers)))
+        except Pi0vizError as err:
+            # The renderer's advice is `pi0viz render --resume`; the server has no --resume, so say what holds here.
+            text = str(err).replace(f"; {RESUME_HINT}", "").replace(RESUME_HINT, "")
+            raise type(err)(f"{text}; call {index}'s bundle is kept, its tree is incomplete (render it later with "
+                            f"`pi0viz render {self.folder / 'bundles' / f'call_{index:05d}.npz'} --out "
+                            f"{self.folder / 'attention_viz'}`)") from None

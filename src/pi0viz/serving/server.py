@@ -13,9 +13,15 @@ server, whatever the client asked: an unmodified openpi client gets plain action
 
 Errors are per request and the connection stays open for the next one: a malformed message or observation gets
 a one-line TEXT frame "pi0viz server: bad request: <what was expected>" (what openpi's client raises as
-RuntimeError); a failure inside inference gets "pi0viz server: internal error (<type>) ...": its traceback, which
-names server paths, goes to the server's log only. (openpi instead
-closes the connection with code 1011 after any exception.) Inference runs in a worker thread, one call at a
+RuntimeError); a failure inside inference (including a policy that produces non-finite actions) gets
+"pi0viz server: internal error: (<type>) ... not of the request ...": its traceback, which names server paths, goes
+to the server's log only. Every error text is at most `MAX_ERROR_CHARS` characters (`error_text`). (openpi instead
+closes the connection with code 1011 after any exception.)
+
+Nobody else in: a frame larger than `max_message_bytes(policy)` is refused from its header with close code 1009
+(never read whole); a handshake whose Origin header is not a loopback page (or one of `allowed_origins`) is
+refused with 403, so a web page from another site cannot drive the robot; clients without an Origin header
+(openpi's client, pi0viz's) are not browsers and are let in. Inference runs in a worker thread, one call at a
 time across all connections, so health checks, new connections and disconnects are handled while the model
 runs; a client that disconnects mid-call only loses its own reply.
 """
@@ -27,16 +33,74 @@ import http
 import logging
 import threading
 import time
-from typing import Any, Mapping, Protocol
+import urllib.parse
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import websockets
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 
-from pi0viz.errors import Pi0vizError
+from pi0viz.errors import ObservationError, Pi0vizError
 from pi0viz.errors import ProtocolError as RequestError
 from pi0viz.serving import msgpack_numpy, protocol
 
 logger = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 300  # every error text a client gets (a request with 200,000 keys must not get them all back)
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+# The largest observation a policy can sensibly take, per camera slot: a float32 image at twice the model's
+# 224 x 224 input (raw camera frames are resized on the server). LIBERO sends 2 x uint8 224 x 224 = 0.3 MB.
+MAX_IMAGE_BYTES = (2 * 224) ** 2 * 3 * 4
+PROMPT_BYTES = 64 * 1024
+MESSAGE_HEADROOM = 2
+
+
+def max_message_bytes(policy: Any) -> int:
+    """The request size limit for `policy`, from what an observation can be: every camera slot of its config (3 when
+    it does not say) as a float32 image of 448 x 448, the state (`config.action_dim` float64 values, 32 when not
+    said), a 64 KiB prompt and 64 KiB for msgpack and the pi0viz/ options; x2 headroom, rounded up to a MiB.
+    pi0 / pi0.5 LIBERO: 15 MiB (a LIBERO observation is 0.3 MB)."""
+    config = getattr(policy, "config", None)
+    cameras = len(getattr(config, "image_keys", ()) or ()) or 3
+    state = int(getattr(config, "action_dim", 32) or 32) * 8
+    body = cameras * MAX_IMAGE_BYTES + state + PROMPT_BYTES + 64 * 1024
+    mib = 2**20
+    return -(-body * MESSAGE_HEADROOM // mib) * mib
+
+
+def error_text(kind: str, detail: str) -> str:
+    """The one text frame a client gets for a failed request: "pi0viz server: <kind>: <detail>", one line, at most
+    MAX_ERROR_CHARS characters (longer details end in "...")."""
+    text = " ".join(f"pi0viz server: {kind}: {detail}".split())  # one line whatever the detail holds
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
+
+
+def origin_allowed(origin: str, allowed: Iterable[str] = ()) -> bool:
+    """True for a page served from a loopback name (http(s)://127.0.0.1|localhost|[::1][:port]) or an origin in
+    `allowed` (exact, as `normalize_origin` writes it). "null" (file:// pages, sandboxed frames) only when allowed."""
+    normal = normalize_origin(origin)
+    if normal is None:
+        return False
+    if normal in set(allowed):
+        return True
+    parts = urllib.parse.urlsplit(normal)
+    return parts.scheme in ("http", "https") and parts.hostname in LOOPBACK_NAMES
+
+
+def normalize_origin(origin: str) -> str | None:
+    """An Origin value as `scheme://host[:port]` in lower case ("null" stays "null"); None when it is not one."""
+    text = origin.strip().lower()
+    if text == "null":
+        return text
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query \
+            or parts.fragment or parts.username or parts.password:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 class InferencePolicy(Protocol):
@@ -56,14 +120,19 @@ class PolicyServer:
         port: TCP port.
         metadata: extra entries for the metadata map sent on connect.
         recorder: optional `CallRecorder`: every call's bundle is written server-side.
+        allowed_origins: browser origins let in besides loopback pages (`scheme://host[:port]` or "null").
+        max_message: request size limit in bytes (default `max_message_bytes(policy)`).
     """
 
     def __init__(self, policy: InferencePolicy, *, host: str = "127.0.0.1", port: int = 8000,
-                 metadata: Mapping[str, Any] | None = None, recorder: Any = None) -> None:
+                 metadata: Mapping[str, Any] | None = None, recorder: Any = None,
+                 allowed_origins: Iterable[str] = (), max_message: int | None = None) -> None:
         self.policy = policy
         self.recorder = recorder
         self.host = host
         self.port = port
+        self.allowed_origins = tuple(o for o in map(normalize_origin, allowed_origins) if o is not None)
+        self.max_message = max_message if max_message is not None else max_message_bytes(policy)
         self.metadata = dict(server_metadata(policy))
         self.metadata.update(metadata or {})
         self._infer_lock: asyncio.Lock | None = None
@@ -73,21 +142,24 @@ class PolicyServer:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Serve until cancelled (or `stop()` from another thread)."""
+    async def run(self, on_ready: Callable[["PolicyServer"], None] | None = None) -> None:
+        """Serve until cancelled (or `stop()` from another thread); `on_ready(self)` once the port is bound."""
         self._infer_lock = asyncio.Lock()
         self._loop = asyncio.get_running_loop()
-        # compression=None, max_size=None: as openpi; observations are a few hundred KB, bundles tens of MB.
-        async with serve(self._handle, self.host, self.port, compression=None, max_size=None,
-                         process_request=_health_check) as server:
+        # compression=None as openpi. max_size: requests are observations (a few hundred KB); a larger frame is
+        # refused from its header (close 1009) before its payload is read. Replies (bundles, tens of MB) are ours.
+        async with serve(self._handle, self.host, self.port, compression=None, max_size=self.max_message,
+                         process_request=self._process_request) as server:
             self._server = server
-            self.port = server.sockets[0].getsockname()[1]
+            self.port = server.sockets[0].getsockname()[1]  # the real port, also for --port 0
             self._started.set()
+            if on_ready is not None:
+                on_ready(self)
             await server.serve_forever()
 
-    def serve_forever(self) -> None:
-        """Blocking: serve until Ctrl-C."""
-        asyncio.run(self.run())
+    def serve_forever(self, on_ready: Callable[["PolicyServer"], None] | None = None) -> None:
+        """Blocking: serve until Ctrl-C; `on_ready(self)` once bound (`self.port` is then the real port)."""
+        asyncio.run(self.run(on_ready))
 
     def start_in_thread(self, timeout: float = 30.0) -> threading.Thread:
         """Start serving on a daemon thread (tests, notebooks); returns once the port is bound.
@@ -116,6 +188,20 @@ class PolicyServer:
         if self._loop is not None and self._server is not None:
             self._loop.call_soon_threadsafe(self._server.close)
 
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Before the handshake: refuse a browser page from another site (403), answer `GET /healthz` with 200 OK;
+        every other request proceeds to the websocket handshake."""
+        origins = request.headers.get_all("Origin")
+        if len(origins) > 1 or (origins and not origin_allowed(origins[0], self.allowed_origins)):
+            shown = ", ".join(origins)[:80]
+            logger.warning("refused a connection from %s with Origin %r", connection.remote_address, shown)
+            return connection.respond(http.HTTPStatus.FORBIDDEN, error_text(
+                "refused", f"Origin {shown!r} is not a loopback page; a web page from another site may not drive "
+                "this policy (pi0viz serve --allow-origin ORIGIN lets one in)") + "\n")
+        if request.path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "OK\n")
+        return None
+
     # -- one connection ------------------------------------------------------------------------------------
 
     async def _handle(self, websocket: ServerConnection) -> None:
@@ -129,14 +215,16 @@ class PolicyServer:
                 try:
                     reply = await self._answer(message, prev_total_ms)
                 except RequestError as err:
-                    logger.warning("bad request from %s: %s", peer, err)
-                    await websocket.send(f"pi0viz server: bad request: {err}")
+                    reply_text = error_text("bad request", str(err))
+                    logger.warning("bad request from %s: %s", peer, reply_text)
+                    await websocket.send(reply_text)
                     continue
                 except Exception as err:  # a failing inference must not take the server down
                     # The traceback (and any server path in it) goes to the log only; the client gets a reason.
                     logger.exception("inference failed for %s", peer)
-                    await websocket.send(f"pi0viz server: internal error ({type(err).__name__}) while answering "
-                                         "this request; the server log has the details")
+                    await websocket.send(error_text("internal error", f"({type(err).__name__}) while answering "
+                                                    "this request: a fault of the server or its policy, not of the "
+                                                    "request; the server log has the details"))
                     continue
                 await websocket.send(reply)
                 prev_total_ms = (time.monotonic() - start) * 1000
@@ -162,8 +250,9 @@ class PolicyServer:
             start = time.monotonic()
             try:
                 result = await asyncio.to_thread(self._infer, request)
-            except Pi0vizError as err:  # the policy's own input checks (ObservationError, ...): the client's fault
+            except ObservationError as err:  # the policy's own input checks: the client's fault
                 raise RequestError(str(err)) from None
+            # Anything else (PolicyOutputError: non-finite actions, a checkpoint fault, ...) is the server's.
             infer_ms = (time.monotonic() - start) * 1000
         result["server_timing"] = {"infer_ms": infer_ms}
         if prev_total_ms is not None:
@@ -174,20 +263,22 @@ class PolicyServer:
     def _infer(self, request: protocol.PolicyRequest) -> dict[str, Any]:
         """Run the policy (worker thread) and flatten its bundle into response arrays."""
         started = time.monotonic()
-        record_index = self.recorder.next_index() if self.recorder is not None else None
+        recording = self.recorder is not None and self.recorder.stopped is None
+        # The number this call gets if it is recorded; calls run one at a time (the infer lock), and a call that
+        # fails takes no number, so the recorded calls have no gaps.
+        record_index = self.recorder.next_index() if recording else None
         step = request.inference_step if request.inference_step is not None else record_index
-        kwargs: dict[str, Any] = {"return_bundle": request.return_attention or self.recorder is not None,
-                                  "inference_step": step}
+        kwargs: dict[str, Any] = {"return_bundle": request.return_attention or recording, "inference_step": step}
         if request.return_attention and request.fuse_heads:
             kwargs["capture"] = capture_options(self.policy, fuse_heads=True)
         out = self.policy.infer(request.obs, **kwargs)
         result = {k: v for k, v in out.items() if k != "attention_bundle"}
         result.setdefault("policy_timing", {"infer_ms": (time.monotonic() - started) * 1000})
-        if self.recorder is not None:
+        if recording:
             try:
                 self.recorder.record(out["attention_bundle"], record_index)
             except Pi0vizError as err:  # the robot still gets its actions; the operator sees why a call is missing
-                logger.error("call %d not recorded: %s", record_index, err)
+                logger.error("recording call %d: %s", record_index, err)
         if request.return_attention:
             result.update(protocol.bundle_to_response(out["attention_bundle"]))
         return result
@@ -227,10 +318,3 @@ def server_metadata(policy: Any) -> dict[str, Any]:
     if config is not None and hasattr(config, "action_dim"):
         meta["action_dim"] = int(config.action_dim)
     return meta
-
-
-def _health_check(connection: ServerConnection, request: Request) -> Response | None:
-    """Answer plain-HTTP `GET /healthz` with 200 OK; every other path proceeds to the websocket handshake."""
-    if request.path == "/healthz":
-        return connection.respond(http.HTTPStatus.OK, "OK\n")
-    return None

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import click
 
+from pi0viz.sweep.plan import LIMITS
+
+
+def _ints(flag: str) -> click.IntRange:
+    """The click range of an integer flag, from plan.LIMITS (the engine checks the same for API callers)."""
+    lo, hi = LIMITS[flag]
+    return click.IntRange(int(lo), None if hi is None else int(hi))
+
 
 def _check_policy(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Parse --policy before anything starts (a bad spec is one line); the settings keep the text as given."""
@@ -15,33 +23,39 @@ def _check_policy(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 @click.command("sweep")
 @click.option("--suite", default="libero_spatial", show_default=True, help="LIBERO task suite.")
-@click.option("--episodes-per-task", type=int, default=50, show_default=True, help="Trials per task (openpi: 50).")
+@click.option("--episodes-per-task", type=_ints("--episodes-per-task"), default=50, show_default=True,
+              help="Trials per task (openpi: 50).")
 @click.option("--policy", default="tiny", show_default=True, metavar="SPEC", callback=_check_policy,
               help="tiny, reach-tiny, checkpoint:DIR or ws://HOST:PORT (the spec every pi0viz command takes).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="RUN_DIR (resumable).")
 @click.option("--tasks", default=None,
               help="Task ids, e.g. '0,1' or '0-4'; a range keeps the suite's tasks inside it (default: all).")
-@click.option("--address", default=None, help="Ray cluster address (e.g. 'auto'); default: start Ray locally.")
-@click.option("--env-workers", type=int, default=1, show_default=True, help="LIBERO env worker actors.")
-@click.option("--policy-actors", type=int, default=1, show_default=True, help="Policy replicas.")
-@click.option("--num-cpus", type=int, default=None,
+@click.option("--address", default=None,
+              help="Ray cluster: auto, local, HOST:PORT or ray://HOST:PORT; default: start Ray locally.")
+@click.option("--env-workers", type=_ints("--env-workers"), default=1, show_default=True,
+              help="LIBERO env worker actors.")
+@click.option("--policy-actors", type=_ints("--policy-actors"), default=1, show_default=True, help="Policy replicas.")
+@click.option("--num-cpus", type=_ints("--num-cpus"), default=None,
               help="CPU slots of a local Ray (default: enough for the actors, at least the machine's cores).")
-@click.option("--policy-gpus", type=float, default=0.0, show_default=True, help="GPUs per policy actor.")
+@click.option("--policy-gpus", type=click.FloatRange(*LIMITS["--policy-gpus"]), default=0.0, show_default=True,
+              help="GPUs per policy actor (a share of one GPU, or 1).")
 @click.option("--tokenizer", type=click.Path(dir_okay=False), default=None,
               help="PaliGemma tokenizer for --policy checkpoint:DIR (a path every node sees).")
-@click.option("--max-steps", type=click.IntRange(1), default=None,
+@click.option("--max-steps", type=_ints("--max-steps"), default=None,
               help="Env steps per episode (default: the suite's, as openpi).")
-@click.option("--max-calls", type=int, default=None, help="End each episode after N inference calls.")
+@click.option("--max-calls", type=_ints("--max-calls"), default=None, help="End each episode after N inference calls.")
 @click.option("--steps", default=None, help="Denoising steps kept in the records, e.g. '9' or '5-9' (default: all).")
 @click.option("--layers", default=None, help="Layers kept in the records, e.g. '12-17' (default: all).")
 @click.option("--all-heads", is_flag=True, help="Ship every head (exact per-head masses; 8x more data).")
 @click.option("--render", is_flag=True, help="Also render each call's JPEG tree (~370 MB per full pi0 call).")
 @click.option("--save-bundles", is_flag=True, help="Also save each call's capture bundle (.npz).")
 @click.option("--no-video", is_flag=True, help="Skip the rollout videos.")
-@click.option("--max-in-flight", type=int, default=2, show_default=True,
+@click.option("--max-in-flight", type=_ints("--max-in-flight"), default=2, show_default=True,
               help="Attention tasks per env worker pending before its simulator waits.")
-@click.option("--env-resolution", type=int, default=256, show_default=True, help="LIBERO camera pixels.")
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--env-resolution", type=_ints("--env-resolution"), default=256, show_default=True,
+              help="LIBERO camera pixels (the model sees 224 either way).")
+@click.option("--seed", type=_ints("--seed"), default=7, show_default=True,
+              help="Seed of the evaluation (env and policy noise).")
 @click.option("--grounding/--no-grounding", default=True, show_default=True,
               help="Segment the task's objects in every call's frames and store grounding metrics per call.")
 def sweep_command(suite: str, episodes_per_task: int, policy: str, out: str, tasks: str | None, address: str | None,

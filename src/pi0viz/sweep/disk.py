@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import shutil
-from pathlib import Path
 
-from pi0viz.errors import DiskSpaceError
+# The guard itself is shared with `pi0viz serve --record` (pi0viz.core.diskspace); its names stay reachable here.
+from pi0viz.core.diskspace import HEADROOM, JPEG_BYTES_PER_FILE, check_free, format_bytes
 
-JPEG_BYTES_PER_FILE = 10_300  # 370 MB / 36,000 files (README speed table, quality 85)
+__all__ = ["HEADROOM", "JPEG_BYTES_PER_FILE", "VIDEO_BYTES_PER_FRAME", "CallShape", "DiskEstimate",
+           "calls_per_episode", "check_free", "estimate", "format_bytes"]
+
 VIDEO_BYTES_PER_FRAME = 6_000  # H.264 224 x 224 rollout frames at 10 fps: measured 2-4 kB; 6 kB leaves room
-HEADROOM = 1.1  # refuse unless 10 % more than the estimate is free
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,28 +116,3 @@ def estimate(shape: CallShape, *, episodes: int, calls: int, frames: int, video:
         videos=episodes * frames * VIDEO_BYTES_PER_FRAME if video else 0,
         jpeg_trees=episodes * rendered * shape.jpeg_bytes() if render else 0,
     )
-
-
-def check_free(path: str | os.PathLike, need: int, *, what: str,
-               hint: str = "fewer episodes, no JPEG trees, --steps/--layers selections") -> int:
-    """Raise DiskSpaceError unless the file system of `path` has HEADROOM x `need` bytes free. Returns free bytes.
-
-    `hint` names the options that write less, for the one-line message.
-    """
-    probe = Path(path).resolve()
-    while not probe.exists():  # the output folder may not exist yet: ask its nearest existing parent
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < need * HEADROOM:
-        raise DiskSpaceError(f"{what} needs about {format_bytes(need)} but only {format_bytes(free)} is free at "
-                             f"{probe}; free space, choose another output folder, or write less ({hint})")
-    return free
-
-
-def format_bytes(n: float) -> str:
-    """1536 -> "1.5 KiB"."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")

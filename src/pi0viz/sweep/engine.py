@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import numbers
 import os
+import re
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,7 +23,7 @@ from typing import Any, Callable, Sequence
 from pi0viz.core.selection import parse_intervals, parse_selection
 from pi0viz.errors import CheckpointError, ConfigError, MissingExtraError, Pi0vizError
 from pi0viz.sweep import disk, results
-from pi0viz.sweep.plan import EpisodeKey, SweepSettings, plan_episodes, sweep_policy
+from pi0viz.sweep.plan import FLOAT_FLAGS, LIMITS, EpisodeKey, SweepSettings, plan_episodes, sweep_policy
 from pi0viz.sweep.policy_actor import PolicyRunner, expected_shape
 from pi0viz.sweep.rollout import EnvWorker, WorkerOptions
 from pi0viz.sweep.store import RunStore
@@ -27,6 +31,10 @@ from pi0viz.sweep.store import RunStore
 logger = logging.getLogger("pi0viz.sweep")
 NAMESPACE = "pi0viz-sweep"
 MAX_ATTEMPTS = 3  # an episode whose worker dies this many times stops the sweep (something is wrong with it)
+PROBE_TIMEOUT = 5.0  # seconds to wait for a policy server or a cluster's port before saying it is not there
+# HOST:PORT or ray://HOST[:PORT]; HOST a name, an IPv4 address or an [IPv6] address
+_ADDRESS = re.compile(r"(?:(?P<scheme>ray)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
+                      r"(?::(?P<port>\d{1,5}))?")
 
 
 @dataclasses.dataclass
@@ -59,39 +67,165 @@ class RunOptions:
 
 
 def run_sweep(settings: SweepSettings, options: RunOptions) -> dict[str, Any]:
-    """Run (or resume) a sweep; returns the results dict also written to RUN_DIR/results.json."""
-    spec = sweep_policy(settings.policy)
-    from pi0viz.policy.spec import check_options
+    """Run (or resume) a sweep; returns the results dict also written to RUN_DIR/results.json.
 
-    check_options(spec, tokenizer=settings.tokenizer)
-    if spec.kind == "checkpoint" and not (Path(spec.path or "") / "params").is_dir():
-        raise CheckpointError(f"--policy {spec}: expected an openpi checkpoint folder with params/ "
-                              "(on a cluster: a path every node sees)")
-    if options.env_workers < 1 or options.policy_actors < 1:
-        raise ConfigError("--env-workers and --policy-actors must be >= 1")
-    if options.worker.max_in_flight < 1:
-        raise ConfigError(f"--max-in-flight must be >= 1, got {options.worker.max_in_flight}")
-    from pi0viz.policy import libero_env
-
-    if settings.suite not in libero_env.SUITES:
-        raise ConfigError(f"unknown LIBERO suite {settings.suite!r}; choose one of {list(libero_env.SUITES)}")
-    n_tasks = 10 if settings.suite != "libero_90" else 90
-    task_ids = parse_selection(options.task_ids, range(n_tasks), "--tasks", within=settings.suite)
+    Every argument is checked before anything is written or started (`check_arguments`; the policy and the
+    cluster are probed by `probe_policy_and_cluster` before Ray starts): a mistake is one line, and Ray never
+    starts for a sweep that cannot run.
+    """
+    task_ids = check_arguments(settings, options)
     keys = plan_episodes(settings.suite, task_ids, options.episodes_per_task, options.seed)
     store = RunStore(options.out)
-    todo = [k for k in keys if not store.is_done(k)]
-    partial = sum(store.is_partial(k) for k in todo)
     echo = options.echo
+    todo = []
+    for k in keys:  # resume trusts a record only once it checks out (opens, has its arrays, shapes agree)
+        if store.is_done(k):
+            continue
+        problem = store.record_problem(k)
+        if problem is not None:
+            echo(f"sweep: {store.record_path(k)}: {problem}; redoing the episode")
+        todo.append(k)
+    partial = sum(store.is_partial(k) for k in todo)
     echo(f"sweep: {len(keys)} episodes ({len(task_ids)} tasks x {options.episodes_per_task}); "
          f"{len(keys) - len(todo)} already finished, {len(todo)} to run ({partial} partial, redone from the start)")
     _check_disk(settings, options, len(todo))  # before anything is written
-    store.open(settings)
-    if todo:
-        _run(settings, options, store, todo)
+    if todo:  # before Ray starts: a policy or cluster that is not there is one line within seconds
+        probe_policy_and_cluster(settings, options)
+        # the folder is opened only once Ray runs and the policy answered: a refusal there writes nothing
+        _run(settings, options, store, todo, open_store=lambda: store.open(settings, echo))
+    else:
+        store.open(settings, echo)
     summary = results.write_results(store, keys, settings)
     echo(f"sweep: success {summary['total']['successes']}/{summary['total']['episodes']} "
          f"-> {store.root / 'results.md'}")
     return summary
+
+
+def check_arguments(settings: SweepSettings, options: RunOptions) -> list[int]:
+    """Check every argument of a sweep without starting anything (no Ray, no model, no file written); returns
+    the selected task ids.
+
+    Checked: the policy spec and its options (a --tokenizer that is a file), the counts and sizes (plan.LIMITS:
+    integers, or for --policy-gpus a finite number, inside their ranges), --num-cpus against the actors it must
+    hold, the suite, --tasks against the suite and --steps/--layers against the policy's model shape (a served
+    policy's shape is known only from its first call: syntax only), and --address's syntax. A range is never
+    expanded (pi0viz.core.selection). Raises a Pi0vizError with one line.
+    """
+    from pi0viz.policy import libero_env
+    from pi0viz.policy.spec import check_options
+
+    spec = sweep_policy(settings.policy)
+    check_options(spec, tokenizer=settings.tokenizer)
+    if settings.tokenizer is not None and not Path(settings.tokenizer).expanduser().is_file():
+        raise CheckpointError(f"--tokenizer {settings.tokenizer}: no such file; expected PaliGemma's "
+                              "paligemma_tokenizer.model (on a cluster: a path every node sees)")
+    if spec.kind == "checkpoint" and not (Path(spec.path or "") / "params").is_dir():
+        raise CheckpointError(f"--policy {spec}: expected an openpi checkpoint folder with params/ "
+                              "(on a cluster: a path every node sees)")
+    given = {"--episodes-per-task": options.episodes_per_task, "--env-workers": options.env_workers,
+             "--policy-actors": options.policy_actors, "--num-cpus": options.num_cpus,
+             "--policy-gpus": options.policy_gpus, "--max-steps": settings.max_steps,
+             "--max-calls": settings.max_calls, "--max-in-flight": options.worker.max_in_flight,
+             "--env-resolution": settings.env_resolution, "--seed": options.seed}
+    for flag, value in given.items():
+        check_number(flag, value)
+    for name, value, lo in (("replan_steps", settings.replan_steps, 1), ("num_steps_wait", settings.num_steps_wait, 0),
+                            ("resize_size", settings.resize_size, 1)):  # API-only settings (openpi's loop)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+            raise ConfigError(f"SweepSettings.{name} must be an integer >= {lo}, got {value!r}")
+    if options.address is not None:
+        parse_address(options.address)
+        if options.num_cpus is not None and options.address.strip() != "local":
+            raise ConfigError("--num-cpus sizes a local Ray; with --address the cluster has its own CPUs "
+                              "(leave --num-cpus out)")
+    if options.num_cpus is not None and options.num_cpus < options.env_workers + options.policy_actors + 1:
+        need = options.env_workers + options.policy_actors + 1
+        raise ConfigError(f"--num-cpus {options.num_cpus} cannot hold the sweep: it needs at least {need} CPU slots "
+                          f"({options.env_workers} for env workers, {options.policy_actors} for policy actors, 1 for "
+                          "attention work); with fewer its actors would wait forever")
+    if settings.suite not in libero_env.SUITES:
+        raise ConfigError(f"unknown LIBERO suite {settings.suite!r}; choose one of {list(libero_env.SUITES)}")
+    n_tasks = 10 if settings.suite != "libero_90" else 90
+    task_ids = parse_selection(options.task_ids, range(n_tasks), "--tasks", within=settings.suite)
+    shape = expected_shape(settings.policy)
+    for flag, text, size in (("--steps", settings.steps, shape.steps), ("--layers", settings.layers, shape.layers)):
+        if spec.kind == "server":  # its model is known only once it answers; each call's task checks it then
+            parse_intervals(text, flag)
+        elif text is not None:
+            parse_selection(text, range(size), flag, within=f"policy {spec}")  # "... which has 0-9"
+    return task_ids
+
+
+def check_number(flag: str, value: Any) -> None:
+    """Refuse a count or size outside plan.LIMITS[flag] (None passes: the flag's default); ConfigError, one line.
+
+    Integers must be integers (Python or numpy; not bools, not floats); --policy-gpus may be any finite real number
+    in its range.
+    """
+    if value is None:
+        return
+    lo, hi = LIMITS[flag]
+    if flag in FLOAT_FLAGS:
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ok = real and math.isfinite(value) and lo <= value <= (hi if hi is not None else value)
+        kind = "a finite number"
+    else:
+        integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        ok = integer and lo <= value <= (hi if hi is not None else value)
+        kind = "an integer"
+    if not ok:
+        bound = f"in {lo:g}..{hi:g}" if hi is not None else f">= {lo:g}"
+        raise ConfigError(f"{flag} must be {kind} {bound}, got {value!r}")
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """A Ray cluster address as Ray takes it: "auto" (the cluster this machine runs, or $RAY_ADDRESS), "local"
+    (start a new local Ray), "HOST:PORT" (the cluster's GCS, e.g. 10.0.0.5:6379) or "ray://HOST[:PORT]" (Ray
+    Client, port 10001 by default); HOST may be "[IPv6]". Returns (host, port) to probe, or None for auto/local.
+
+    Raises ConfigError (one line) for anything else.
+    """
+    text = address.strip() if isinstance(address, str) else ""
+    if text in ("auto", "local"):
+        return None
+    m = _ADDRESS.fullmatch(text)
+    if m is None or not (m["port"] or m["scheme"]):
+        raise ConfigError(f"--address {address!r} is not a Ray address; expected 'auto', 'local', HOST:PORT (the "
+                          "head's GCS, e.g. 10.0.0.5:6379) or ray://HOST:PORT (Ray Client, e.g. ray://head:10001)")
+    port = int(m["port"]) if m["port"] else 10001
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--address {address!r}: port {port} is not in 1..65535")
+    return m["host"].strip("[]"), port
+
+
+def probe_policy_and_cluster(settings: SweepSettings, options: RunOptions, *, timeout: float | None = None) -> None:
+    """Before Ray starts: the checks a worker would make first, made here, so a fault is one line within
+    seconds instead of a dead actor minutes later.
+
+    A checkpoint: its norm stats and every parameter's shape in its metadata against the config (no weights read;
+    the same checks and lines as `Policy.from_checkpoint`, which `demo` and `serve` print). A ws:// policy: a
+    websocket connection and its metadata within `timeout` s. A cluster address HOST:PORT: its port accepts a TCP
+    connection within `timeout` s (default PROBE_TIMEOUT).
+    """
+    timeout = PROBE_TIMEOUT if timeout is None else timeout
+    spec = sweep_policy(settings.policy)
+    if spec.kind == "checkpoint":
+        from pi0viz.policy.spec import check_checkpoint
+
+        check_checkpoint(spec)  # the default config, as the actor's load_policy uses
+    elif spec.kind == "server":
+        from pi0viz.serving.client import probe_server
+
+        probe_server(spec.uri or "", timeout=timeout)
+    target = parse_address(options.address) if options.address is not None else None
+    if target is not None:
+        host, port = target
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as err:
+            why = "timed out" if isinstance(err, TimeoutError) else (err.strerror or type(err).__name__)
+            raise ConfigError(f"--address {options.address}: no Ray cluster answers at {host}:{port} ({why} within "
+                              f"{timeout:g} s); start one (ray start --head) or check the address") from None
 
 
 def _check_disk(settings: SweepSettings, options: RunOptions, episodes: int) -> None:
@@ -125,21 +259,43 @@ def _ray():
 
 
 def start_ray(options: RunOptions) -> bool:
-    """Connect to `options.address`, or start a local Ray sized for the sweep. Returns True if started here."""
+    """Connect to `options.address`, or start a local Ray sized for the sweep ("local" or no address). Returns
+    True if started here.
+
+    Raises ConfigError (one line, Ray shut down again) when the cluster cannot be reached, or when a local Ray
+    has fewer GPUs than --policy-gpus x --policy-actors need (the policy actors would wait forever).
+    """
     ray = _ray()
     if ray.is_initialized():
         return False
-    if options.address:
-        ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
+    address = options.address.strip() if options.address else None
+    if address and address != "local":
+        try:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:  # Ray's ways of saying "not there"
+            why = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"--address {options.address}: cannot connect to a Ray cluster ({why})") from None
         return True
     cores = os.cpu_count() or 1
     slots = options.num_cpus or max(cores, 2 * options.env_workers + options.policy_actors)
-    ray.init(num_cpus=slots, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+    ray.init(address=address, num_cpus=slots, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
              object_store_memory=1 << 30)  # 1 GiB: a few calls' bundles in flight; light on a laptop
+    if options.policy_gpus > 0:
+        have = int(ray.cluster_resources().get("GPU", 0))
+        per_gpu = int(1 / options.policy_gpus + 1e-9)  # policy actors that share one GPU
+        need = -(-options.policy_actors // per_gpu)
+        if have < need:
+            ray.shutdown()
+            raise ConfigError(f"--policy-gpus {options.policy_gpus:g} x {options.policy_actors} policy actors need "
+                              f"{need} GPU{'s' if need != 1 else ''}; this machine's Ray sees {have} (use "
+                              "--policy-gpus 0 on a CPU machine)")
     return True
 
 
-def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: list[EpisodeKey]) -> None:
+def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: list[EpisodeKey], *,
+         open_store: Callable[[], Any]) -> None:
+    """Start Ray, the policy actors (their first answer proves the policy loads), then `open_store()` and the
+    env workers, and run `todo` to the end."""
     from pi0viz.policy import libero_env
 
     ray = _ray()
@@ -167,6 +323,7 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
             if fault is not None:
                 raise fault from None
             raise
+        open_store()  # the env workers write into the folder
         workers = [new_worker(i) for i in range(options.env_workers)]
         queue = list(todo)
         attempts: dict[EpisodeKey, int] = {}
@@ -210,6 +367,9 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
                 try:
                     info = ray.get(ref)
                 except ray.exceptions.RayError as err:  # e.g. the worker that owned the write died
+                    fault = _user_fault(err)
+                    if fault is not None:  # e.g. --steps outside a served model's steps: redoing cannot help
+                        raise fault from None
                     if not store.is_done(key):
                         options.echo(f"sweep: writing {key.name} failed ({type(err).__name__}); redoing the episode")
                         _requeue(queue, key, attempts, options)
@@ -251,14 +411,47 @@ def _requeue(queue: list[EpisodeKey], key: EpisodeKey, attempts: dict[EpisodeKey
 
 
 def _user_fault(err: BaseException) -> Pi0vizError | None:
-    """The Pi0vizError (or connection failure) behind a Ray error, following Ray's `cause` chain."""
+    """The Pi0vizError (or connection failure) behind a Ray error, following Ray's `cause` chain.
+
+    An actor whose creation failed (a checkpoint that does not load) is a RayActorError without a cause: only its
+    text holds the remote traceback, whose last line is the error's type and its one line; that line is returned
+    as the same error type, so the user sees what `demo` and `serve` print and not the actor's traceback.
+    """
     seen = 0
     while err is not None and seen < 10:
         if isinstance(err, Pi0vizError):
             return err
         if isinstance(err, ConnectionError):
             return Pi0vizError(str(err))
+        text = getattr(err, "error_msg", None)
+        if isinstance(text, str):
+            fault = _fault_from_traceback(text)
+            if fault is not None:
+                return fault
         err, seen = getattr(err, "cause", None) or err.__cause__, seen + 1
+    return None
+
+
+_REMOTE_ERROR = re.compile(r"^(?:pi0viz(?:\.\w+)*\.)?(?P<name>\w+Error): (?P<line>.+)$")
+
+
+def _fault_from_traceback(text: str) -> Pi0vizError | None:
+    """The Pi0vizError named by the last line of a remote traceback ("pi0viz.errors.CheckpointError: ..."), or
+    a ConnectionError's line; None for any other error (a bug keeps its traceback)."""
+    import pi0viz.errors as errors
+    from pi0viz.policy.spec import PolicySpecError
+
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    m = _REMOTE_ERROR.match(lines[-1]) if lines else None
+    if m is None:
+        return None
+    known = {cls.__name__: cls for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, Pi0vizError)}
+    known[PolicySpecError.__name__] = PolicySpecError
+    if m["name"] in known and lines[-1].startswith(("pi0viz.", m["name"])):
+        return known[m["name"]](m["line"])
+    if m["name"] == "ConnectionError":
+        return Pi0vizError(m["line"])
     return None
 
 

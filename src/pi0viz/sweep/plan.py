@@ -8,6 +8,7 @@ so the same key gives the same episode on any worker, in any order, in any run.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 from pi0viz.errors import ConfigError
@@ -83,8 +84,45 @@ def sweep_policy(text: str) -> PolicySpec:
     return require_kinds(parse_policy_spec(text), SWEEP_KINDS, "pi0viz sweep")
 
 
+# openpi's whole LIBERO evaluation is 2,000 episodes (libero_90 alone: 4,500); a plan is a list of keys, so its
+# size is bounded before it is built: 10^11 episodes are refused at once instead of filling the memory.
+MAX_EPISODES = 100_000
+SEED_MAX = 2**32 - 1  # LIBERO seeds numpy's global RNG (np.random.seed): 0..2^32-1
+MAX_ACTORS = 1024  # env workers / policy replicas: far beyond what 2,000 episodes can use; bounds a typo's actors
+ENV_RESOLUTION = (32, 1024)  # camera pixels: the model sees 224 either way (openpi renders 256)
+
+# Every count or size a sweep takes, as (lowest, highest or None): checked before anything starts, so a negative
+# or zero value is one line instead of an empty results table (pi0viz.sweep.engine.check_arguments; the
+# command's click ranges say the same, docs/cli.md lists them).
+LIMITS: dict[str, tuple[float, float | None]] = {
+    "--episodes-per-task": (1, MAX_EPISODES),
+    "--env-workers": (1, MAX_ACTORS),
+    "--policy-actors": (1, MAX_ACTORS),
+    "--num-cpus": (1, None),
+    "--policy-gpus": (0, 1),  # a policy runs on one device: a share of one GPU, or all of it
+    "--max-steps": (1, None),
+    "--max-calls": (1, None),
+    "--max-in-flight": (1, None),
+    "--env-resolution": ENV_RESOLUTION,
+    "--seed": (0, SEED_MAX),
+}
+FLOAT_FLAGS = ("--policy-gpus",)
+
+
 def plan_episodes(suite: str, task_ids: list[int], episodes_per_task: int, seed: int) -> list[EpisodeKey]:
-    """Every episode of the sweep, task-major (trial k uses init state k, as openpi's loop)."""
-    if episodes_per_task < 1:
-        raise ConfigError(f"--episodes-per-task must be >= 1, got {episodes_per_task}")
+    """Every episode of the sweep, task-major (trial k uses init state k, as openpi's loop).
+
+    Expected: 1 <= episodes_per_task, len(task_ids) x episodes_per_task <= MAX_EPISODES (checked before any
+    key is made), a seed in 0..SEED_MAX. Raises ConfigError (one line) otherwise.
+    """
+    if isinstance(episodes_per_task, bool) or not isinstance(episodes_per_task, numbers.Integral) \
+            or episodes_per_task < 1:
+        raise ConfigError(f"--episodes-per-task must be an integer >= 1, got {episodes_per_task!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be an integer in 0..{SEED_MAX} (LIBERO seeds numpy with it), got {seed!r}")
+    episodes_per_task, seed = int(episodes_per_task), int(seed)
+    total = len(task_ids) * episodes_per_task
+    if total > MAX_EPISODES:
+        raise ConfigError(f"--episodes-per-task {episodes_per_task} x {len(task_ids)} tasks is {total} episodes; a "
+                          f"sweep plans at most {MAX_EPISODES} (openpi's whole LIBERO evaluation is 2,000)")
     return [EpisodeKey(suite, t, k, seed) for t in task_ids for k in range(episodes_per_task)]

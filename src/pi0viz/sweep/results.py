@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from pi0viz.core.writes import atomic_write
+from pi0viz.core.tables import markdown_cell
+from pi0viz.core.writes import replace_together
 from pi0viz.sweep.metrics_hook import ANALYSIS_STATUS
 from pi0viz.sweep.plan import EpisodeKey, SweepSettings
 from pi0viz.sweep.store import RunStore
@@ -73,7 +74,9 @@ def to_markdown(summary: dict[str, Any], settings: SweepSettings) -> str:
     for r in summary["tasks"]:
         rate = "-" if r["success_rate"] is None else f"{100 * r['success_rate']:.1f} %"
         done = f"{r['episodes']}" if r["episodes"] == r["planned"] else f"{r['episodes']} of {r['planned']}"
-        lines.append(f"| {r['task']} | {r['prompt']} | {done} | {r['successes']} | {rate} |")
+        # the prompt comes from the benchmark's data: one escaped cell (no formula, no `|` or newline splitting rows)
+        lines.append(f"| {markdown_cell(r['task'])} | {markdown_cell(r['prompt'])} | {done} | {r['successes']} | "
+                     f"{rate} |")
     t = summary["total"]
     rate = "-" if t["success_rate"] is None else f"{100 * t['success_rate']:.1f} %"
     lines += [f"| **all** | | {t['episodes']} | {t['successes']} | **{rate}** |", ""]
@@ -110,6 +113,7 @@ def _grounding_table(grounding: dict[str, float]) -> list[str]:
 def write_results(store: RunStore, keys: list[EpisodeKey], settings: SweepSettings) -> dict[str, Any]:
     """Write RUN_DIR/results.json and results.md; returns the summary."""
     summary = collect(store, keys)
-    atomic_write(store.root / "results.json", json.dumps(summary, indent=1))
-    atomic_write(store.root / "results.md", to_markdown(summary, settings))
+    # one table in two forms: both written out before either replaces an older one (core.writes)
+    replace_together([(store.root / "results.json", json.dumps(summary, indent=1)),
+                      (store.root / "results.md", to_markdown(summary, settings))])
     return summary

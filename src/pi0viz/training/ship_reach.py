@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pi0viz.core.npzfile import load_npz
 from pi0viz.core.writes import atomic_write, replace_folder
 from pi0viz.policy.jax_policy import Policy
 from pi0viz.policy.norm_stats import load_norm_stats
@@ -55,14 +56,14 @@ def ship_scenes(held_files: list[Path], out: Path, per_task: int = SHIPPED_PER_T
     """The first `per_task` scenes of every held-out file, joined into one compressed scene file."""
     parts = {}
     for f in held_files:
-        with np.load(f, allow_pickle=False) as z:
-            for key in ("image", "wrist_image", "state", "positions", "coverage"):
-                parts.setdefault(key, []).append(z[key][:per_task])
-            n = len(z["labels"])
-            parts.setdefault("present", []).append(z["present"][:per_task] if "present" in z
-                                                   else np.ones((per_task, n), bool))
-            parts.setdefault("labels", []).append(np.repeat(z["labels"][None], per_task, axis=0))
-            parts.setdefault("task_id", []).append(np.full(per_task, int(z["task_id"])))
+        z = load_npz(f)  # guarded reader: headers checked first, no pickle
+        for key in ("image", "wrist_image", "state", "positions", "coverage"):
+            parts.setdefault(key, []).append(z[key][:per_task])
+        n = len(z["labels"])
+        parts.setdefault("present", []).append(z["present"][:per_task] if "present" in z
+                                               else np.ones((per_task, n), bool))
+        parts.setdefault("labels", []).append(np.repeat(z["labels"][None], per_task, axis=0))
+        parts.setdefault("task_id", []).append(np.full(per_task, int(z["task_id"])))
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     path = out / SHIPPED_SCENES
     atomic_write(path, lambda f: np.savez_compressed(f, format=np.array("pi0viz.reach_scenes/1"), **arrays))

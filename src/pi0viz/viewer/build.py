@@ -70,8 +70,15 @@ def write_viewer(
     tables = colormap_tables()
     if colormap not in tables:  # any matplotlib name, as in render and video (ColormapError, one line, if unknown)
         tables[colormap] = colormap_lut(colormap).reshape(-1).tolist()
-    if not isinstance(zoom, int) or not 1 <= zoom <= 16:
+    if not isinstance(zoom, int) or isinstance(zoom, bool) or not 1 <= zoom <= 16:
         raise ViewerError(f"zoom must be an integer in [1, 16] (patch-exact blocks), got {zoom!r}")
+    if isinstance(bundles, (str, os.PathLike, CaptureBundle)):  # one path would be read as a list of characters
+        raise ViewerError(f"bundles must be a list of capture bundles or .npz paths, got one "
+                          f"{type(bundles).__name__}: pass [{'bundle' if isinstance(bundles, CaptureBundle) else 'path'}]")
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 0:
+        raise ViewerError(f"batch must be an integer >= 0 (a batch element of each bundle), got {batch!r:.60}")
+    if title is not None and not isinstance(title, str):
+        raise ViewerError(f"title must be text, got {type(title).__name__}")
     if not bundles and tree is None:
         raise ViewerError("nothing to view: give capture bundles (.npz) and/or an attention_viz tree")
     builder = PageBuilder(out)
