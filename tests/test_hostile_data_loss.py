@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bundle_support import small  # noqa: E402
 from episode_support import write_episode  # noqa: E402
 from extras import mount_tmpfs, require, unmount  # noqa: E402
-from test_hostile import assert_no_temporaries, files_under, one_line_error  # noqa: E402
+from hostile_support import assert_no_temporaries, files_under, one_line_error  # noqa: E402
 
 from pi0viz.analysis.masks import CallMasks, masks_path, save_masks  # noqa: E402
 from pi0viz.cli import main  # noqa: E402

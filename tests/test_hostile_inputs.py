@@ -21,7 +21,6 @@ import copy
 import csv
 import io
 import json
-import os
 import signal
 import sys
 import tracemalloc

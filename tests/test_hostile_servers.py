@@ -43,7 +43,7 @@ from pi0viz.serving.server import MAX_ERROR_CHARS, PolicyServer, max_message_byt
 sys.path.insert(0, str(Path(__file__).parent))
 from bundle_support import small  # noqa: E402
 from extras import mount_tmpfs, require, unmount  # noqa: E402
-from test_hostile import assert_no_temporaries, files_under, one_line_error  # noqa: E402
+from hostile_support import assert_no_temporaries, files_under, one_line_error  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 15 * 2**20  # max_message_bytes of a pi0 policy (3 cameras); the stand-in says no cameras: the same

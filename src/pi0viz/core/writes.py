@@ -125,8 +125,9 @@ def _token() -> str:
     return secrets.token_hex(4)
 
 
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
+def _write_all(fd: int, data: str | bytes | bytearray | memoryview) -> None:
+    """Write all of `data` (text as UTF-8) to `fd`: os.write may write less than it is given."""
+    view = memoryview(data.encode("utf-8") if isinstance(data, str) else data)
     while view:
         view = view[os.write(fd, view):]
 
@@ -291,7 +292,7 @@ class StagedFiles:
             fd = os.open(tmp, _NEW | os.O_EXCL, _FILE_CREATE)
             self._staged.append((tmp, final))
             try:
-                _write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+                _write_all(fd, data)
             finally:
                 os.close(fd)
         except OSError as err:
@@ -497,7 +498,7 @@ class StagedFolder:
         try:
             fd = os.open(target, _NEW | os.O_TRUNC, _FILE_CREATE)
             try:
-                _write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+                _write_all(fd, data)
             finally:
                 os.close(fd)
         except OSError as err:

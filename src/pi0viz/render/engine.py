@@ -25,6 +25,7 @@ from pi0viz.core.maps import drawn_cameras, fused_maps
 from pi0viz.core.images import resize_with_pad
 from pi0viz.core.selection import folder_index
 from pi0viz.core.sinks import detect_sinks
+from pi0viz.core.selection import parse_selection
 from pi0viz.core.writes import make_folder as make_folders
 from pi0viz.errors import BundleError, SelectionError
 from pi0viz.render.files import (
@@ -34,7 +35,6 @@ from pi0viz.render.files import (
     inference_dir,
     is_complete_jpeg,
     make_cell_folder,
-    parse_selection,
     remove_stale_temps,
     safe_names,
     write_atomic_in,

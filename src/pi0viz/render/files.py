@@ -16,9 +16,8 @@ import re
 from typing import Sequence
 
 from pi0viz.core.selection import folder_index
-from pi0viz.core.selection import parse_selection  # noqa: F401  (re-exported: the one selection grammar)
 from pi0viz.core.writes import TMP_SUFFIX, output_error, write_in
-from pi0viz.errors import OutputError, RenderError, SelectionError  # noqa: F401  (RenderError: re-exported)
+from pi0viz.errors import OutputError, RenderError  # noqa: F401  (RenderError: re-exported)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
