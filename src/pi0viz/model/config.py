@@ -174,3 +174,79 @@ class Pi0Config:
         kw = dict(paligemma_variant="dummy", action_expert_variant="dummy", siglip_variant="mu/14", dtype="float32")
         kw.update(overrides)
         return cls(**kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pi0FastConfig:
+    """pi0-FAST as openpi's `Pi0FASTConfig`: one PaliGemma (SigLIP + Gemma) that prefills the prefix and then
+    generates FAST action tokens one at a time (no action expert, no flow matching).
+
+    The defaults are openpi's `Pi0FASTConfig` defaults; `pi0_fast_libero()` and `tiny()` give the two shapes
+    pi0viz checks. Frozen and hashable: it is a static argument of the jitted decoder.
+    """
+
+    paligemma_variant: str = "gemma_2b"
+    siglip_variant: str = "So400m/14"  # openpi hard-codes it
+    action_dim: int = 32  # decoded outside the model (FAST tokenizer); kept for the policy side
+    action_horizon: int = 32
+    max_token_len: int = 250  # T, prompt slots (task text + discretized state; + FAST tokens in training)
+    max_decoding_steps: int = 256  # J, openpi's default (its Policy passes none)
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    vocab_size: int = PALIGEMMA_VOCAB_SIZE
+    # Camera order = prefix order. openpi embeds `obs.images` in dict order, which jax sorts alphabetically.
+    image_keys: tuple[str, ...] = IMAGE_KEYS
+    # Position of decode step j is prefill_len + j + offset. openpi at 15a9616 (the recorded reference) uses 1:
+    # position prefill_len is never used; later openpi uses 0 (contiguous with the prompt, as in training).
+    decode_position_offset: int = 1
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}")
+        if self.max_decoding_steps < 1:
+            raise ValueError(f"max_decoding_steps must be >= 1, got {self.max_decoding_steps}")
+        gemma_config(self.paligemma_variant)  # validates the variant names
+        siglip_config(self.siglip_variant)
+
+    @property
+    def llm(self) -> GemmaConfig:
+        return gemma_config(self.paligemma_variant)
+
+    @property
+    def siglip(self) -> SiglipConfig:
+        return siglip_config(self.siglip_variant)
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Tokens per camera (256 for 224 x 224 images and 14 x 14 patches)."""
+        ph, pw = self.siglip.patch_size
+        return (IMAGE_RESOLUTION[0] // ph) * (IMAGE_RESOLUTION[1] // pw)
+
+    @property
+    def prefix_len(self) -> int:
+        """P = C cameras x image tokens + T prompt slots (tiny: 832; pi0_fast_libero: 948)."""
+        return len(self.image_keys) * self.num_image_tokens + self.max_token_len
+
+    @property
+    def cache_len(self) -> int:
+        """S = P + J kv-cache slots: the aligned prefix, then one slot per decode step (tiny: 856; libero: 1204)."""
+        return self.prefix_len + self.max_decoding_steps
+
+    @classmethod
+    def pi0_fast_libero(cls, **overrides) -> "Pi0FastConfig":
+        """openpi's `pi0_fast_libero`: gemma_2b + So400m/14, 7 action dims, horizon 10, 180 prompt slots, bfloat16."""
+        kw = dict(action_dim=7, action_horizon=10, max_token_len=180)
+        kw.update(overrides)
+        return cls(**kw)
+
+    @classmethod
+    def tiny(cls, **overrides) -> "Pi0FastConfig":
+        """The openpi tiny reference (tests/data/openpi_pi0fast_tiny): dummy Gemma, SigLIP mu/14, 64 prompt slots,
+        at most 24 decode steps, float32."""
+        kw = dict(paligemma_variant="dummy", siglip_variant="mu/14", action_horizon=10, max_token_len=64,
+                  max_decoding_steps=24, dtype="float32")
+        kw.update(overrides)
+        return cls(**kw)

@@ -193,6 +193,7 @@ def transformer(
     capture_state: Any = None,
     adarms_cond: list[jax.Array | None] | None = None,
     dtype: jnp.dtype,
+    key_mask: jax.Array | None = None,
 ) -> tuple[list[jax.Array | None], tuple[jax.Array, jax.Array], Any]:
     """Run all layers (jax.lax.scan over the stacked layer axis) and the final norms.
 
@@ -208,6 +209,8 @@ def transformer(
         adarms_cond: per expert float32[B, W_i] time conditioning for that expert's adaRMS norms, or None
             (plain RMSNorm; the expert's parameters must then have `scale` norms). pi0.5: [None, cond].
         dtype: activation dtype (inputs are cast to it, as openpi's `embed_dtype`).
+        key_mask: optional bool[L, B, S]: in layer l, False hides key s from every query (ANDed with attn_mask;
+            knockouts, `pi0viz.causal`). None: attn_mask alone, the same computation as without the argument.
     Returns:
         (outs per expert after final norm [B, Q_i, W_i] or None, (k, v) each [L, B, S, K, E], final capture_state).
     """
@@ -222,14 +225,15 @@ def transformer(
 
     def layer(carry, p, per_layer):
         xs, state = carry
-        index, cache = per_layer
-        xs, kv, (probs, logits) = _block(p, xs, conds, positions, mask, cache)
+        index, cache, keys = per_layer
+        layer_mask = mask if keys is None else mask & keys[:, None, None, :]
+        xs, kv, (probs, logits) = _block(p, xs, conds, positions, layer_mask, cache)
         if capture is not None:
             state = capture(state, index, probs, logits)
         return (xs, state), kv
 
     depth = jax.tree.leaves(ps)[0].shape[0]
-    (xs, state), kv = scan_layers(layer, (xs, capture_state), ps, (jnp.arange(depth), kv_cache))
+    (xs, state), kv = scan_layers(layer, (xs, capture_state), ps, (jnp.arange(depth), kv_cache, key_mask))
     outs = [  # final norms; an adaRMS final norm's gate is unused, as in openpi
         norm(x, _norm_params(llm[_name("final_norm", i)]), c)[0] if x is not None else None
         for i, (x, c) in enumerate(zip(xs, conds))

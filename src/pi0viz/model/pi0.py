@@ -47,6 +47,27 @@ class Observation:
 
 
 @dataclasses.dataclass
+class KeyKnockout:
+    """Prefix keys removed from the attention (knockouts: exact, the inputs are unchanged), per batch element.
+
+    A removed key is hidden (masked as in `make_attn_mask`) from the queries of the chosen passes and layers; the
+    token itself is still computed. Every batch element may remove other keys, in other passes and layers, so the
+    conditions of a knockout study run as one batch (`pi0viz.causal`).
+
+    Attributes:
+        keys: bool[B, P]; True = prefix key removed (P: the camera slots' patches, then the prompt slots).
+        prefix_layers: bool[B, L]; True = removed from every prefix query (the PaliGemma pass: image and prompt
+            tokens reading each other) in that layer.
+        expert_layers: bool[B, L]; True = removed from every suffix query (the action expert's pass, every
+            denoising step) in that layer.
+    """
+
+    keys: Any
+    prefix_layers: Any
+    expert_layers: Any
+
+
+@dataclasses.dataclass
 class SampleOutput:
     """Result of `sample_actions`.
 
@@ -235,6 +256,19 @@ def _check_observation(config: Pi0Config, obs: Observation) -> None:
                          f"expected {(b, config.max_token_len)}")
 
 
+def _check_knockout(config: Pi0Config, knockout: KeyKnockout, b: int) -> dict:
+    """The knockout's arrays as bool jax arrays, shapes checked: keys [B, P], prefix/expert layers [B, L]."""
+    shapes = {"keys": (b, config.prefix_len), "prefix_layers": (b, config.llm.depth),
+              "expert_layers": (b, config.llm.depth)}
+    out = {}
+    for name, shape in shapes.items():
+        x = jnp.asarray(getattr(knockout, name), bool)
+        if tuple(x.shape) != shape:
+            raise ValueError(f"knockout {name} has shape {tuple(x.shape)}, expected {shape}")
+        out[name] = x
+    return out
+
+
 def sample_actions(
     params: Params,
     config: Pi0Config,
@@ -244,6 +278,7 @@ def sample_actions(
     num_steps: int = 10,
     noise: jax.Array | None = None,
     capture: CaptureOptions | None = None,
+    knockout: KeyKnockout | None = None,
 ) -> SampleOutput:
     """Sample an action chunk with `num_steps` Euler steps of the flow, optionally capturing attention.
 
@@ -255,6 +290,8 @@ def sample_actions(
         num_steps: Euler steps (static).
         noise: optional float32[B, action_horizon, action_dim] initial x at t = 1.
         capture: None = no attention returned and no extra work; else see `CaptureOptions`.
+        knockout: None = the model as it is; else prefix keys removed from the attention (`KeyKnockout`). An
+            all-False knockout gives the same actions, bit for bit.
     Returns:
         SampleOutput; with capture, attention has shape [D, L, B, K, G, Q, S] (D = num_steps).
     """
@@ -264,7 +301,8 @@ def sample_actions(
         noise = jax.random.normal(rng, (b, config.action_horizon, config.action_dim), dtype=jnp.float32)
     obs = dataclasses.asdict(observation)
     noise = jnp.asarray(noise, jnp.float32)
-    actions, captured, times = _sample_jit(params, obs, noise, config, int(num_steps), capture)
+    knock = None if knockout is None else _check_knockout(config, knockout, b)
+    actions, captured, times = _sample_jit(params, obs, noise, config, int(num_steps), capture, knock)
     captured = captured or {}
     return SampleOutput(
         actions=actions,
@@ -276,7 +314,8 @@ def sample_actions(
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: CaptureOptions | None):
+def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: CaptureOptions | None,
+                knockout: dict | None = None):
     obs = Observation(**obs)
     dtype = config.compute_dtype
     llm = params["PaliGemma"]["llm"]
@@ -296,9 +335,16 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
         def prefix_capture(buffers, layer, probs, logits):
             return _capture_into(buffers, (layer,), probs, logits, capture, skip_rows=0, num_keys=p_len)
 
+    prefix_keys = suffix_keys = None
+    if knockout is not None:  # [L, B, S] keys each layer keeps: a removed key where its pass and layer say so
+        removed = knockout["keys"][None, :, :]  # [1, B, P]
+        prefix_keys = ~(removed & knockout["prefix_layers"].T[:, :, None])
+        suffix_keys = jnp.concatenate(
+            [~(removed & knockout["expert_layers"].T[:, :, None]), jnp.ones((depth, b, s_len), bool)], axis=-1)
+
     _, kv_cache, prefix_buffers = gemma.transformer(
         llm, [prefix_tokens, None], prefix_positions, prefix_attn, capture=prefix_capture,
-        capture_state=prefix_buffers, dtype=dtype,
+        capture_state=prefix_buffers, dtype=dtype, key_mask=prefix_keys,
     )
 
     # 2. Suffix masks and positions: the same in every step.
@@ -331,7 +377,7 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
         tokens, _, _, cond = embed_suffix(params, config, obs.state, x_t, jnp.broadcast_to(time, (b,)))
         (_, suffix_out), _, buffers = gemma.transformer(
             llm, [None, tokens], suffix_positions, full_mask, kv_cache=kv_cache, capture=suffix_capture,
-            capture_state=buffers, adarms_cond=[None, cond], dtype=dtype,
+            capture_state=buffers, adarms_cond=[None, cond], dtype=dtype, key_mask=suffix_keys,
         )
         v_t = _linear(suffix_out[:, -config.action_horizon :], params["action_out_proj"])  # compute dtype
         return (x_t + dt * v_t, time + dt, buffers), time
