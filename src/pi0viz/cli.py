@@ -22,6 +22,8 @@ _COMMANDS = {
     "rerun": ("pi0viz.episode.cli", "rerun_command", "Write an episode's attention as a Rerun recording (.rrd)."),
     "metrics": ("pi0viz.analysis.cli", "metrics_command", "Sinks, region masses and grounding metrics of bundles."),
     "report": ("pi0viz.analysis.cli", "report_command", "One offline HTML report of plots over a run's metrics."),
+    "knockout": ("pi0viz.causal.cli", "knockout_command",
+                 "Deletion and insertion curves: rank attention maps by how much the actions depend on them."),
 }
 
 

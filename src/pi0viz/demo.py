@@ -18,6 +18,10 @@ Output under --out (default pi0viz_demo/):
     bundles/inference_NNN.npz     one capture bundle per call (attention stored as float16)
     bundles/inference_NNN.masks.npz   reach-tiny: the named object's mask on the patch grid (pi0viz metrics)
     viewer.html (+ viewer_data/)  the interactive viewer over the bundles and the tree
+
+`--model pi0-fast` runs the untrained tiny pi0-FAST (random weights) on the LIBERO frames instead (run_fast_demo):
+    attention_viz/inference_timestep_N/decode_step_J/layer_L/fused_attention_on_{camera,text,generated}.jpg
+    bundles/inference_NNN.npz     one decoding bundle per call (pi0viz.capture/2); no viewer page yet
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from pi0viz.policy.libero_frames import LiberoFrame, load_libero_frames
 from pi0viz.policy.spec import PolicySpec, PolicySpecError, check_options, parse_policy_spec, require_kinds
 
 MODELS = {"pi0": "pi0_libero", "pi05": "pi05_libero"}  # --model -> named policy config
+FAST_MODEL = "pi0-fast"  # --model pi0-fast: the untrained tiny pi0-FAST (run_fast_demo), no policy config yet
+MODEL_CHOICES = sorted([*MODELS, FAST_MODEL])
+VIEWER_SKIP_NOTE = "[4/4] the viewer cannot show decoding (pi0-FAST) bundles yet; skipped"
 DEMO_KINDS = ("reach-tiny", "tiny", "checkpoint", "lerobot")  # in-process policies the demo can run
 
 
@@ -247,6 +254,86 @@ def _load_policy(spec: PolicySpec, tokenizer: Path | None, model: str = "pi0", d
     return load_policy(spec, config=MODELS[model], tokenizer=tokenizer, device=device)
 
 
+def fast_note() -> str:
+    """What the pi0-FAST demo's maps are (and are not)."""
+    return ("Note: this is an UNTRAINED tiny pi0-FAST (random weights, seeded). Its maps show the pipeline (prefill, "
+            "greedy decoding with a kv cache, capture -> decoding bundle -> maps), not what a trained pi0-FAST attends "
+            "to; its generated ids are not decoded into actions (FAST decoding, the pi0_fast_libero policy and "
+            "serving come later, issue 22).")
+
+
+def run_fast_demo(out: Path, *, calls: int = 2, steps: str | None = None, layers: str | None = None,
+                  viewer: bool = True, echo: Any = click.echo, seed: int = 0) -> DemoResult:
+    """The untrained tiny pi0-FAST (pi0viz.model.pi0_fast, `Pi0FastConfig.tiny()`, random weights from `seed`) on
+    the shipped LIBERO frames: `calls` calls, each captured (heads fused, float16), saved as a decoding bundle
+    (bundles/inference_NNN.npz, format pi0viz.capture/2) and rendered as the decode_step_J/layer_L tree.
+
+    Inputs as openpi's LIBERO inputs for pi0-FAST: agentview -> base_0_rgb, wrist -> left_wrist_0_rgb, a black
+    right wrist that is NOT masked (openpi's FAST policies never mask cameras); the prompt is the bundled
+    tokenizer's "Task: ..., State: <bins>;" form with the raw LIBERO state clipped to [-1, 1] (no norm stats: the
+    weights are random anyway). The viewer cannot show decoding bundles yet: one line says so.
+    """
+    import jax
+
+    from pi0viz.core.capture_options import CaptureOptions
+    from pi0viz.core.decode_bundle import save_decode_bundle
+    from pi0viz.model.config import Pi0FastConfig
+    from pi0viz.model.pi0_fast import FastObservation, decode_bundle_from_output, init_fast_params, sample_tokens
+    from pi0viz.policy.tokenizer import PromptTokenizer
+    from pi0viz.render import RenderOptions
+    from pi0viz.render.decode import render_decode_bundle
+
+    seconds: dict[str, float] = {}
+    out = Path(out)
+    tree, bundle_dir = out / "attention_viz", out / "bundles"
+    t0 = time.monotonic()
+    with new_folders(tree, bundle_dir):
+        echo("[1/4] building the untrained tiny pi0-FAST (JAX start-up and compilation take a while on CPU) ...")
+        config = Pi0FastConfig.tiny()
+        params = init_fast_params(config, jax.random.PRNGKey(seed))
+        tokenizer = PromptTokenizer.bundled()
+        frames = load_libero_frames()
+    seconds["load"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    paths: list[Path] = []
+    bundles = []
+    T = config.max_token_len
+    for call in range(calls):
+        frame = frames[call % len(frames)]
+        start = time.monotonic()
+        base, wrist = frame.image[None], frame.wrist_image[None]
+        black = np.zeros_like(base)
+        images = np.stack([base, wrist, black], axis=1)  # uint8[1, 3, 224, 224, 3] in image_keys order
+        state = np.clip(np.asarray(frame.state, np.float64), -1.0, 1.0)
+        ids = tokenizer.encode_prompt_with_state(frame.prompt, state)[:T]
+        token_ids = np.zeros((1, T), np.int32)
+        token_ids[0, :len(ids)] = ids
+        token_mask = np.arange(T)[None] < len(ids)
+        obs = FastObservation(
+            images={k: images[:, i].astype(np.float32) / 127.5 - 1.0 for i, k in enumerate(config.image_keys)},
+            image_masks={k: np.ones((1,), bool) for k in config.image_keys},
+            tokenized_prompt=token_ids, tokenized_prompt_mask=token_mask, token_ar_mask=np.zeros((1, T), np.int32))
+        result = sample_tokens(params, config, obs, capture=CaptureOptions(fuse_heads=True, dtype="float16"))
+        bundle = decode_bundle_from_output(result, config, images=images, token_ids=token_ids, token_mask=token_mask,
+                                           token_pieces=tokenizer.pieces(token_ids, token_mask), piece=tokenizer.piece,
+                                           prompt=[frame.prompt], inference_step=call)
+        paths.append(save_decode_bundle(bundle, bundle_dir / f"inference_{call:03d}.npz"))
+        bundles.append(bundle)
+        echo(f"[2/4] inference call {call + 1}/{calls} on {_describe(frame)}: {bundle.num_generated} decode steps, "
+             f"attention {list(bundle.attention.shape)} ({time.monotonic() - start:.1f} s)")
+    seconds["infer"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    options = RenderOptions(steps=steps, layers=layers)
+    for call, bundle in enumerate(bundles):
+        summary = render_decode_bundle(bundle, tree, options, inference_step=call)
+        echo(f"[3/4] rendering call {call + 1}/{calls}: {summary.files_written} files, "
+             f"{summary.bytes_written / 1e6:.1f} MB in {summary.seconds:.1f} s")
+    seconds["render"] = time.monotonic() - t0
+    if viewer:
+        echo(VIEWER_SKIP_NOTE)
+    return DemoResult(out=out, tree=tree, bundles=paths, viewer=None, seconds=seconds)
+
+
 def _compact(bundle: CaptureBundle) -> CaptureBundle:
     """float16 attention on disk: half the size, ~3 significant digits for probabilities in [0, 1]."""
     if bundle.attention_kind != "probs" or bundle.attention.dtype == np.float16:
@@ -273,8 +360,9 @@ def _write_viewer(bundles: list[Path], tree: Path, page: Path, echo: Any) -> Pat
               show_default=True, help="Output folder.")
 @click.option("--policy", "policy", default=None, metavar="SPEC",
               help="reach-tiny (default), tiny, checkpoint:DIR or lerobot:DIR (the spec every pi0viz command takes).")
-@click.option("--model", type=click.Choice(sorted(MODELS)), default="pi0", show_default=True,
-              help="pi0 (openpi's pi0_libero pipeline) or pi05 (pi0.5, pi05_libero: 10 action tokens).")
+@click.option("--model", type=click.Choice(MODEL_CHOICES), default="pi0", show_default=True,
+              help="pi0 (openpi's pi0_libero pipeline), pi05 (pi0.5, pi05_libero: 10 action tokens) or pi0-fast "
+                   "(the untrained tiny pi0-FAST: decode_step_J/layer_L maps).")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="openpi checkpoint directory of --model (params/ + assets/); default: reach-tiny, the small "
                    "trained pi0 that ships with pi0viz.")
@@ -301,6 +389,10 @@ def demo_command(out: Path, policy: str | None, model: str, checkpoint: Path | N
     """
     from pi0viz.core.selection import parse_intervals
 
+    if model == FAST_MODEL:
+        _fast_demo_command(out, policy, checkpoint, tokenizer, untrained, calls, steps, action_tokens, layers,
+                           no_viewer)
+        return
     chosen = demo_policy_spec(policy, checkpoint=checkpoint, model=model, untrained=untrained)  # one line if bad
     if tokenizer is not None and chosen.kind != "checkpoint":
         raise click.UsageError("--tokenizer goes with --checkpoint (the shipped models use the bundled tokenizer)")
@@ -330,6 +422,34 @@ def demo_command(out: Path, policy: str | None, model: str, checkpoint: Path | N
     if example is not None:
         click.echo(f"    e.g. {example}")
     click.echo(f"  capture bundles (for pi0viz render / pi0viz view): {result.out / 'bundles'}/")
+
+
+def _fast_demo_command(out: Path, policy: str | None, checkpoint: Path | None, tokenizer: Path | None,
+                       untrained: bool, calls: int, steps: str | None, action_tokens: str | None,
+                       layers: str | None, no_viewer: bool) -> None:
+    """`pi0viz demo --model pi0-fast`: the untrained tiny pi0-FAST only, for now."""
+    from pi0viz.core.selection import parse_intervals
+
+    if policy not in (None, "tiny") or checkpoint is not None or tokenizer is not None:
+        raise click.UsageError("--model pi0-fast runs the untrained tiny pi0-FAST only for now (no --policy, "
+                               "--checkpoint or --tokenizer)")
+    if action_tokens is not None:
+        raise click.UsageError("--action-tokens means nothing for pi0-fast: its cells are decode steps (--steps)")
+    for spec, what in ((steps, "--steps"), (layers, "--layers")):
+        try:
+            parse_intervals(spec, what)
+        except ValueError as err:
+            raise click.UsageError(str(err)) from None
+    start = time.monotonic()
+    try:
+        result = run_fast_demo(out, calls=calls, steps=steps, layers=layers, viewer=not no_viewer)
+    except Pi0vizError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo("")
+    click.echo(fast_note())
+    click.echo(f"done in {time.monotonic() - start:.0f} s. Look at:")
+    click.echo(f"  attention maps: {result.tree}/inference_timestep_N/decode_step_J/layer_L/")
+    click.echo(f"  decoding bundles (pi0viz.capture/2): {result.out / 'bundles'}/")
 
 
 def _example_cell(tree: Path) -> Path | None:

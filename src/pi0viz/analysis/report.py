@@ -4,7 +4,9 @@ Reads every episode_metrics.json under RUN_DIR (written by `pi0viz metrics` or t
 --grounding; a `pi0viz sweep` folder's episodes without one come from their records) and writes
 RUN_DIR/report.html (plots embedded as PNG data URIs; no script, no network: the page's Content-Security-Policy
 allows nothing but inline styles and images) plus RUN_DIR/run_metrics.json (the aggregates per task and by
-outcome). All text from data is HTML-escaped; links are relative and URL-quoted.
+outcome). Every knockout.json under RUN_DIR (`pi0viz knockout`, docs/causal.md) adds a section: its maps ranked by
+the deletion gap and its knockout.png; a folder with only knockouts gets a page with only them. All text from data
+is HTML-escaped; links are relative and URL-quoted.
 """
 
 from __future__ import annotations
@@ -462,6 +464,76 @@ def _sink_table(calls: Sequence[dict[str, Any]]) -> str:
             "<th>(step, layer) cells</th><th>mean share</th></tr>" + body + "</table>")
 
 
+KNOCKOUT_JSON = "knockout.json"  # written by `pi0viz knockout` (pi0viz.causal.cli), format KNOCKOUT_FORMAT
+KNOCKOUT_FORMAT = "pi0viz.knockout/1"
+MAX_KNOCKOUT_FILES = 20
+MAX_KNOCKOUT_BYTES = 16 << 20  # a knockout.json is kilobytes; a knockout.png well under a megabyte
+
+
+def _mean_se(value: Any) -> tuple[float, float] | None:
+    """(mean, se) of a {"mean", "se"} block of finite numbers, else None."""
+    if not isinstance(value, dict):
+        return None
+    pair = value.get("mean"), value.get("se")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in pair):
+        return None
+    return float(pair[0]), float(pair[1])
+
+
+def _knockout_section(f: Path, page_dir: Path, run_dir: Path) -> str:
+    """One knockout.json as HTML: what was measured, the maps ranked by their deletion gap (the faithfulness
+    number, docs/causal.md) and the knockout.png beside it. A file that cannot be used is one muted line."""
+    name = f.parent.relative_to(run_dir).as_posix() if f.parent != run_dir else run_dir.name
+    head = f"<h3>{_e(name)}</h3>"
+    try:
+        data = None if f.stat().st_size > MAX_KNOCKOUT_BYTES else \
+            json.loads(f.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (OSError, ValueError, RecursionError):
+        data = None
+    maps = data.get("maps") if isinstance(data, dict) and data.get("format") == KNOCKOUT_FORMAT else None
+    if not isinstance(maps, dict):
+        return head + f'<p class="muted">{_e(f.name)}: not a readable {_e(KNOCKOUT_FORMAT)} file</p>'
+    rows = []
+    for map_name, entry in maps.items():
+        cells = [_mean_se(entry.get(k)) if isinstance(entry, dict) else None
+                 for k in ("deletion_gap", "insertion_gap", "deletion_area", "insertion_area")]
+        if cells[0] is None:
+            continue
+        rows.append((cells[0][0], map_name, cells))
+    rows.sort(key=lambda r: -r[0])
+    rand = data.get("random") if isinstance(data.get("random"), dict) else {}
+    body = "".join(
+        f'<tr><td>{i + 1}</td><td class="l">{_e(map_name)}</td>'
+        + "".join("<td>–</td>" if c is None else f"<td>{c[0]:.3f} ± {c[1]:.3f}</td>" for c in cells) + "</tr>"
+        for i, (_, map_name, cells) in enumerate(rows))
+    random_row = [_mean_se(rand.get(k)) for k in ("deletion_area", "insertion_area")]
+    body += ('<tr><td></td><td class="l">random order</td><td></td><td></td>'
+             + "".join("<td>–</td>" if c is None else f"<td>{c[0]:.3f} ± {c[1]:.3f}</td>" for c in random_row)
+             + "</tr>")
+    info = " · ".join(_e(f"{k}: {data[k]}") for k in ("policy", "examples", "camera", "random_draws", "measure")
+                      if isinstance(data.get(k), (str, int)) and not isinstance(data.get(k), bool))
+    table = ('<table><tr><th>rank</th><th class="l">map</th><th>deletion gap (faithfulness)</th>'
+             "<th>insertion gap</th><th>deletion area</th><th>insertion area</th></tr>" + body + "</table>")
+    png = f.with_name("knockout.png")
+    img = ""
+    try:
+        if png.is_file() and png.stat().st_size <= MAX_KNOCKOUT_BYTES:
+            raw = png.read_bytes()
+            if raw.startswith(b"\x89PNG\r\n\x1a\n"):
+                img = _img("data:image/png;base64," + base64.b64encode(raw).decode("ascii"), "knockout curves")
+    except OSError:
+        img = ""
+    links = " · ".join(_link(f.with_name(n), page_dir, n) for n in (KNOCKOUT_JSON, "knockout.csv")
+                       if f.with_name(n).is_file())
+    return head + f"<p>{info} · {links}</p>" + table + img
+
+
+def knockout_sections(run_dir: Path, page_dir: Path) -> list[str]:
+    """HTML sections of the knockout.json files under run_dir (at most MAX_KNOCKOUT_FILES, by path)."""
+    found = sorted(run_dir.rglob(KNOCKOUT_JSON))[:MAX_KNOCKOUT_FILES]
+    return [_knockout_section(f, page_dir, run_dir) for f in found if f.is_file()]
+
+
 def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None = None, *,
                  on_unusable: Callable[[str], None] | None = None) -> Path:
     """Write RUN_DIR/report.html (and run_metrics.json) from the episode metrics under RUN_DIR.
@@ -478,7 +550,24 @@ def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None 
         raise AnalysisError(f"no run folder at {run_dir}")
     out = Path(out_html) if out_html else run_dir / "report.html"
     unusable: list[str] = []
-    episodes = load_run(run_dir, unusable)
+    knockouts = knockout_sections(run_dir, out.parent)
+    knockout_html = ["<h2>Knockouts: deletion and insertion curves</h2>",
+                     "<p>Maps ranked by their deletion gap: the area between the deletion curve in the map's order "
+                     "and in random order (positive: the map removes what moves the actions sooner than chance); "
+                     "mean ± standard error over examples. See docs/causal.md.</p>", *knockouts] if knockouts else []
+    try:
+        episodes = load_run(run_dir, unusable)
+    except AnalysisError:
+        if not knockouts:
+            raise
+        episodes = []  # a knockout folder alone: the page holds the knockouts
+    if not episodes:
+        page = ["<!doctype html><html><head><meta charset='utf-8'>",
+                ("<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data: file: "
+                 "'self'; style-src 'unsafe-inline'\">"),
+                f"<title>pi0viz report: {_e(run_dir.name)}</title><style>{_STYLE}</style></head><body>",
+                f"<h1>pi0viz report: {_e(run_dir.name)}</h1>", *knockout_html, "</body></html>"]
+        return replace_together([(out, "\n".join(page))])[-1]
     for line in unusable:
         if on_unusable is not None:
             on_unusable(line)
@@ -501,6 +590,7 @@ def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None 
         _img(plot_grounding_over_episodes(eps, camera), "grounding over the episodes (needs object masks)"),
         _img(plot_outcomes(run, camera), "success vs failure"),
         "<h2>Sinks</h2>", _img(plot_sinks(calls), "sink share"), _sink_table(calls),
+        *knockout_html,
         "<h2>Episodes</h2>",
     ]
     for i, (folder, ep) in enumerate(episodes):

@@ -198,7 +198,8 @@ class CaptureBundle:
         """Build (and validate) a bundle from a flat mapping as written by `to_arrays`."""
         fmt = _scalar(arrays, "format", str, None)
         if fmt not in SUPPORTED_FORMATS:
-            raise BundleError(f"unknown bundle format {fmt!r}; this pi0viz reads {list(SUPPORTED_FORMATS)}")
+            raise BundleError(f"unknown bundle format {fmt!r}; this pi0viz reads {list(SUPPORTED_FORMATS)}"
+                              f"{_decoding_hint(fmt)}")
         missing = [k for k in REQUIRED_KEYS if k not in arrays]
         if missing:
             raise BundleError(f"bundle is missing required keys {missing} (format {FORMAT}, see docs/capture-bundle.md)")
@@ -280,7 +281,8 @@ def _check_headers(shapes: Mapping[str, tuple[int, ...]], small: Mapping[str, np
     """The shapes of a bundle's arrays (from their headers) against the layout its small arrays describe."""
     fmt = _scalar(small, "format", str, None) if "format" in shapes else None
     if fmt not in SUPPORTED_FORMATS:
-        raise BundleError(f"unknown bundle format {fmt!r}; this pi0viz reads {list(SUPPORTED_FORMATS)}")
+        raise BundleError(f"unknown bundle format {fmt!r}; this pi0viz reads {list(SUPPORTED_FORMATS)}"
+                          f"{_decoding_hint(fmt)}")
     missing = [k for k in REQUIRED_KEYS if k not in shapes]
     if missing:
         raise BundleError(f"bundle is missing required keys {missing} (format {FORMAT}, see docs/capture-bundle.md)")
@@ -334,6 +336,14 @@ def _check_attention_shape(shape: tuple[int, ...], layout: AttentionLayout, num_
             f"attention has Q = {Q} queries, but {num_state} state + {num_action} action tokens "
             f"(queries={layout.queries!r}) expect Q = {layout.num_queries}"
         )
+
+
+def _decoding_hint(fmt: Any) -> str:
+    """Where a pi0-FAST decoding bundle (pi0viz.capture/2) is read instead: only its renderer reads it for now."""
+    if fmt != "pi0viz.capture/2":
+        return ""
+    return (" (pi0viz.capture/2 is a pi0-FAST decoding bundle: read it with pi0viz.core.decode_bundle."
+            "load_decode_bundle and draw it with pi0viz.render.render_decode_bundle)")
 
 
 def _check_indices(values: np.ndarray, name: str) -> None:

@@ -14,6 +14,11 @@ recording, the sweep record) starts here, so a camera, a maximum and a mass mean
       -> fused_map_steps    the same, one denoising step at a time (the viewer: temporaries stay one step in size)
       -> action_key_maps    head mean and head max over EVERY key S (the analysis: sinks, region masses, grounding)
 
+    DecodeBundle (pi0-FAST, one query per decode step J over the kv-cache slots)
+      -> decode_maps        the same camera rule and prompt pieces over the prefix (unaligned back to cameras'
+                            patches and prompt slots), float32[J', L', R] head max, and the map over the tokens
+                            generated so far float32[J', L', Jg]
+
 Axis letters as in docs/architecture.md: D steps, L layers, B batch, C camera slots, A action tokens, N query heads,
 R drawn keys, S keys, M regions, T prompt slots.
 """
@@ -27,6 +32,7 @@ import numpy as np
 
 from pi0viz.core import fusion
 from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.decode_bundle import DecodeBundle
 from pi0viz.core.layout import Region
 from pi0viz.errors import FusionError
 
@@ -314,3 +320,90 @@ def action_key_maps(bundle: CaptureBundle, *, batch_index: int = 0, check: bool 
     b = slice(batch_index, batch_index + 1)
     valid = fusion.key_validity(layout, drawn.image_masks[b], bundle.token_mask[b])[0, layout.action_queries().start]
     return ActionKeyMaps(drawn=drawn, mean=mean, peak=peak, valid=valid, heads_fused=bundle.attention_heads == "max")
+
+
+@dataclasses.dataclass
+class DecodeMaps:
+    """One batch element's fused decode attention (pi0-FAST), for the chosen decode steps and layers.
+
+    Attributes:
+        drawn: the camera rule's result; `keys` index the UNALIGNED prefix (cameras' patches, then prompt slots).
+        fused: float32[J', L', R] max over the N heads of each step's query on the drawn keys.
+        generated: float32[J', L', Jg] max over heads on the generated tokens' slots (0 past the step, and all 0
+            for a capture of prefix keys only).
+        has_generated: False when the capture kept prefix keys only.
+        region_mass: float32[J', L', M'] head-mean mass on each drawn region (drawn cameras, the prompt), then the
+            generated tokens (a capture fused on the device: the sum of the fused map, an upper bound).
+        step_pos, layer_pos, step_labels, layer_labels: as in FusedMaps (decode steps instead of denoising steps).
+        generated_ids: int64[Jg] the ids generated in the call; generated_pieces: their display pieces.
+    """
+
+    drawn: DrawnKeys
+    fused: np.ndarray
+    generated: np.ndarray
+    has_generated: bool
+    region_mass: np.ndarray
+    step_pos: np.ndarray
+    layer_pos: np.ndarray
+    step_labels: np.ndarray
+    layer_labels: np.ndarray
+    generated_ids: np.ndarray
+    generated_pieces: list[str]
+
+    @property
+    def regions(self) -> list[tuple[str, int, int]]:
+        return self.drawn.regions
+
+
+def decode_maps(bundle: DecodeBundle, *, batch_index: int = 0, step_pos: Sequence[int] | None = None,
+                layer_pos: Sequence[int] | None = None) -> DecodeMaps:
+    """The one fused-maps step for a decoding bundle: cameras by the one camera rule (image mask True AND the
+    camera's patches get attention somewhere in the call), the non-pad prompt tokens, and the generated tokens.
+
+    Raises FusionError (one line) for a batch index or positions out of range.
+    """
+    B = bundle.batch_size
+    if not 0 <= batch_index < B:
+        raise FusionError(f"batch_index {batch_index} out of range: the attention has batch size B = {B}")
+    J, L, _, K, G, _, S = bundle.attention.shape
+    d = _positions(step_pos, J, "decode step")
+    l = _positions(layer_pos, L, "layer")
+    N = K * G
+    p_len, ppc = bundle.num_prefix_keys, bundle.patches_per_camera
+    C = len(bundle.camera_names)
+    rows = bundle.attention[:, :, batch_index, :, :, 0, :].reshape(J, L, N, S).astype(np.float32)  # every step
+    rows = bundle.unaligned(rows, batch_index)  # prefix in the pi0 layout: camera c's patch i at c * ppc + i
+    masks = np.array(bundle.image_masks, dtype=bool, copy=True)
+    seen = rows[..., :C * ppc].reshape(J, L, N, C, ppc).max(axis=(0, 1, 2, 4)) > 0  # [C] over the whole call
+    silent = [c for c in range(C) if masks[batch_index, c] and not seen[c]]
+    masks[batch_index, silent] = False
+    cams = [int(c) for c in np.flatnonzero(masks[batch_index])]
+    slots = np.flatnonzero(np.asarray(bundle.token_mask[batch_index], bool)).astype(np.int64)
+    keys = np.concatenate([np.arange(c * ppc, (c + 1) * ppc) for c in cams] + [C * ppc + slots]).astype(np.int64)
+    regions = [(bundle.camera_names[c], i * ppc, (i + 1) * ppc) for i, c in enumerate(cams)]
+    regions.append(("text", len(cams) * ppc, len(keys)))
+    drawn = DrawnKeys(batch_index=batch_index, image_masks=masks, cameras=cams,
+                      camera_names=[bundle.camera_names[c] for c in cams],
+                      masked=[int(c) for c in np.flatnonzero(~np.asarray(bundle.image_masks[batch_index], bool))],
+                      silent=silent, keys=keys, regions=regions, text_slots=slots,
+                      text_pieces=[str(p) for p in np.asarray(bundle.token_pieces[batch_index])[slots]],
+                      all_camera_names=list(bundle.camera_names))
+    sel = rows[d][:, l]  # [J', L', N, S]
+    fused = sel[..., keys].max(axis=2)
+    mean = sel.mean(axis=2) if bundle.attention_heads == "all" else sel[:, :, 0]
+    mass = [mean[..., keys[s:e]].sum(axis=-1) for _, s, e in regions]
+    Jg = bundle.num_generated
+    has_generated = bundle.attention_keys == "all"
+    if has_generated:
+        generated = sel[..., p_len:p_len + Jg].max(axis=2)
+        mass.append(mean[..., p_len:p_len + Jg].sum(axis=-1))
+    else:
+        generated = np.zeros(sel.shape[:2] + (Jg,), np.float32)
+        mass.append(np.zeros(sel.shape[:2], np.float32))
+    return DecodeMaps(drawn=drawn, fused=np.ascontiguousarray(fused, np.float32),
+                      generated=generated.astype(np.float32),
+                      has_generated=has_generated, region_mass=np.stack(mass, axis=-1).astype(np.float32),
+                      step_pos=d, layer_pos=l, step_labels=np.asarray(bundle.step_indices, np.int64)[d],
+                      layer_labels=np.asarray(bundle.layer_indices, np.int64)[l],
+                      generated_ids=np.asarray(bundle.generated_ids[batch_index], np.int64),
+                      generated_pieces=bundle.pieces(batch_index))

@@ -34,11 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from pi0viz.core.capture_options import CaptureOptions
+from pi0viz.core.decode_bundle import DecodeBundle
 from pi0viz.errors import CheckpointError
 from pi0viz.model import gemma, siglip
 from pi0viz.model.checkpoint import load_params
 from pi0viz.model.config import IMAGE_RESOLUTION, Pi0Config, Pi0FastConfig
-from pi0viz.model.init import flatten, param_specs
+from pi0viz.model.init import flatten, init_params, param_specs, unflatten
 from pi0viz.model.pi0 import make_attn_mask
 from pi0viz.model.scan import scan_layers
 
@@ -148,6 +149,14 @@ def load_fast_params(params_dir: str | os.PathLike, config: Pi0FastConfig, *,
         raise CheckpointError(f"{params_dir}: {len(extra)} parameters a pi0-FAST model does not have, e.g. "
                               f"{extra[0]} (a pi0 / pi0.5 checkpoint?)")
     return params
+
+
+def init_fast_params(config: Pi0FastConfig, rng: jax.Array) -> Params:
+    """Random pi0-FAST parameters (pi0viz.model.init's scales, seeded by `rng`): the demo's untrained tiny model."""
+    twin = Pi0Config(paligemma_variant=config.paligemma_variant, action_expert_variant=config.paligemma_variant,
+                     siglip_variant=config.siglip_variant, vocab_size=config.vocab_size, dtype=config.dtype)
+    want = fast_param_shapes(config)
+    return unflatten({path: leaf for path, leaf in flatten(init_params(twin, rng)).items() if path in want})
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -400,4 +409,58 @@ def _sample_jit(params, obs, config: Pi0FastConfig, capture: CaptureOptions | No
         logits=buffers.get("logits"),
         top_logits=buffers["top_logits"],
         top_ids=buffers["top_ids"],
+    )
+
+
+# ------------------------------------------------------------------------------------------------------
+# The decoding bundle (pi0viz.capture/2)
+
+
+def decode_bundle_from_output(out: FastSampleOutput, config: Pi0FastConfig, *, images: np.ndarray,
+                              token_ids: np.ndarray, token_mask: np.ndarray, token_pieces: np.ndarray,
+                              image_masks: np.ndarray | None = None, piece: Any = None, prompt: Any = None,
+                              inference_step: int | None = None, patch_grid: tuple[int, int] = (16, 16)
+                              ) -> DecodeBundle:
+    """A `sample_tokens(..., capture=...)` result as a DecodeBundle: the `num_steps` decode steps run, the kv-cache
+    slots cut to the prefix plus the tokens generated (S = P + num_steps, or P with prefix_keys_only).
+
+    Args:
+        out: the captured call (attention required). config: its configuration (camera names = image_keys).
+        images: uint8[B, C, h, w, 3] what the model saw. token_ids, token_mask, token_pieces: [B, T] the prompt.
+        image_masks: bool[B, C] (default all True: openpi's FAST policies never mask cameras).
+        piece: optional callable id -> display piece (a PromptTokenizer's `piece`) for the generated ids.
+        prompt: optional [B] raw prompts. inference_step: the call's index in an episode.
+    """
+    if out.attention is None:
+        raise ValueError("sample_tokens ran without capture: pass capture=CaptureOptions(...) to get a bundle")
+    n = int(out.num_steps)
+    p_len = config.prefix_len
+    att = np.asarray(out.attention)[:n]  # [J, L, B, K, G, 1, S]
+    keys = "prefix" if att.shape[-1] == p_len else "all"
+    att = att[..., :p_len + (0 if keys == "prefix" else n)]
+    if att.dtype.kind != "f" or att.dtype.itemsize > 4:
+        att = att.astype(np.float32)
+    generated = np.asarray(out.tokens)[:, :n].astype(np.int32)
+    b, c = generated.shape[0], len(config.image_keys)
+    pieces = None
+    if piece is not None:
+        pieces = np.asarray([[str(piece(int(i))) for i in row] for row in generated.tolist()], dtype=str).reshape(b, n)
+    return DecodeBundle(
+        attention=att,
+        camera_names=list(config.image_keys),
+        images=np.asarray(images, np.uint8),
+        image_masks=np.ones((b, c), bool) if image_masks is None else np.asarray(image_masks, bool),
+        token_ids=np.asarray(token_ids, np.int32),
+        token_pieces=np.asarray(token_pieces, dtype=str),
+        token_mask=np.asarray(token_mask, bool),
+        generated_ids=generated,
+        key_len=np.asarray(out.key_len, np.int32)[:n],
+        prefix_start=np.asarray(out.prefix_start, np.int32),
+        key_source=np.asarray(out.key_source, np.int32)[:, :p_len],
+        patch_grid=patch_grid,
+        attention_heads="max" if att.shape[3:5] == (1, 1) and config.llm.num_heads > 1 else "all",
+        attention_keys=keys,
+        generated_pieces=pieces,
+        prompt=None if prompt is None else np.asarray(prompt, dtype=str).reshape(b),
+        inference_step=inference_step,
     )

@@ -2,6 +2,7 @@
 
     {out}/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_{camera}.jpg
                                                                           /fused_attention_on_text.jpg
+    {out}/inference_timestep_N/decode_step_J/layer_L/fused_attention_on_{camera|text|generated}.jpg   (pi0-FAST)
 
 Files are written under a hidden temporary name in the same folder and renamed into place, so a reader (or a
 later `--resume`) sees either a finished file or none. Renames are atomic against a killed process; they are
@@ -45,6 +46,11 @@ def safe_names(names: Sequence[str], reserved: Sequence[str] = ("text",)) -> lis
 def cell_dir(root: str, step: int, action: int, layer: int) -> str:
     """Folder of one cell under `root` (= {out}/inference_timestep_N). Indices are the original ones."""
     return os.path.join(root, f"diffusion_timestep_{step}", f"action_token_{action}", f"layer_{layer}")
+
+
+def decode_cell_dir(root: str, step: int, layer: int) -> str:
+    """Folder of one pi0-FAST cell under `root` (= {out}/inference_timestep_N): decode_step_J/layer_L."""
+    return os.path.join(root, f"decode_step_{step}", f"layer_{layer}")
 
 
 def inference_dir(out_dir: str, inference_step: int) -> str:
