@@ -9,16 +9,15 @@ stands in where any write failure will do, and the encoder-on-a-full-disk tests 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from episode_support import write_episode
 from extras import mount_tmpfs, require, unmount
+
+from umask_support import assert_umask_modes, modes_under_umasks
 
 from pi0viz.cli import main
 from pi0viz.core.media_check import check_mp4, check_rrd
@@ -31,7 +30,6 @@ from pi0viz.core.writes import (
 )
 from pi0viz.errors import OutputError
 
-TESTS = Path(__file__).resolve().parent
 
 
 def hidden(root: Path) -> list[Path]:
@@ -125,18 +123,7 @@ print(json.dumps(modes))
 def test_every_output_gets_the_mode_a_plain_open_gives(tmp_path):
     require("imageio_ffmpeg", "video")
     require("rerun", "rerun")
-    script = tmp_path / "modes.py"
-    script.write_text(_MODES_SCRIPT)
-    runs = {}
-    for mask in (0o022, 0o077, 0o002):  # 002: neither mkstemp's 0600 nor a hard-coded 0644 would pass
-        out = tmp_path / f"umask_{mask:03o}"
-        out.mkdir()
-        runs[mask] = subprocess.Popen([sys.executable, str(script), f"{mask:o}", str(out), str(TESTS)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for mask, proc in runs.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 0, stderr[-3000:]
-        modes = json.loads(stdout.strip().splitlines()[-1])
+    for mask, modes in modes_under_umasks(_MODES_SCRIPT, tmp_path).items():
         names = set(modes)
         for must in ("plain.txt", "episode.mp4", "episode.rrd", "page.html", "page_data", "episode/frames.npz",
                      "episode/bundles/inference_000.npz", "episode/bundles/inference_000.masks.npz",
@@ -145,10 +132,7 @@ def test_every_output_gets_the_mode_a_plain_open_gives(tmp_path):
             assert must in names, (must, sorted(names))
         assert any(n.endswith(".jpg") and n.startswith("tree/") for n in names)
         assert any(n.startswith("page_data/") and n.endswith(".js") for n in names)
-        assert not [n for n in names if Path(n).name.startswith(".")], "a temporary was left"
-        wrong = {n: f"{m:03o}" for n, (is_dir, m) in modes.items()
-                 if m != (0o777 if is_dir else 0o666) & ~mask}
-        assert not wrong, f"umask {mask:03o}: {wrong}"
+        assert_umask_modes(mask, modes)
 
 
 # == failures leave the old file and no temporary ===============================================================

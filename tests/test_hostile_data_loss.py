@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bundle_support import small  # noqa: E402
 from episode_support import write_episode  # noqa: E402
 from extras import mount_tmpfs, require, unmount  # noqa: E402
+from umask_support import assert_umask_modes, modes_under_umasks  # noqa: E402
 from hostile_support import assert_no_temporaries, files_under, one_line_error  # noqa: E402
 
 from pi0viz.analysis.masks import CallMasks, masks_path, save_masks  # noqa: E402
@@ -31,7 +32,6 @@ from pi0viz.cli import main  # noqa: E402
 from pi0viz.core.bundle import CaptureBundle, load_bundle, save_bundle  # noqa: E402
 from pi0viz.errors import BundleError, Pi0vizError, RenderError  # noqa: E402
 
-TESTS = Path(__file__).resolve().parent
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
@@ -527,18 +527,7 @@ print(json.dumps(modes))
 
 
 def test_outputs_the_writer_test_misses_get_the_umask_mode(tmp_path):
-    script = tmp_path / "modes.py"
-    script.write_text(_MODES_SCRIPT)
-    runs = {}
-    for mask in (0o022, 0o077, 0o002):  # 002: neither mkstemp's 0600 nor a hard-coded 0644 would pass
-        out = tmp_path / f"umask_{mask:03o}"
-        out.mkdir()
-        runs[mask] = subprocess.Popen([sys.executable, str(script), f"{mask:o}", str(out), str(TESTS)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for mask, proc in runs.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 0, stderr[-3000:]
-        modes = json.loads(stdout.strip().splitlines()[-1])
+    for mask, modes in modes_under_umasks(_MODES_SCRIPT, tmp_path).items():
         names = set(modes)
         for must in ("run/report.html", "run/run_metrics.json", "run/episode_0/bundles/episode_metrics.json",
                      "strip", "strip/episode_summary.jpg", "sweep/run.json", "sweep/episodes",
@@ -548,9 +537,7 @@ def test_outputs_the_writer_test_misses_get_the_umask_mode(tmp_path):
                      "record/bundles/call_00000.npz"):
             assert must in names, (must, sorted(names))
         assert any(n.startswith("summaries/") and n.endswith(".jpg") for n in names)
-        assert not [n for n in names if Path(n).name.startswith(".")], "a temporary was left"
-        wrong = {n: f"{m:03o}" for n, (is_dir, m) in modes.items() if m != (0o777 if is_dir else 0o666) & ~mask}
-        assert not wrong, f"umask {mask:03o}: {wrong}"
+        assert_umask_modes(mask, modes)
 
 
 # == 6. a demo that fails at load leaves no empty output folders ==============================================

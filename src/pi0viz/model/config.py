@@ -88,8 +88,38 @@ def siglip_config(variant: str) -> SiglipConfig:
     return SiglipConfig(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads, patch_size=(p, p))
 
 
+class _PaliGemmaPrefix:
+    """What pi0, pi0.5 and pi0-FAST share: PaliGemma's Gemma and SigLIP variants and the prefix they read.
+
+    Needs the fields paligemma_variant, siglip_variant, dtype, image_keys and max_token_len.
+    """
+
+    @property
+    def llm(self) -> GemmaConfig:
+        return gemma_config(self.paligemma_variant)
+
+    @property
+    def siglip(self) -> SiglipConfig:
+        return siglip_config(self.siglip_variant)
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Tokens per camera (256 for 224 x 224 images and 14 x 14 patches)."""
+        ph, pw = self.siglip.patch_size
+        return (IMAGE_RESOLUTION[0] // ph) * (IMAGE_RESOLUTION[1] // pw)
+
+    @property
+    def prefix_len(self) -> int:
+        """P = C cameras x image tokens + T prompt slots (pi0 LIBERO 816, pi0.5 968, pi0_fast_libero 948)."""
+        return len(self.image_keys) * self.num_image_tokens + self.max_token_len
+
+
 @dataclasses.dataclass(frozen=True)
-class Pi0Config:
+class Pi0Config(_PaliGemmaPrefix):
     """pi0 or pi0.5 (`pi05=True`) as openpi's `Pi0Config`, plus the SigLIP variant openpi hard-codes ("So400m/14").
 
     pi0.5 differs in the action expert only: no state token (the suffix is the action tokens alone), the flow
@@ -122,31 +152,8 @@ class Pi0Config:
                              f"{self.action_expert_variant} differ in {bad}")
 
     @property
-    def llm(self) -> GemmaConfig:
-        return gemma_config(self.paligemma_variant)
-
-    @property
     def expert(self) -> GemmaConfig:
         return gemma_config(self.action_expert_variant)
-
-    @property
-    def siglip(self) -> SiglipConfig:
-        return siglip_config(self.siglip_variant)
-
-    @property
-    def compute_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.dtype)
-
-    @property
-    def num_image_tokens(self) -> int:
-        """Tokens per camera (256 for 224 x 224 images and 14 x 14 patches)."""
-        ph, pw = self.siglip.patch_size
-        return (IMAGE_RESOLUTION[0] // ph) * (IMAGE_RESOLUTION[1] // pw)
-
-    @property
-    def prefix_len(self) -> int:
-        """P = C cameras x image tokens + T prompt slots (816 for pi0 LIBERO, 968 for pi0.5)."""
-        return len(self.image_keys) * self.num_image_tokens + self.max_token_len
 
     @property
     def num_state_tokens(self) -> int:
@@ -177,7 +184,7 @@ class Pi0Config:
 
 
 @dataclasses.dataclass(frozen=True)
-class Pi0FastConfig:
+class Pi0FastConfig(_PaliGemmaPrefix):
     """pi0-FAST as openpi's `Pi0FASTConfig`: one PaliGemma (SigLIP + Gemma) that prefills the prefix and then
     generates FAST action tokens one at a time (no action expert, no flow matching).
 
@@ -206,29 +213,6 @@ class Pi0FastConfig:
             raise ValueError(f"max_decoding_steps must be >= 1, got {self.max_decoding_steps}")
         gemma_config(self.paligemma_variant)  # validates the variant names
         siglip_config(self.siglip_variant)
-
-    @property
-    def llm(self) -> GemmaConfig:
-        return gemma_config(self.paligemma_variant)
-
-    @property
-    def siglip(self) -> SiglipConfig:
-        return siglip_config(self.siglip_variant)
-
-    @property
-    def compute_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.dtype)
-
-    @property
-    def num_image_tokens(self) -> int:
-        """Tokens per camera (256 for 224 x 224 images and 14 x 14 patches)."""
-        ph, pw = self.siglip.patch_size
-        return (IMAGE_RESOLUTION[0] // ph) * (IMAGE_RESOLUTION[1] // pw)
-
-    @property
-    def prefix_len(self) -> int:
-        """P = C cameras x image tokens + T prompt slots (tiny: 832; pi0_fast_libero: 948)."""
-        return len(self.image_keys) * self.num_image_tokens + self.max_token_len
 
     @property
     def cache_len(self) -> int:
