@@ -206,3 +206,101 @@ def test_cli_view_video_metrics_refuse_a_masks_file_in_one_line(tmp_path: Path) 
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1, result.output
         assert result.stderr.startswith(f"pi0viz {args[0]}: error: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+# -- decoding bundles (pi0-FAST, pi0viz.capture/2) ----------------------------------------------------------------
+
+
+def _decode_call(folder: Path, step: int, name: str | None = None) -> Path:
+    from pi0viz.core.decode_bundle import save_decode_bundle
+    from pi0viz.core.synthetic import synthetic_decode_bundle
+
+    b = synthetic_decode_bundle(num_steps=3, num_layers=1, num_heads=1, patch_grid=(2, 2), image_size=28,
+                                num_text_tokens=6, num_valid_text=3, seed=step, inference_step=step)
+    return save_decode_bundle(b, folder / (name or f"inference_{step:03d}.npz"))
+
+
+def test_decoding_bundles_are_calls_of_their_own_kind_in_every_layout(tmp_path: Path) -> None:
+    from pi0viz.core.decode_bundle import DecodeBundle
+
+    demo = tmp_path / "pi0viz_demo"  # the `pi0viz demo --model pi0-fast` layout: bundles/ + attention_viz/
+    paths = [_decode_call(demo / "bundles", s, f"call_{9 - s}.npz") for s in (2, 0, 1)]  # names against the order
+    (demo / "attention_viz" / "inference_timestep_0").mkdir(parents=True)
+    for given in ([demo], [demo / "bundles"], [paths[0], paths[1], paths[2]]):
+        run = read_run(given)
+        ep = run.single_episode("test")
+        assert [c.inference_step for c in ep.calls] == [0, 1, 2]
+        assert [c.path.name for c in ep.calls] == ["call_9.npz", "call_8.npz", "call_7.npz"]
+        assert {c.kind for c in ep.calls} == {runs.DECODING} and run.kind == ep.kind == runs.DECODING
+        assert {c.format for c in ep.calls} == {"pi0viz.capture/2"}
+        assert run.skipped == []
+    assert read_run(demo).single_episode("test").tree == demo / "attention_viz"
+    bundle = runs.load_call(read_run(demo).calls[1])
+    assert isinstance(bundle, DecodeBundle) and bundle.inference_step == 1
+    assert isinstance(runs.load_call(paths[0]), DecodeBundle)
+    # a pi0 run says it is denoising, and loads as a CaptureBundle
+    _call(tmp_path / "pi0", 0)
+    pi0 = read_run(tmp_path / "pi0")
+    assert pi0.kind == runs.DENOISING and pi0.calls[0].kind == runs.DENOISING
+    assert type(runs.load_call(pi0.calls[0])).__name__ == "CaptureBundle"
+
+
+def test_a_run_mixing_denoising_and_decoding_calls_is_refused_in_one_line(tmp_path: Path) -> None:
+    den = _call(tmp_path / "ep", 0)
+    dec = _decode_call(tmp_path / "ep", 1)
+    for given in (tmp_path / "ep", [den, dec]):
+        with pytest.raises(RunError, match="mixes denoising .* and decoding") as err:
+            read_run(given)
+        text = str(err.value)
+        assert "\n" not in text and den.name in text and dec.name in text
+    # two episodes of different kinds under one run folder: refused too (one output never mixes the models)
+    (tmp_path / "ep").joinpath(dec.name).unlink()
+    _decode_call(tmp_path / "ep2", 0)
+    with pytest.raises(RunError, match="mixes"):
+        read_run(tmp_path)
+
+
+def test_require_kind_refuses_the_other_kind_in_one_line(tmp_path: Path) -> None:
+    _decode_call(tmp_path / "bundles", 0)
+    run = read_run(tmp_path)
+    runs.require_kind(run, runs.DECODING, "pi0viz x")  # the right kind: nothing
+    with pytest.raises(RunError, match="pi0viz knockout reads denoising .* holds decoding") as err:
+        runs.require_kind(run.single_episode("t"), runs.DENOISING, "pi0viz knockout")
+    assert "\n" not in str(err.value)
+
+
+def test_a_recorded_serve_folder_of_decoding_calls_is_one_episode(tmp_path: Path) -> None:
+    """`pi0viz serve --record DIR` with a pi0-FAST policy: bundles/call_NNNNN.npz (no inference_step: arrival
+    order) and the decode trees under attention_viz/, read as one episode of decoding calls; view reads it."""
+    from pi0viz.core.decode_bundle import DecodeBundle
+    from pi0viz.core.synthetic import synthetic_decode_bundle
+    from pi0viz.serving.recorder import CallRecorder
+
+    recorder = CallRecorder(tmp_path / "rec", tree=True)
+    for i in range(3):
+        recorder.record(synthetic_decode_bundle(num_steps=2, num_layers=1, num_heads=1, patch_grid=(2, 2),
+                                                image_size=28, num_text_tokens=4, num_valid_text=2, seed=i), i)
+    ep = read_run(tmp_path / "rec").single_episode("test")
+    assert ep.kind == runs.DECODING and [c.path.name for c in ep.calls] == [f"call_{i:05d}.npz" for i in range(3)]
+    assert ep.tree == tmp_path / "rec" / "attention_viz"
+    assert all(isinstance(runs.load_call(c), DecodeBundle) for c in ep.calls)
+    result = CliRunner().invoke(main, ["view", str(tmp_path / "rec"), "--out", str(tmp_path / "v.html")])
+    assert result.exit_code == 0 and "for 3 call(s) + tree" in result.output, result.output
+
+
+def test_load_call_checks_a_decoding_bundles_headers_against_its_layout(tmp_path: Path) -> None:
+    """Both kinds go through one npz reader (core.bundle.read_arrays): array shapes that do not fit the layout the
+    small members describe are refused in one line naming the file, before the large arrays are read."""
+    from pi0viz.core.bundle import save_arrays
+
+    good = _decode_call(tmp_path, 0)
+    with np.load(good) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    bad = dict(arrays, key_source=arrays["key_source"][:, :-1])  # one prefix slot short
+    path = save_arrays(bad, tmp_path / "bad.npz")
+    with pytest.raises(Pi0vizError, match=r"bad\.npz: key_source must have shape \[1, 18\]") as err:
+        runs.load_call(path)
+    assert "\n" not in str(err.value)
+    wide = dict(arrays, attention=np.zeros(arrays["attention"].shape[:-1] + (40,), np.float16))
+    with pytest.raises(Pi0vizError, match="S = 40 kv-cache slots"):
+        runs.load_call(save_arrays(wide, tmp_path / "wide.npz"))

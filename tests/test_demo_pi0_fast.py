@@ -7,6 +7,8 @@ bundles that reload."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,11 +129,15 @@ def test_validation_is_one_line(change: dict, match: str) -> None:
 def test_demo_pi0_fast_writes_the_tree_and_bundles(tmp_path: Path) -> None:
     pytest.importorskip("jax")
     pytest.importorskip("sentencepiece")
-    from pi0viz.demo import VIEWER_SKIP_NOTE, demo_command, run_fast_demo
+    from pi0viz.demo import demo_command, run_fast_demo
 
     lines: list[str] = []
     result = run_fast_demo(tmp_path / "demo", calls=1, steps="0,5", layers="0,3", echo=lines.append)
-    assert VIEWER_SKIP_NOTE in lines and result.viewer is None
+    assert result.viewer == tmp_path / "demo" / "viewer.html"  # the viewer page, with a decode-step slider
+    text = result.viewer.read_text(encoding="utf-8")
+    meta = json.loads(re.search(r'<script type="application/json" id="pi0viz-meta">(.*?)</script>', text, re.S)[1])
+    assert meta["kind"] == "decoding" and [c["source"] for c in meta["calls"]] == ["inference_000.npz"]
+    assert meta["tree"]["kind"] == "decoding" and meta["tree"]["steps"] == [0, 5]  # the rendered decode steps
     root = result.tree / "inference_timestep_0"
     cells = sorted(str(p.relative_to(root)) for p in root.glob("decode_step_*/layer_*"))
     assert cells == ["decode_step_0/layer_0", "decode_step_0/layer_3", "decode_step_5/layer_0",

@@ -235,3 +235,60 @@ def test_runs_reader_skips_nothing_pi0viz_wrote(kind: str, request) -> None:
     run = read_run(folder)
     assert run.skipped == [], run.skipped
     assert run.calls and all(c.masks is not None for c in run.calls)
+
+
+# -- the pi0-FAST demo folder (decoding bundles, pi0viz.capture/2) --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fast_demo(tmp_path_factory) -> Path:
+    """`pi0viz demo --model pi0-fast` as a user runs it (a subprocess), two calls, a few cells rendered."""
+    out = tmp_path_factory.mktemp("fast") / "pi0viz_demo"
+    script = Path(sys.executable).parent / "pi0viz"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "pi0viz.cli"]
+    proc = subprocess.run([*cmd, "demo", "--model", "pi0-fast", "--out", str(out), "--steps", "0,1", "--layers", "0"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert (out / "viewer.html").is_file() and "viewer.html" in proc.stdout
+    return out
+
+
+FAST_COMMANDS = {  # the command's arguments after the input; {out} is a fresh folder
+    "view": ["--out", "{out}/view.html", "--heads", "none"],
+    "video": ["--out", "{out}/episode.mp4", "--no-progress"],
+    "rerun": ["--out", "{out}/episode.rrd", "--no-progress"],
+    "metrics": ["--no-csv"],
+    "report": ["--out", "{out}/report.html"],
+}
+
+
+@pytest.mark.parametrize("where", ["demo", "bundles"])
+@pytest.mark.parametrize("command", sorted(FAST_COMMANDS))
+def test_every_command_works_on_the_pi0_fast_demo_or_refuses_in_one_line(fast_demo: Path, command: str, where: str,
+                                                                       tmp_path: Path) -> None:
+    folder = fast_demo if where == "demo" else fast_demo / "bundles"
+    args = [a.format(out=tmp_path) for a in FAST_COMMANDS[command]]
+    result = CliRunner().invoke(main, [command, str(folder), *args])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    if result.exit_code != 0:  # a refusal: exit 1 and one line saying what was wrong
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        return
+    if command == "view":  # the viewer reads decoding bundles: the page names both calls
+        text = (tmp_path / "view.html").read_text(encoding="utf-8")
+        meta = json.loads(re.search(r'<script type="application/json" id="pi0viz-meta">(.*?)</script>', text, re.S)[1])
+        assert meta["kind"] == "decoding"
+        assert [c["source"] for c in meta["calls"]] == ["inference_000.npz", "inference_001.npz"]
+
+
+def test_render_and_runs_reader_on_the_pi0_fast_demo(fast_demo: Path, tmp_path: Path) -> None:
+    run = read_run(fast_demo)
+    assert run.skipped == [] and run.kind == "decoding" and len(run.calls) == 2
+    assert run.single_episode("test").tree == fast_demo / "attention_viz"
+    result = CliRunner().invoke(main, ["render", str(run.calls[1].path), "--out", str(tmp_path), "--steps", "0",
+                                       "--layers", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    cell = tmp_path / "inference_timestep_1" / "decode_step_0" / "layer_1"
+    assert {p.name for p in cell.iterdir()} == {f"fused_attention_on_{n}.jpg" for n in (
+        "base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb", "text", "generated")}

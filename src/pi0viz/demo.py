@@ -21,7 +21,8 @@ Output under --out (default pi0viz_demo/):
 
 `--model pi0-fast` runs the untrained tiny pi0-FAST (random weights) on the LIBERO frames instead (run_fast_demo):
     attention_viz/inference_timestep_N/decode_step_J/layer_L/fused_attention_on_{camera,text,generated}.jpg
-    bundles/inference_NNN.npz     one decoding bundle per call (pi0viz.capture/2); no viewer page yet
+    bundles/inference_NNN.npz     one decoding bundle per call (pi0viz.capture/2)
+    viewer.html (+ viewer_data/)  the viewer: a decode-step slider, the map over the tokens generated so far
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from pi0viz.policy.spec import PolicySpec, PolicySpecError, check_options, parse
 MODELS = {"pi0": "pi0_libero", "pi05": "pi05_libero"}  # --model -> named policy config
 FAST_MODEL = "pi0-fast"  # --model pi0-fast: the untrained tiny pi0-FAST (run_fast_demo), no policy config yet
 MODEL_CHOICES = sorted([*MODELS, FAST_MODEL])
-VIEWER_SKIP_NOTE = "[4/4] the viewer cannot show decoding (pi0-FAST) bundles yet; skipped"
 DEMO_KINDS = ("reach-tiny", "tiny", "checkpoint", "lerobot")  # in-process policies the demo can run
 
 
@@ -271,7 +271,7 @@ def run_fast_demo(out: Path, *, calls: int = 2, steps: str | None = None, layers
     Inputs as openpi's LIBERO inputs for pi0-FAST: agentview -> base_0_rgb, wrist -> left_wrist_0_rgb, a black
     right wrist that is NOT masked (openpi's FAST policies never mask cameras); the prompt is the bundled
     tokenizer's "Task: ..., State: <bins>;" form with the raw LIBERO state clipped to [-1, 1] (no norm stats: the
-    weights are random anyway). The viewer cannot show decoding bundles yet: one line says so.
+    weights are random anyway). With `viewer`, viewer.html shows the calls with a decode-step slider.
     """
     import jax
 
@@ -329,9 +329,8 @@ def run_fast_demo(out: Path, *, calls: int = 2, steps: str | None = None, layers
         echo(f"[3/4] rendering call {call + 1}/{calls}: {summary.files_written} files, "
              f"{summary.bytes_written / 1e6:.1f} MB in {summary.seconds:.1f} s")
     seconds["render"] = time.monotonic() - t0
-    if viewer:
-        echo(VIEWER_SKIP_NOTE)
-    return DemoResult(out=out, tree=tree, bundles=paths, viewer=None, seconds=seconds)
+    page = _write_viewer(paths, tree, out / "viewer.html", echo) if viewer else None
+    return DemoResult(out=out, tree=tree, bundles=paths, viewer=page, seconds=seconds)
 
 
 def _compact(bundle: CaptureBundle) -> CaptureBundle:
@@ -448,6 +447,8 @@ def _fast_demo_command(out: Path, policy: str | None, checkpoint: Path | None, t
     click.echo("")
     click.echo(fast_note())
     click.echo(f"done in {time.monotonic() - start:.0f} s. Look at:")
+    if result.viewer is not None:
+        click.echo(f"  viewer (open in a browser, works offline): {result.viewer}")
     click.echo(f"  attention maps: {result.tree}/inference_timestep_N/decode_step_J/layer_L/")
     click.echo(f"  decoding bundles (pi0viz.capture/2): {result.out / 'bundles'}/")
 

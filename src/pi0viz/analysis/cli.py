@@ -15,12 +15,13 @@ from pi0viz.analysis.sinks import SinkCriterion
 @click.option("--sink-min", type=click.FloatRange(0, 1, min_open=True), default=SinkCriterion.min_value,
               show_default=True, help="Sink: fused probability a key reaches in a row.")
 @click.option("--sink-rows", type=click.FloatRange(0, 1, min_open=True), default=SinkCriterion.row_fraction,
-              show_default=True, help="Sink: share of the action rows of a (step, layer) where it does.")
+              show_default=True, help="Sink: share of the action rows of a (step, layer) where it does (pi0-FAST: "
+                                      "of the decode steps of a layer).")
 @click.option("--no-csv", is_flag=True, help="Skip the per-cell grounding CSV.")
 def metrics_command(bundles: tuple[str, ...], masks_dir: str | None, require_masks: bool, sink_min: float,
                     sink_rows: float, no_csv: bool) -> None:
     """Sinks, region masses and grounding metrics of saved capture bundles (files, or a bundles, episode, run or
-    sweep folder).
+    sweep folder); pi0-FAST decoding bundles are measured over their decode steps.
 
     Writes NAME.metrics.json (and NAME.grounding.csv with masks) next to each bundle NAME.npz and
     episode_metrics.json per folder of bundles (one folder = one episode). See docs/analysis.md.

@@ -26,6 +26,10 @@ the patch-level IoU above equals the pixel-level IoU at the 224 x 224 model inpu
 
 Everything is computed for all D x L x A cells at once (float[cells, patches] arrays, cells = D * L * A; a pi0
 call: 9,000 cells).
+
+A pi0-FAST decoding call (`decode_grounding`): each decode step's one query in each layer is a row (D = J decode
+steps, A = 1); x is its attention on the camera's patches among the prefix keys, and prefix_mass its share on the
+prefix at all (the rest goes to the tokens generated so far).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from pi0viz.analysis.maps import ActionMaps
+from pi0viz.analysis.maps import ActionMaps, DecodeKeyMaps
 from pi0viz.core.tables import number_cell, write_csv
 from pi0viz.errors import AnalysisError
 
@@ -116,6 +120,8 @@ class CallGrounding:
         prefix: {metric: float32[D, L, A]} for every metric of PREFIX_METRICS.
         area_share: float32[C'], covered fraction of each camera's patches.
         step_labels, layer_labels: the tree's numbers for the D and L axes.
+        call_kind: "denoising" (pi0, pi0.5) or "decoding" (pi0-FAST: D holds the J decode steps and A = 1, the
+            step's one query).
     """
 
     cameras: list[str]
@@ -124,10 +130,58 @@ class CallGrounding:
     area_share: np.ndarray
     step_labels: np.ndarray
     layer_labels: np.ndarray
+    call_kind: str = "denoising"
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.prefix["prefix_mass"].shape  # type: ignore[return-value]
+
+
+def _check_coverage(coverage: np.ndarray, C: int, grid: tuple[int, int], names: Sequence[str]) -> np.ndarray:
+    rows, cols = grid
+    coverage = np.asarray(coverage, np.float32)
+    if coverage.shape != (C, rows, cols):
+        raise AnalysisError(f"masks have shape {list(coverage.shape)}, the capture expects [C={C}, {rows}, {cols}] "
+                            f"(one coverage grid per camera slot {list(names)})")
+    if not np.isfinite(coverage).all() or coverage.min() < 0 or coverage.max() > 1 + 1e-6:
+        raise AnalysisError("mask coverage must be fractions in [0, 1] (no NaN)")
+    return coverage
+
+
+def _rows_grounding(flat: np.ndarray, shape: tuple[int, int, int], cameras: Sequence[tuple[str, slice, np.ndarray]],
+                    text: slice, prefix: slice, step_labels: np.ndarray, layer_labels: np.ndarray,
+                    call_kind: str) -> CallGrounding:
+    """The metrics of rows `flat` float[cells, S] (cells = D x L x A, `shape`) for cameras (name, key slice,
+    coverage float[patches]); the prompt's and the prefix's key slices give text_share and prefix_mass."""
+    D, L, A = shape
+    names, per_cam, areas = [], {k: [] for k in CAMERA_METRICS}, []
+    object_mass = np.zeros(flat.shape[0], np.float32)
+    for name, keys, cover in cameras:
+        x = np.ascontiguousarray(flat[:, keys])  # one copy; every pass below then reads it linearly
+        metrics = camera_metrics(x, cover.reshape(-1))
+        for k in CAMERA_METRICS:
+            per_cam[k].append(metrics[k].reshape(D, L, A))
+        object_mass += metrics["mass"]
+        names.append(name)
+        areas.append(float(cover.mean()))
+    if not names:
+        raise AnalysisError("no camera has an object mask: nothing to measure (check the masks' camera names)")
+    prefix_mass = flat[:, prefix].sum(axis=-1)
+    text_mass = flat[:, text].sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "object_mass": object_mass,
+            "object_share": np.where(prefix_mass > 0, object_mass / prefix_mass, np.nan),
+            "text_share": np.where(prefix_mass > 0, text_mass / prefix_mass, np.nan),
+            "prefix_mass": prefix_mass,
+        }
+    return CallGrounding(
+        cameras=names,
+        per_camera={k: np.stack(v).astype(np.float32) for k, v in per_cam.items()},
+        prefix={k: np.asarray(v, np.float32).reshape(D, L, A) for k, v in out.items()},
+        area_share=np.asarray(areas, np.float32),
+        step_labels=step_labels, layer_labels=layer_labels, call_kind=call_kind,
+    )
 
 
 def call_grounding(maps: ActionMaps, coverage: np.ndarray, has_mask: Sequence[bool],
@@ -146,48 +200,37 @@ def call_grounding(maps: ActionMaps, coverage: np.ndarray, has_mask: Sequence[bo
     """
     layout = maps.layout
     C = layout.num_cameras
-    rows, cols = layout.patch_grid
-    coverage = np.asarray(coverage, np.float32)
-    if coverage.shape != (C, rows, cols):
-        raise AnalysisError(f"masks have shape {list(coverage.shape)}, the capture expects [C={C}, {rows}, {cols}] "
-                            f"(one coverage grid per camera slot {list(layout.camera_names)})")
-    if not np.isfinite(coverage).all() or coverage.min() < 0 or coverage.max() > 1 + 1e-6:
-        raise AnalysisError("mask coverage must be fractions in [0, 1] (no NaN)")
+    coverage = _check_coverage(coverage, C, layout.patch_grid, layout.camera_names)
     drawn = maps.drawn_mask
     image_mask = [bool(drawn[c]) and (image_mask is None or bool(image_mask[c])) for c in range(C)]
     D, L, A, S = maps.mean.shape
-    flat = maps.mean.reshape(-1, S)  # [cells, S]
-    names, per_cam, areas = [], {k: [] for k in CAMERA_METRICS}, []
-    object_mass = np.zeros(flat.shape[0], np.float32)
-    for c in range(C):
-        if not (has_mask[c] and image_mask[c]):
-            continue
-        region = layout.camera_region(c)
-        x = np.ascontiguousarray(flat[:, region.slice])  # one copy; every pass below then reads it linearly
-        metrics = camera_metrics(x, coverage[c].reshape(-1))
-        for k in CAMERA_METRICS:
-            per_cam[k].append(metrics[k].reshape(D, L, A))
-        object_mass += metrics["mass"]
-        names.append(layout.camera_names[c])
-        areas.append(float(coverage[c].mean()))
-    if not names:
-        raise AnalysisError("no camera has an object mask: nothing to measure (check the masks' camera names)")
-    prefix_mass = flat[:, : layout.num_prefix_keys].sum(axis=-1)
-    text = flat[:, layout.text_region.slice].sum(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        prefix = {
-            "object_mass": object_mass,
-            "object_share": np.where(prefix_mass > 0, object_mass / prefix_mass, np.nan),
-            "text_share": np.where(prefix_mass > 0, text / prefix_mass, np.nan),
-            "prefix_mass": prefix_mass,
-        }
-    return CallGrounding(
-        cameras=names,
-        per_camera={k: np.stack(v).astype(np.float32) for k, v in per_cam.items()},
-        prefix={k: np.asarray(v, np.float32).reshape(D, L, A) for k, v in prefix.items()},
-        area_share=np.asarray(areas, np.float32),
-        step_labels=maps.step_labels, layer_labels=maps.layer_labels,
-    )
+    cams = [(layout.camera_names[c], layout.camera_region(c).slice, coverage[c]) for c in range(C)
+            if has_mask[c] and image_mask[c]]
+    return _rows_grounding(maps.mean.reshape(-1, S), (D, L, A), cams, layout.text_region.slice,
+                           slice(0, layout.num_prefix_keys), maps.step_labels, maps.layer_labels, "denoising")
+
+
+def decode_grounding(maps: DecodeKeyMaps, coverage: np.ndarray, has_mask: Sequence[bool],
+                     image_mask: Sequence[bool] | None = None) -> CallGrounding:
+    """Grounding metrics of one decoding (pi0-FAST) call: every decode step's query in every layer is one row.
+
+    Args and metrics as `call_grounding`: x is the head-mean attention of the step's query on a camera's patches
+    (the unaligned prefix keys only); `prefix_mass` is the share of the row on the prefix at all (the rest goes to
+    the tokens generated so far), `text_share` the prompt's share of it. A camera the one camera rule does not draw
+    (masked, or never attended) is skipped.
+
+    Returns:
+        CallGrounding with D = the J decode steps and A = 1 (call_kind "decoding").
+    """
+    C = len(maps.camera_names)
+    coverage = _check_coverage(coverage, C, maps.patch_grid, maps.camera_names)
+    drawn = maps.drawn_mask
+    keep = [bool(drawn[c]) and bool(has_mask[c]) and (image_mask is None or bool(image_mask[c])) for c in range(C)]
+    ppc = maps.patch_grid[0] * maps.patch_grid[1]
+    J, L, S = maps.mean.shape
+    cams = [(maps.camera_names[c], slice(c * ppc, (c + 1) * ppc), coverage[c]) for c in range(C) if keep[c]]
+    return _rows_grounding(maps.mean.reshape(-1, S), (J, L, 1), cams, slice(C * ppc, maps.num_prefix_keys),
+                           slice(0, maps.num_prefix_keys), maps.step_labels, maps.layer_labels, "decoding")
 
 
 # -- aggregation ---------------------------------------------------------------------------------------
@@ -262,7 +305,8 @@ def aggregate(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def to_csv(g: CallGrounding, path: Any, *, call: int) -> None:
     """One row per (step, layer, action token): call, step, layer, action_token, then `<camera>.<metric>` for
-    every camera and metric, then `prefix.<metric>`. NaN is written as an empty field."""
+    every camera and metric, then `prefix.<metric>`; a decoding call: one row per (decode step, layer), columns
+    call, decode_step, layer, then the same metrics. NaN is written as an empty field."""
     write_csv(path, *csv_table(g, call=call))
 
 
@@ -273,6 +317,8 @@ def csv_table(g: CallGrounding, *, call: int) -> tuple[list[str], Iterator[list[
     dd, ll, aa = np.meshgrid(g.step_labels, g.layer_labels, np.arange(A), indexing="ij")
     columns = [np.full(D * L * A, call), dd.reshape(-1), ll.reshape(-1), aa.reshape(-1)]
     header = ["call", "step", "layer", "action_token"]
+    if g.call_kind == "decoding":  # one query per decode step: no action-token column
+        columns, header = columns[:3], ["call", "decode_step", "layer"]
     for i, name in enumerate(g.cameras):
         for k in CAMERA_METRICS:
             columns.append(g.per_camera[k][i].reshape(-1))
@@ -280,7 +326,8 @@ def csv_table(g: CallGrounding, *, call: int) -> tuple[list[str], Iterator[list[
     for k in PREFIX_METRICS:
         columns.append(g.prefix[k].reshape(-1))
         header.append(f"prefix.{k}")
-    table = np.stack(columns, axis=1).astype(np.float64).tolist()  # [cells, 4 + metrics]
-    rows = ([number_cell(v, "%d") for v in r[:4]] + [number_cell(v) for v in r[4:]] for r in table)
+    table = np.stack(columns, axis=1).astype(np.float64).tolist()  # [cells, 4 (decoding: 3) + metrics]
+    n = 3 if g.call_kind == "decoding" else 4
+    rows = ([number_cell(v, "%d") for v in r[:n]] + [number_cell(v) for v in r[n:]] for r in table)
     # camera names come from the bundle: the header goes through the one cell escape (no formulas, no split rows)
     return header, rows

@@ -10,6 +10,10 @@
 
 A folder of bundles is one episode; the episode's outcome comes from `episode.json` in the folder or its parent
 (absent: unknown). `pi0viz report` aggregates episodes per task and by success vs failure.
+
+pi0-FAST decoding bundles (pi0viz.capture/2, e.g. `pi0viz demo --model pi0-fast`) are measured the same way over
+their decode steps (one query per step; the "step" of every file is the decode step); their records say
+"call_kind": "decoding", their regions end with "generated" (the tokens generated so far).
 """
 
 from __future__ import annotations
@@ -23,57 +27,66 @@ from typing import Any
 import numpy as np
 
 from pi0viz.analysis import grounding as G
-from pi0viz.analysis.maps import ActionMaps, action_maps
+from pi0viz.analysis.maps import ActionMaps, DecodeKeyMaps, action_maps, decode_key_maps
 from pi0viz.analysis.masks import load_masks, masks_for_bundle, masks_path
-from pi0viz.analysis.sinks import SinkCriterion, find_sinks, sink_report
-from pi0viz.core.bundle import CaptureBundle, load_bundle
+from pi0viz.analysis.sinks import SinkCriterion, find_decode_sinks, find_sinks, sink_report
+from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.decode_bundle import DecodeBundle
 from pi0viz.core.tables import csv_text
 from pi0viz.core.writes import StagedFiles, atomic_write
 from pi0viz.errors import AnalysisError
 
 METRICS_FORMAT = "pi0viz.metrics/1"
+DECODING = "decoding"  # "call_kind" of a pi0-FAST call's metrics (pi0viz.core.runs.DECODING); absent: denoising
 EPISODE_FILE = "episode.json"
 EPISODE_METRICS = "episode_metrics.json"
 
 
-def region_masses(maps: ActionMaps) -> dict[str, Any]:
+def region_masses(maps: ActionMaps | DecodeKeyMaps) -> dict[str, Any]:
     """Head-mean attention mass per key region (every drawn camera, the prompt, state, actions), averaged over the
     action tokens: {"names": [M], "kinds": [M], "mass": [M][D][L]}. Padded cameras (pi0viz.core.maps' rule) are
-    left out."""
+    left out. A decoding call: each decode step's query, regions the drawn cameras, the prompt ("text") and the
+    tokens generated so far ("generated"): "mass" [M][J][L]."""
     regions = maps.regions
-    per_key = maps.mean.mean(axis=2)  # [D, L, S]
+    per_key = maps.mean if isinstance(maps, DecodeKeyMaps) else maps.mean.mean(axis=2)  # [D, L, S]
     mass = np.stack([per_key[..., r.slice].sum(axis=-1) for r in regions])  # [M, D, L]
     return {"names": [r.name for r in regions], "kinds": [r.kind for r in regions],
             "mass": np.round(mass, 6).tolist()}
 
 
-def analyze_call(bundle: CaptureBundle, *, coverage: np.ndarray | None = None, has_mask: np.ndarray | None = None,
-                 objects: Sequence[str] = (), criterion: SinkCriterion | None = None, batch: int = 0,
+def analyze_call(bundle: CaptureBundle | DecodeBundle, *, coverage: np.ndarray | None = None,
+                 has_mask: np.ndarray | None = None, objects: Sequence[str] = (),
+                 criterion: SinkCriterion | None = None, batch: int = 0,
                  source: str = "") -> tuple[dict[str, Any], G.CallGrounding | None]:
     """Everything measured on one call.
 
     Args:
-        bundle: the call.
+        bundle: the call: a denoising call (CaptureBundle) or a pi0-FAST decoding call (DecodeBundle: every
+            number is over its decode steps, each step's one query in the action tokens' place; sinks by
+            `find_decode_sinks`).
         coverage: float[C, rows, cols] object coverage per camera slot (None: no grounding metrics).
         has_mask: bool[C] which slots have a mask.
         objects: names of the objects the masks cover (for the record).
         criterion: the sink criterion.
 
     Returns:
-        (JSON-ready dict {"format", "call", "source", "prompt", "regions", "sinks", "grounding" (or None)},
-         the CallGrounding for the CSV, or None without masks).
+        (JSON-ready dict {"format", "call", "source", "prompt", "regions", "sinks", "grounding" (or None)}, plus
+         "call_kind": "decoding" for a decoding call, the CallGrounding for the CSV, or None without masks).
     """
-    maps = action_maps(bundle, batch=batch)
+    decoding = isinstance(bundle, DecodeBundle)
+    maps: ActionMaps | DecodeKeyMaps = decode_key_maps(bundle, batch=batch) if decoding \
+        else action_maps(bundle, batch=batch)
     pieces = [str(p) for p in bundle.token_pieces[batch]]
-    sinks = find_sinks(maps, criterion)
+    sinks = find_decode_sinks(maps, criterion) if decoding else find_sinks(maps, criterion)
     g = None
     summary = None
     if coverage is not None:
-        g = G.call_grounding(maps, coverage, has_mask if has_mask is not None else [True] * len(coverage),
-                             bundle.image_masks[batch])
+        has = has_mask if has_mask is not None else [True] * len(coverage)
+        g = G.decode_grounding(maps, coverage, has, bundle.image_masks[batch]) if decoding \
+            else G.call_grounding(maps, coverage, has, bundle.image_masks[batch])
         summary = dict(G.grounding_summary(g), objects=list(objects))
     call = int(bundle.inference_step) if bundle.inference_step is not None else None
-    return ({
+    record: dict[str, Any] = {
         "format": METRICS_FORMAT,
         "call": call,
         "source": source,
@@ -82,7 +95,11 @@ def analyze_call(bundle: CaptureBundle, *, coverage: np.ndarray | None = None, h
         "regions": region_masses(maps),
         "sinks": sink_report(sinks, maps, pieces),
         "grounding": summary,
-    }, g)
+    }
+    if decoding:  # the steps are decode steps; each names the token it generated
+        record["call_kind"] = DECODING
+        record["generated"] = [str(p) for p in bundle.pieces(batch)]
+    return record, g
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
@@ -130,7 +147,7 @@ def analyze_bundles(paths: Sequence[str | os.PathLike], *, masks_dir: str | os.P
         require_masks: fail when a bundle has no masks (default: sinks and masses only for that call).
         csv: also write the per-cell grounding CSV.
     """
-    from pi0viz.core.runs import read_run
+    from pi0viz.core.runs import load_call, read_run
 
     run = read_run(paths)  # RunError (a Pi0vizError) when there is no bundle or a named file is not one
     written = []
@@ -143,7 +160,7 @@ def analyze_bundles(paths: Sequence[str | os.PathLike], *, masks_dir: str | os.P
         with StagedFiles() as staged:  # an exception before the commit removes every temporary
             for call in episode.calls:
                 path = call.path
-                bundle = load_bundle(path)
+                bundle = load_call(call)  # a denoising or a decoding (pi0-FAST) call
                 mpath = (call.masks or masks_path(path)) if masks_dir is None \
                     else Path(masks_dir) / masks_path(path).name
                 coverage = has = None
@@ -180,6 +197,7 @@ def episode_record(calls: Sequence[dict[str, Any]], info: dict[str, Any]) -> dic
         "episode": info,
         "calls": [{"call": c["call"], "source": c["source"], "prompt": c["prompt"], "regions": c["regions"],
                    "sink_share": c["sinks"]["share"], "sink_keys": c["sinks"]["keys"][:10],
-                   "grounding": c.get("grounding")} for c in calls],
+                   "grounding": c.get("grounding"),
+                   **({"call_kind": c["call_kind"]} if "call_kind" in c else {})} for c in calls],
         "grounding": G.aggregate(grounded) if grounded else None,
     }

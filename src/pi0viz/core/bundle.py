@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
@@ -172,23 +172,13 @@ class CaptureBundle:
             "attention_heads": np.asarray(self.attention_heads),
             "attention_queries": np.asarray(self.attention_queries),
             "attention_keys": np.asarray(self.attention_keys),
-            "camera_names": np.asarray(self.camera_names, dtype=str),
-            "images": self.images,
-            "image_masks": self.image_masks,
-            "patch_grid": np.asarray(self.patch_grid, dtype=np.int32),
-            "token_ids": self.token_ids.astype(np.int32),
-            "token_pieces": self.token_pieces,
-            "token_mask": self.token_mask,
+            **input_arrays(self),
             "num_state_tokens": np.asarray(self.num_state_tokens, dtype=np.int32),
             "num_action_tokens": np.asarray(self.num_action_tokens, dtype=np.int32),
             "diffusion_times": self.diffusion_times.astype(np.float32),
-            "step_indices": np.asarray(self.step_indices, dtype=np.int32),
-            "layer_indices": np.asarray(self.layer_indices, dtype=np.int32),
+            **index_arrays(self),
+            **optional_arrays(self),
         }
-        if self.prompt is not None:
-            out["prompt"] = self.prompt
-        if self.inference_step is not None:
-            out["inference_step"] = np.asarray(self.inference_step, dtype=np.int32)
         if self.actions is not None:
             out["actions"] = self.actions.astype(np.float32)
         return out
@@ -200,49 +190,130 @@ class CaptureBundle:
         if fmt not in SUPPORTED_FORMATS:
             raise BundleError(f"unknown bundle format {fmt!r}; this pi0viz reads {list(SUPPORTED_FORMATS)}"
                               f"{_decoding_hint(fmt)}")
-        missing = [k for k in REQUIRED_KEYS if k not in arrays]
-        if missing:
-            raise BundleError(f"bundle is missing required keys {missing} (format {FORMAT}, see docs/capture-bundle.md)")
-
-        def arr(key: str) -> np.ndarray | None:
-            return None if key not in arrays else np.asarray(arrays[key])
-
-        step = _scalar(arrays, "inference_step", int, None)
+        check_required(arrays, REQUIRED_KEYS, FORMAT)
         return cls(
-            attention=np.asarray(arrays["attention"]),
-            camera_names=list(np.asarray(arrays["camera_names"]).reshape(-1)),
-            images=np.asarray(arrays["images"]),
-            image_masks=np.asarray(arrays["image_masks"]),
-            token_ids=np.asarray(arrays["token_ids"]),
-            token_pieces=np.asarray(arrays["token_pieces"]),
-            token_mask=np.asarray(arrays["token_mask"]),
+            **common_fields(arrays),
             num_state_tokens=_scalar(arrays, "num_state_tokens", int, None),
             num_action_tokens=_scalar(arrays, "num_action_tokens", int, None),
             diffusion_times=np.asarray(arrays["diffusion_times"]),
-            patch_grid=tuple(np.asarray(arrays.get("patch_grid", (16, 16))).reshape(-1)[:2]),
             attention_kind=_scalar(arrays, "attention_kind", str, "probs"),
-            attention_heads=_scalar(arrays, "attention_heads", str, "all"),
             attention_queries=_scalar(arrays, "attention_queries", str, "suffix"),
-            attention_keys=_scalar(arrays, "attention_keys", str, "all"),
-            step_indices=arr("step_indices"),
-            layer_indices=arr("layer_indices"),
-            prompt=arr("prompt"),
-            inference_step=step,
-            actions=arr("actions"),
+            actions=optional_array(arrays, "actions"),
         )
 
 
-def save_bundle(bundle: CaptureBundle, path: str | os.PathLike, *, compress: bool = False) -> Path:
-    """Write `bundle` to `path` (.npz) atomically and durably (fsync'ed: one file per call, so the flush is
-    cheap): a crash, a power cut or a full disk never leaves a half-written file, and an older bundle of the
-    same name stays whole until the new one is complete.
+# -- the (de)serialization both bundle kinds share (capture/1 here, capture/2 in core.decode_bundle) ------------
+# The members below mean the same in both formats; each format adds its own between them (to_arrays keeps the
+# member order of the files pi0viz has always written).
+
+
+def input_arrays(bundle: Any) -> dict[str, np.ndarray]:
+    """What the model saw, as npz members: camera_names, images, image_masks, patch_grid, the prompt's token_ids
+    (int32), token_pieces and token_mask. `bundle`: a CaptureBundle or a DecodeBundle."""
+    return {
+        "camera_names": np.asarray(bundle.camera_names, dtype=str),
+        "images": bundle.images,
+        "image_masks": bundle.image_masks,
+        "patch_grid": np.asarray(bundle.patch_grid, dtype=np.int32),
+        "token_ids": bundle.token_ids.astype(np.int32),
+        "token_pieces": bundle.token_pieces,
+        "token_mask": bundle.token_mask,
+    }
+
+
+def index_arrays(bundle: Any) -> dict[str, np.ndarray]:
+    """The stored steps' and layers' indices as int32[J or D] and int32[L] npz members."""
+    return {"step_indices": np.asarray(bundle.step_indices, dtype=np.int32),
+            "layer_indices": np.asarray(bundle.layer_indices, dtype=np.int32)}
+
+
+def optional_arrays(bundle: Any) -> dict[str, np.ndarray]:
+    """prompt [B] str and the scalar int32 inference_step, when the bundle has them."""
+    out: dict[str, np.ndarray] = {}
+    if bundle.prompt is not None:
+        out["prompt"] = bundle.prompt
+    if bundle.inference_step is not None:
+        out["inference_step"] = np.asarray(bundle.inference_step, dtype=np.int32)
+    return out
+
+
+def optional_array(arrays: Mapping[str, Any], key: str) -> np.ndarray | None:
+    """arrays[key] as an ndarray, or None when the mapping does not hold it."""
+    return None if key not in arrays else np.asarray(arrays[key])
+
+
+def check_required(arrays: Mapping[str, Any], required: tuple[str, ...], fmt: str) -> None:
+    """BundleError (one line) naming the required members the mapping lacks."""
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise BundleError(f"bundle is missing required keys {missing} (format {fmt}, see docs/capture-bundle.md)")
+
+
+def common_fields(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments both bundle classes read alike: attention, the inputs (input_arrays), the head
+    and key reductions, the stored indices, prompt and inference_step."""
+    return dict(
+        attention=np.asarray(arrays["attention"]),
+        camera_names=list(np.asarray(arrays["camera_names"]).reshape(-1)),
+        images=np.asarray(arrays["images"]),
+        image_masks=np.asarray(arrays["image_masks"]),
+        token_ids=np.asarray(arrays["token_ids"]),
+        token_pieces=np.asarray(arrays["token_pieces"]),
+        token_mask=np.asarray(arrays["token_mask"]),
+        patch_grid=tuple(np.asarray(arrays.get("patch_grid", (16, 16))).reshape(-1)[:2]),
+        attention_heads=_scalar(arrays, "attention_heads", str, "all"),
+        attention_keys=_scalar(arrays, "attention_keys", str, "all"),
+        step_indices=optional_array(arrays, "step_indices"),
+        layer_indices=optional_array(arrays, "layer_indices"),
+        prompt=optional_array(arrays, "prompt"),
+        inference_step=_scalar(arrays, "inference_step", int, None),
+    )
+
+
+def save_arrays(arrays: Mapping[str, np.ndarray], path: str | os.PathLike, *, compress: bool = False) -> Path:
+    """Write a bundle's flat arrays to `path` (.npz) atomically and durably (fsync'ed: one file per call, so the
+    flush is cheap): a crash, a power cut or a full disk never leaves a half-written file, and an older file of
+    the same name stays whole until the new one is complete.
 
     Raises:
         OutputError naming the path and the cause (read-only folder, no space or inodes, a path through a file).
     """
-    arrays = bundle.to_arrays()
     save = np.savez_compressed if compress else np.savez
     return atomic_write(Path(path), lambda f: save(f, **arrays), durable=True)
+
+
+def read_arrays(path: str | os.PathLike, *, layout_keys: tuple[str, ...] = (),
+                check_headers: Callable[[Mapping[str, tuple[int, ...]], Mapping[str, np.ndarray]], None] | None = None
+                ) -> dict[str, np.ndarray]:
+    """Every member of a bundle .npz, never unpickling anything.
+
+    The small `layout_keys` members (scalars, short strings) are read first; `check_headers(shapes, small)` then
+    checks the archive's array shapes (from the .npy headers, no array read) against the layout they describe, so
+    a forged header never makes pi0viz allocate. Only then are the other arrays read.
+
+    Raises:
+        BundleError naming the file and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"no capture bundle at {path} (expected an .npz file written by pi0viz)")
+    with NpzReader(path) as npz:
+        small = {k: npz.load(k) for k in layout_keys if k in npz.headers and npz.headers[k].nbytes <= _SMALL_BYTES}
+        if check_headers is not None:
+            try:
+                check_headers({k: h.shape for k, h in npz.headers.items()}, small)
+            except BundleError as err:
+                raise BundleError(f"{path}: {err}") from None
+        return {name: small[name] if name in small else npz.load(name) for name in npz.headers}
+
+
+def save_bundle(bundle: CaptureBundle, path: str | os.PathLike, *, compress: bool = False) -> Path:
+    """Write `bundle` to `path` (.npz) atomically and durably (see `save_arrays`).
+
+    Raises:
+        OutputError naming the path and the cause (read-only folder, no space or inodes, a path through a file).
+    """
+    return save_arrays(bundle.to_arrays(), path, compress=compress)
 
 
 # Arrays read before anything large, to know the layout: scalars, short strings, patch_grid.
@@ -261,16 +332,7 @@ def load_bundle(path: str | os.PathLike) -> CaptureBundle:
     Raises:
         BundleError naming the file and what was expected.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise BundleError(f"no capture bundle at {path} (expected an .npz file written by pi0viz)")
-    with NpzReader(path) as npz:
-        small = {k: npz.load(k) for k in _LAYOUT_KEYS if k in npz.headers and npz.headers[k].nbytes <= _SMALL_BYTES}
-        try:
-            _check_headers({k: h.shape for k, h in npz.headers.items()}, small)
-        except BundleError as err:
-            raise BundleError(f"{path}: {err}") from None
-        arrays = {name: small[name] if name in small else npz.load(name) for name in npz.headers}
+    arrays = read_arrays(path, layout_keys=_LAYOUT_KEYS, check_headers=_check_headers)
     try:
         return CaptureBundle.from_arrays(arrays)
     except BundleError as err:
@@ -339,11 +401,11 @@ def _check_attention_shape(shape: tuple[int, ...], layout: AttentionLayout, num_
 
 
 def _decoding_hint(fmt: Any) -> str:
-    """Where a pi0-FAST decoding bundle (pi0viz.capture/2) is read instead: only its renderer reads it for now."""
+    """Where a pi0-FAST decoding bundle (pi0viz.capture/2) is read instead."""
     if fmt != "pi0viz.capture/2":
         return ""
     return (" (pi0viz.capture/2 is a pi0-FAST decoding bundle: read it with pi0viz.core.decode_bundle."
-            "load_decode_bundle and draw it with pi0viz.render.render_decode_bundle)")
+            "load_decode_bundle, or either kind with pi0viz.core.runs.load_call)")
 
 
 def _check_indices(values: np.ndarray, name: str) -> None:

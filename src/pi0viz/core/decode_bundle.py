@@ -17,10 +17,21 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
-from pi0viz.core.bundle import _check_indices, _expect, _scalar
-from pi0viz.core.npzfile import NpzReader
+from pi0viz.core.bundle import (
+    _check_indices,
+    _expect,
+    _expect_shape,
+    _scalar,
+    check_required,
+    common_fields,
+    index_arrays,
+    input_arrays,
+    optional_array,
+    optional_arrays,
+    read_arrays,
+    save_arrays,
+)
 from pi0viz.core.selection import folder_index
-from pi0viz.core.writes import atomic_write
 from pi0viz.errors import BundleError
 
 DECODE_FORMAT = "pi0viz.capture/2"
@@ -197,89 +208,90 @@ class DecodeBundle:
             "attention_kind": np.asarray("probs"),
             "attention_heads": np.asarray(self.attention_heads),
             "attention_keys": np.asarray(self.attention_keys),
-            "camera_names": np.asarray(self.camera_names, dtype=str),
-            "images": self.images,
-            "image_masks": self.image_masks,
-            "patch_grid": np.asarray(self.patch_grid, dtype=np.int32),
-            "token_ids": self.token_ids.astype(np.int32),
-            "token_pieces": self.token_pieces,
-            "token_mask": self.token_mask,
+            **input_arrays(self),
             "generated_ids": self.generated_ids.astype(np.int32),
             "key_len": np.asarray(self.key_len, dtype=np.int32),
             "prefix_start": np.asarray(self.prefix_start, dtype=np.int32),
             "key_source": np.asarray(self.key_source, dtype=np.int32),
-            "step_indices": np.asarray(self.step_indices, dtype=np.int32),
-            "layer_indices": np.asarray(self.layer_indices, dtype=np.int32),
+            **index_arrays(self),
         }
         if self.generated_pieces is not None:
             out["generated_pieces"] = self.generated_pieces
-        if self.prompt is not None:
-            out["prompt"] = self.prompt
-        if self.inference_step is not None:
-            out["inference_step"] = np.asarray(self.inference_step, dtype=np.int32)
+        out.update(optional_arrays(self))
         return out
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, Any]) -> "DecodeBundle":
         """Build (and validate) a decoding bundle from a flat mapping as written by `to_arrays`."""
-        fmt = _scalar(arrays, "format", str, None)
-        if fmt != DECODE_FORMAT:
-            raise BundleError(f"not a decoding bundle: format {fmt!r}, expected {DECODE_FORMAT!r} "
-                              "(pi0viz.load_bundle reads pi0viz.capture/1)")
-        kind = _scalar(arrays, "call_kind", str, CALL_KIND)
-        if kind != CALL_KIND or _scalar(arrays, "attention_kind", str, "probs") != "probs":
-            raise BundleError(f"a {DECODE_FORMAT} bundle holds call_kind 'decoding' and attention_kind 'probs', got "
-                              f"{kind!r}")
-        missing = [k for k in DECODE_REQUIRED_KEYS if k not in arrays]
-        if missing:
-            raise BundleError(f"bundle is missing required keys {missing} (format {DECODE_FORMAT}, see "
-                              "docs/capture-bundle.md)")
-
-        def arr(key: str) -> np.ndarray | None:
-            return None if key not in arrays else np.asarray(arrays[key])
-
+        _check_kind(arrays)
+        check_required(arrays, DECODE_REQUIRED_KEYS, DECODE_FORMAT)
         return cls(
-            attention=np.asarray(arrays["attention"]),
-            camera_names=list(np.asarray(arrays["camera_names"]).reshape(-1)),
-            images=np.asarray(arrays["images"]),
-            image_masks=np.asarray(arrays["image_masks"]),
-            token_ids=np.asarray(arrays["token_ids"]),
-            token_pieces=np.asarray(arrays["token_pieces"]),
-            token_mask=np.asarray(arrays["token_mask"]),
+            **common_fields(arrays),
             generated_ids=np.asarray(arrays["generated_ids"]),
             key_len=np.asarray(arrays["key_len"]),
             prefix_start=np.asarray(arrays["prefix_start"]),
             key_source=np.asarray(arrays["key_source"]),
-            patch_grid=tuple(np.asarray(arrays.get("patch_grid", (16, 16))).reshape(-1)[:2]),
-            attention_heads=_scalar(arrays, "attention_heads", str, "all"),
-            attention_keys=_scalar(arrays, "attention_keys", str, "all"),
-            generated_pieces=arr("generated_pieces"),
-            step_indices=arr("step_indices"),
-            layer_indices=arr("layer_indices"),
-            prompt=arr("prompt"),
-            inference_step=_scalar(arrays, "inference_step", int, None),
+            generated_pieces=optional_array(arrays, "generated_pieces"),
         )
+
+
+def _check_kind(arrays: Mapping[str, Any]) -> None:
+    """format pi0viz.capture/2, call_kind "decoding", attention_kind "probs"; else one line."""
+    fmt = _scalar(arrays, "format", str, None)
+    if fmt != DECODE_FORMAT:
+        raise BundleError(f"not a decoding bundle: format {fmt!r}, expected {DECODE_FORMAT!r} "
+                          "(pi0viz.load_bundle reads pi0viz.capture/1)")
+    kind = _scalar(arrays, "call_kind", str, CALL_KIND)
+    if kind != CALL_KIND or _scalar(arrays, "attention_kind", str, "probs") != "probs":
+        raise BundleError(f"a {DECODE_FORMAT} bundle holds call_kind 'decoding' and attention_kind 'probs', got "
+                          f"{kind!r}")
+
+
+# Read before anything large (core.bundle.read_arrays): the scalars and patch_grid that fix the layout.
+_LAYOUT_KEYS = ("format", "call_kind", "attention_kind", "attention_heads", "attention_keys", "patch_grid")
+
+
+def _check_headers(shapes: Mapping[str, tuple[int, ...]], small: Mapping[str, np.ndarray]) -> None:
+    """The arrays' shapes (from the .npy headers, nothing read) against the layout: attention [J, L, B, K, G, 1, S]
+    with S = C x rows x cols + T (+ Jg), the inputs [B, C, ...] / [B, T], the per-step arrays [J]."""
+    _check_kind(small)
+    check_required(shapes, DECODE_REQUIRED_KEYS, DECODE_FORMAT)
+    att, cams, ids, gen = shapes["attention"], shapes["camera_names"], shapes["token_ids"], shapes["generated_ids"]
+    if len(att) != 7 or len(cams) != 1 or len(ids) != 2 or len(gen) != 2:
+        raise BundleError(f"expected attention [J, L, B, K, G, 1, S], camera_names [C], token_ids [B, T], "
+                          f"generated_ids [B, Jg]; got {list(att)}, {list(cams)}, {list(ids)}, {list(gen)}")
+    grid = [int(v) for v in np.asarray(small.get("patch_grid", (16, 16))).reshape(-1)[:2]]
+    if len(grid) != 2 or min(grid) <= 0:
+        raise BundleError(f"patch_grid must be two positive ints (rows, cols), got {grid}")
+    J, L, B, S = att[0], att[1], att[2], att[6]
+    C, T, Jg = cams[0], ids[1], gen[1]
+    P = C * grid[0] * grid[1] + T
+    want_s = P if _scalar(small, "attention_keys", str, "all") == "prefix" else P + Jg
+    if S != want_s:
+        raise BundleError(f"attention has S = {S} kv-cache slots, but {C} cameras x {grid[0] * grid[1]} patches + "
+                          f"{T} prompt slots (+ {Jg} generated tokens with keys 'all') expect S = {want_s}")
+    want = {"images": (B, C, None, None, 3), "image_masks": (B, C), "token_pieces": (B, T), "token_mask": (B, T),
+            "generated_ids": (B, None), "generated_pieces": (B, Jg), "key_len": (J,), "prefix_start": (B,),
+            "key_source": (B, P), "step_indices": (J,), "layer_indices": (L,), "prompt": (B,)}
+    for name, shape in want.items():
+        if name in shapes:
+            _expect_shape(shapes[name], name, shape)
 
 
 def save_decode_bundle(bundle: DecodeBundle, path: str | os.PathLike, *, compress: bool = False) -> Path:
     """Write a decoding bundle to `path` (.npz) atomically and durably, as `save_bundle` does."""
-    arrays = bundle.to_arrays()
-    save = np.savez_compressed if compress else np.savez
-    return atomic_write(Path(path), lambda f: save(f, **arrays), durable=True)
+    return save_arrays(bundle.to_arrays(), path, compress=compress)
 
 
 def load_decode_bundle(path: str | os.PathLike) -> DecodeBundle:
-    """Read and validate a decoding bundle written by `save_decode_bundle`, never unpickling anything.
+    """Read and validate a decoding bundle written by `save_decode_bundle`, never unpickling anything; the
+    headers are checked against the layout before any large array is read (as `load_bundle` does).
 
     Raises:
         BundleError naming the file and what was expected.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise BundleError(f"no capture bundle at {path} (expected an .npz file written by pi0viz)")
+    arrays = read_arrays(path, layout_keys=_LAYOUT_KEYS, check_headers=_check_headers)
     try:
-        with NpzReader(path) as npz:
-            arrays = {name: npz.load(name) for name in npz.headers}
         return DecodeBundle.from_arrays(arrays)
     except BundleError as err:
         raise BundleError(f"{path}: {err}") from None

@@ -3,7 +3,8 @@
 Every command that reads saved captures (render, view, video, rerun, metrics, report, sweep) starts here, so a
 folder means the same thing to all of them. Accepted inputs, alone or several together:
 
-    a capture bundle              inference_007.npz (format pi0viz.capture/1)
+    a capture bundle              inference_007.npz (format pi0viz.capture/1: a denoising call of pi0 / pi0.5;
+                                  or pi0viz.capture/2: a decoding call of pi0-FAST)
     a folder of bundles           pi0viz_demo/bundles, <episode>/bundles, a sweep's bundles/<episode>/
     an episode folder             <episode>/bundles/*.npz (or the bundles directly in it), plus side files:
                                   frames.npz, episode.json, the attention_viz tree (inference_timestep_N/ in it,
@@ -15,7 +16,8 @@ Files are told apart by the `format` member of each .npz, read through the guard
 small member is loaded), never by their names: a masks file renamed to inference_009.npz is still masks. The
 side files pi0viz writes:
 
-    pi0viz.capture/1         a call (CAPTURE_FORMAT)
+    pi0viz.capture/1         a denoising call, pi0 / pi0.5 (CAPTURE_FORMAT, kind DENOISING)
+    pi0viz.capture/2         a decoding call, pi0-FAST (DECODE_FORMAT, kind DECODING)
     pi0viz.masks/1           object masks of a call's frames: NAME.masks.npz next to NAME.npz (MASKS_FORMAT)
     pi0viz.frames/1          an episode's camera frames per control step, frames.npz (FRAMES_FORMAT)
     pi0viz.sweep-episode/1   a sweep's record of one episode, episodes/<key>.npz (RECORD_FORMAT)
@@ -24,6 +26,8 @@ side files pi0viz writes:
 In a folder, an .npz that is none of these (or not an .npz at all) is skipped and listed in `Run.skipped`; a file
 the user names explicitly must be a bundle (or a known side file such as frames.npz or masks), else one error line.
 The order of the calls is each bundle's `inference_step` (a scalar member, read cheaply), else the file names' order.
+Each call says its kind (`CallFile.kind`); one run holds one kind (a mix is refused in one line), and `load_call`
+reads a call as the bundle class of its kind.
 """
 
 from __future__ import annotations
@@ -38,8 +42,17 @@ from pathlib import Path
 import numpy as np
 
 from pi0viz.core.bundle import FORMAT as CAPTURE_FORMAT
+from pi0viz.core.bundle import CaptureBundle, load_bundle
+from pi0viz.core.decode_bundle import DECODE_FORMAT, DecodeBundle, load_decode_bundle
 from pi0viz.core.npzfile import NpzReader
 from pi0viz.errors import BundleError
+
+# The two kinds of inference call a bundle holds, by its format.
+DENOISING = "denoising"  # pi0 / pi0.5: flow-matching denoising steps (pi0viz.capture/1, CaptureBundle)
+DECODING = "decoding"  # pi0-FAST: autoregressive decode steps (pi0viz.capture/2, DecodeBundle)
+CALL_FORMATS = {CAPTURE_FORMAT: DENOISING, DECODE_FORMAT: DECODING}
+KIND_NAMES = {DENOISING: "denoising (pi0, pi0.5; pi0viz.capture/1)",
+              DECODING: "decoding (pi0-FAST; pi0viz.capture/2)"}
 
 # The formats of pi0viz's .npz side files. Their writers live outside the core (analysis, episode, sweep), which
 # the core may not import; they use the same strings, and tests/test_core_runs.py checks that they agree.
@@ -69,14 +82,21 @@ class CallFile:
     """One saved inference call.
 
     Attributes:
-        path: the capture bundle (.npz, format pi0viz.capture/1).
+        path: the capture bundle (.npz, format pi0viz.capture/1 or pi0viz.capture/2).
         inference_step: the bundle's `inference_step` member, or None when it has none.
         masks: its object masks (NAME.masks.npz next to NAME.npz, format pi0viz.masks/1), or None.
+        format: the bundle's format (CAPTURE_FORMAT or DECODE_FORMAT).
     """
 
     path: Path
     inference_step: int | None
     masks: Path | None = None
+    format: str = CAPTURE_FORMAT
+
+    @property
+    def kind(self) -> str:
+        """DENOISING (pi0 / pi0.5, a CaptureBundle) or DECODING (pi0-FAST, a DecodeBundle)."""
+        return CALL_FORMATS[self.format]
 
 
 @dataclasses.dataclass
@@ -117,6 +137,11 @@ class EpisodeFiles:
         """The calls' bundle files, in call order."""
         return [c.path for c in self.calls]
 
+    @property
+    def kind(self) -> str | None:
+        """DENOISING or DECODING, the kind of every call (read_run never mixes them); None without calls."""
+        return self.calls[0].kind if self.calls else None
+
 
 @dataclasses.dataclass
 class Run:
@@ -138,6 +163,12 @@ class Run:
     def calls(self) -> list[CallFile]:
         """Every call of every episode, episode by episode."""
         return [c for ep in self.episodes for c in ep.calls]
+
+    @property
+    def kind(self) -> str | None:
+        """DENOISING or DECODING, the kind of every call (read_run never mixes them); None without calls."""
+        calls = self.calls
+        return calls[0].kind if calls else None
 
     def with_calls(self) -> list[EpisodeFiles]:
         """The episodes that have at least one saved call."""
@@ -179,7 +210,7 @@ def _classify(path: Path, want_step: bool = False) -> tuple[str | None, int | No
             fmt = npz.load("format").item()
             fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else str(fmt)
             step: int | None = None
-            if want_step and fmt == CAPTURE_FORMAT:
+            if want_step and fmt in CALL_FORMATS:
                 h = npz.headers.get("inference_step")
                 if h is not None and h.shape == () and h.dtype.kind in "iu":
                     step = int(npz.load("inference_step"))
@@ -255,35 +286,67 @@ def read_run(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, allow_e
             reader.scan(path, 0)
         elif path.is_file():
             fmt, step = _classify(path, want_step=True)
-            if fmt == CAPTURE_FORMAT or fmt in (MASKS_FORMAT, FRAMES_FORMAT):
+            if fmt in CALL_FORMATS or fmt in (MASKS_FORMAT, FRAMES_FORMAT):
                 folder = path.parent
                 named.setdefault(_roots(folder), []).append((path, fmt, step if isinstance(step, int) else None))
             elif fmt in SIDE_FORMATS:
                 raise RunError(f"{path} is {SIDE_FORMATS[fmt]} ({fmt}), not a capture bundle: point at its "
                                "sweep folder instead")
             elif fmt is not None:
-                raise RunError(f"{path}: unknown format {fmt!r}; expected a capture bundle ({CAPTURE_FORMAT})")
+                raise RunError(f"{path}: unknown format {fmt!r}; expected a capture bundle ({CAPTURE_FORMAT} or "
+                               f"{DECODE_FORMAT})")
             else:
                 raise RunError(f"{path} is not a capture bundle ({step}); expected an .npz written by pi0viz "
-                               f"({CAPTURE_FORMAT})")
+                               f"({CAPTURE_FORMAT} or {DECODE_FORMAT})")
         else:
             raise RunError(f"no capture bundle at {path} (no such file or folder)")
     for (root, folder), files in named.items():
         reader.add_named(root, folder, files)
     reader.adopt_named_frames()
     run = Run(paths, reader.episodes, reader.sweeps, reader.skipped)
+    _check_one_kind(run)
     if not allow_empty and not run.calls:
         sweeps = [s for s in run.sweeps]
         if sweeps:
             raise RunError(f"{sweeps[0]} is a sweep whose episodes saved no capture bundles (run pi0viz sweep with "
                            "--save-bundles to keep them); pi0viz report reads its records")
-        side = [(p, fmt) for files in named.values() for p, fmt, _ in files if fmt != CAPTURE_FORMAT]
+        side = [(p, fmt) for files in named.values() for p, fmt, _ in files if fmt not in CALL_FORMATS]
         if side:
             raise RunError(f"{side[0][0]} is {SIDE_FORMATS[side[0][1]]} ({side[0][1]}), not a capture bundle: "
-                           f"expected the bundle .npz files (format {CAPTURE_FORMAT}) with it")
+                           f"expected the bundle .npz files (format {CAPTURE_FORMAT} or {DECODE_FORMAT}) with it")
         raise RunError(f"{_describe(paths)} holds no capture bundles: expected .npz files written by pi0viz "
-                       f"({CAPTURE_FORMAT}), e.g. <episode>/bundles/inference_000.npz")
+                       f"({CAPTURE_FORMAT} or {DECODE_FORMAT}), e.g. <episode>/bundles/inference_000.npz")
     return run
+
+
+def _check_one_kind(run: Run) -> None:
+    """One run holds one kind of call: every output draws either denoising steps or decode steps, and an episode
+    chart, a report or a video across both would compare different things. A mix: RunError naming both."""
+    first: dict[str, Path] = {}
+    for call in run.calls:
+        first.setdefault(call.kind, call.path)
+    if len(first) > 1:
+        raise RunError(f"{_describe(run.inputs)} mixes {KIND_NAMES[DENOISING]} calls (e.g. {first[DENOISING]}) and "
+                       f"{KIND_NAMES[DECODING]} calls (e.g. {first[DECODING]}): point at the bundles of one model")
+
+
+def require_kind(found: "Run | EpisodeFiles", kind: str, command: str) -> None:
+    """RunError (one line) unless the calls of `found` are of `kind` (DENOISING or DECODING): for an output that
+    draws one kind only, e.g. require_kind(run, DENOISING, "pi0viz knockout")."""
+    got = found.kind
+    if got is not None and got != kind:
+        where = found.inputs[0] if isinstance(found, Run) else (found.bundles_dir or found.root)
+        raise RunError(f"{command} reads {KIND_NAMES[kind]} calls; {where} holds {KIND_NAMES[got]} bundles")
+
+
+def load_call(call: "CallFile | str | os.PathLike") -> CaptureBundle | DecodeBundle:
+    """Read one call as the bundle class of its kind: a CaptureBundle (pi0viz.capture/1) or a DecodeBundle
+    (pi0viz.capture/2), validated. Raises BundleError (one line) for anything else."""
+    path = call.path if isinstance(call, CallFile) else Path(call)
+    fmt = call.format if isinstance(call, CallFile) else bundle_format(path)
+    if fmt == DECODE_FORMAT:
+        return load_decode_bundle(path)
+    return load_bundle(path)  # capture/1, or its one-line error naming what was found
 
 
 def _describe(paths: Sequence[Path]) -> str:
@@ -332,11 +395,11 @@ class _Reader:
             return
         found = False
         direct = self._npz_in(folder)
-        if any(fmt == CAPTURE_FORMAT for fmt, _ in direct.values()):
+        if any(fmt in CALL_FORMATS for fmt, _ in direct.values()):
             self._episode(*_roots(folder))
             found = True
         bundles = folder / BUNDLES_FOLDER
-        if bundles.is_dir() and any(fmt == CAPTURE_FORMAT for fmt, _ in self._npz_in(bundles).values()):
+        if bundles.is_dir() and any(fmt in CALL_FORMATS for fmt, _ in self._npz_in(bundles).values()):
             self._scanned.add(bundles.resolve())
             self._episode(folder, bundles)
             found = True
@@ -356,7 +419,7 @@ class _Reader:
         for path, (fmt, why) in listing.items():
             if fmt is None:
                 self.skipped.append((path, str(why)))
-            elif fmt != CAPTURE_FORMAT and fmt not in SIDE_FORMATS:
+            elif fmt not in CALL_FORMATS and fmt not in SIDE_FORMATS:
                 self.skipped.append((path, f"unknown format {fmt!r}"))
 
     def _sweep(self, folder: Path) -> None:
@@ -382,23 +445,23 @@ class _Reader:
     def _episode(self, root: Path, folder: Path) -> EpisodeFiles:
         """The episode whose calls are the bundles in `folder` (all of them), with its side files."""
         listing = self._npz_in(folder)
-        captures = [(p, step if isinstance(step, int) else None) for p, (fmt, step) in listing.items()
-                    if fmt == CAPTURE_FORMAT]
+        captures = [(p, step if isinstance(step, int) else None, fmt) for p, (fmt, step) in listing.items()
+                    if fmt in CALL_FORMATS]
         ep = self._get(root, folder)
         ep.calls = _order(captures, folder)
         self._side_files(ep, listing)
         if root != folder:
-            self._side_files(ep, {p: v for p, v in self._npz_in(root).items() if v[0] != CAPTURE_FORMAT})
+            self._side_files(ep, {p: v for p, v in self._npz_in(root).items() if v[0] not in CALL_FORMATS})
         self._skip_unknown(listing)
         return ep
 
     def add_named(self, root: Path, folder: Path, files: list[tuple[Path, str, int | None]]) -> None:
         """Explicitly named files of one folder: the bundles are the calls; a named frames/masks file is attached."""
         ep = self._get(root, folder)
-        captures = {c.path: c.inference_step for c in ep.calls}
-        captures.update({p: step for p, fmt, step in files if fmt == CAPTURE_FORMAT})
-        ep.calls = _order(list(captures.items()), folder)
-        self._side_files(ep, {p: (fmt, None) for p, fmt, _ in files if fmt != CAPTURE_FORMAT}, named=True)
+        captures = {c.path: (c.inference_step, c.format) for c in ep.calls}
+        captures.update({p: (step, fmt) for p, fmt, step in files if fmt in CALL_FORMATS})
+        ep.calls = _order([(p, step, fmt) for p, (step, fmt) in captures.items()], folder)
+        self._side_files(ep, {p: (fmt, None) for p, fmt, _ in files if fmt not in CALL_FORMATS}, named=True)
 
     def adopt_named_frames(self) -> None:
         """A named frames.npz in the episode folder while the named bundles are in its bundles/: one episode.
@@ -458,20 +521,22 @@ class _Reader:
                     ep.calls[i] = dataclasses.replace(ep.calls[i], masks=candidate)
 
 
-def _order(captures: list[tuple[Path, int | None]], folder: Path) -> list[CallFile]:
-    """Calls by inference_step (all known), else by file name; two bundles with one inference_step: RunError."""
-    steps = [s for _, s in captures if s is not None]
+def _order(captures: list[tuple[Path, int | None, str]], folder: Path) -> list[CallFile]:
+    """Calls (path, inference_step, format) by inference_step (all known), else by file name; two bundles with one
+    inference_step: RunError."""
+    steps = [s for _, s, _ in captures if s is not None]
     dup = sorted({s for s in steps if steps.count(s) > 1})
     if dup:
-        names = sorted(p.name for p, s in captures if s == dup[0])
+        names = sorted(p.name for p, s, _ in captures if s == dup[0])
         raise RunError(f"{folder}: two bundles claim inference_step {dup[0]} ({', '.join(names)}): expected one "
                        "bundle per inference call of an episode")
     if len(steps) == len(captures):
         ordered = sorted(captures, key=lambda c: (c[1], _natural(c[0])))
     else:
         ordered = sorted(captures, key=lambda c: _natural(c[0]))
-    return [CallFile(p, s) for p, s in ordered]
+    return [CallFile(p, s, format=f) for p, s, f in ordered]
 
 
-__all__ = ["CAPTURE_FORMAT", "MASKS_FORMAT", "FRAMES_FORMAT", "RECORD_FORMAT", "CallFile", "EpisodeFiles", "Run",
-           "RunError", "bundle_format", "is_sweep", "is_tree", "load_members", "read_run"]
+__all__ = ["CAPTURE_FORMAT", "DECODE_FORMAT", "MASKS_FORMAT", "FRAMES_FORMAT", "RECORD_FORMAT", "DENOISING",
+           "DECODING", "CALL_FORMATS", "CallFile", "EpisodeFiles", "Run", "RunError", "bundle_format", "is_sweep",
+           "is_tree", "load_call", "load_members", "read_run", "require_kind"]

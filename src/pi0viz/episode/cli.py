@@ -47,7 +47,8 @@ def _load(inputs: tuple[str, ...], steps: str | None, layers: str | None, action
 @click.option("--out", default="episode.mp4", show_default=True, type=click.Path(dir_okay=False),
               help="The MP4 to write.")
 @click.option("--step", type=click.IntRange(0), default=None,
-              help="Denoising step shown (0 = first, t = 1.0; default: the last stored step).")
+              help="Denoising step shown (0 = first, t = 1.0; default: the last stored step). pi0-FAST calls: one "
+                   "decode step (default: the mean over each call's decode steps).")
 @_selection_options
 @click.option("--scale-over", "scale_over", type=click.Choice(["call", "episode"]), default="call", show_default=True,
               help="Top of the color scale: each call's own maximum, or one for the whole episode.")
@@ -63,10 +64,11 @@ def video_command(inputs: tuple[str, ...], out: str, step: int | None, layers: s
                   batch_index: int, no_progress: bool, scale_over: str, fps: float | None, quality: int,
                   colormap: str, alpha: float) -> None:
     """Write the attention video of an episode: every control step's camera frames under the current call's
-    attention (mean over action tokens and layers of one denoising step), the prompt and a label.
+    attention (mean over action tokens and layers of one denoising step; pi0-FAST: mean over layers and the call's
+    decode steps), the prompt and a label.
 
-    RUN_DIR_OR_BUNDLES: an episode folder (frames.npz + bundles/) as examples/libero/main.py writes it, or
-    capture bundle files (then one frame per call, from the bundles' own images).
+    RUN_DIR_OR_BUNDLES: an episode folder (frames.npz + bundles/) as examples/libero/main.py writes it, the
+    `pi0viz demo` folder, or capture bundle files (then one frame per call, from the bundles' own images).
     """
     from pi0viz.episode.video import VideoOptions, check_video_path, write_video
     from pi0viz.core.progress import progress_bar
@@ -87,7 +89,8 @@ def video_command(inputs: tuple[str, ...], out: str, step: int | None, layers: s
               help="The Rerun recording to write.")
 @click.option("--steps", default=None,
               help="Denoising steps exported, one entity subtree each, e.g. '0,9' or '5-9'; a range keeps what the "
-                   "capture holds (default: the last stored).")
+                   "capture holds (default: the last stored). pi0-FAST calls: decode steps (default: the mean over "
+                   "each call's decode steps).")
 @_selection_options
 @click.option("--quality", "--jpeg-quality", "quality", type=click.IntRange(1, 100), default=90, show_default=True,
               help="Image quality, 1..100 (JPEG quality of frames and overlays in the recording).")

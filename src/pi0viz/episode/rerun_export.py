@@ -19,6 +19,10 @@ of entities per call would make the recording as large as the JPEG tree.
 
 Values are those of `pi0viz.episode.aggregate.call_maps`: the heat map is the exact float32 aggregate; the
 images are JPEG-compressed (quality 90) unless `jpeg_quality=None`.
+
+An episode of pi0-FAST decoding calls: the subtree is `decode_steps` (the mean over every decode step of the call,
+the default) or `decode_step_{J}` (one decode step, `--steps`), and `mass/{subtree}/generated` holds the mass on the
+tokens generated so far.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class RerunLogger:
     """
 
     def __init__(self, path: str | os.PathLike, *, recording_id: str, selection: Selection = Selection(),
-                 options: RerunOptions = RerunOptions(), spawn: bool = False) -> None:
+                 options: RerunOptions = RerunOptions(), spawn: bool = False, decoding: bool = False) -> None:
         rr = _rerun()
         self.rr = rr
         self.options = options
@@ -91,9 +95,15 @@ class RerunLogger:
                 self.rec.set_sinks(rr.FileSink(str(self._file.tmp)), rr.GrpcSink())
             else:
                 self.rec.save(str(self._file.tmp))
-            self.rec.log("selection", rr.TextDocument(
-                f"Per call: max over heads, then mean over layers {layers} and action tokens {tokens}; "
-                "one subtree per denoising step (step_D; step 0 is t = 1.0, pure noise)."), static=True)
+            if decoding:  # pi0-FAST: one query per decode step, no action tokens
+                text = (f"Per call (pi0-FAST, decoding): max over heads of each decode step's query on the prefix "
+                        f"keys, then mean over layers {layers} and over the call's decode steps (subtree "
+                        "decode_steps) or one decode step (decode_step_J); mass/.../generated: the tokens generated "
+                        "so far.")
+            else:
+                text = (f"Per call: max over heads, then mean over layers {layers} and action tokens {tokens}; "
+                        "one subtree per denoising step (step_D; step 0 is t = 1.0, pure noise).")
+            self.rec.log("selection", rr.TextDocument(text), static=True)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -128,9 +138,10 @@ class RerunLogger:
         """Log one inference call's aggregates (one CallMaps per exported denoising step) at `control_step`."""
         with self._writing():
             rr = self.rr
-            for m in maps:  # m.step: the denoising step, m.call: the inference call
+            for m in maps:  # m.step: the denoising (or decode) step, m.call: the inference call
                 self._time(control_step, m.call)
-                sub = f"step_{m.step}"
+                sub = f"step_{m.step}" if not m.decoding else \
+                    ("decode_steps" if m.step < 0 else f"decode_step_{m.step}")
                 for c, name in enumerate(m.camera_names):
                     base = f"cameras/{_part(rr, name)}/{sub}"
                     self.rec.log(f"{base}/heatmap", rr.Tensor(m.cameras[c], dim_names=["row", "col"]))
@@ -138,12 +149,16 @@ class RerunLogger:
                     self.rec.log(f"{base}/overlay", self._image(pixels))
                     self.rec.log(f"mass/{sub}/{_part(rr, name)}", rr.Scalars([float(m.mass[c])]))
                 self.rec.log(f"mass/{sub}/prompt", rr.Scalars([float(m.mass[-1])]))
+                if m.generated_mass is not None:
+                    self.rec.log(f"mass/{sub}/generated", rr.Scalars([m.generated_mass]))
                 self.rec.log(f"prompt/{sub}/weights", rr.BarChart(m.prompt))
                 rows = "\n".join(f"| {slot} | `{_md(piece)}` | {w:.4g} |"
                                  for slot, piece, w in zip(m.prompt_slots, m.prompt_pieces, m.prompt))
+                what = (f"{_md(m.step_words)}, layers {spans(m.layers)}" if m.decoding else
+                        f"denoising step {m.step} (t={m.t:.2f}), layers {spans(m.layers)}, action tokens "
+                        f"{spans(m.action_tokens)}")
                 self.rec.log(f"prompt/{sub}/tokens", rr.TextDocument(
-                    f"call {m.call}, denoising step {m.step} (t={m.t:.2f}), layers {spans(m.layers)}, action tokens "
-                    f"{spans(m.action_tokens)}\n\n| slot | piece | weight |\n|---|---|---|\n{rows}",
+                    f"call {m.call}, {what}\n\n| slot | piece | weight |\n|---|---|---|\n{rows}",
                     media_type=rr.MediaType.MARKDOWN))
 
     def close(self) -> Path:
@@ -178,14 +193,17 @@ def export_rerun(episode: Episode, path: str | os.PathLike, *, recording_id: str
     """Write a whole episode to `path` (.rrd).
 
     Args:
-        episode: frames and maps, one set per exported denoising step (load_episode(..., steps=[...])).
+        episode: frames and maps, one set per exported denoising step (load_episode(..., steps=[...])); a decoding
+            (pi0-FAST) episode: one set for the mean over each call's decode steps, or one per chosen decode step.
         recording_id: Rerun's id of the recording; default the file's stem.
     Raises:
         OutputError (one line) on a full disk or a broken file; an older `path` is kept and no temporary is left.
     """
     by_denoising_step = list(episode.by_step)  # one {call: CallMaps} per exported denoising step
     path = Path(path)
-    logger = RerunLogger(path, recording_id=recording_id or path.stem, selection=selection, options=options)
+    decoding = any(m.decoding for maps in by_denoising_step for m in maps.values())
+    logger = RerunLogger(path, recording_id=recording_id or path.stem, selection=selection, options=options,
+                         decoding=decoding)
     frames, names = episode.frames, episode.camera_names
     columns = [frames.camera_names.index(n) for n in names]
     try:

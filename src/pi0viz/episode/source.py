@@ -5,7 +5,9 @@ Accepted inputs (`pi0viz video` / `pi0viz rerun`), read by pi0viz.core.runs:
     (or the bundles directly in the folder), or `pi0viz demo`'s output folder, or its bundles folder;
   - a run or sweep folder that holds one episode with saved bundles (several: refused, naming them);
   - capture bundles given as files (with frames.npz among them, optionally).
-Without frames.npz the video shows each call's own model-input images, one frame per call.
+Without frames.npz the video shows each call's own model-input images, one frame per call. The calls may be pi0-FAST
+decoding bundles (pi0viz.capture/2, e.g. `pi0viz demo --model pi0-fast`): each is then shown as the mean over its
+decode steps (pi0viz.episode.aggregate.decode_call_maps); an episode never mixes the two kinds.
 Bundles are loaded one at a time and reduced to their (small) CallMaps, so a 40-call full-size episode never
 holds more than one call's attention in memory.
 """
@@ -19,8 +21,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from pi0viz.core.bundle import CaptureBundle, load_bundle
-from pi0viz.core.runs import read_run
+from pi0viz.core.bundle import CaptureBundle
+from pi0viz.core.decode_bundle import DecodeBundle
+from pi0viz.core.runs import load_call, read_run
 from pi0viz.core.selection import parse_selection
 from pi0viz.episode.aggregate import CallMaps, Selection, call_maps
 from pi0viz.episode.frames import EpisodeFrames, load_frames
@@ -35,8 +38,9 @@ class Episode:
 
     Attributes:
         frames: the rollout (or, without frames.npz, one frame per captured call).
-        by_step: per selected diffusion step, frame-call index m (as in frames.call_steps) -> that call's
-            aggregate; calls without a capture (e.g. LIBERO's --attention-every k) are absent.
+        by_step: per selected diffusion step (a decoding episode: per selected decode step, or one entry for the
+            mean over every decode step), frame-call index m (as in frames.call_steps) -> that call's aggregate;
+            calls without a capture (e.g. LIBERO's --attention-every k) are absent.
         prompt: the episode's prompt, when the bundles carry it.
     """
 
@@ -72,11 +76,11 @@ def load_episode(inputs: Sequence[str | os.PathLike], selection: Selection = Sel
     `steps`, the diffusion steps, when given: a selection such as "0,9" or "5-9", pi0viz.core.selection)."""
     frames_path, bundle_paths = find_inputs(inputs, command)
     frames = load_frames(frames_path) if frames_path else None
-    return episode_from_bundles((load_bundle(p) for p in bundle_paths), frames,
+    return episode_from_bundles((load_call(p) for p in bundle_paths), frames,
                                 selection, steps=steps, progress=progress)
 
 
-def episode_from_bundles(bundles: Iterable[CaptureBundle], frames: EpisodeFrames | None,
+def episode_from_bundles(bundles: Iterable[CaptureBundle | DecodeBundle], frames: EpisodeFrames | None,
                          selection: Selection = Selection(), *, steps: str | Sequence[int] | None = None,
                          progress: Callable[[int], None] | None = None) -> Episode:
     """Aggregate bundles (consumed one at a time) against `frames` (or their own images when None)."""
@@ -84,8 +88,14 @@ def episode_from_bundles(bundles: Iterable[CaptureBundle], frames: EpisodeFrames
     maps: list[list[CallMaps]] = []
     prompt = None
     own_images: list[tuple[list[str], np.ndarray]] = []
+    decoding: bool | None = None
     for position, bundle in enumerate(bundles):
         call = bundle.inference_step if bundle.inference_step is not None else position
+        if decoding is None:
+            decoding = isinstance(bundle, DecodeBundle)
+        elif decoding != isinstance(bundle, DecodeBundle):
+            raise EpisodeError("the bundles mix denoising (pi0, pi0.5) and decoding (pi0-FAST) calls: expected one "
+                               "episode's captures")
         if position == 0 and frames is not None:
             _check_frame_cameras(frames, list(bundle.camera_names))  # before any map is made
         if not selections:  # a steps selection ("0,9", "5-9") is read against the first call's stored steps

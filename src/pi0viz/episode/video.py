@@ -75,6 +75,9 @@ def frame_label(episode: Episode, step: int) -> str:
     if maps is None:
         what = "before the first call" if m < 0 else f"call {m}: no attention captured"
         return f"{where}  {what} | {episode.prompt or ''}"
+    if maps.decoding:  # pi0-FAST: decode steps, one query each, and the tokens generated so far as their own group
+        generated = "" if maps.generated_mass is None else f"; generated tokens' mass {maps.generated_mass:.3f}"
+        return f"{where}  call {maps.call}  {maps.step_words} | mean over layers {spans(maps.layers)}{generated}"
     return (f"{where}  call {maps.call}  diffusion step {maps.step} (t={maps.t:.2f}) | "
             f"mean over layers {spans(maps.layers)} and action tokens {spans(maps.action_tokens)}")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import click
 
-from pi0viz.core.bundle import load_bundle
 from pi0viz.core.colormap import DEFAULT_COLORMAP
+from pi0viz.core.decode_bundle import DecodeBundle
 from pi0viz.core.fusion import SCALE_SCOPES, ColorScale
 from pi0viz.errors import Pi0vizError
 from pi0viz.render.engine import DEFAULT_QUALITY, RenderJob, RenderOptions, run_job
+from pi0viz.render.files import RenderError
 from pi0viz.render.panels import DEFAULT_ALPHA, DEFAULT_ZOOM
 
 _SELECTION = "numbers and inclusive ranges, e.g. '0,3-5,9'; a range keeps what the capture holds (default: all)"
@@ -21,7 +22,8 @@ _SELECTION = "numbers and inclusive ranges, e.g. '0,3-5,9'; a range keeps what t
               help="Root of the attention_viz tree.")
 @click.option("--inference-step", type=int, default=None,
               help="N in inference_timestep_N (default: the bundle's inference_step, else 0).")
-@click.option("--steps", default=None, help=f"Denoising steps (0 = first, t = 1.0): {_SELECTION}.")
+@click.option("--steps", default=None,
+              help=f"Denoising steps (0 = first, t = 1.0); decode steps for a pi0-FAST bundle: {_SELECTION}.")
 @click.option("--action-tokens", default=None, help=f"Action tokens: {_SELECTION}.")
 @click.option("--layers", default=None, help=f"Layers: {_SELECTION}.")
 @click.option("--cameras", default=None, help="Camera names, comma-separated (default: all unmasked).")
@@ -61,12 +63,18 @@ def render_command(bundle: str, out: str, inference_step: int | None, steps: str
 
     OUT/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/fused_attention_on_{camera}.jpg
     and fused_attention_on_text.jpg; D = 0 is the first denoising step (t = 1.0, pure noise). Each caption
-    ends with the cell's label: call, step (with t), action token and layer.
+    ends with the cell's label: call, step (with t), action token and layer. A pi0-FAST decoding bundle
+    (pi0viz.capture/2) gives OUT/inference_timestep_N/decode_step_J/layer_L/fused_attention_on_{camera,text,
+    generated}.jpg instead (docs/cli.md lists the flags it takes).
     """
     from pi0viz.core.progress import progress_bar
+    from pi0viz.core.runs import load_call
 
     try:
-        capture = load_bundle(bundle)
+        capture = load_call(bundle)  # capture/1 -> CaptureBundle, capture/2 -> DecodeBundle
+        if isinstance(capture, DecodeBundle):
+            _refuse_pi0_only(action_tokens=action_tokens, per_head=per_head, composite=composite, workers=workers,
+                             exclude_sinks=exclude_sinks)
         options = RenderOptions(
             steps=steps, action_tokens=action_tokens, layers=layers, cameras=cameras,
             scale=ColorScale(scope=scale, percentile=percentile, gamma=gamma, log_decades=log_decades),
@@ -74,6 +82,10 @@ def render_command(bundle: str, out: str, inference_step: int | None, steps: str
             quality=quality, per_head=per_head, composite=composite, workers=workers, resume=resume,
             batch_index=batch_index, exclude_sinks=exclude_sinks)
         step = inference_step if inference_step is not None else (capture.inference_step or 0)
+        if isinstance(capture, DecodeBundle):
+            summary = _render_decoding(capture, out, step, options, no_progress)
+            click.echo(str(summary))
+            return
         job = RenderJob(capture, out, step, options)
         total = len(job.tasks) * len(job.layer_pos) * job.files_per_cell
         with progress_bar(total, "render", disable=no_progress) as bar:
@@ -84,3 +96,26 @@ def render_command(bundle: str, out: str, inference_step: int | None, steps: str
         click.echo("\ninterrupted: finished files are intact; run the same command with --resume to finish", err=True)
         raise SystemExit(130) from None
     click.echo(str(summary))
+
+
+def _refuse_pi0_only(**given: object) -> None:
+    """A decoding bundle has no action tokens, one query per cell and is rendered in one process: the pi0-only
+    flags are refused in one line rather than ignored."""
+    used = [f"--{name.replace('_', '-')}" for name, value in given.items() if value not in (None, False)]
+    if used:
+        raise RenderError(f"{', '.join(used)}: pi0 (denoising) flags; a pi0-FAST decoding bundle "
+                          "(pi0viz.capture/2) has one query per decode step: use --steps (decode steps), --layers, "
+                          "--cameras, --scale and the color, image and --resume flags")
+
+
+def _render_decoding(capture: DecodeBundle, out: str, step: int, options: RenderOptions,
+                     no_progress: bool) -> object:
+    """The decode_step_J/layer_L tree of one decoding bundle (render.decode), with a bar over its cells."""
+    from pi0viz.core.progress import progress_bar
+    from pi0viz.core.selection import parse_selection
+    from pi0viz.render.decode import render_decode_bundle
+
+    cells = (len(parse_selection(options.steps, capture.step_indices.tolist(), "decode steps"))
+             * len(parse_selection(options.layers, capture.layer_indices.tolist(), "layers")))
+    with progress_bar(cells, "render", unit="cell", disable=no_progress) as bar:
+        return render_decode_bundle(capture, out, options, inference_step=step, progress=lambda _: bar.update(1))

@@ -6,9 +6,11 @@
 
 Each cell is decode step J's query (the generated token J) in layer L, fused over heads by max
 (pi0viz.core.maps.decode_maps). The generated map shows the tokens generated up to and including J (written only
-when the capture kept the generated tokens' keys). One color scale per cell, shared by every panel (its top: the
-cell's largest fused value on a drawn key); captions name the call, the decode step, the generated token and the
-layer. The pi0 tree (render_bundle) is untouched; this renders in one process (a call is J x L cells).
+when the capture kept the generated tokens' keys). The color scale is pi0's (pi0viz.core.fusion.ColorScale): by
+default one per cell, shared by every panel (its top: the cell's largest fused value on a drawn key); region, layer
+and global scopes, percentile, gamma and log scales as for pi0, the generated tokens being one more region.
+Captions name the call, the decode step, the generated token (id and text) and the layer. The pi0 tree
+(render_bundle) is untouched; this renders in one process (a call is J x L cells).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import simplejpeg
 
 from pi0viz.core.colormap import colormap_lut, readable_ink
 from pi0viz.core.decode_bundle import DecodeBundle
+from pi0viz.core.fusion import scale_tops, to_levels
 from pi0viz.core.images import resize_with_pad
 from pi0viz.core.maps import decode_maps
 from pi0viz.core.selection import folder_index, parse_selection
@@ -45,9 +48,11 @@ from pi0viz.render.panels import LABEL_CHARS, CameraPainter, Caption, TextPainte
 GENERATED_FILE = "generated"  # fused_attention_on_generated.jpg: the map over the tokens generated so far
 
 
-def token_label(step: int, piece: str) -> str:
-    """The caption's name of decode step `step`'s query: 'token 5 "abc"' (what was generated at that step)."""
-    return f'token {step} "{display_piece(piece)}"'
+def token_label(step: int, token_id: int, piece: str | None) -> str:
+    """The caption's name of decode step `step`'s query, the token generated at that step: 'token 5 id 257012
+    "abc"', or 'token 5 id 257012' when the bundle carries no text for the generated tokens."""
+    text = f' "{display_piece(piece)}"' if piece is not None else ""
+    return f"token {step} id {token_id}{text}"
 
 
 def render_decode_bundle(bundle: DecodeBundle, out_dir: str | os.PathLike = "attention_viz",
@@ -58,9 +63,9 @@ def render_decode_bundle(bundle: DecodeBundle, out_dir: str | os.PathLike = "att
     Args:
         bundle: the call (pi0viz.core.decode_bundle.DecodeBundle).
         out_dir: root of the tree.
-        options: RenderOptions; `steps` selects decode steps, `layers`, `cameras`, `colormap`, `zoom`, `upsample`,
-            `alpha`, `quality`, `resume` and `batch_index` apply as for pi0; action tokens, per-head panels,
-            composites, sinks, workers and scales other than the shared per-cell one are pi0's only (ignored).
+        options: RenderOptions; `steps` selects decode steps, `layers`, `cameras`, `scale`, `colormap`, `zoom`,
+            `upsample`, `alpha`, `quality`, `resume` and `batch_index` apply as for pi0; action tokens, per-head
+            panels, composites, sinks and workers are pi0's only (ignored here; `pi0viz render` refuses them).
         inference_step: N in the path; default the bundle's inference_step, else 0.
         progress: called with the number of files finished as cells complete.
     """
@@ -116,12 +121,15 @@ def render_decode_bundle(bundle: DecodeBundle, out_dir: str | os.PathLike = "att
     if not maps.has_generated:
         notes.append("the capture kept prefix keys only: no fused_attention_on_generated.jpg")
 
-    # One scale per cell, shared by every panel: the top is the cell's largest fused value on a drawn key.
-    tops = np.maximum(maps.fused.max(axis=-1, initial=0.0), maps.generated.max(axis=-1, initial=0.0))  # [J', L']
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.where(tops > 0, 255.0 / tops, 0.0).astype(np.float32)
-    levels = np.clip(np.rint(maps.fused * inv[..., None]), 0, 255).astype(np.uint8)  # [J', L', R]
-    gen_levels = np.clip(np.rint(maps.generated * inv[..., None]), 0, 255).astype(np.uint8)  # [J', L', Jg]
+    # pi0's color scale over the drawn keys and, as one more region, the generated tokens: [J', L', 1, R + Jg]
+    # (the action-token axis of core.fusion is 1 here). Default: one top per cell shared by every panel.
+    R = maps.fused.shape[-1]
+    values = np.concatenate([maps.fused, maps.generated], axis=-1)[:, :, None, :]
+    regions = [*maps.regions, (GENERATED_FILE, R, values.shape[-1])]
+    region_tops = scale_tops(values, regions, options.scale)  # [J', L', 1, M' + 1]
+    all_levels = to_levels(values, region_tops, regions, options.scale)[:, :, 0]  # [J', L', R + Jg]
+    levels, gen_levels = all_levels[..., :R], all_levels[..., R:]
+    region_tops = region_tops[:, :, 0]
 
     out_root = inference_dir(os.fspath(out_dir), call)
     make_folder(out_root, RESUME_HINT)
@@ -130,7 +138,8 @@ def render_decode_bundle(bundle: DecodeBundle, out_dir: str | os.PathLike = "att
         names.append(f"fused_attention_on_{GENERATED_FILE}.jpg")
     written = skipped = nbytes = 0
     for d, s in enumerate(maps.step_labels.tolist()):
-        piece = pieces[s] if s < len(pieces) else f"#{s}"
+        piece = pieces[s] if bundle.generated_pieces is not None and s < len(pieces) else None
+        token_id = int(maps.generated_ids[s]) if s < len(maps.generated_ids) else -1
         for l, layer in enumerate(maps.layer_labels.tolist()):
             folder = decode_cell_dir(out_root, s, layer)
             if options.resume:
@@ -142,23 +151,22 @@ def render_decode_bundle(bundle: DecodeBundle, out_dir: str | os.PathLike = "att
                     continue
             make_cell_folder(folder)
             label = [(3, 0, panels[0][2].strip(f"call {call}  decode {s}", LABEL_CHARS)),
-                     (4, 0, panels[0][2].strip(f"{token_label(s, piece)}  layer {layer}", 2 * LABEL_CHARS))]
-            top = float(tops[d, l])
+                     (4, 0, panels[0][2].strip(f"{token_label(s, token_id, piece)}  layer {layer}", 2 * LABEL_CHARS))]
             images = []
             for _, painter, caption, n in panels:
                 _, start, stop = maps.regions[n]
                 images.append(_panel(painter, caption, levels[d, l, start:stop],
                                      float(maps.fused[d, l, start:stop].max(initial=0.0)),
-                                     float(maps.region_mass[d, l, n]), top, label))
+                                     float(maps.region_mass[d, l, n]), float(region_tops[d, l, n]), label))
             if gen_caption is not None:
                 painter = gen_painters.get(s)
                 if painter is None:
                     shown = [k <= s for k in range(len(pieces))]
                     painter = gen_painters[s] = TextPainter(layout_prompt(pieces, shown, width=width, zoom=zoom),
                                                             lut, readable_ink(lut))
-                values = maps.generated[d, l, :s + 1]
-                images.append(_panel(painter, gen_caption, gen_levels[d, l, :s + 1], float(values.max(initial=0.0)),
-                                     float(maps.region_mass[d, l, -1]), top, label))
+                generated = maps.generated[d, l, :s + 1]
+                images.append(_panel(painter, gen_caption, gen_levels[d, l, :s + 1], float(generated.max(initial=0.0)),
+                                     float(maps.region_mass[d, l, -1]), float(region_tops[d, l, -1]), label))
             for name, image in zip(names, images):
                 data = simplejpeg.encode_jpeg(as_rgbx(image), quality=options.quality or DEFAULT_QUALITY,
                                               colorspace="RGBX", colorsubsampling="420")

@@ -9,11 +9,13 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from pi0viz.core.bundle import CaptureBundle, load_bundle
+from pi0viz.core.bundle import CaptureBundle
 from pi0viz.core.colormap import colormap_lut
+from pi0viz.core.decode_bundle import DecodeBundle
 from pi0viz.core.npzfile import NpzReader
+from pi0viz.core.runs import load_call
 from pi0viz.errors import BundleError, ViewerError
-from pi0viz.viewer.data import CallArrays, call_arrays
+from pi0viz.viewer.data import CallArrays, call_arrays, decode_call_arrays
 from pi0viz.viewer.page import (
     AUTO_EMBED_CALLS,
     FusedMode,
@@ -24,8 +26,9 @@ from pi0viz.viewer.page import (
     colormap_tables,
 )
 
-BundleLike = Union[CaptureBundle, str, os.PathLike]
+BundleLike = Union[CaptureBundle, DecodeBundle, str, os.PathLike]
 _TREE_LEVELS = ("inference_timestep", "diffusion_timestep", "action_token", "layer")
+_DECODE_TREE_LEVELS = ("inference_timestep", "decode_step", "layer")  # pi0-FAST's tree (render.decode)
 _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\.jpe?g")
 
 
@@ -45,8 +48,10 @@ def write_viewer(
     """Write the viewer page for capture bundles (the calls of an episode) and/or an attention_viz tree.
 
     Args:
-        bundles: CaptureBundle objects or .npz paths; several = the inference calls of one episode, shown in
-            the order of their `inference_step` (file order when a bundle has none).
+        bundles: CaptureBundle or DecodeBundle objects or .npz paths (pi0viz.capture/1 or /2, one kind per page);
+            several = the inference calls of one episode, shown in the order of their `inference_step` (file
+            order when a bundle has none). Decoding (pi0-FAST) calls get a decode-step slider, the map over the
+            tokens generated so far and captions naming the generated token; their maps are fused (no heads).
         out_html: the page to write. Side data (if any) goes to `<stem>_data/` next to it.
         tree: an attention_viz directory of JPEGs (from `pi0viz render`); shown by relative path, driven by the
             same sliders. Alone (no bundles) the page is a browser for the tree.
@@ -72,9 +77,10 @@ def write_viewer(
         tables[colormap] = colormap_lut(colormap).reshape(-1).tolist()
     if not isinstance(zoom, int) or isinstance(zoom, bool) or not 1 <= zoom <= 16:
         raise ViewerError(f"zoom must be an integer in [1, 16] (patch-exact blocks), got {zoom!r}")
-    if isinstance(bundles, (str, os.PathLike, CaptureBundle)):  # one path would be read as a list of characters
+    if isinstance(bundles, (str, os.PathLike, CaptureBundle, DecodeBundle)):  # one path: a list of characters
+        one = isinstance(bundles, (CaptureBundle, DecodeBundle))
         raise ViewerError(f"bundles must be a list of capture bundles or .npz paths, got one "
-                          f"{type(bundles).__name__}: pass [{'bundle' if isinstance(bundles, CaptureBundle) else 'path'}]")
+                          f"{type(bundles).__name__}: pass [{'bundle' if one else 'path'}]")
     if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 0:
         raise ViewerError(f"batch must be an integer >= 0 (a batch element of each bundle), got {batch!r:.60}")
     if title is not None and not isinstance(title, str):
@@ -98,15 +104,15 @@ def write_viewer(
     return builder.write(meta, title)
 
 
-def _load(item: BundleLike, index: int) -> tuple[CaptureBundle, str]:
-    if isinstance(item, CaptureBundle):
+def _load(item: BundleLike, index: int) -> tuple[CaptureBundle | DecodeBundle, str]:
+    if isinstance(item, (CaptureBundle, DecodeBundle)):
         return item, f"bundle {index}"
-    return load_bundle(item), Path(item).name
+    return load_call(item), Path(item).name  # capture/1 or capture/2, by its format
 
 
 def _peek_step(item: BundleLike, index: int) -> int:
     """The inference step of a bundle without loading its attention (npz members load lazily)."""
-    if isinstance(item, CaptureBundle):
+    if isinstance(item, (CaptureBundle, DecodeBundle)):
         return item.inference_step if item.inference_step is not None else index
     try:
         with NpzReader(item) as npz:  # headers checked first: a forged size allocates nothing
@@ -133,15 +139,25 @@ def _add_calls(builder: PageBuilder, bundles: Sequence[BundleLike], *, heads: He
     metas: list[dict[str, Any]] = []
     episode: list[np.ndarray] = []
     first: CallArrays | None = None
+    kinds: dict[str, str] = {}
     for i, index in enumerate(order):
         bundle, source = _load(bundles[index], index)
-        arrays = call_arrays(bundle, batch=batch, with_heads=heads != "none", index=index)
+        decoding = isinstance(bundle, DecodeBundle)
+        kinds.setdefault("decoding" if decoding else "denoising", source)
+        if len(kinds) > 1:
+            raise ViewerError(f"{kinds['denoising']} is a denoising (pi0, pi0.5) call and {kinds['decoding']} a "
+                              "decoding (pi0-FAST) call: one page shows the calls of one model")
+        if decoding:
+            arrays = decode_call_arrays(bundle, batch=batch, index=index)
+        else:
+            arrays = call_arrays(bundle, batch=batch, with_heads=heads != "none", index=index)
         arrays.inference_step = steps[index]
         first = first or arrays
-        check_same_layout(first, arrays)
-        meta = call_meta(arrays, source, bundle.diffusion_times.tolist(), bundle.step_indices.tolist(),
-                         bundle.layer_indices.tolist())
-        meta.update(cameras=list(bundle.camera_names), grid=list(bundle.patch_grid), heads=arrays.heads is not None)
+        check_same_layout(first, arrays, decoding=decoding)
+        times = [] if decoding else bundle.diffusion_times.tolist()
+        meta = call_meta(arrays, source, times, bundle.step_indices.tolist(), bundle.layer_indices.tolist())
+        meta.update(cameras=list(bundle.camera_names), grid=list(bundle.patch_grid), heads=arrays.heads is not None,
+                    D=int(arrays.fused.shape[0]))
         builder.add(f"f{i}", arrays.fused, side=fused_side)
         builder.add(f"c{i}", arrays.cell_max, side=fused_side)
         builder.add(f"m{i}", arrays.mass, side=fused_side)
@@ -150,9 +166,13 @@ def _add_calls(builder: PageBuilder, bundles: Sequence[BundleLike], *, heads: He
         metas.append(meta)
         episode.append(arrays.mass[..., -1, :])  # [D, L, A, M] head-mean mass
     assert first is not None
-    D, L, A, H1, _ = first.mass.shape
-    builder.add("e", np.stack(episode), side=False)  # [N, D, L, A, M]
-    return {"calls": metas, "dims": {"D": D, "L": L, "A": A, "H": H1 - 1},
+    _, L, A, H1, M = first.mass.shape
+    D = max(e.shape[0] for e in episode)  # decoding calls may stop at different steps (EOS): pad with zeros
+    padded = np.zeros((len(episode), D, L, A, M), np.uint16)  # [N, D, L, A, M]; call n's steps: meta "D"
+    for n, e in enumerate(episode):
+        padded[n, :e.shape[0]] = e
+    builder.add("e", padded, side=False)
+    return {"kind": next(iter(kinds)), "calls": metas, "dims": {"D": D, "L": L, "A": A, "H": H1 - 1},
             "massRegions": [[n, k] for n, k in first.mass_regions]}
 
 
@@ -160,24 +180,31 @@ def scan_tree(root: Path, page_dir: Path) -> dict[str, Any]:
     """Index an attention_viz tree: the step/token/layer numbers present and the image files of a leaf folder.
 
     Only integers and file names that match a safe pattern reach the page; the page rebuilds each path as
-    `<root>/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/<file>`.
+    `<root>/inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/<file>`, or for pi0-FAST's tree
+    (kind "decoding", tokens [0]) `<root>/inference_timestep_N/decode_step_J/layer_L/<file>`.
     """
     if not root.is_dir():
         raise ViewerError(f"no attention_viz tree at {root} (expected a directory of inference_timestep_N folders)")
+    first = _numbered(root, "inference_timestep")
+    decoding = bool(first) and bool(_numbered(root / f"inference_timestep_{first[0]}", "decode_step"))
     levels: list[list[int]] = []
     level_dir = root
-    for name in _TREE_LEVELS:
+    for name in _DECODE_TREE_LEVELS if decoding else _TREE_LEVELS:
         numbers = _numbered(level_dir, name)
         if not numbers:
             raise ViewerError(f"{level_dir}: no {name}_N folders; expected the attention_viz layout "
-                              "inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/*.jpg")
+                              "inference_timestep_N/diffusion_timestep_D/action_token_A/layer_L/*.jpg (or "
+                              "inference_timestep_N/decode_step_J/layer_L/*.jpg)")
         levels.append(numbers)
         level_dir = level_dir / f"{name}_{numbers[0]}"
+    if decoding:
+        levels.insert(2, [0])  # one query per decode step: the page's token axis has one position
     files = sorted(f.name for f in level_dir.iterdir() if f.is_file() and _SAFE_FILE.fullmatch(f.name))
-    files.sort(key=lambda f: (not f.startswith("fused_attention_on_"), f == "fused_attention_on_text.jpg", f))
+    last = ("fused_attention_on_text.jpg", "fused_attention_on_generated.jpg")  # cameras first, as in the page
+    files.sort(key=lambda f: (not f.startswith("fused_attention_on_"), last.index(f) + 1 if f in last else 0, f))
     rel = Path(os.path.relpath(root.resolve(), page_dir.resolve())).as_posix()
-    return {"root": rel, "calls": levels[0], "steps": levels[1], "tokens": levels[2], "layers": levels[3],
-            "files": files}
+    return {"root": rel, "kind": "decoding" if decoding else "denoising", "calls": levels[0], "steps": levels[1],
+            "tokens": levels[2], "layers": levels[3], "files": files}
 
 
 def _numbered(folder: Path, prefix: str) -> list[int]:

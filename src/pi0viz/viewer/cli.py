@@ -59,7 +59,8 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
                  zoom: int, colormap: str, title: str | None, serve: bool, host: str, port: int) -> None:
     """Write an interactive, offline HTML viewer for capture bundles (.npz, several = one episode) and/or an
     attention_viz tree. Open the page in a browser; keyboard: arrows = action token / layer, [ ] = diffusion
-    step, , . = inference step, h = next head, s = color scale."""
+    step, , . = inference step, h = next head, s = color scale. A pi0-FAST decoding bundle (pi0viz.capture/2)
+    gets a decode-step slider ([ ]) and a map over the tokens generated so far."""
     from pi0viz.viewer import serve_viewer, write_viewer
 
     bundles, tree = _split_inputs(inputs, tree)

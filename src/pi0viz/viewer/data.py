@@ -15,6 +15,11 @@ so a masked or silent camera or a pad costs nothing. Encoding (little-endian, ro
   equals the max over the decoded head maps exactly.
 - mass   uint16 [D, L, A, N + 1, M]: attention mass (sum of probabilities) per key region M (every camera
   slot, the prompt, the state, the actions), for each head and, at index N, the mean over heads; value = q / 65535.
+
+A pi0-FAST decoding bundle (pi0viz.capture/2, `decode_call_arrays`) uses the same encoding with D = the stored decode
+steps, A = 1 (one query per step: the token being generated) and N = 1 (fused maps only); its drawn keys R are the
+drawn cameras' patches, the non-pad prompt tokens, then the Jg generated tokens' slots (region "generated": step j's
+row is 0 past token j), and its mass regions M are every camera slot, the prompt, the generated tokens.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import dataclasses
 import numpy as np
 import simplejpeg
 
-from pi0viz.core.maps import fused_map_steps
 from pi0viz.core.bundle import BundleError, CaptureBundle
+from pi0viz.core.decode_bundle import DecodeBundle
+from pi0viz.core.maps import decode_maps, fused_map_steps
 
 _Q8 = 255.0
 _Q16 = 65535.0
@@ -52,6 +58,8 @@ class CallArrays:
     token_mask: list[bool]  # [T]
     image_masks: list[bool]  # [C]
     prompt: str
+    generated_ids: list[int] | None = None  # decoding: [Jg] the ids generated in the call
+    generated_pieces: list[str] | None = None  # decoding: [Jg] their text, when the bundle carries it
 
 
 def _quantize_sqrt(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -110,6 +118,50 @@ def call_arrays(bundle: CaptureBundle, *, batch: int = 0, with_heads: bool = Tru
         token_mask=[bool(m) for m in bundle.token_mask[batch]],
         image_masks=[bool(m) for m in image_masks[batch]],
         prompt=str(bundle.prompt[batch]) if bundle.prompt is not None else "",
+    )
+
+
+def decode_call_arrays(bundle: DecodeBundle, *, batch: int = 0, index: int = 0) -> CallArrays:
+    """Reduce one decoding bundle (pi0-FAST; one batch element) to the viewer's arrays: the module docstring's
+    encoding with D = decode steps, A = 1, N = 1 and the generated tokens as the last drawn region.
+
+    Raises BundleError or pi0viz.core.fusion.FusionError with what was expected.
+    """
+    if not 0 <= batch < bundle.batch_size:
+        raise BundleError(f"batch {batch} out of range: the bundle has batch size {bundle.batch_size}")
+    maps = decode_maps(bundle, batch_index=batch)  # the renderer's fusion and camera rule
+    values = np.concatenate([maps.fused, maps.generated], axis=-1)  # [J, L, R + Jg]
+    J, L, R = values.shape
+    cell_max = values.max(axis=-1, initial=0.0).astype(np.float32)  # [J, L]
+    scale = np.where(cell_max > 0, cell_max, 1.0)[..., None]
+    fused = _quantize_sqrt(values, scale)[:, :, None, :]  # [J, L, 1, R]
+    C = len(bundle.camera_names)
+    drawn_mass = dict(zip(maps.drawn.cameras, range(len(maps.drawn.cameras))))
+    mass_f = np.zeros((J, L, C + 2), np.float32)  # every camera slot (undrawn: 0), the prompt, the generated
+    for c, n in drawn_mass.items():
+        mass_f[..., c] = maps.region_mass[..., n]
+    mass_f[..., C:] = maps.region_mass[..., -2:]
+    mass_q = np.rint(np.clip(mass_f, 0, 1) * _Q16).astype(np.uint16)
+    mass = np.repeat(mass_q[:, :, None, None, :], 2, axis=3)  # [J, L, 1, N + 1 = 2, M]: the one head, its mean
+    p_len, Jg = bundle.num_prefix_keys, bundle.num_generated
+    keys = np.concatenate([maps.drawn.keys, p_len + np.arange(Jg)]).astype(np.int64)
+    regions = [(str(n), int(s), int(e)) for n, s, e in maps.drawn.regions] + [("generated", R - Jg, R)]
+    masks = maps.drawn.image_masks
+    images = {name: simplejpeg.encode_jpeg(np.ascontiguousarray(bundle.images[batch, c]), quality=92,
+                                           colorspace="RGB")
+              for c, name in enumerate(bundle.camera_names) if masks[batch, c]}
+    step = bundle.inference_step if bundle.inference_step is not None else index
+    return CallArrays(
+        inference_step=int(step), fused=fused, cell_max=cell_max[:, :, None], heads=None, mass=mass,
+        drawn_keys=keys, drawn_regions=regions,
+        mass_regions=[*((str(n), "camera") for n in bundle.camera_names), ("prompt", "text"),
+                      ("generated", "generated")],
+        images=images, image_size=(int(bundle.images.shape[2]), int(bundle.images.shape[3])),
+        pieces=[str(p) for p in bundle.token_pieces[batch]], token_mask=[bool(m) for m in bundle.token_mask[batch]],
+        image_masks=[bool(m) for m in masks[batch]],
+        prompt=str(bundle.prompt[batch]) if bundle.prompt is not None else "",
+        generated_ids=[int(i) for i in bundle.generated_ids[batch]],
+        generated_pieces=None if bundle.generated_pieces is None else [str(p) for p in bundle.generated_pieces[batch]],
     )
 
 

@@ -104,9 +104,11 @@ def colormap_tables() -> dict[str, list[int]]:
     return {name: colormap_lut(name).reshape(-1).tolist() for name in COLORMAPS}
 
 
-def check_same_layout(first: CallArrays, call: CallArrays) -> None:
-    """All calls of one page must share D, L, A, N and the mass regions (one set of sliders drives them all)."""
-    if call.mass.shape != first.mass.shape or call.mass_regions != first.mass_regions:
+def check_same_layout(first: CallArrays, call: CallArrays, *, decoding: bool = False) -> None:
+    """All calls of one page must share D, L, A, N and the mass regions (one set of sliders drives them all);
+    decoding calls may differ in D (a call stops at its end-of-sequence token: the page clamps the step slider)."""
+    same = call.mass.shape[1:] == first.mass.shape[1:] if decoding else call.mass.shape == first.mass.shape
+    if not same or call.mass_regions != first.mass_regions:
         raise BundleError(
             f"inference step {call.inference_step}: [D, L, A, N+1, regions] = {list(call.mass.shape)} with regions "
             f"{[n for n, _ in call.mass_regions]}, but step {first.inference_step} has {list(first.mass.shape)} "
@@ -128,6 +130,8 @@ def call_meta(call: CallArrays, source: str, times: Sequence[float], steps: Sequ
         "drawnKeys": call.drawn_keys.tolist(),
         "drawnRegions": [[n, s, e] for n, s, e in call.drawn_regions],
         "times": [float(t) for t in times],
+        "generatedIds": call.generated_ids,
+        "generatedPieces": call.generated_pieces,
         "stepIndices": [int(s) for s in steps],
         "layerIndices": [int(x) for x in layers],
         "images": {name: "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()

@@ -1,4 +1,6 @@
 // pi0viz viewer: colors pi0 attention maps in the browser from compact uint8 data.
+// A pi0-FAST page (META.kind "decoding") uses the same arrays with D = decode steps, A = 1 and a last drawn region
+// "generated" (the tokens generated so far): the step slider is a decode-step slider (viewer/data.py).
 // Data from the capture (prompt pieces, camera names, file names) only ever reaches the page through
 // textContent, attributes set as properties, or canvas pixels: never through innerHTML.
 'use strict';
@@ -10,6 +12,8 @@
   const DIMS = BUNDLES ? META.dims
     : { D: TREE.steps.length, L: TREE.layers.length, A: TREE.tokens.length, H: 0 };
   const NCALLS = BUNDLES ? CALLS.length : TREE.calls.length;
+  const DECODING = (BUNDLES ? META.kind : TREE.kind) === 'decoding';
+  const callD = (i) => (BUNDLES && CALLS[i].D ? CALLS[i].D : DIMS.D); // decoding calls may stop early (EOS)
   const MREG = META.massRegions || [];
   const ZOOM = META.zoom;
   const SCOPES = ['cell', 'region', 'layer', 'global'];
@@ -139,7 +143,8 @@
   const sumCache = {};
   function summary(i, mode) { // {values: Float32Array [R], mass: Float32Array [M]} of the reduced cells
     const spec = SUMS[mode];
-    const { D, L, A, H } = DIMS;
+    const { L, A, H } = DIMS;
+    const D = callD(i);
     const dd = spec.axes.includes('d') ? null : S.d, ll = spec.axes.includes('l') ? null : S.l;
     const key = [i, mode, dd, ll].join('/');
     if (key in sumCache) return sumCache[key];
@@ -196,7 +201,8 @@
   function groupTop(i, layer) { // top over all fused values of a layer (layer >= 0) or of the whole call
     const key = [i, layer, S.pct].join('/');
     if (key in topCache) return topCache[key];
-    const { D, L, A } = DIMS;
+    const { L, A } = DIMS;
+    const D = callD(i);
     const { R } = geometry(i);
     let top = 0;
     if (S.pct === null) { // the cell maxima are exact
@@ -257,6 +263,7 @@
   let builtFor = -1;
   const camViews = {}; // camera name -> {canvas, ctx, patch, pctx, cap, region}
   const tokenSpans = [];
+  const genSpans = []; // decoding: one span per generated token
   function buildCall(i) {
     if (builtFor === i) return;
     builtFor = i;
@@ -302,6 +309,21 @@
       tokens.appendChild(span);
       tokenSpans.push(span);
     });
+    const gen = $('gen-tokens');
+    gen.replaceChildren();
+    genSpans.length = 0;
+    $('gen-panel').hidden = !DECODING;
+    if (DECODING) {
+      c.generatedIds.forEach((id, j) => { // every generated token; those after the current step are greyed out
+        const span = el('span', 'tok', c.generatedPieces ? displayPiece(c.generatedPieces[j]) : '#' + id);
+        span.dataset.step = String(j);
+        span.dataset.id = String(id);
+        span.addEventListener('mousemove', (ev) => genTip(ev, j));
+        span.addEventListener('mouseleave', hideTip);
+        gen.appendChild(span);
+        genSpans.push(span);
+      });
+    }
     const prompt = c.prompt ? 'prompt: ' + c.prompt : '';
     $('prompt').textContent = prompt + (NCALLS > 1 || c.source ? '  [' + c.source + ']' : '');
     buildHeadOptions(i);
@@ -379,11 +401,35 @@
       span.dataset.level = String(lv);
       span.classList.toggle('sink', !!(sinks && sinks[textRegion.start + k]));
     });
+    if (DECODING) renderGenerated(i, geo, levels);
     renderLegend(tops, massOf(MREG.findIndex((m) => m[1] === 'text')));
     renderMassGrid();
     renderEpisode();
     renderTree();
     markReady();
+  }
+  function renderGenerated(i, geo, levels) { // the map over the tokens generated so far, and the query's caption
+    const c = CALLS[i];
+    const j = c.stepIndices[S.d]; // the decode step: its query is the token generated at step j
+    const region = geo.regions.find((r) => r.name === 'generated' && r.cam < 0);
+    genSpans.forEach((span, k) => {
+      const seen = k <= j; // step j's query attends to tokens 0..j (itself included), not to later ones
+      const lv = seen ? levels[region.start + k] : 0;
+      span.style.backgroundColor = seen ? rgb(lv) : '';
+      span.style.color = seen ? ink(lv) : '';
+      span.dataset.level = seen ? String(lv) : '';
+      span.classList.toggle('future', !seen);
+      span.classList.toggle('query', k === j);
+    });
+    $('query-caption').textContent = 'decode step ' + j + ' generates token ' + j + ': ' + generatedName(c, j) +
+      '  (layer ' + layerLabel(S.l) + ')';
+  }
+  function genTip(ev, k) {
+    const c = CALLS[S.call];
+    const region = geometry(S.call).regions.find((r) => r.name === 'generated' && r.cam < 0);
+    const idx = region.start + k;
+    showTip(ev, 'generated token ' + k + '  ' + generatedName(c, k) + '  key ' + c.drawnKeys[idx] +
+      '\np = ' + fmt(VIEW.values[idx]) + '  level ' + VIEW.levels[idx]);
   }
   function setCaption(cap, name, vmax, mass, top) {
     cap.replaceChildren(el('span', 'camname', name), document.createTextNode(
@@ -414,7 +460,8 @@
   // ---------------------------------------------------------------- overview: layer x step grid per region
   const GW = 14, GH = 10; // grid cell size in CSS pixels
   function massGrid(i, a, head) { // [M][L][D] mass for action token a (head -1: mean over heads)
-    const { D, L, A, H } = DIMS;
+    const { L, A, H } = DIMS;
+    const D = callD(i);
     const M = MREG.length;
     const mass = loaded['m' + i];
     const hi = head < 0 ? H : head;
@@ -428,10 +475,11 @@
   let gridViews = null;
   function renderMassGrid() {
     const i = S.call;
-    const { D, L } = DIMS;
+    const { L } = DIMS;
+    const D = callD(i);
     const grid = massGrid(i, S.a, S.head);
     const show = visibleRegions(i);
-    const key = show.join(',');
+    const key = show.join(',') + '/' + D;
     if (!gridViews || gridViews.key !== key) {
       const host = $('massgrid');
       host.replaceChildren();
@@ -488,14 +536,15 @@
   // ---------------------------------------------------------------- overview: mass across inference calls
   function episodeMass() { // [N][M]: the current cell's head-mean mass per region, or its mean over all cells
     const e = loaded.e;
-    const { D, L, A } = DIMS;
+    const { D, L, A } = DIMS; // e is [N, D, L, A, M] with D the longest call's (shorter calls padded with 0)
     const M = MREG.length;
     const cells = D * L * A;
     return CALLS.map((_, n) => MREG.map((_, r) => {
       if (!S.epMean) return e[((n * D + S.d) * L + S.l) * A * M + S.a * M + r] / 65535;
+      const own = callD(n) * L * A; // the call's own cells only
       let s = 0;
-      for (let k = 0; k < cells; k++) s += e[(n * cells + k) * M + r];
-      return s / cells / 65535;
+      for (let k = 0; k < own; k++) s += e[(n * cells + k) * M + r];
+      return s / own / 65535;
     }));
   }
   function renderEpisode() {
@@ -553,6 +602,9 @@
       n = TREE.calls[S.call]; d = TREE.steps[S.d]; a = TREE.tokens[S.a]; l = TREE.layers[S.l];
     }
     const root = TREE.root.split('/').map((p) => (p === '..' || p === '.' ? p : encodeURIComponent(p))).join('/');
+    if (TREE.kind === 'decoding') {
+      return root + '/inference_timestep_' + n + '/decode_step_' + d + '/layer_' + l + '/' + encodeURIComponent(file);
+    }
     return root + '/inference_timestep_' + n + '/diffusion_timestep_' + d + '/action_token_' + a + '/layer_' + l +
       '/' + encodeURIComponent(file);
   }
@@ -608,14 +660,20 @@
   }
 
   // ---------------------------------------------------------------- controls, keyboard, URL hash
+  function generatedName(c, j) { // the token generated at decode step j: its id, and its text if the bundle has it
+    const id = c.generatedIds[j];
+    return 'id ' + id + (c.generatedPieces ? ' ' + JSON.stringify(displayPiece(c.generatedPieces[j])) : '');
+  }
   function stepLabel(d) {
     if (!BUNDLES) return String(TREE.steps[d]);
     const c = CALLS[S.call];
+    if (DECODING) return c.stepIndices[d] + ': ' + generatedName(c, c.stepIndices[d]);
     return c.stepIndices[d] + ' (t = ' + c.times[d].toFixed(2) + ')';
   }
   function layerLabel(l) { return String(BUNDLES ? CALLS[S.call].layerIndices[l] : TREE.layers[l]); }
   function syncControls() {
-    S.call = clamp(S.call, 0, NCALLS - 1); S.d = clamp(S.d, 0, DIMS.D - 1);
+    S.call = clamp(S.call, 0, NCALLS - 1); S.d = clamp(S.d, 0, callD(S.call) - 1);
+    $('s-step').max = String(callD(S.call) - 1);
     S.a = clamp(S.a, 0, DIMS.A - 1); S.l = clamp(S.l, 0, DIMS.L - 1);
     $('s-call').value = S.call; $('s-step').value = S.d; $('s-token').value = S.a; $('s-layer').value = S.l;
     $('o-call').textContent = (BUNDLES ? CALLS[S.call].step : TREE.calls[S.call]) + '  (' + (S.call + 1) + ' / ' + NCALLS + ')';
@@ -640,6 +698,13 @@
       s.addEventListener('input', () => { S[field] = Number(s.value); update(); });
     }
     $('row-call').hidden = NCALLS < 2;
+    if (DECODING) { // one query per decode step: no action tokens, no summaries over them, no sinks over their rows
+      $('name-step').textContent = 'decode step';
+      $('massgrid-title').textContent = 'Attention mass per region: layer (rows) \u00d7 decode step (columns)';
+      $('row-token').hidden = true;
+      document.querySelectorAll('.denoising-only').forEach((n) => { n.hidden = true; });
+      S.sum = 'none'; S.sinks = false; S.a = 0;
+    }
     for (const name of Object.keys(META.colormaps)) $('sel-cmap').appendChild(new Option(name, name));
     const on = (id, ev, fn) => $(id).addEventListener(ev, () => { fn($(id)); update(); });
     on('sel-head', 'change', (e) => { S.head = Number(e.value); });
@@ -706,6 +771,7 @@
     if (q.get('sum') in SUMS) S.sum = q.get('sum');
     S.sinks = q.get('sinks') === '1';
     if (BUNDLES && !CALLS[clamp(S.call, 0, NCALLS - 1)].heads) S.head = -1;
+    if (DECODING) { S.sum = 'none'; S.sinks = false; S.a = 0; }
     S.head = clamp(S.head, -1, DIMS.H - 1);
   }
 
