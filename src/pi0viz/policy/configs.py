@@ -10,6 +10,8 @@ transform chains each config runs around its model.
     reach_tiny    pi0viz's trained reach-tiny         libero (one camera), zscore,    unzscore, slice(7)
                   (pi0viz.policy.reach_model)         tokenize, pad
 
+    pi0_fast_libero  pi0-FAST: FastPolicyConfig (FAST_CONFIGS, get_fast_config; the table at its definition)
+
 (every input chain also resizes the images with pad to 224 x 224 and injects the default prompt.)
 `make_transforms(model, tokenizer, norm_stats, pipeline=NAME)` builds the two chains of a name from the small
 transforms of `pi0viz.policy.transforms`; a `Policy` takes a model and that result.
@@ -27,18 +29,21 @@ import dataclasses
 from typing import Any
 
 from pi0viz.errors import ConfigError
-from pi0viz.model.config import Pi0Config
+from pi0viz.model.config import Pi0Config, Pi0FastConfig
 from pi0viz.policy.norm_stats import NormStats, check_norm_stats
 from pi0viz.policy.tokenizer import PromptTokenizer
 from pi0viz.policy.transforms import (
     AbsoluteActions,
+    ExtractFastActions,
     InjectDefaultPrompt,
+    LiberoFastInputs,
     LiberoInputs,
     NormalizeState,
     PadState,
     PolicyTransforms,
     ResizeImagesWithPad,
     SliceActions,
+    TokenizeFastPrompt,
     TokenizePrompt,
     UnnormalizeActions,
     compose,
@@ -181,5 +186,105 @@ DEFAULT_CONFIG = "pi0_libero"
 def get_config(name: str) -> PolicyConfig:
     """The named config; raises ConfigError listing the known names."""
     if name not in CONFIGS:
+        if name in FAST_CONFIGS:  # defined below; a pi0-FAST name reaching a pi0 / pi0.5 path
+            raise ConfigError(f"{name} is a pi0-FAST config (pi0viz.policy.fast_policy.FastPolicy: pi0viz serve, the "
+                              f"LIBERO example); this takes a pi0 / pi0.5 config: one of {sorted(CONFIGS)}")
         raise ConfigError(f"unknown policy config {name!r}; expected one of {sorted(CONFIGS)}")
     return CONFIGS[name]
+
+
+# -- pi0-FAST -------------------------------------------------------------------------------------------------
+#
+#   pi0_fast_libero  pi0-FAST (gemma_2b, one PaliGemma),   libero (no camera masked),       FAST decode, unquantile,
+#                    10 x 7 actions, 180 prompt slots     quantile, FAST prompt with the   absolute(6), slice(7)
+#                                                         discrete state (no padding)
+#
+# openpi's ModelTransformFactory for PI0_FAST: InjectDefaultPrompt, ResizeImages, TokenizeFASTInputs (no
+# PadStatesAndActions) and ExtractFASTActions; LeRobotLiberoDataConfig adds LiberoInputs (right wrist unmasked for
+# FAST), quantile Normalize, and pi0_fast_libero's extra_delta_transform (AbsoluteActions on dims 0-5), LiberoOutputs.
+
+TINY_FAST_PROMPT_SLOTS = 96
+FAST_STATS_WIDTH = 32  # norm stats of a FAST checkpoint cover its state (LIBERO: 8) and actions (7): at most 32
+
+
+@dataclasses.dataclass(frozen=True)
+class FastPolicyConfig:
+    """One named pi0-FAST policy: its model shape and openpi's transforms around it.
+
+    Attributes:
+        name: openpi's training config name.
+        model: the full-size Pi0FastConfig (action_horizon H and action_dim D: the FAST chunk shape).
+        asset_id: norm stats under <checkpoint>/assets/<asset_id>/.
+        delta_actions: the extra DeltaActions quirk of pi0_fast_libero (AbsoluteActions(6) on the way out).
+        action_dims: dims returned to the robot (LIBERO: 7).
+    """
+
+    name: str
+    model: Pi0FastConfig
+    asset_id: str | None
+    delta_actions: bool = False
+    action_dims: int = 7
+    normalization: str = "quantile"
+
+    @property
+    def family(self) -> str:
+        return "pi0-FAST"
+
+    def tiny_model_config(self, vocab_size: int) -> Pi0FastConfig:
+        """openpi's tiny pi0-FAST shape (dummy Gemma, SigLIP mu/14, float32, at most 24 decode steps) with this
+        config's chunk shape, 96 prompt slots (a long LIBERO task and its 8 state bins fit with the bundled tokenizer)
+        and the given vocabulary (the prompt tokenizer's)."""
+        return Pi0FastConfig.tiny(action_dim=self.model.action_dim, action_horizon=self.model.action_horizon,
+                                  max_token_len=TINY_FAST_PROMPT_SLOTS, vocab_size=vocab_size)
+
+    def transforms(self, model: Pi0FastConfig, tokenizer: PromptTokenizer, fast_tokenizer: Any,
+                   norm_stats: NormStats, *, action_dims: int | None = None,
+                   default_prompt: str | None = None) -> PolicyTransforms:
+        """The input and output chains around `model` (its cameras, T prompt slots, H x D chunk).
+
+        Raises:
+            ConfigError for impossible widths or a prompt tokenizer whose vocabulary is not the model's (FAST tokens
+            sit at the end of it); CheckpointError for malformed stats.
+        """
+        if tokenizer.vocab_size != model.vocab_size:
+            raise ConfigError(f"pi0-FAST maps its action tokens to the last ids of the prompt tokenizer's vocabulary: "
+                              f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} pieces, the model "
+                              f"{model.vocab_size}; pass PaliGemma's paligemma_tokenizer.model (--tokenizer)")
+        dims = self.action_dims if action_dims is None else action_dims
+        if not 1 <= dims <= model.action_dim:
+            raise ConfigError(f"action_dims must be in [1, {model.action_dim}], got {dims}")
+        if self.delta_actions and dims < DELTA_DIMS:
+            raise ConfigError(f"delta_actions adds the state to action dims 0-5, so action_dims must be >= 6, got "
+                              f"{dims}")
+        stats = check_norm_stats(norm_stats, max(FAST_STATS_WIDTH, model.action_dim))
+        inputs = compose(
+            LiberoFastInputs(tuple(model.image_keys)),
+            NormalizeState(stats["state"], self.normalization),
+            InjectDefaultPrompt(default_prompt),
+            ResizeImagesWithPad(),
+            TokenizeFastPrompt(tokenizer, model.max_token_len),
+        )
+        outputs = compose(
+            ExtractFastActions(tokenizer, fast_tokenizer, model.action_horizon, model.action_dim),
+            UnnormalizeActions(stats, self.normalization),
+            AbsoluteActions(DELTA_DIMS) if self.delta_actions else None,
+            SliceActions(dims),
+        )
+        return PolicyTransforms(inputs, outputs)
+
+
+FAST_CONFIGS: dict[str, FastPolicyConfig] = {
+    c.name: c
+    for c in (
+        FastPolicyConfig("pi0_fast_libero", Pi0FastConfig.pi0_fast_libero(), asset_id=LIBERO_ASSET_ID,
+                         delta_actions=True),
+    )
+}
+DEFAULT_FAST_CONFIG = "pi0_fast_libero"
+
+
+def get_fast_config(name: str) -> FastPolicyConfig:
+    """The named pi0-FAST config; raises ConfigError listing the known names."""
+    if name not in FAST_CONFIGS:
+        raise ConfigError(f"unknown pi0-FAST policy config {name!r}; expected one of {sorted(FAST_CONFIGS)}")
+    return FAST_CONFIGS[name]

@@ -174,6 +174,10 @@ class PromptTokenizer:
         out = [self.piece(i) if m else "" for i, m in zip(ids.reshape(-1).tolist(), mask.reshape(-1).tolist())]
         return np.asarray(out, dtype=str).reshape(ids.shape)
 
+    def encode_text(self, text: str) -> list[int]:
+        """The ids of `text` as it is: no cleaning, no BOS, no "\\n" (pi0-FAST's prompt and action text)."""
+        return [int(i) for i in self._sp.encode(text)]
+
     def decode(self, ids: np.ndarray, mask: np.ndarray | None = None) -> str:
         """The text of the real tokens (specials dropped)."""
         ids = np.asarray(ids).reshape(-1)

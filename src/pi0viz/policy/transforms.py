@@ -490,3 +490,88 @@ def check_state(state: Any) -> np.ndarray:
     if not np.isfinite(s).all():
         raise ObservationError(f"obs[{STATE_KEY!r}] contains NaN or inf: {s.tolist()}")
     return s.astype(np.float64)
+
+
+# -- pi0-FAST (openpi's PI0_FAST model transforms around the LIBERO ones) -----------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LiberoFastInputs:
+    """LiberoInputs for pi0-FAST: the same cameras, state and prompt, but EVERY camera slot unmasked (openpi's
+    LiberoInputs for PI0_FAST: the absent right wrist is a black image with mask True; "We don't mask out padding
+    images for FAST models")."""
+
+    image_keys: tuple[str, ...]
+
+    def __call__(self, data: Data) -> Data:
+        out = LiberoInputs(self.image_keys)(data)
+        out["image_mask"] = {cam: True for cam in out["image_mask"]}
+        return out
+
+
+def fast_prompt_text(prompt: str, state: np.ndarray) -> str:
+    """openpi's FASTTokenizer prefix: "Task: {prompt lower-cased, stripped, '_' -> ' '}, State: {bins};\\n", the bins
+    those of the normalized state (256 over [-1, 1], pi0viz.policy.tokenizer.discretize_state)."""
+    from pi0viz.policy.tokenizer import discretize_state
+
+    cleaned = prompt.lower().strip().replace("_", " ")
+    bins = " ".join(str(int(b)) for b in discretize_state(state))
+    return f"Task: {cleaned}, State: {bins};\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizeFastPrompt:
+    """"prompt" + normalized "state" -> "tokenized_prompt" int32[T], "tokenized_prompt_mask" bool[T] and
+    "token_ar_mask" int32[T] (openpi's TokenizeFASTInputs at inference): BOS + encode(fast_prompt_text(...)), padded
+    with 0; the ar mask is all 0 (no action postfix at inference). A prompt longer than T is cut (logged).
+
+    Attributes:
+        tokenizer: the prompt tokenizer (PaliGemma's for a real checkpoint).
+        max_len: T, the model's prompt slots (pi0_fast_libero: 180).
+    """
+
+    tokenizer: PromptTokenizer
+    max_len: int
+
+    def __call__(self, data: Data) -> Data:
+        import logging
+
+        if data.get(PROMPT_KEY) is None:
+            raise ObservationError(f"observation has no {PROMPT_KEY!r} and the policy has no default_prompt")
+        tokens = [self.tokenizer.bos_id, *self.tokenizer.encode_text(fast_prompt_text(data[PROMPT_KEY], data["state"]))]
+        if len(tokens) > self.max_len:
+            logging.getLogger(__name__).warning("prompt is %d tokens, more than max_len %d: truncated", len(tokens),
+                                                self.max_len)
+            tokens = tokens[: self.max_len]
+        ids = np.zeros((self.max_len,), np.int32)
+        ids[: len(tokens)] = tokens
+        data["tokenized_prompt"] = ids
+        data["tokenized_prompt_mask"] = np.arange(self.max_len) < len(tokens)
+        data["token_ar_mask"] = np.zeros((self.max_len,), np.int32)
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractFastActions:
+    """"actions" int[J] generated PaliGemma ids -> float64[H, D] normalized actions (openpi's ExtractFASTActions:
+    pi0viz.policy.fast_tokenizer.extract_actions), and "fast_decoding" = its DecodeResult (why the actions are zeros
+    when the ids do not decode, as openpi returns zeros then).
+
+    Attributes:
+        tokenizer: the prompt tokenizer (its text and vocabulary size place the FAST tokens).
+        fast: the FAST tokenizer (a pi0viz.policy.fast_tokenizer.FastActionTokenizer).
+        action_horizon, action_dim: H, D of a chunk (pi0_fast_libero: 10, 7).
+    """
+
+    tokenizer: PromptTokenizer
+    fast: Any
+    action_horizon: int
+    action_dim: int
+
+    def __call__(self, data: Data) -> Data:
+        from pi0viz.policy.fast_tokenizer import extract_actions
+
+        result = extract_actions(data["actions"], self.tokenizer, self.fast, self.action_horizon, self.action_dim)
+        data["actions"] = result.actions
+        data["fast_decoding"] = result
+        return data

@@ -1,4 +1,4 @@
-"""`pi0viz serve`: a pi0 / pi0.5 policy behind openpi's websocket protocol.
+"""`pi0viz serve`: a pi0 / pi0.5 / pi0-FAST policy behind openpi's websocket protocol.
 
 The policy is a policy spec (pi0viz.policy.spec), `--policy tiny | reach-tiny | checkpoint:DIR | lerobot:DIR`;
 `--tiny`, `--checkpoint DIR` and `--lerobot DIR` are older spellings of the same specs.
@@ -12,16 +12,16 @@ from pathlib import Path
 import click
 
 # The named configs of pi0viz.policy.configs, spelled out so that `serve --lerobot` never imports JAX.
-CONFIG_NAMES = ("pi0_libero", "pi05_libero", "pi0_base", "pi05_base")
-SERVE_KINDS = ("tiny", "reach-tiny", "checkpoint", "lerobot")  # a server spec (ws://) would be a proxy
+CONFIG_NAMES = ("pi0_libero", "pi05_libero", "pi0_base", "pi05_base", "pi0_fast_libero")
+SERVE_KINDS = ("tiny", "reach-tiny", "checkpoint", "lerobot", "hf-pi0")  # a server spec (ws://) would be a proxy
 
 
 @click.command("serve")
 @click.option("--policy", "policy_spec", default=None, metavar="SPEC",
-              help="tiny, reach-tiny, checkpoint:DIR or lerobot:DIR (the spec every pi0viz command takes).")
+              help="tiny, reach-tiny, checkpoint:DIR, lerobot:DIR or hf-pi0:DIR (the spec every pi0viz command takes).")
 @click.option("--config", "config_name", type=click.Choice(CONFIG_NAMES), default="pi0_libero", show_default=True,
               help="Named policy config for --checkpoint / --tiny: model shape + openpi's transforms "
-                   "(pi05_libero: pi0.5).")
+                   "(pi05_libero: pi0.5; pi0_fast_libero: pi0-FAST).")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="openpi checkpoint directory (holds params/ and assets/<asset_id>/norm_stats.json).")
 @click.option("--lerobot", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -30,6 +30,9 @@ SERVE_KINDS = ("tiny", "reach-tiny", "checkpoint", "lerobot")  # a server spec (
 @click.option("--tiny", is_flag=True, help="Serve the UNTRAINED tiny model of --config (offline; plumbing only).")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PaliGemma's paligemma_tokenizer.model (default: openpi's cache, else the bundled one).")
+@click.option("--fast-tokenizer", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="pi0-FAST (--config pi0_fast_libero) with --checkpoint: the physical-intelligence/fast folder "
+                   "(tokenizer.json + processor_config.json; default: the Hugging Face cache's copy).")
 @click.option("--asset-id", default=None,
               help="Norm stats under <checkpoint>/assets/<asset-id>/ (default: the config's; base configs need it).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -44,9 +47,11 @@ SERVE_KINDS = ("tiny", "reach-tiny", "checkpoint", "lerobot")  # a server spec (
               help="Let browser pages from ORIGIN (scheme://host[:port], or null) connect; repeatable. Default: "
                    "loopback pages and non-browser clients only.")
 def serve_command(policy_spec: str | None, config_name: str, checkpoint: Path | None, lerobot: Path | None,
-                  device: str, tiny: bool, tokenizer: Path | None, asset_id: str | None, host: str, port: int,
+                  device: str, tiny: bool, tokenizer: Path | None, fast_tokenizer: Path | None,
+                  asset_id: str | None, host: str, port: int,
                   dtype: str, record: Path | None, record_tree: bool, allow_origins: tuple[str, ...]) -> None:
-    """Serve a LIBERO policy (pi0 or pi0.5) over openpi's websocket protocol (openpi-client works unchanged).
+    """Serve a LIBERO policy (pi0, pi0.5 or pi0-FAST) over openpi's websocket protocol (openpi-client works
+    unchanged).
 
     Requests may add "pi0viz/return_attention": true to get the call's capture bundle back as
     "attention_bundle/*" arrays (docs/libero.md); --record DIR keeps every call's bundle on the server instead,
@@ -59,7 +64,7 @@ def serve_command(policy_spec: str | None, config_name: str, checkpoint: Path | 
     # The older spellings are specs too, so every combination is checked in one place.
     text = policy_spec or ("tiny" if tiny else f"checkpoint:{checkpoint}" if checkpoint else f"lerobot:{lerobot}")
     spec = require_kinds(parse_policy_spec(text), SERVE_KINDS, "pi0viz serve")
-    check_options(spec, config=config_name, tokenizer=tokenizer, asset_id=asset_id)
+    check_options(spec, config=config_name, tokenizer=tokenizer, asset_id=asset_id, fast_tokenizer=fast_tokenizer)
     if record_tree and record is None:
         raise click.UsageError("--record-tree needs --record DIR")
     from pi0viz.serving.recorder import CallRecorder, call_bytes_estimate
@@ -74,7 +79,7 @@ def serve_command(policy_spec: str | None, config_name: str, checkpoint: Path | 
     from pi0viz.policy.spec import load_policy
 
     policy = load_policy(spec, config=config_name, tokenizer=tokenizer, asset_id=asset_id, dtype=dtype,
-                         device=device)  # lerobot:DIR is PyTorch: never imports JAX
+                         device=device, fast_tokenizer=fast_tokenizer)  # lerobot:DIR is PyTorch: never imports JAX
     # Refused (one line, nothing created) unless one call of this policy fits on the record folder's disk.
     recorder = (CallRecorder(record, tree=record_tree, call_bytes=call_bytes_estimate(policy, tree=record_tree))
                 if record is not None else None)

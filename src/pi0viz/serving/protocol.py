@@ -10,6 +10,9 @@ Keys starting with "pi0viz/" are removed before the observation reaches the poli
 
 Response: openpi's {"actions", "policy_timing", "server_timing"} plus, when asked, every array of
 `CaptureBundle.to_arrays()` under a flat key "attention_bundle/<name>" (e.g. "attention_bundle/attention").
+A pi0-FAST policy's bundle is a DecodeBundle: the same keys carry its arrays, and "attention_bundle/format" says
+which ("pi0viz.capture/1": denoising, CaptureBundle; "pi0viz.capture/2": decoding, DecodeBundle); the server's
+metadata names it too ("attention"."bundle_format").
 Attention probabilities travel as float16 (bfloat16 has no msgpack-numpy encoding; float16 keeps ~3 significant
 digits for values in [0, 1]); pre-softmax scores ("logits") stay float32, since their mask value overflows float16.
 """
@@ -22,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from pi0viz.core.bundle import BUNDLE_PREFIX, INT32_MAX, CaptureBundle
+from pi0viz.core.decode_bundle import DECODE_FORMAT, DecodeBundle
 
 RETURN_ATTENTION_KEY = "pi0viz/return_attention"
 INFERENCE_STEP_KEY = "pi0viz/inference_step"
@@ -69,16 +73,18 @@ def split_request(request: Mapping[str, Any]) -> PolicyRequest:
                          inference_step=None if step is None else int(step), fuse_heads=flags[FUSE_HEADS_KEY])
 
 
-def bundle_to_response(bundle: CaptureBundle) -> dict[str, np.ndarray]:
-    """The bundle as flat response entries {"attention_bundle/<name>": ndarray}, attention probs as float16."""
+def bundle_to_response(bundle: CaptureBundle | DecodeBundle) -> dict[str, np.ndarray]:
+    """The bundle as flat response entries {"attention_bundle/<name>": ndarray}, attention probs as float16 (a
+    DecodeBundle always holds probabilities)."""
     arrays = bundle.to_arrays()
-    if bundle.attention_kind == "probs":
+    if getattr(bundle, "attention_kind", "probs") == "probs":
         arrays["attention"] = arrays["attention"].astype(np.float16)
     return {BUNDLE_PREFIX + name: np.asarray(value) for name, value in arrays.items()}
 
 
-def bundle_from_response(response: Mapping[str, Any]) -> CaptureBundle | None:
-    """Rebuild (and validate) the capture bundle carried by a policy response; None when it carries none.
+def bundle_from_response(response: Mapping[str, Any]) -> CaptureBundle | DecodeBundle | None:
+    """Rebuild (and validate) the bundle carried by a policy response: a CaptureBundle, or a DecodeBundle when its
+    "format" is pi0viz.capture/2 (pi0-FAST); None when it carries none.
 
     Works on the dict that openpi_client's `WebsocketClientPolicy.infer` returns. Raises BundleError when the
     arrays are there but inconsistent.
@@ -88,4 +94,7 @@ def bundle_from_response(response: Mapping[str, Any]) -> CaptureBundle | None:
     if not arrays:
         return None
     # msgpack-numpy gives read-only views on the received bytes; copies make the bundle an ordinary one.
-    return CaptureBundle.from_arrays({k: np.array(v) for k, v in arrays.items()})
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    if "format" in arrays and arrays["format"].ndim == 0 and str(arrays["format"]) == DECODE_FORMAT:
+        return DecodeBundle.from_arrays(arrays)
+    return CaptureBundle.from_arrays(arrays)

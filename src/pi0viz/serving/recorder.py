@@ -3,7 +3,8 @@ server runs, so an unmodified openpi client (e.g. openpi's LIBERO example in its
 pi0viz cannot be installed) gets pi0viz's attention with no change on the client side.
 
 Layout under the record folder:
-    bundles/call_NNNNN.npz            one capture bundle per recorded call, in arrival order (attention float16)
+    bundles/call_NNNNN.npz            one capture bundle per recorded call, in arrival order (attention float16);
+                                      a pi0-FAST policy's calls are decoding bundles (pi0viz.capture/2)
     attention_viz/inference_timestep_N/...   with tree=True: the rendered tree of each call (N = call index)
 
 Numbering: only calls whose bundle was written get a number, so call_00000 ... call_NNNNN have no gaps; a request
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
+from pi0viz.core.decode_bundle import DecodeBundle, save_decode_bundle
 from pi0viz.core.diskspace import JPEG_BYTES_PER_FILE, check_free
 from pi0viz.core.selection import folder_index
 from pi0viz.core.writes import make_folder
@@ -42,8 +44,15 @@ def call_bytes_estimate(policy: Any, *, tree: bool = False) -> int:
     images, small arrays) plus, with `tree`, its JPEG tree (D x L x Q x (cameras + 1) files).
 
     Read from the policy's config when it has pi0viz's (`num_steps`, `config.expert.depth/num_heads`,
-    `config.suffix_len`, `config.prefix_len`, `config.image_keys`); any other policy counts as full-size pi0.
+    `config.suffix_len`, `config.prefix_len`, `config.image_keys`); a pi0-FAST config (`max_decoding_steps`) counts
+    J decode steps x its LLM's layers and heads x 1 query x `cache_len` keys; any other policy counts as full-size
+    pi0.
     """
+    config = getattr(policy, "config", None)
+    if hasattr(config, "max_decoding_steps") and hasattr(config, "cache_len"):  # pi0-FAST (pi0viz.model.pi0_fast)
+        llm = config.llm
+        return _call_bytes(int(config.max_decoding_steps), int(llm.depth), int(llm.num_heads), 1,
+                           int(config.cache_len), len(config.image_keys), tree=tree)
     try:
         config = policy.config
         steps, layers, heads = int(policy.num_steps), int(config.expert.depth), int(config.expert.num_heads)
@@ -96,7 +105,7 @@ class CallRecorder:
         with self._lock:
             return self._next
 
-    def record(self, bundle: CaptureBundle, index: int) -> Path | None:
+    def record(self, bundle: CaptureBundle | DecodeBundle, index: int) -> Path | None:
         """Save one call's bundle (probabilities as float16: half the size, ~3 significant digits) as call `index`,
         render its tree when asked. Returns the bundle path, or None when recording has stopped.
 
@@ -106,7 +115,7 @@ class CallRecorder:
         index = folder_index(index, "the recorded call's index", OutputError)  # names call_NNNNN and its tree
         if self.stopped is not None:
             return None
-        if bundle.attention_kind == "probs" and bundle.attention.dtype != np.float16:
+        if getattr(bundle, "attention_kind", "probs") == "probs" and bundle.attention.dtype != np.float16:
             bundle = dataclasses.replace(bundle, attention=bundle.attention.astype(np.float16))
         need = sum(np.asarray(a).nbytes for a in bundle.to_arrays().values())
         if self.tree:
@@ -121,18 +130,26 @@ class CallRecorder:
         with self._lock:
             if index != self._next:
                 raise RuntimeError(f"call {index} recorded out of turn (next is {self._next}): calls overlapped")
-            path = save_bundle(bundle, self.folder / "bundles" / f"call_{index:05d}.npz")  # atomic; OutputError
+            target = self.folder / "bundles" / f"call_{index:05d}.npz"
+            save = save_decode_bundle if isinstance(bundle, DecodeBundle) else save_bundle
+            path = save(bundle, target)  # atomic; OutputError
             self._next += 1  # numbered once its bundle exists: no gaps from failed calls
         if self.tree:
             self._render_tree(bundle, index)
         return path
 
-    def _render_tree(self, bundle: CaptureBundle, index: int) -> None:
+    def _render_tree(self, bundle: CaptureBundle | DecodeBundle, index: int) -> None:
         from pi0viz.render import RenderJob, RenderOptions, run_job
         from pi0viz.render.files import RESUME_HINT
 
         try:
-            run_job(RenderJob(bundle, str(self.folder / "attention_viz"), index, RenderOptions(workers=self.workers)))
+            if isinstance(bundle, DecodeBundle):  # pi0-FAST: the decode_step_J/layer_L tree
+                from pi0viz.render.decode import render_decode_bundle
+
+                render_decode_bundle(bundle, self.folder / "attention_viz", RenderOptions(), inference_step=index)
+            else:
+                run_job(RenderJob(bundle, str(self.folder / "attention_viz"), index,
+                                  RenderOptions(workers=self.workers)))
         except Pi0vizError as err:
             # The renderer's advice is `pi0viz render --resume`; the server has no --resume, so say what holds here.
             text = str(err).replace(f"; {RESUME_HINT}", "").replace(RESUME_HINT, "")

@@ -305,7 +305,7 @@ def server_metadata(policy: Any) -> dict[str, Any]:
             "inference_step_key": protocol.INFERENCE_STEP_KEY,
             "fuse_heads_key": protocol.FUSE_HEADS_KEY,
             "response_prefix": protocol.BUNDLE_PREFIX,
-            "bundle_format": FORMAT,
+            "bundle_format": getattr(policy, "bundle_format", FORMAT),  # pi0-FAST: pi0viz.capture/2
         },
     }
     config = getattr(policy, "config", None)
