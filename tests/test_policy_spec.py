@@ -22,6 +22,7 @@ from libero_support import load_libero_example  # noqa: E402
     ("checkpoint:/data/pi0_libero", "checkpoint", Path("/data/pi0_libero"), None),
     ("checkpoint:relative/dir", "checkpoint", Path("relative/dir"), None),
     ("lerobot:/models/pi05_libero", "lerobot", Path("/models/pi05_libero"), None),
+    ("hf-pi0:/models/pi0_native", "hf-pi0", Path("/models/pi0_native"), None),
     ("ws://127.0.0.1:8000", "server", None, "ws://127.0.0.1:8000"),
     ("wss://gpu-box.example:443", "server", None, "wss://gpu-box.example:443"),
 ])

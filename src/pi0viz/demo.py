@@ -258,8 +258,8 @@ def fast_note() -> str:
     """What the pi0-FAST demo's maps are (and are not)."""
     return ("Note: this is an UNTRAINED tiny pi0-FAST (random weights, seeded). Its maps show the pipeline (prefill, "
             "greedy decoding with a kv cache, capture -> decoding bundle -> maps), not what a trained pi0-FAST attends "
-            "to; its generated ids are not decoded into actions (FAST decoding, the pi0_fast_libero policy and "
-            "serving come later, issue 22).")
+            "to. For actions decoded from FAST tokens, serve a checkpoint: `pi0viz serve --config pi0_fast_libero` "
+            "(README, pi0-FAST as a policy).")
 
 
 def run_fast_demo(out: Path, *, calls: int = 2, steps: str | None = None, layers: str | None = None,

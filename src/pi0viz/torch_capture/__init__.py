@@ -1,4 +1,5 @@
-"""PyTorch capture for LeRobot's PI0Policy / PI05Policy and openpi's PyTorch pi0 (extra [torch]; imports no JAX).
+"""PyTorch capture for LeRobot's PI0Policy / PI05Policy, openpi's PyTorch pi0 and transformers' own
+PI0ForConditionalGeneration (native.py) (extra [torch]; imports no JAX).
 
     from pi0viz.torch_capture import CaptureOptions, capture_attention
 
@@ -6,7 +7,8 @@
         action = policy.select_action(batch)
     pi0viz.save_bundle(cap.bundle(tokenizer=tok), "call.npz")
 
-`openpi_to_torch_state_dict` (numpy only) and `load_openpi_params` put openpi JAX checkpoints into these models.
+`openpi_to_torch_state_dict` (numpy only) and `load_openpi_params` put openpi JAX checkpoints into these models;
+`load_openpi_params_native` into transformers' PI0 (names from its own state dict).
 """
 
 from pi0viz.errors import CaptureError, CompiledModelError
@@ -17,6 +19,7 @@ from pi0viz.torch_capture.capture import (
     capture_attention,
 )
 from pi0viz.torch_capture.convert import openpi_to_torch_state_dict
+from pi0viz.torch_capture.convert_native import load_openpi_params_native, openpi_to_native_state_dict
 from pi0viz.torch_capture.model_parts import check_not_compiled
 from pi0viz.torch_capture.weights import load_openpi_params
 
@@ -28,6 +31,8 @@ __all__ = [
     "capture_attention",
     "check_not_compiled",
     "load_openpi_params",
+    "load_openpi_params_native",
+    "openpi_to_native_state_dict",
     "openpi_to_torch_state_dict",
     "pipeline_tokenizer",
 ]

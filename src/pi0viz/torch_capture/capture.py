@@ -135,9 +135,21 @@ def _prefix_key_valid(mask: torch.Tensor | None, weights: torch.Tensor, *, prefi
     return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
 
 
+def _refuse_pi0_fast(model: Any) -> None:
+    """LeRobot's PI0FastPolicy / PI0FastPytorch: one PaliGemma that decodes tokens, no action expert to hook."""
+    core = model.model if hasattr(getattr(model, "model", None), "paligemma_with_expert") else model
+    pwe = getattr(core, "paligemma_with_expert", None)
+    if pwe is not None and not hasattr(pwe, "gemma_expert"):
+        raise CaptureError(f"{type(model).__name__} is pi0-FAST (one PaliGemma decoding action tokens, no action "
+                           "expert): the PyTorch capture hooks pi0 / pi0.5's expert; capture pi0-FAST with pi0viz's "
+                           "JAX model from an openpi checkpoint (pi0viz serve --config pi0_fast_libero, docs/torch.md)")
+
+
 @contextlib.contextmanager
 def capture_attention(model: Any, options: CaptureOptions | None = None) -> Iterator[AttentionCapture]:
-    """Hook an unmodified LeRobot PI0Policy / PI05Policy (or openpi's PI0Pytorch) for the duration of a block.
+    """Hook an unmodified LeRobot PI0Policy / PI05Policy, openpi's PI0Pytorch or transformers' own
+    PI0ForConditionalGeneration / PI0Model (native.py: its expert runs eager attention inside the block) for the
+    duration of a block.
 
     Args:
         model: the policy or its core model, uncompiled, in eval mode.
@@ -156,6 +168,13 @@ def capture_attention(model: Any, options: CaptureOptions | None = None) -> Iter
     if options.logits or options.prefix:  # the hooks see post-softmax expert attention only
         raise CaptureError("the PyTorch capture keeps the action expert's attention probabilities only: "
                            "CaptureOptions(logits=True) and (prefix=True) need pi0viz's JAX model")
+    from pi0viz.torch_capture import native  # transformers' own PI0: its own layout (native.py)
+
+    if native.is_native_pi0(model):
+        with native.capture_native(model, options) as capture:
+            yield capture
+        return
+    _refuse_pi0_fast(model)
     parts = find_parts(model)
     capture = AttentionCapture(parts, options)
     handles = [
