@@ -32,7 +32,7 @@ import torch
 from pi0viz.core.capture_options import CaptureOptions
 from pi0viz.errors import CaptureError
 from pi0viz.torch_capture.bundle import CapturedCall, build_bundle
-from pi0viz.torch_capture.capture import AttentionCapture
+from pi0viz.torch_capture.recording import AttentionCapture
 from pi0viz.torch_capture.model_parts import ModelParts, check_not_compiled
 
 
