@@ -435,9 +435,10 @@ def decode_bundle_from_output(out: FastSampleOutput, config: Pi0FastConfig, *, i
         raise ValueError("sample_tokens ran without capture: pass capture=CaptureOptions(...) to get a bundle")
     n = int(out.num_steps)
     p_len = config.prefix_len
-    att = np.asarray(out.attention)[:n]  # [J, L, B, K, G, 1, S]
-    keys = "prefix" if att.shape[-1] == p_len else "all"
-    att = att[..., :p_len + (0 if keys == "prefix" else n)]
+    keys = "prefix" if out.attention.shape[-1] == p_len else "all"
+    # Cut to the steps run and the slots filled while still on the device: the buffer holds every possible step
+    # (up to 256 at full size), a short call copies only what it used.
+    att = np.asarray(out.attention[:n, ..., :p_len + (0 if keys == "prefix" else n)])  # [J, L, B, K, G, 1, S]
     if att.dtype.kind != "f" or att.dtype.itemsize > 4:
         att = att.astype(np.float32)
     generated = np.asarray(out.tokens)[:, :n].astype(np.int32)
