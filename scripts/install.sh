@@ -14,6 +14,10 @@
 #   libero         LIBERO 0.1.1 (--no-deps), robosuite 1.4.0, mujoco 3.2.3, the scene asset wheels, the assets link
 #   openpi-client  openpi's own client in its own venv, .venv-client (it pins numpy<2; JAX needs numpy>=2)
 #   chromium       Debian's chromium for the viewer's browser tests (apt-get, as root only)
+#   lerobot06      LeRobot 0.6.1 (lerobot[pi]) on Python 3.12 in its own venv, .venv-lerobot06 (2.9 GB of wheels)
+#   hf-pi0         transformers' native PI0 (5.23.0) on the CPU torch, Python 3.11, in its own venv, .venv-hf
+# The two PyTorch stack venvs (tests/torch_stacks.py) take the Python named in their table: python3.X on PATH, or
+# pyenv's newest 3.X (PI0VIZ_PYTHON_3_12=/path/to/python picks one), and PI0VIZ_VENV_<NAME> moves a venv.
 # A step whose pins are all satisfied already is skipped, so a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,8 +55,8 @@ import sys, tomllib
 value = tomllib.load(open("pyproject.toml", "rb"))
 for key in sys.argv[1].split("."):
     value = value.get(key, {}) if isinstance(value, dict) else {}
-for item in value if isinstance(value, list) else sorted(value):
-    print(item)
+for item in value if isinstance(value, list) else sorted(value) if isinstance(value, dict) else [value]:
+    print(str(item).lower() if isinstance(item, bool) else item)
 EOF
 }
 
@@ -114,6 +118,19 @@ if [ ${#WANT_EXTRAS[@]} -gt 0 ] || [ -n "${WANT[torch]:-}${WANT[libero]:-}" ]; t
   fi
 fi
 
+# Copy scripts/torch_env's import shims into site-packages $1 with a .pth that arms each at start-up, where they
+# differ (cheap, so always checked).
+arm_shims() {
+  local sp=$1 name; shift
+  for name in "$@"; do
+    if ! cmp -s "scripts/torch_env/$name.py" "$sp/$name.py" || [ ! -f "$sp/$name.pth" ]; then
+      run cp "scripts/torch_env/$name.py" "$sp/$name.py"
+      if [ -n "$DRY" ]; then echo "+ echo 'import $name; $name.install()' > $sp/$name.pth"
+      else echo "import $name; $name.install()" >"$sp/$name.pth"; fi
+    fi
+  done
+}
+
 # 2. torch: LeRobot's pi0 / pi0.5 on the CPU torch, stock transformers plus pi0viz's compat module.
 if [ -n "${WANT[torch]:-}" ]; then
   SP=$([ -x "$PY" ] && "$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" || echo "$VENV/site-packages")
@@ -137,14 +154,7 @@ if [ -n "${WANT[torch]:-}" ]; then
     fi
     CHECK_LEROBOT=1  # after the shims below are in place
   fi
-  # The shims: copied when they differ from scripts/torch_env (cheap, so always checked).
-  for name in "${SHIMS[@]}"; do
-    if ! cmp -s "scripts/torch_env/$name.py" "$SP/$name.py" || [ ! -f "$SP/$name.pth" ]; then
-      run cp "scripts/torch_env/$name.py" "$SP/$name.py"
-      if [ -n "$DRY" ]; then echo "+ echo 'import $name; $name.install()' > $SP/$name.pth"
-      else echo "import $name; $name.install()" >"$SP/$name.pth"; fi
-    fi
-  done
+  arm_shims "$SP" "${SHIMS[@]}"
   [ -z "${CHECK_LEROBOT:-}" ] || run "$PY" -c \
     "from lerobot.policies.pi0.modeling_pi0 import PI0Policy; from lerobot.policies.pi05.modeling_pi05 import PI05Policy"
 fi
@@ -188,7 +198,54 @@ sys.exit(0 if pi0viz.__file__.startswith('$PWD/src/') and numpy.__version__.star
   fi
 fi
 
-# 5. chromium: Debian's package, driven by playwright (which downloads nothing).
+# 5. The PyTorch stacks' own venvs (lerobot06, hf-pi0): a Python of the version their table names, pi0viz editable
+# with its extras and the table's pins; the .venv's constraints only where the table says `constraints = true`.
+purelib() {  # purelib PYTHON VENV -> its site-packages (a placeholder in a dry run before the venv exists)
+  if [ -x "$1" ]; then "$1" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"; else echo "$2/site-packages"; fi
+}
+find_python() {  # find_python 3.12 -> a python of that version, or nothing
+  local want=$1 var="PI0VIZ_PYTHON_${1//./_}" root c
+  root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
+  for c in ${!var:-} "python$want" $(ls -d "$root"/versions/"$want".*/bin/python 2>/dev/null | sort -V -r); do
+    # the interpreter itself (not a pyenv shim): the venv links to it
+    "$c" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$want'.split('.'))); print(sys.executable)" \
+      2>/dev/null && return 0
+  done
+}
+for stack in lerobot06 hf-pi0; do
+  [ -n "${WANT[$stack]:-}" ] || continue
+  table=tool.pi0viz.install.$stack
+  var="PI0VIZ_VENV_$(echo "${stack//-/_}" | tr a-z A-Z)"
+  SVENV=${!var:-$(pins "$table.venv")}
+  SPY="$SVENV/bin/python"
+  version=$(pins "$table.python")
+  mapfile -t reqs < <(pins "$table.requires")
+  mapfile -t nodeps < <(pins "$table.no-deps")
+  mapfile -t shims < <(pins "$table.shims")
+  extras=$(pins "$table.extras" | paste -sd, -)
+  cons=$CONSTRAINTS
+  [ "$(pins "$table.constraints")" = true ] || cons=
+  here="import pi0viz, sys; sys.exit(0 if pi0viz.__file__.startswith('$PWD/src/') else 1)"
+  if [ -z "$DRY" ] && [ -x "$SPY" ] && "$SPY" -c "$here" 2>/dev/null \
+      && PY=$SPY CONSTRAINTS=$cons satisfied "${reqs[@]}" "${nodeps[@]}"; then
+    say "$stack already installed in $SVENV"
+    [ ${#shims[@]} -eq 0 ] || arm_shims "$(purelib "$SPY" "$SVENV")" "${shims[@]}"
+    continue
+  fi
+  if [ ! -x "$SPY" ]; then
+    boot=$(find_python "$version") || true
+    [ -n "$boot" ] || die "$stack needs Python $version: python$version on PATH, pyenv's, or PI0VIZ_PYTHON_${version//./_}"
+    run "$boot" -m venv "$SVENV"
+  fi
+  sstart=$(date +%s)
+  pip_in "$SPY" ${cons:+-c "$cons"} "${reqs[@]}"
+  [ ${#nodeps[@]} -eq 0 ] || pip_in "$SPY" ${cons:+-c "$cons"} --no-deps "${nodeps[@]}"
+  pip_in "$SPY" ${cons:+-c "$cons"} -e ".[$extras]"
+  [ ${#shims[@]} -eq 0 ] || arm_shims "$(purelib "$SPY" "$SVENV")" "${shims[@]}"
+  [ -n "$DRY" ] || say "$stack: $SVENV in $(( $(date +%s) - sstart )) s, $(du -sh "$SVENV" | cut -f1)"
+done
+
+# 6. chromium: Debian's package, driven by playwright (which downloads nothing).
 if [ -n "${WANT[chromium]:-}" ]; then
   if command -v chromium >/dev/null 2>&1; then
     say "chromium already installed"

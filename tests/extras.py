@@ -54,16 +54,6 @@ def require_that(ok: bool, extra: str, what: str) -> None:
         missing(extra, what)
 
 
-def require_torch_stack() -> ModuleType:
-    """torch, LeRobot 0.4.4 and pi0viz's transformers compat module (scripts/torch_env, armed by install.sh torch);
-    returns torch."""
-    torch = require("torch", "torch")
-    require("lerobot", "torch")
-    # LeRobot 0.4.4's pi0 refuses to build on stock transformers: pi0viz's compat module supplies this (docs/torch.md)
-    require("transformers.models.siglip.check", "torch")
-    return torch
-
-
 def require_libero() -> None:
     """The LIBERO simulator with its scene assets (bash scripts/install.sh libero)."""
     from pi0viz.policy import libero_env

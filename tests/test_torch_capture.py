@@ -1,18 +1,22 @@
-"""PyTorch capture on LeRobot's real PI0Policy / PI05Policy (tiny variant, openpi's tiny reference weights).
+"""PyTorch capture on each PyTorch stack's real pi0 / pi0.5 (tiny variant, openpi's tiny reference weights): LeRobot
+0.4.4's and 0.6.1's PI0Policy / PI05Policy, transformers' native PI0ForConditionalGeneration (tests/torch_stacks.py;
+scripts/test.sh runs this module under each stack's venv).
 
-Parity: openpi's JAX checkpoint goes through pi0viz's converter into LeRobot's model; case_A's inputs and noise must
-reproduce openpi's recorded actions (1e-4) and attention (2e-5). Measured on this machine: pi0 actions 4.7e-5,
-attention 2.7e-6; pi0.5 actions 3.7e-5, attention 1.5e-6 (float32 CPU; openpi's JAX run fuses ops under XLA).
+Parity: openpi's JAX checkpoint goes through pi0viz's converter into the stack's model; case_A's inputs and noise
+must reproduce openpi's recorded actions (1e-4) and attention (2e-5). Measured on this machine (float32 CPU; openpi's
+JAX run fuses ops under XLA), the same on LeRobot 0.4.4 and 0.6.1: pi0 actions 4.72e-5, attention 2.79e-6; pi0.5
+3.68e-5 / 1.48e-6; transformers' native PI0 (pi0 only): 3.02e-5 / 2.85e-6. The test prints each stack's figures (-s).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from extras import require_torch_stack
+from torch_stacks import LEROBOT_STACKS, only, require_stack
 
-torch = require_torch_stack()  # torch, LeRobot 0.4.4 and pi0viz's transformers compat module
+stack = require_stack()  # this interpreter's PyTorch stack (all of them run this module)
 
+import torch
 import torch_support as ts
 
 from pi0viz import load_bundle, save_bundle
@@ -41,17 +45,17 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def policies():
-    """One tiny policy per kind for the whole module (building one takes seconds)."""
-    return {kind: ts.tiny_policy(kind) for kind in ("pi0", "pi05")}
+    """One tiny model per kind of this stack for the whole module (building one takes seconds)."""
+    return {kind: stack.tiny(kind) for kind in stack.kinds}
 
 
-@pytest.fixture(scope="module", params=["pi0", "pi05"])
+@pytest.fixture(scope="module", params=stack.kinds)  # transformers has no pi0.5
 def run(request, policies):
-    """Per kind: the policy, case_A, and one full capture of sample_actions on case_A."""
+    """Per kind: the model, case_A, and one full capture of its sampling call on case_A."""
     kind = request.param
     policy, case = policies[kind], ts.reference_case(kind)
     with capture_attention(policy) as cap:
-        actions = ts.sample(policy, kind, case)
+        actions = stack.sample(policy, kind, case)
     return kind, policy, case, cap, actions
 
 
@@ -72,7 +76,9 @@ def test_converter_maps_every_leaf_into_torch_layout():
 
 
 def test_actions_and_attention_match_openpi(run):
-    _, _, case, cap, actions = run
+    kind, _, case, cap, actions = run
+    print(f"{stack.name} {kind}: actions {np.abs(actions - case['actions']).max():.3g}, attention "
+          f"{np.abs(cap.attention()[case['attention_steps']] - case['attention_probs']).max():.3g} from openpi's")
     np.testing.assert_allclose(actions, case["actions"], rtol=0, atol=ACTIONS_ATOL)
     attention = cap.attention()  # [D, L, B, K, G, Q, S]
     assert attention.shape[:2] == (10, 4) and attention.dtype == np.float32
@@ -81,8 +87,9 @@ def test_actions_and_attention_match_openpi(run):
 
 def test_bundle_holds_what_the_model_saw(run):
     kind, _, case, cap, actions = run
-    b = cap.bundle(tokenizer=lambda ids: [f"t{i}" for i in ids], actions=actions, prompt="pick up the bowl")
-    assert b.camera_names == list(ts.CAMERAS)  # from LeRobot's config.image_features
+    b = cap.bundle(tokenizer=lambda ids: [f"t{i}" for i in ids], actions=actions, prompt="pick up the bowl",
+                   **stack.camera_names())
+    assert b.camera_names == list(ts.CAMERAS)  # LeRobot: from its config.image_features; native: the caller's
     for c, name in enumerate(ts.CAMERAS):  # [-1, 1] pixels back to the uint8 input, exactly
         np.testing.assert_array_equal(b.images[:, c], case[f"image_u8/{name}"])
     np.testing.assert_array_equal(b.token_ids, case["tokenized_prompt"])
@@ -97,7 +104,7 @@ def test_bundle_holds_what_the_model_saw(run):
 def test_reductions_on_device_equal_reducing_the_full_capture(run):
     kind, policy, case, cap, _ = run
     with capture_attention(policy, REDUCED) as small:
-        ts.sample(policy, kind, case)
+        stack.sample(policy, kind, case)
     full, reduced = cap.attention(), small.attention()
     ns, prefix = (1, 816) if kind == "pi0" else (0, 968)
     want = full[:, :, :, :, :, ns:, :prefix].max(axis=(3, 4), keepdims=True).astype(np.float16)
@@ -111,12 +118,13 @@ def test_masked_camera_is_masked_in_bundle_and_gets_no_attention(policies):
     policy, case = policies["pi0"], ts.reference_case("pi0")
     case = {**case, "image_mask/right_wrist_0_rgb": np.zeros(1, bool)}
     with capture_attention(policy) as cap:
-        ts.sample(policy, "pi0", case)
+        stack.sample(policy, "pi0", case)
     b = cap.bundle()
     assert b.image_masks.tolist() == [[True, True, False]]
     assert np.all(b.attention[..., 512:768] == 0) and np.all(b.attention[..., :512].max(-1) > 0)
 
 
+@only(*LEROBOT_STACKS)  # LeRobot's select_action and its action queue
 def test_select_action_captures_one_call_and_queued_actions_none(policies):
     policy = policies["pi0"]
     batch = ts.policy_batch(ts.reference_case("pi0"))
@@ -138,27 +146,28 @@ def test_hooks_removed_on_exit_and_on_error(run):
     kind, policy, case, _, _ = run
     before = hook_counts(policy)
     with capture_attention(policy) as done:
-        assert sum(hook_counts(policy)) == sum(before) + 2 + 4  # SigLIP, embedding, 4 expert layers
+        assert sum(hook_counts(policy)) == sum(before) + stack.capture_hooks(policy)
     assert hook_counts(policy) == before
-    images, masks, tokens, token_mask, state = ts.model_inputs(case)
-    with pytest.raises(RuntimeError), capture_attention(policy):  # bad shapes: the model itself raises
-        policy.model.sample_actions(images, masks, tokens[:, :3], token_mask, state)
+    bad = {**case, "tokenized_prompt": case["tokenized_prompt"][:, :3]}  # ids and mask disagree
+    with pytest.raises((RuntimeError, ValueError, IndexError)), capture_attention(policy):  # the model raises
+        stack.sample(policy, kind, bad)
     assert hook_counts(policy) == before
     with pytest.raises(KeyError), capture_attention(policy):
         raise KeyError("user code fails inside the block")
     assert hook_counts(policy) == before
-    ts.sample(policy, kind, case)
+    stack.sample(policy, kind, case)
     assert done.calls == []  # the model ran after the block: nothing reached the finished capture
 
 
 def test_compiled_models_are_refused_with_the_way_out(policies):
     policy = policies["pi0"]
-    policy.model.sample_actions = torch.compile(policy.model.sample_actions)  # what compile_model=True does
-    try:
-        with pytest.raises(CompiledModelError, match="compile_model=False"), capture_attention(policy):
-            pass
-    finally:
-        del policy.model.sample_actions
+    if stack.lerobot:
+        policy.model.sample_actions = torch.compile(policy.model.sample_actions)  # what compile_model=True does
+        try:
+            with pytest.raises(CompiledModelError, match="compile_model=False"), capture_attention(policy):
+                pass
+        finally:
+            del policy.model.sample_actions
     with pytest.raises(CompiledModelError, match="_orig_mod"), capture_attention(torch.compile(policy)):
         pass
     with pytest.raises(CaptureError, match="paligemma_with_expert"), capture_attention(torch.nn.Linear(2, 2)):
@@ -169,7 +178,7 @@ def test_bundle_saves_and_renders(run, tmp_path):
     from pi0viz.render import RenderOptions, render_bundle
 
     _, _, _, cap, actions = run
-    path = save_bundle(cap.bundle(actions=actions, inference_step=3), tmp_path / "call.npz")
+    path = save_bundle(cap.bundle(actions=actions, inference_step=3, **stack.camera_names()), tmp_path / "call.npz")
     bundle = load_bundle(path)
     render_bundle(bundle, tmp_path / "viz", RenderOptions(steps="9", action_tokens="0", layers="3", workers=1))
     cell = tmp_path / "viz" / "inference_timestep_3" / "diffusion_timestep_9" / "action_token_0" / "layer_3"
@@ -179,7 +188,7 @@ def test_bundle_saves_and_renders(run, tmp_path):
 
 def test_a_call_stopped_mid_step_is_refused_not_misnumbered(policies):
     policy, case = policies["pi0"], ts.reference_case("pi0")
-    layer2 = policy.model.paligemma_with_expert.gemma_expert.model.layers[2].self_attn
+    layer2 = stack.expert_attention(policy)[2]
     seen = []
 
     def fail_at_step_3(module, args, output):
@@ -190,7 +199,7 @@ def test_a_call_stopped_mid_step_is_refused_not_misnumbered(policies):
     handle = layer2.register_forward_hook(fail_at_step_3)  # runs before the capture's own hook on that layer
     try:
         with pytest.raises(RuntimeError, match="step 3"), capture_attention(policy) as cap:
-            ts.sample(policy, "pi0", case)
+            stack.sample(policy, "pi0", case)
     finally:
         handle.remove()
     assert len(cap.calls[-1].records) == 3 * 4 + 2  # steps 0-2, then layers 0 and 1 of step 3

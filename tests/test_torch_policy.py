@@ -1,17 +1,26 @@
 """A LeRobot checkpoint folder (tiny pi0, LeRobot's own processor pipelines) behind pi0viz: in process, through the
-policy server (openpi's protocol), and in the LIBERO example (`--policy lerobot:DIR`) with the real simulator."""
+policy server (openpi's protocol), and in the LIBERO example with the real simulator: in process (`--policy
+lerobot:DIR`) where LIBERO shares the venv (LeRobot 0.4.4), through `pi0viz serve --lerobot DIR` run in this venv
+otherwise (LeRobot 0.6.1: Python 3.12; the example runs in .venv, where LIBERO is). Runs under each LeRobot stack
+(tests/torch_stacks.py)."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from extras import require_libero, require_torch_stack
+from extras import ROOT, require_libero, require_that
 from libero_support import load_libero_example
+from torch_stacks import LEROBOT044, LEROBOT06, LEROBOT_STACKS, only, require_stack
 
-torch = require_torch_stack()  # torch, LeRobot 0.4.4 and pi0viz's transformers compat module
+stack = require_stack(*LEROBOT_STACKS)  # native PI0's policy entry: test_torch_native.py
 
+import torch
 import torch_support as ts
 
 from pi0viz.policy.libero_frames import load_libero_frames
@@ -122,6 +131,7 @@ def test_lerobot_folder_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
         LeRobotPolicy.from_pretrained(tmp_path)
 
 
+@only(LEROBOT044)  # LIBERO lives in .venv (Python 3.11); 0.6.1's episode goes through the server (below)
 @pytest.mark.libero
 @pytest.mark.slow
 def test_libero_example_runs_a_lerobot_checkpoint(checkpoint, tmp_path):
@@ -146,3 +156,47 @@ def test_libero_example_runs_a_lerobot_checkpoint(checkpoint, tmp_path):
     bundle = load_bundle(episode / "bundles" / "inference_000.npz")
     assert bundle.camera_names == ["image", "image2"] and str(bundle.prompt[0]) == prompt
     np.testing.assert_array_equal(bundle.images[0, 0], result.frames[0])
+
+
+MAIN_VENV = Path(os.environ.get("PI0VIZ_VENV", ROOT / ".venv"))  # where LIBERO and the example run
+
+
+@only(LEROBOT06)
+@pytest.mark.libero
+@pytest.mark.slow
+def test_libero_episode_through_pi0viz_serve_lerobot(checkpoint, tmp_path):
+    """`pi0viz serve --lerobot DIR` in this venv (LeRobot 0.6.1) answers examples/libero/main.py run from .venv."""
+    from pi0viz.core.bundle import load_bundle
+
+    client = MAIN_VENV / "bin" / "python"
+    check = "import sys; from pi0viz.policy import libero_env; sys.exit(not libero_env.libero_installed())"
+    has_libero = client.exists() and subprocess.run([str(client), "-c", check], capture_output=True).returncode == 0
+    require_that(has_libero, "libero", f"the LIBERO simulator in {MAIN_VENV}")
+    # The CLI itself, with the tiny variant registered (LeRobot knows only the full-size variant names).
+    serve = ("import sys; sys.path.insert(0, 'tests'); import torch, torch_support as ts; from pi0viz.cli import main; "
+             "torch.set_num_threads(1)\nwith ts.tiny_variant('pi0'): main(sys.argv[1:])")
+    server = subprocess.Popen([sys.executable, "-c", serve, "serve", "--lerobot", str(checkpoint), "--port", "0"],
+                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in server.stderr:  # "serving ... on ws://127.0.0.1:PORT ..." once it listens
+            lines.append(line)
+            if (found := re.search(r"ws://127\.0\.0\.1:(\d+)", line)):
+                break
+        else:
+            pytest.fail("pi0viz serve --lerobot stopped:\n" + "".join(lines))
+        out = tmp_path / "viz"
+        run = subprocess.run(
+            [str(client), "examples/libero/main.py", "--policy", f"ws://127.0.0.1:{found.group(1)}", "--tasks", "0",
+             "--num-trials-per-task", "1", "--max-inference-calls", "1", "--bundles-only", "--fuse-heads",
+             "--attention-out", str(out), "--video-out-path", str(tmp_path / "videos")],
+            cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    bundle = load_bundle(out / "libero_spatial_task0_ep0" / "bundles" / "inference_000.npz")
+    assert bundle.camera_names == ["image", "image2"] and bundle.attention_heads == "max"
+    assert bundle.attention.shape == (10, 4, 1, 1, 1, 51, 2 * 256 + 48 + 51)
+    assert np.asarray(bundle.actions).shape == (1, 50, 7) and np.isfinite(bundle.attention).all()
+    assert "pick up the black bowl" in str(bundle.prompt[0])

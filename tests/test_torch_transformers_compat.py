@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 from extras import missing, require
+from torch_stacks import LEROBOT044, require_stack
 
+require_stack(LEROBOT044)  # the compat module serves LeRobot 0.4.4 on transformers 4.53.2 only
 torch = require("torch", "torch")
 transformers = require("transformers", "torch")
 check = require("transformers.models.siglip.check", "torch")  # pi0viz's compat module (scripts/torch_env)

@@ -19,10 +19,11 @@ extra).
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
+import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,13 +54,9 @@ def detect() -> str | None:
         if lerobot.startswith("0.6."):
             return LEROBOT06
         return f"unsupported: lerobot {lerobot}"
-    transformers = _version("transformers")
-    if transformers is not None and int(transformers.split(".")[0]) >= 5:
-        try:
-            if hasattr(importlib.import_module("transformers"), "PI0ForConditionalGeneration"):
-                return HF_NATIVE
-        except ImportError:
-            return None
+    spec = importlib.util.find_spec("transformers")  # its pi0 folder, without importing it (that takes seconds)
+    if spec is not None and any((Path(p) / "models" / "pi0").is_dir() for p in spec.submodule_search_locations or ()):
+        return HF_NATIVE
     return None
 
 

@@ -4,7 +4,8 @@ LeRobot's config accepts only the variant names gemma_300m / gemma_2b and hard-c
 so the tiny variant is registered here, for the duration of the build: the module-level `get_gemma_config` returns
 openpi's "dummy" Gemma (width 64, depth 4, mlp 128, 8 heads, 1 kv head, head dim 16), and the PaliGemma class
 the module builds gets the tiny SigLIP of the reference data ("mu/14": width 32, depth 1, mlp 128, 2 heads) and a
-projector to width 64. Every module is still LeRobot's / transformers' own.
+projector to width 64. Every module is still LeRobot's / transformers' own. Works on LeRobot 0.4.4 and 0.6.1 (which
+renamed the PaliGemma class its modules build: `PaliGemmaForConditionalGenerationWithPiGemma`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 # openpi pi05_libero: 10 action tokens, 200 prompt slots; pi0: 50 and 48.
 SHAPES = {"pi0": {"chunk_size": 50, "tokenizer_max_length": 48},
           "pi05": {"chunk_size": 10, "tokenizer_max_length": 200}}
+# the PaliGemma class LeRobot's modeling modules construct: 0.6.x's own subclass, 0.4.4's transformers class
+PALIGEMMA_CLASSES = ("PaliGemmaForConditionalGenerationWithPiGemma", "PaliGemmaForConditionalGeneration")
 
 
 def lerobot_module(kind: str):
@@ -35,7 +38,9 @@ def lerobot_module(kind: str):
 def tiny_variant(kind: str) -> Iterator[None]:
     """Make LeRobot build the tiny model inside the block (restores the module afterwards)."""
     module = lerobot_module(kind)
-    real_config, real_paligemma = module.get_gemma_config, module.PaliGemmaForConditionalGeneration
+    # LeRobot 0.6 builds its own subclass (pi_gemma.py); 0.4.4 transformers' class
+    name = next(n for n in PALIGEMMA_CLASSES if getattr(module, n, None) is not None)
+    real_config, real_paligemma = module.get_gemma_config, getattr(module, name)
 
     def dummy_gemma(variant: str):
         return module.GemmaConfig(width=64, depth=4, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=16)
@@ -47,11 +52,13 @@ def tiny_variant(kind: str) -> Iterator[None]:
         vision.projection_dim = config.text_config.hidden_size  # LeRobot hard-codes 2048
         return real_paligemma(config=config)
 
-    module.get_gemma_config, module.PaliGemmaForConditionalGeneration = dummy_gemma, tiny_paligemma
+    module.get_gemma_config = dummy_gemma
+    setattr(module, name, tiny_paligemma)
     try:
         yield
     finally:
-        module.get_gemma_config, module.PaliGemmaForConditionalGeneration = real_config, real_paligemma
+        module.get_gemma_config = real_config
+        setattr(module, name, real_paligemma)
 
 
 def tiny_config(kind: str, **overrides):
@@ -134,11 +141,8 @@ def save_libero_checkpoint(kind: str, folder: Path, tokenizer_dir: Path) -> Path
     tokenizer built from pi0viz's bundled sentencepiece model (PaliGemma's lives on the Hub)."""
     import torch
     from lerobot.configs.types import FeatureType, PolicyFeature
-    from transformers import GemmaTokenizer
 
-    from pi0viz.policy.tokenizer import BUNDLED_MODEL
-
-    GemmaTokenizer(vocab_file=str(BUNDLED_MODEL)).save_pretrained(tokenizer_dir)
+    save_local_tokenizer(tokenizer_dir)
     features = {f"observation.images.{c}": PolicyFeature(FeatureType.VISUAL, (3, 224, 224)) for c in LIBERO_CAMERAS}
     features["observation.state"] = PolicyFeature(FeatureType.STATE, (8,))
     config = tiny_config(kind, input_features=features,
@@ -167,6 +171,27 @@ def save_libero_checkpoint(kind: str, folder: Path, tokenizer_dir: Path) -> Path
     pre.save_pretrained(folder)
     post.save_pretrained(folder)
     return folder
+
+
+def save_local_tokenizer(folder: Path):
+    """A Hugging Face Gemma tokenizer saved in `folder`, built from pi0viz's bundled sentencepiece model (what
+    LeRobot's tokenizer step loads with AutoTokenizer.from_pretrained). Built with `from_pretrained` on a folder
+    holding `tokenizer.model`: on transformers 5 `GemmaTokenizer(vocab_file=...)` maps every token to <unk>."""
+    import shutil
+
+    from transformers import GemmaTokenizer
+
+    from pi0viz.policy.tokenizer import BUNDLED_MODEL
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(BUNDLED_MODEL, folder / "tokenizer.model")
+    # PaliGemma's tokenizer starts with BOS; transformers 5 adds none unless told
+    tokenizer = GemmaTokenizer.from_pretrained(folder, add_bos_token=True)
+    ids = tokenizer("pick up the bowl")["input_ids"]
+    if tokenizer.unk_token_id in ids or ids[0] != tokenizer.bos_token_id:  # e.g. a tokenizer that knows no word
+        raise AssertionError(f"the local tokenizer gives 'pick up the bowl' as {ids} (<unk> or no BOS)")
+    tokenizer.save_pretrained(folder)
+    return tokenizer
 
 
 def tiny_policy_from_config(kind: str, config):
