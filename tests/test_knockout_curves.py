@@ -120,7 +120,8 @@ def test_report_escapes_knockout_text_and_names_a_bad_file(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["--policy", "tiny"], "pi0viz knockout cannot run policy 'tiny'; it takes reach-tiny"),
+    (["--policy", "ws://localhost:1"], "pi0viz knockout cannot run policy 'ws://localhost:1'; it takes tiny, "
+                                     "reach-tiny, checkpoint:DIR"),
     (["--fractions", "0,150"], "--fractions '0,150': expected percentages 0..100"),
     (["--reductions", "mean,median"], "--reductions: head reduction 'median'"),
     (["--reductions", "head:2"], "reach-tiny has 2 query heads"),

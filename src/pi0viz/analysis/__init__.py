@@ -13,5 +13,9 @@ numpy only (plus matplotlib for the report's plots); no model framework is impor
 
 The sink criterion itself is in pi0viz.core.sinks (the renderer's --exclude-sinks uses it too).
 
+pi0-FAST decoding calls (pi0viz.capture/2) are measured over their decode steps, one query per step in the action
+tokens' place: maps.decode_key_maps, sinks.find_decode_sinks, grounding.decode_grounding and
+summaries.write_decode_summaries.
+
 See docs/analysis.md for the definitions.
 """

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import numpy as np
 
 from pi0viz.analysis import grounding as G
-from pi0viz.analysis.metrics import EPISODE_METRICS, METRICS_FORMAT
+from pi0viz.analysis.metrics import DECODING, EPISODE_METRICS, METRICS_FORMAT
 from pi0viz.core.writes import replace_together
 from pi0viz.errors import AnalysisError, BundleError
 
@@ -280,14 +280,54 @@ def _pyplot():
     return plt
 
 
+def _decoding(call: dict[str, Any]) -> bool:
+    """True for a pi0-FAST call's metrics (its steps are decode steps), False for a denoising call's."""
+    return call.get("call_kind") == DECODING
+
+
+def _pad_steps(arrays: Sequence[np.ndarray], axis: int) -> np.ndarray:
+    """Stack arrays that differ only in their step axis `axis`, padding the shorter ones with NaN: decoding calls
+    stop at their end-of-sequence token, so decode step j is averaged over the calls that reached it."""
+    n = max(a.shape[axis] for a in arrays)
+    out = []
+    for a in arrays:
+        pad = [(0, 0)] * a.ndim
+        pad[axis] = (0, n - a.shape[axis])
+        out.append(np.pad(a, pad, constant_values=np.nan))
+    return np.stack(out)
+
+
 def _region_curves(calls: Sequence[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
-    """names, mass [M, D, L] (key regions) averaged over the calls."""
+    """names, mass [M, D, L] (key regions) averaged over the calls (decoding calls: [M, J, L], decode step j over
+    the calls that reached it)."""
     names = calls[0]["regions"]["names"]
     shape = np.shape(calls[0]["regions"]["mass"])
+    if _decoding(calls[0]):
+        same = [np.asarray(c["regions"]["mass"], np.float64) for c in calls if _decoding(c)
+                and c["regions"]["names"] == names and np.shape(c["regions"]["mass"])[::2] == shape[::2]]
+        return names, np.nanmean(_pad_steps(same, 1), axis=0)
     # episodes of other models (other regions, steps or layers) cannot be averaged with the first call's
-    stack = np.asarray([c["regions"]["mass"] for c in calls
-                        if c["regions"]["names"] == names and np.shape(c["regions"]["mass"]) == shape], np.float64)
+    stack = np.asarray([c["regions"]["mass"] for c in calls if not _decoding(c)
+                        and c["regions"]["names"] == names and np.shape(c["regions"]["mass"]) == shape], np.float64)
     return names, stack.mean(axis=0)
+
+
+def _step_axis(calls: Sequence[dict[str, Any]]) -> str:
+    """The step axis' label: decode steps for pi0-FAST calls, denoising steps otherwise (of the first call's kind,
+    the kind every plot of these calls shows)."""
+    return "decode step (0 = the token picked from the prefill)" if calls and _decoding(calls[0]) \
+        else "denoising step (0 = t 1.0, noise)"
+
+
+def _rows_words(calls: Sequence[dict[str, Any]]) -> str:
+    """What one metric row is, in the report's words: the action tokens' rows, or each decode step's query."""
+    kinds = {_decoding(c) for c in calls}
+    if kinds == {True}:
+        return "every decode step's query (the generated token) and layer"
+    if kinds == {True, False}:
+        return ("every action token, denoising step and layer (pi0, pi0.5) and every decode step's query and layer "
+                "(pi0-FAST; the plots show the first call's kind)")
+    return "every action token, step and layer"
 
 
 def plot_region_mass(calls: Sequence[dict[str, Any]], title: str) -> str:
@@ -298,7 +338,7 @@ def plot_region_mass(calls: Sequence[dict[str, Any]], title: str) -> str:
         axes[0].plot(m.mean(axis=0), marker=".", label=name)  # over layers
         axes[1].plot(m.mean(axis=1), marker=".", label=name)  # over steps
     axes[0].set(xlabel="layer", ylabel="attention mass (head mean)", title="per layer")
-    axes[1].set(xlabel="denoising step (0 = t 1.0, noise)", title="per step")
+    axes[1].set(xlabel=_step_axis(calls), title="per step")
     axes[0].legend(fontsize=7)
     image = axes[2].imshow(mass.mean(axis=1), aspect="auto", cmap="inferno")  # [M, L]
     axes[2].set(xlabel="layer", title="region x layer")
@@ -379,13 +419,19 @@ def plot_outcomes(run: dict[str, Any], camera: str | None) -> str | None:
 
 def plot_sinks(calls: Sequence[dict[str, Any]]) -> str | None:
     plt = _pyplot()
-    shares = [np.asarray(c["sink_share"], np.float64) for c in calls if c.get("sink_share")]
-    if not shares or len({s.shape for s in shares}) != 1:
+    decoding = bool(calls) and _decoding(calls[0])  # the plot shows the first call's kind of step
+    shares = [np.asarray(c["sink_share"], np.float64) for c in calls if c.get("sink_share") and
+              _decoding(c) == decoding]
+    if decoding and shares and len({s.shape[1:] for s in shares}) == 1:  # [J, L], J up to each call's end token
+        mean = np.nanmean(_pad_steps(shares, 0), axis=0)
+    elif not shares or len({s.shape for s in shares}) != 1:
         return None
-    mean = np.mean(shares, axis=0)  # [D, L]
+    else:
+        mean = np.mean(shares, axis=0)  # [D, L]
     fig, ax = plt.subplots(figsize=(6, 3))
     image = ax.imshow(mean, aspect="auto", cmap="inferno", vmin=0, vmax=max(float(mean.max()), 1e-6))
-    ax.set(xlabel="layer (position)", ylabel="step (position)", title="attention mass on sink keys")
+    ax.set(xlabel="layer (position)", ylabel=f"{'decode step' if decoding else 'step'} (position)",
+           title="attention mass on sink keys")
     fig.colorbar(image, ax=ax)
     return _png(fig)
 
@@ -445,6 +491,46 @@ def _task_table(run: dict[str, Any], camera: str | None) -> str:
         rows.append(f'<tr><td class="l">{_e(name)}</td>' + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
     return ("<table><tr>" + "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(head))
             + "</tr>" + "".join(rows) + "</table>")
+
+
+def _sweep_tables(run_dir: Path) -> list[str]:
+    """A `pi0viz sweep` folder's results.json: its success per named object (the reach suite) and its grounding
+    metrics by outcome (sweep records keep scalars, not maps); nothing for other folders."""
+    try:
+        res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(res, dict):
+        return []
+    out = []
+    objects = [r for r in res.get("objects") or [] if isinstance(r, dict)]
+    if objects:
+        head = ["object", "episodes", "successes", "success rate", "near at the end", "target pushed",
+                "median final distance (cm)", "median target pushed (cm)"]
+        rows = [[r.get("object"), r.get("episodes"), r.get("successes"), r.get("success_rate"), r.get("near_at_end"),
+                 r.get("pushed"), r.get("final_distance_cm"), r.get("target_moved_cm")] for r in objects]
+        out += ["<h2>Per named object (sweep)</h2>", _plain_table(head, rows)]
+    grounding = res.get("grounding") if isinstance(res.get("grounding"), dict) else {}
+    outcome = {}
+    for label, value in grounding.items():
+        group, _, metric = str(label).partition(" / ")
+        if group in ("success", "failure") and metric.endswith((".lift", ".mass_in_camera", ".pointing_hit")):
+            outcome.setdefault(metric, {})[group] = value
+    if outcome:
+        rows = [[m, v.get("success"), v.get("failure")] for m, v in sorted(outcome.items())]
+        out += ["<h2>Grounding by outcome (sweep records)</h2>",
+                "<p>Means over episodes of each episode's mean over its calls; in the reach suite the plain names "
+                "are the named object, <code>others.</code> the other objects in view.</p>",
+                _plain_table(["metric", "success", "failure"], rows)]
+    return out
+
+
+def _plain_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = "".join("<tr>" + "".join(f'<td class="{"l" if i == 0 else ""}">'
+                                     f'{_e(str(c)) if i == 0 else _fmt(c)}</td>' for i, c in enumerate(r)) + "</tr>"
+                    for r in rows)
+    return ("<table><tr>" + "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(head))
+            + "</tr>" + cells + "</table>")
 
 
 def _sink_table(calls: Sequence[dict[str, Any]]) -> str:
@@ -528,10 +614,69 @@ def _knockout_section(f: Path, page_dir: Path, run_dir: Path) -> str:
     return head + f"<p>{info} · {links}</p>" + table + img
 
 
+STUDY_JSON = "knockouts.json"  # `pi0viz knockout --remove ...` (pi0viz.causal.study), format STUDY_FORMAT
+STUDY_FORMAT = "pi0viz.knockout.conditions/1"
+
+
+def _study_section(f: Path, page_dir: Path, run_dir: Path) -> str:
+    """One knockouts.json (key sets removed on one observation) as HTML: each condition's action shift against its
+    matched random baseline, key masking and pixel replacement side by side, the knockouts.png, and a link to the
+    prefix_attention tree when one lies beside it. A file that cannot be used is one muted line."""
+    name = f.parent.relative_to(run_dir).as_posix() if f.parent != run_dir else run_dir.name
+    head = f"<h3>{_e(name)}</h3>"
+    try:
+        data = None if f.stat().st_size > MAX_KNOCKOUT_BYTES else \
+            json.loads(f.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (OSError, ValueError, RecursionError):
+        data = None
+    conds = data.get("conditions") if isinstance(data, dict) and data.get("format") == STUDY_FORMAT else None
+    if not isinstance(conds, list):
+        return head + f'<p class="muted">{_e(f.name)}: not a readable {_e(STUDY_FORMAT)} file</p>'
+    rows = []
+    for c in conds:
+        shift = _mean_se(c.get("mean_abs_delta")) if isinstance(c, dict) else None
+        if shift is None:
+            continue
+        rand = _mean_se(c.get("random"))
+        ratio = c.get("ratio")
+        layer = c.get("layer")
+        where = "pixel replacement" if c.get("method") == "pixels" else str(c.get("route", ""))
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            where += f", layer {layer}"
+        k = c.get("k") if isinstance(c.get("k"), int) and not isinstance(c.get("k"), bool) else None
+        ratio_cell = f"{ratio:.1f}×" if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and \
+            np.isfinite(ratio) else "–"
+        rows.append(f'<tr><td class="l">{_e(str(c.get("set", "")))}</td><td class="l">{_e(where)}</td>'
+                    f"<td>{'' if k is None else k}</td><td>{shift[0]:.4f} ± {shift[1]:.4f}</td>"
+                    + ("<td>–</td>" if rand is None else f"<td>{rand[0]:.4f} ± {rand[1]:.4f}</td>")
+                    + f"<td>{ratio_cell}</td></tr>")
+    info = " · ".join(_e(f"{k}: {data[k]}") for k in ("policy", "observation", "prompt", "noise_draws",
+                                                      "random_draws", "measure")
+                      if isinstance(data.get(k), (str, int)) and not isinstance(data.get(k), bool))
+    table = ('<table><tr><th class="l">removed</th><th class="l">where / how</th><th>k</th>'
+             "<th>action shift</th><th>random, same k</th><th>ratio</th></tr>" + "".join(rows) + "</table>")
+    png = f.with_name("knockouts.png")
+    img = ""
+    try:
+        if png.is_file() and png.stat().st_size <= MAX_KNOCKOUT_BYTES:
+            raw = png.read_bytes()
+            if raw.startswith(b"\x89PNG\r\n\x1a\n"):
+                img = _img("data:image/png;base64," + base64.b64encode(raw).decode("ascii"), "knockouts")
+    except OSError:
+        img = ""
+    links = [_link(f.with_name(n), page_dir, n) for n in (STUDY_JSON, "knockouts.csv") if f.with_name(n).is_file()]
+    if f.with_name("prefix_attention").is_dir():
+        links.append(_link(f.with_name("prefix_attention"), page_dir, "prefix attention tree"))
+    return head + f"<p>{info} · {' · '.join(links)}</p>" + table + img
+
+
 def knockout_sections(run_dir: Path, page_dir: Path) -> list[str]:
-    """HTML sections of the knockout.json files under run_dir (at most MAX_KNOCKOUT_FILES, by path)."""
+    """HTML sections of the knockout.json (curves) and knockouts.json (key sets) files under run_dir (at most
+    MAX_KNOCKOUT_FILES of each, by path)."""
     found = sorted(run_dir.rglob(KNOCKOUT_JSON))[:MAX_KNOCKOUT_FILES]
-    return [_knockout_section(f, page_dir, run_dir) for f in found if f.is_file()]
+    studies = sorted(run_dir.rglob(STUDY_JSON))[:MAX_KNOCKOUT_FILES]
+    return [_knockout_section(f, page_dir, run_dir) for f in found if f.is_file()] + \
+        [_study_section(f, page_dir, run_dir) for f in studies if f.is_file()]
 
 
 def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None = None, *,
@@ -551,10 +696,13 @@ def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None 
     out = Path(out_html) if out_html else run_dir / "report.html"
     unusable: list[str] = []
     knockouts = knockout_sections(run_dir, out.parent)
-    knockout_html = ["<h2>Knockouts: deletion and insertion curves</h2>",
-                     "<p>Maps ranked by their deletion gap: the area between the deletion curve in the map's order "
-                     "and in random order (positive: the map removes what moves the actions sooner than chance); "
-                     "mean ± standard error over examples. See docs/causal.md.</p>", *knockouts] if knockouts else []
+    knockout_html = ["<h2>Knockouts: deletion and insertion curves, key sets</h2>",
+                     "<p>Curves: maps ranked by their deletion gap, the area between the deletion curve in the map's "
+                     "order and in random order (positive: the map removes what moves the actions sooner than "
+                     "chance); mean ± standard error over examples. Key sets: the action shift when a set of keys is "
+                     "removed (masked in the attention, or its patches painted with the image mean) against as many "
+                     "random patches; mean ± standard error over noise draws. See docs/causal.md.</p>",
+                     *knockouts] if knockouts else []
     try:
         episodes = load_run(run_dir, unusable)
     except AnalysisError:
@@ -582,9 +730,9 @@ def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None 
         f"<title>pi0viz report: {_e(run_dir.name)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>pi0viz report: {_e(run_dir.name)}</h1>",
         (f"<p>{len(eps)} episode(s), {len(calls)} inference call(s), {run['all']['successes']} success(es). "
-         "Metrics: head-mean attention of every action token, step and layer; definitions in docs/analysis.md "
+         f"Metrics: head-mean attention of {_rows_words(calls)}; definitions in docs/analysis.md "
          "(IoU at top k % as vla-interp).</p>"),
-        "<h2>Grounding per task and outcome</h2>", _task_table(run, camera),
+        "<h2>Grounding per task and outcome</h2>", _task_table(run, camera), *_sweep_tables(run_dir),
         "<h2>Attention mass per region</h2>", _img(plot_region_mass(calls, "all calls"), "mass per region"),
         "<h2>Grounding over the episodes</h2>",
         _img(plot_grounding_over_episodes(eps, camera), "grounding over the episodes (needs object masks)"),

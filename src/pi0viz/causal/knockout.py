@@ -41,12 +41,15 @@ class Knockout:
         keys: bool[P], True = removed.
         route: "all", "prefix" or "expert" (module docstring).
         layer: None = every layer; else the one layer (0-based) where the keys are removed.
+        queries: None = every prefix query loses the keys; else bool[P], only these prefix queries do (e.g.
+            `image_queries`: the image tokens cannot read the prompt). The action expert's queries follow `route`.
     """
 
     name: str
     keys: np.ndarray
     route: str = "all"
     layer: int | None = None
+    queries: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
@@ -74,6 +77,13 @@ def prompt_keys(config: Any, slots: Sequence[int] | None = None) -> np.ndarray:
     index = np.arange(config.max_token_len) if slots is None else np.asarray(slots, int)
     keys[start + index] = True
     return keys
+
+
+def image_queries(config: Any) -> np.ndarray:
+    """bool[P]: every camera's image tokens (as a `Knockout.queries` set: only they lose the keys)."""
+    queries = np.zeros(config.prefix_len, bool)
+    queries[:len(config.image_keys) * config.num_image_tokens] = True
+    return queries
 
 
 def patch_keys(config: Any, camera: str, patches: np.ndarray) -> np.ndarray:
@@ -141,7 +151,11 @@ def stack_knockouts(conditions: Sequence[Knockout], num_layers: int) -> KeyKnock
         in_prefix, in_expert = ROUTES[cond.route]
         prefix[row], expert[row] = layers & in_prefix, layers & in_expert
     keys = np.stack([np.asarray(c.keys, bool) for c in conditions]) if conditions else np.zeros((0, 0), bool)
-    return KeyKnockout(keys=keys, prefix_layers=prefix, expert_layers=expert)
+    queries = None
+    if any(c.queries is not None for c in conditions):  # else the sampler's every-query form (no [P, P] mask)
+        queries = np.stack([np.ones(len(c.keys), bool) if c.queries is None else np.asarray(c.queries, bool)
+                            for c in conditions])
+    return KeyKnockout(keys=keys, prefix_layers=prefix, expert_layers=expert, prefix_queries=queries)
 
 
 def take_observation(observation: Observation, index: np.ndarray) -> Observation:
@@ -183,11 +197,25 @@ def sample_knockouts(params: Any, config: Any, observation: Observation, conditi
         out = sample_actions(
             params, config, jax.random.key(0), take_observation(observation, padded),
             num_steps=num_steps, noise=np.asarray(noise, np.float32)[padded], capture=capture,
-            knockout=KeyKnockout(knock.keys[padded], knock.prefix_layers[padded], knock.expert_layers[padded]))
+            knockout=KeyKnockout(knock.keys[padded], knock.prefix_layers[padded], knock.expert_layers[padded],
+                                 None if knock.prefix_queries is None else knock.prefix_queries[padded]))
         actions.append(np.asarray(out.actions)[:len(rows)])
         if out.attention is not None:
             attention.append(np.asarray(out.attention)[:, :, :len(rows)])
     return np.concatenate(actions), (np.concatenate(attention, axis=2) if attention else None)
+
+
+def paint_patches(images: np.ndarray, patches: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """float32[h, w, 3] model-range image with the patches (bool[rows * cols], raster order) painted with the
+    image's mean colour (per channel, over the whole image)."""
+    out = np.array(images, np.float32, copy=True)
+    rows, cols = grid
+    ph, pw = out.shape[0] // rows, out.shape[1] // cols
+    mean = out.reshape(-1, out.shape[-1]).mean(axis=0)
+    for p in np.flatnonzero(np.asarray(patches, bool).reshape(-1)):
+        r, c = divmod(int(p), cols)
+        out[r * ph:(r + 1) * ph, c * pw:(c + 1) * pw] = mean
+    return out
 
 
 def mean_abs_delta(base: np.ndarray, knocked: np.ndarray, dims: int | None = None) -> np.ndarray:

@@ -11,6 +11,8 @@ For every example (scene, named object), with k = the number of patches the name
     bottom-k                      the k least-attended patches
     named object, prefix queries  its patches removed only from the prefix's own queries (PaliGemma)
     named object, expert queries  removed only from the action expert's queries (the maps pi0viz draws)
+    the prompt, image tokens'     every prompt slot removed from the image tokens' queries only (prefix pass):
+      queries                     the image tokens cannot read the prompt; the prompt tokens and the expert can
     ... per layer                 the last two, one layer at a time (`per_layer`)
 
 Measured against the unmodified call with the same noise: how far the chunk's end moves (xy, cm), the mean
@@ -29,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from pi0viz.causal.knockout import (Knockout, attention_scores, mean_abs_delta, mean_se, patch_keys, ranked_keys,
-                                    random_keys, sample_knockouts, take_observation)
+from pi0viz.causal.knockout import (Knockout, attention_scores, image_queries, mean_abs_delta, mean_se,
+                                    paint_patches, patch_keys, prompt_keys, ranked_keys, random_keys,
+                                    sample_knockouts, take_observation)
 from pi0viz.core.capture_options import CaptureOptions
 from pi0viz.policy.reach_task import ReachScenes, chunk_endpoint
 
@@ -39,8 +42,9 @@ COVERAGE_AGENTVIEW = 0  # index of the agentview in a scene's coverage
 
 
 def _conditions(config: Any, named: np.ndarray, scores: np.ndarray, rng: np.random.Generator, *, draws: int,
-                per_layer: bool) -> list[Knockout]:
-    """The study's conditions for one example (module docstring); the first is the unmodified call."""
+                per_layer: bool, pixels: bool = False) -> tuple[list[Knockout], list[np.ndarray | None]]:
+    """The study's conditions for one example (module docstring); the first is the unmodified call. Second: per
+    condition, the agentview patches bool[patches] painted with the image mean (pixel replacement) or None."""
     k = int(named.sum())
     none = np.zeros(config.prefix_len, bool)
     keys = patch_keys(config, CAMERA, named)
@@ -51,17 +55,26 @@ def _conditions(config: Any, named: np.ndarray, scores: np.ndarray, rng: np.rand
     conds += [Knockout("random", random_keys(config, CAMERA, k, rng)) for _ in range(draws)]
     conds += [Knockout("bottom-k", ranked_keys(config, CAMERA, scores, k, top=False)),
               Knockout("named object, prefix queries", keys, route="prefix"),
-              Knockout("named object, expert queries", keys, route="expert")]
+              Knockout("named object, expert queries", keys, route="expert"),
+              Knockout("the prompt, image tokens' queries", prompt_keys(config), route="prefix",
+                       queries=image_queries(config))]
     if per_layer:
         for route, label in (("prefix", "prefix queries"), ("expert", "expert queries")):
             conds += [Knockout(f"named object, {label}, layer {l}", keys, route=route, layer=l)
                       for l in range(config.llm.depth)]
-    return conds
+    paints: list[np.ndarray | None] = [None] * len(conds)
+    if pixels:  # the same patch sets, painted instead of masked (the model unmodified)
+        n = config.num_image_tokens
+        for name in ("named object", "top-k", "random", "bottom-k"):
+            sets = [c.keys[:n] for c in conds if c.name == name]
+            conds += [Knockout(f"{name}, pixels", none) for _ in sets]
+            paints += sets
+    return conds, paints
 
 
 def reach_knockout_study(policy: Any = None, scenes: ReachScenes | None = None, examples: np.ndarray | None = None,
                          *, step: int = 7, layer: int = 2, draws: int = 3, per_layer: bool = False, seed: int = 0,
-                         batch: int = 64) -> dict[str, Any]:
+                         batch: int = 64, pixels: bool = False) -> dict[str, Any]:
     """Run the study (module docstring) and return its JSON-ready result.
 
     Args:
@@ -71,6 +84,8 @@ def reach_knockout_study(policy: Any = None, scenes: ReachScenes | None = None, 
         step, layer: the map the top-k / bottom-k patches are ranked by (default: the model card's best cell).
         draws: random patch sets per example.
         per_layer: also knock out the named object from the prefix / expert queries one layer at a time.
+        pixels: also paint the named object's, the top-k, random and bottom-k patches with the image's mean colour
+            and rerun the unmodified model (pixel replacement; conditions "..., pixels", route "all").
         seed: the noise (as `reach_eval.evaluate`: one draw per example) and the random patch sets.
         batch: rows per sampler call.
     """
@@ -93,16 +108,22 @@ def reach_knockout_study(policy: Any = None, scenes: ReachScenes | None = None, 
     scores = attention_scores(attention, cfg, CAMERA, step, layer)  # [E, patches]
 
     # 2. Every condition of every example as one row; rows run `batch` at a time.
-    rows, conds, named_masks = [], [], []
+    rows, conds, named_masks, paints = [], [], [], []
     for j, (i, k) in enumerate(examples):
         named = scenes.coverage[int(i)][int(k), COVERAGE_AGENTVIEW].reshape(-1) > 0
         named_masks.append(named)
-        c = _conditions(cfg, named, scores[j], rng, draws=draws, per_layer=per_layer)
+        c, p = _conditions(cfg, named, scores[j], rng, draws=draws, per_layer=per_layer, pixels=pixels)
         conds += c
+        paints += p
         rows += [j] * len(c)
     per_example = len(conds) // e
     rows = np.asarray(rows)
-    actions, _ = sample_knockouts(policy.params, cfg, take_observation(obs, rows), conds, noise[rows], batch=batch)
+    knocked_obs = take_observation(obs, rows)
+    side = int(round(np.sqrt(cfg.num_image_tokens)))
+    for r, patches in enumerate(paints):
+        if patches is not None:
+            knocked_obs.images[CAMERA][r] = paint_patches(knocked_obs.images[CAMERA][r], patches, (side, side))
+    actions, _ = sample_knockouts(policy.params, cfg, knocked_obs, conds, noise[rows], batch=batch)
 
     # 3. Per row: the chunk in LIBERO units, its end, the shift from the unmodified row, nearest object.
     robot = np.stack([policy.postprocess(actions[r], np.asarray(obs.state)[rows[r]]) for r in range(len(rows))])
@@ -134,6 +155,8 @@ def reach_knockout_study(policy: Any = None, scenes: ReachScenes | None = None, 
         first = conds[cols[0]]
         result["conditions"][name] = {
             "route": first.route, "layer": first.layer, "draws": len(cols),
+            "queries": "all" if first.queries is None else "image tokens",
+            "method": "pixels" if name.endswith(", pixels") else "keys",
             "shift_cm": mean_se(shift_cm[:, cols].mean(axis=1)),
             "mean_abs_delta": mean_se(delta[:, cols].mean(axis=1)),
             "nearest": mean_se(nearest[:, cols].mean(axis=1)),
@@ -152,6 +175,7 @@ def knockout_table(result: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|"]
     for name, c in result["conditions"].items():
         route = c["route"] if c["layer"] is None else f"{c['route']}, layer {c['layer']}"
+        route = "pixel replacement" if c.get("method") == "pixels" else route
         lines.append(f"| {name} | {route} | {c['shift_cm']['mean']:.1f} +- {c['shift_cm']['se']:.1f} | "
                      f"{c['mean_abs_delta']['mean']:.3f} +- {c['mean_abs_delta']['se']:.3f} | "
                      f"{100 * c['nearest']['mean']:.0f} % | {c['error_cm']['mean']:.1f} |")
@@ -165,6 +189,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer", type=int, default=2)
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--per-layer", action="store_true")
+    parser.add_argument("--pixels", action="store_true", help="also pixel replacement of the same patch sets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the result here")
     parser.add_argument("--scenes", nargs="*", default=None,
@@ -175,7 +200,8 @@ def _main(argv: list[str] | None = None) -> int:
     scenes = ReachScenes.load(args.scenes) if args.scenes else heldout_scenes()
     examples = scenes.examples[:args.examples] if args.examples else scenes.examples
     result = reach_knockout_study(scenes=scenes, examples=examples, step=args.step, layer=args.layer,
-                                  draws=args.draws, per_layer=args.per_layer, seed=args.seed)
+                                  draws=args.draws, per_layer=args.per_layer, seed=args.seed,
+                                  pixels=args.pixels)
     print(knockout_table(result))
     if args.json:
         from pi0viz.core.writes import atomic_write

@@ -210,7 +210,8 @@ def transformer(
             (plain RMSNorm; the expert's parameters must then have `scale` norms). pi0.5: [None, cond].
         dtype: activation dtype (inputs are cast to it, as openpi's `embed_dtype`).
         key_mask: optional bool[L, B, S]: in layer l, False hides key s from every query (ANDed with attn_mask;
-            knockouts, `pi0viz.causal`). None: attn_mask alone, the same computation as without the argument.
+            knockouts, `pi0viz.causal`); or bool[L, B, Q, S]: False hides key s from query q only. None: attn_mask
+            alone, the same computation as without the argument.
     Returns:
         (outs per expert after final norm [B, Q_i, W_i] or None, (k, v) each [L, B, S, K, E], final capture_state).
     """
@@ -226,7 +227,10 @@ def transformer(
     def layer(carry, p, per_layer):
         xs, state = carry
         index, cache, keys = per_layer
-        layer_mask = mask if keys is None else mask & keys[:, None, None, :]
+        if keys is None:
+            layer_mask = mask
+        else:  # [B, S] per key, or [B, Q, S] per query and key; broadcast over kv heads
+            layer_mask = mask & (keys[:, None, None, :] if keys.ndim == 2 else keys[:, None, :, :])
         xs, kv, (probs, logits) = _block(p, xs, conds, positions, layer_mask, cache)
         if capture is not None:
             state = capture(state, index, probs, logits)

@@ -60,11 +60,15 @@ class KeyKnockout:
             tokens reading each other) in that layer.
         expert_layers: bool[B, L]; True = removed from every suffix query (the action expert's pass, every
             denoising step) in that layer.
+        prefix_queries: optional bool[B, P]; True = that prefix query loses the removed keys in the prefix layers
+            (e.g. only the image tokens cannot read the prompt). None: every prefix query (the same computation as
+            before the option existed).
     """
 
     keys: Any
     prefix_layers: Any
     expert_layers: Any
+    prefix_queries: Any = None
 
 
 @dataclasses.dataclass
@@ -260,6 +264,8 @@ def _check_knockout(config: Pi0Config, knockout: KeyKnockout, b: int) -> dict:
     """The knockout's arrays as bool jax arrays, shapes checked: keys [B, P], prefix/expert layers [B, L]."""
     shapes = {"keys": (b, config.prefix_len), "prefix_layers": (b, config.llm.depth),
               "expert_layers": (b, config.llm.depth)}
+    if knockout.prefix_queries is not None:
+        shapes["prefix_queries"] = (b, config.prefix_len)
     out = {}
     for name, shape in shapes.items():
         x = jnp.asarray(getattr(knockout, name), bool)
@@ -339,6 +345,9 @@ def _sample_jit(params, obs, noise, config: Pi0Config, num_steps: int, capture: 
     if knockout is not None:  # [L, B, S] keys each layer keeps: a removed key where its pass and layer say so
         removed = knockout["keys"][None, :, :]  # [1, B, P]
         prefix_keys = ~(removed & knockout["prefix_layers"].T[:, :, None])
+        if "prefix_queries" in knockout:  # [L, B, P (queries), P (keys)]: only the chosen queries lose the keys
+            prefix_keys = ~(removed[:, :, None, :] & knockout["prefix_queries"][None, :, :, None]
+                            & knockout["prefix_layers"].T[:, :, None, None])
         suffix_keys = jnp.concatenate(
             [~(removed & knockout["expert_layers"].T[:, :, None]), jnp.ones((depth, b, s_len), bool)], axis=-1)
 
