@@ -80,6 +80,29 @@ def model_card(model_dir: Path = REACH_MODEL_DIR) -> dict[str, Any]:
         raise CheckpointError(f"cannot read the reach-tiny model card {path}: {err}") from None
 
 
+def is_reach_checkpoint(model_dir: Path) -> bool:
+    """True when a folder is a reach-tiny checkpoint (params/ and a model.json of format pi0viz.reach_tiny/1)."""
+    try:
+        card = json.loads((Path(model_dir) / "model.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(card, dict) and card.get("format") == "pi0viz.reach_tiny/1" and (Path(model_dir) / "params").is_dir()
+
+
+def reach_task_of(model_dir: Path = REACH_MODEL_DIR) -> dict[str, Any]:
+    """{"chunk": ..., "action_unit_m": ...}: the task a reach-tiny checkpoint was trained on (model.json "task");
+    checkpoints from before the calibration have none: min-jerk chunks in the 5 cm unit."""
+    from pi0viz.policy.reach_task import SHIPPED_ACTION_UNIT_M
+
+    try:
+        card = model_card(model_dir)
+    except CheckpointError:
+        card = {}
+    task = card.get("task") or {}
+    return {"chunk": str(task.get("chunk", "min_jerk")),
+            "action_unit_m": float(task.get("action_unit_m", SHIPPED_ACTION_UNIT_M))}
+
+
 def load_reach_policy(model_dir: Path = REACH_MODEL_DIR, *, seed: int = 0) -> Any:
     """The trained reach-tiny model as a LIBERO `Policy` (JAX)."""
     from pi0viz.model.checkpoint import load_params

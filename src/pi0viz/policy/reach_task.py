@@ -1,10 +1,18 @@
 """The reach task: the prompt names one object of the scene; the action chunk moves the gripper to hover over it.
 
-Action chunks are in LIBERO's action units (OSC_POSE: 1.0 = 5 cm of end-effector travel in one control step;
-dims 0-2 position deltas, 3-5 rotation deltas, 6 gripper with -1 = open). A chunk of A steps follows a
-minimum-jerk profile from the end effector to HOVER_M above the object's centre, without rotation, gripper
-open, so the action tokens differ (slow, fast, slow) and their sum is the whole displacement. Nothing is
-clipped: this is a task for grounding, not a controller.
+Action chunks are in LIBERO's action units (dims 0-2 position, 3-5 rotation, 6 gripper with -1 = open). What
+a unit does was measured in the simulator (`pi0viz.training.calibrate`): held, an action of 1.0 moves the gripper
+ACTION_UNIT_M = 1.25 cm per control step (x 1.17, y 1.30, z 1.29 cm over 12-step holds), not the 5 cm of the
+controller's `output_max`; the controller clips actions to [-1, 1].
+
+Two chunk makers, each from the end effector to HOVER_M above the object's centre, without rotation, gripper open:
+- `reach_chunk` (the shipped model's task, open loop from the home pose): a minimum-jerk profile over the whole
+  chunk, nothing clipped; its sum is the whole displacement. The shipped weights were trained with the old unit
+  (SHIPPED_ACTION_UNIT_M = 5 cm), so their chunks are read in it; a newer checkpoint's model.json names its own
+  ("task": {"chunk", "action_unit_m"}; `reach_model.reach_task_of`), a card without one means this.
+- `approach_chunk` (the closed-loop task): the next steps toward the target from wherever the arm is, each step
+  covering APPROACH_GAIN of the remaining way, at most 1.0 per axis (the controller's limit), in the measured
+  unit; replanned every few control steps, it arrives and stays instead of overshooting into the object.
 
 A scene file (`pi0viz.training.reach_scenes`) holds many layouts of one libero_object task; `ReachScenes`
 joins files and enumerates the (scene, named object) examples whose object is visible in the agentview camera.
@@ -20,7 +28,12 @@ import numpy as np
 
 from pi0viz.core.npzfile import load_npz
 
-ACTION_UNIT_M = 0.05  # metres of end-effector travel per action unit (robosuite OSC_POSE output_max)
+ACTION_UNIT_M = 0.0125  # metres per control step per action unit, measured (python -m pi0viz.training.calibrate)
+SHIPPED_ACTION_UNIT_M = 0.05  # the unit of the shipped weights' training chunks (OSC_POSE output_max, uncalibrated)
+APPROACH_GAIN = 0.35  # approach_chunk: share of the remaining way covered per control step
+MAX_ACTION = 1.0  # the controller clips each action dim to [-1, 1]
+SUCCESS_RADIUS_M = 0.10  # a reach succeeds once the gripper is this close to the hover point (closed loop)
+CHUNKS = ("min_jerk", "approach")  # the chunk makers by name (train_reach --chunk)
 HOVER_M = 0.08  # the chunk ends this far above the object's centre
 HORIZON = 10  # A, action tokens per chunk
 MIN_VISIBLE_PATCHES = 0.25  # a target must cover at least this much of the agentview's 16 x 16 patch grid
@@ -42,19 +55,59 @@ def min_jerk_weights(horizon: int = HORIZON) -> np.ndarray:
     return np.diff(10 * s**3 - 15 * s**4 + 6 * s**5)
 
 
-def reach_chunk(eef_pos: np.ndarray, object_pos: np.ndarray, horizon: int = HORIZON) -> np.ndarray:
-    """float32[horizon, 7] LIBERO actions taking the end effector (world metres [3]) to hover over object_pos [3]."""
-    goal = np.asarray(object_pos, np.float64) + np.array([0.0, 0.0, HOVER_M])
-    delta = goal - np.asarray(eef_pos, np.float64)  # [3] metres
+def hover_point(object_pos: np.ndarray) -> np.ndarray:
+    """float64[..., 3], the point HOVER_M above an object's centre (world metres): where a reach ends."""
+    return np.asarray(object_pos, np.float64) + np.array([0.0, 0.0, HOVER_M])
+
+
+def reach_chunk(eef_pos: np.ndarray, object_pos: np.ndarray, horizon: int = HORIZON, *,
+                unit_m: float = SHIPPED_ACTION_UNIT_M) -> np.ndarray:
+    """float32[horizon, 7] LIBERO actions taking the end effector (world metres [3]) to hover over object_pos [3]
+    on a minimum-jerk profile, in units of `unit_m` metres per action (default: the shipped model's)."""
+    delta = hover_point(object_pos) - np.asarray(eef_pos, np.float64)  # [3] metres
     chunk = np.zeros((horizon, 7), np.float64)
-    chunk[:, :3] = min_jerk_weights(horizon)[:, None] * delta[None] / ACTION_UNIT_M
+    chunk[:, :3] = min_jerk_weights(horizon)[:, None] * delta[None] / unit_m
     chunk[:, 6] = -1.0
     return chunk.astype(np.float32)
 
 
-def chunk_endpoint(eef_pos: np.ndarray, chunk: np.ndarray) -> np.ndarray:
-    """float64[..., 3], where a chunk [..., A, >=3] leaves the end effector (world metres)."""
-    return np.asarray(eef_pos, np.float64) + ACTION_UNIT_M * np.asarray(chunk, np.float64)[..., :3].sum(axis=-2)
+def approach_chunk(eef_pos: np.ndarray, object_pos: np.ndarray, horizon: int = HORIZON, *,
+                   unit_m: float = ACTION_UNIT_M, gain: float = APPROACH_GAIN,
+                   max_action: float = MAX_ACTION) -> np.ndarray:
+    """float32[horizon, 7], the next `horizon` control steps toward the hover point over object_pos from eef_pos
+    (world metres [3]): each step covers `gain` of the remaining way, scaled down (direction kept) so no position
+    action exceeds `max_action`, in units of `unit_m` (default: the measured one)."""
+    goal = hover_point(object_pos)
+    pos = np.asarray(eef_pos, np.float64).copy()
+    chunk = np.zeros((horizon, 7), np.float64)
+    for t in range(horizon):
+        step = gain * (goal - pos) / unit_m  # [3] action units
+        step *= min(1.0, max_action / max(float(np.abs(step).max()), 1e-12))
+        chunk[t, :3] = step
+        pos += step * unit_m
+    chunk[:, 6] = -1.0
+    return chunk.astype(np.float32)
+
+
+def make_chunk(kind: str, eef_pos: np.ndarray, object_pos: np.ndarray, *, unit_m: float,
+               horizon: int = HORIZON) -> np.ndarray:
+    """float32[horizon, 7] of the chunk maker `kind` (one of CHUNKS) in units of `unit_m`."""
+    if kind == "min_jerk":
+        return reach_chunk(eef_pos, object_pos, horizon, unit_m=unit_m)
+    if kind == "approach":
+        return approach_chunk(eef_pos, object_pos, horizon, unit_m=unit_m)
+    raise ValueError(f"unknown chunk maker {kind!r}; expected one of {CHUNKS}")
+
+
+def chunk_endpoint(eef_pos: np.ndarray, chunk: np.ndarray, unit_m: float = SHIPPED_ACTION_UNIT_M) -> np.ndarray:
+    """float64[..., 3], where a chunk [..., A, >=3] leaves the end effector (world metres), reading actions in units
+    of `unit_m` (default: the shipped model's training unit; a model's own is `reach_model.action_unit_m`)."""
+    return np.asarray(eef_pos, np.float64) + unit_m * np.asarray(chunk, np.float64)[..., :3].sum(axis=-2)
+
+
+def reached(eef_pos: np.ndarray, object_pos: np.ndarray, radius_m: float = SUCCESS_RADIUS_M) -> bool:
+    """True when the gripper (world metres [3]) is within `radius_m` of the hover point over object_pos [3]."""
+    return bool(np.linalg.norm(np.asarray(eef_pos, np.float64) - hover_point(object_pos)) <= radius_m)
 
 
 @dataclasses.dataclass
@@ -105,9 +158,10 @@ class ReachScenes:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def chunk(self, scene: int, obj: int) -> np.ndarray:
-        """float32[A, 7], the target chunk of one example."""
-        return reach_chunk(self.state[scene, :3], self.positions[scene][obj])
+    def chunk(self, scene: int, obj: int, *, kind: str = "min_jerk",
+              unit_m: float = SHIPPED_ACTION_UNIT_M) -> np.ndarray:
+        """float32[A, 7], the target chunk of one example (`make_chunk`; default: the shipped model's task)."""
+        return make_chunk(kind, self.state[scene, :3], self.positions[scene][obj], unit_m=unit_m)
 
     def observation(self, scene: int, obj: int) -> dict:
         """The LIBERO request a policy gets for one example (openpi's client keys)."""

@@ -9,7 +9,8 @@
     finish.py      one episode's record (and rollout video) from its calls' attention results
     engine.py      the driver: Ray start, actors, scheduling, worker deaths, progress
     metrics_hook.py  grounding scalars of one call (pi0viz.analysis) from the object masks of its frames
-    results.py     per-task success table and grounding means (results.json / results.md)
+    results.py     per-task success table and grounding means (results.json / results.md); per named object (reach)
+    reach.py       the reach suite: reach-tiny's task in closed loop (settled random layouts, success by distance)
     cli.py         `pi0viz sweep`
 
 Needs the [sweep] extra (Ray; `bash scripts/install.sh sweep`) and the LIBERO extra. See docs/sweep.md.

@@ -26,7 +26,8 @@ def _positions(stored: np.ndarray, wanted: str | None, what: str) -> np.ndarray:
 
 
 def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: str | None = None,
-                   bundle_path: str | None = None, render_dir: str | None = None, masks: Any = None) -> dict[str, Any]:
+                   bundle_path: str | None = None, render_dir: str | None = None, masks: Any = None,
+                  other_masks: Any = None, other_prefix: str = "others.") -> dict[str, Any]:
     """One call's part of an episode record.
 
     Args:
@@ -37,6 +38,8 @@ def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: s
             already runs many of these tasks side by side).
         masks: the call's object masks (`pi0viz.analysis.masks.CallMasks`) for its grounding metrics (None: none);
             saved next to the bundle with `bundle_path`.
+        other_masks: a second set of masks (the reach suite: the objects other than the named one) whose metrics
+            are stored too, each name prefixed with `other_prefix`.
 
     Returns:
         {"fused": float16[D', L', A, R], "region_mass": float16[D', L', A, M], "keys": int64[R],
@@ -70,7 +73,8 @@ def summarize_call(bundle: CaptureBundle, *, steps: str | None = None, layers: s
         "step_indices": np.asarray(bundle.step_indices)[d].astype(np.int32),
         "layer_indices": np.asarray(bundle.layer_indices)[l].astype(np.int32),
         "token_pieces": np.asarray(fc.text_pieces, dtype=str).reshape(-1),
-        "metrics": call_metrics(bundle, masks),
+        "metrics": dict(call_metrics(bundle, masks),
+                        **{other_prefix + k: v for k, v in call_metrics(bundle, other_masks).items()}),
     }
 
 

@@ -22,7 +22,8 @@ def _check_policy(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 
 @click.command("sweep")
-@click.option("--suite", default="libero_spatial", show_default=True, help="LIBERO task suite.")
+@click.option("--suite", default="libero_spatial", show_default=True,
+              help="LIBERO task suite, or 'reach' (reach-tiny's task in closed loop on libero_object's scenes).")
 @click.option("--episodes-per-task", type=_ints("--episodes-per-task"), default=50, show_default=True,
               help="Trials per task (openpi: 50).")
 @click.option("--policy", default="tiny", show_default=True, metavar="SPEC", callback=_check_policy,
@@ -58,11 +59,13 @@ def _check_policy(ctx: click.Context, param: click.Parameter, value: str) -> str
               help="Seed of the evaluation (env and policy noise).")
 @click.option("--grounding/--no-grounding", default=True, show_default=True,
               help="Segment the task's objects in every call's frames and store grounding metrics per call.")
+@click.option("--reach-baseline", type=click.Choice(["untrained", "prompt-blind", "scripted"]), default=None,
+              help="--suite reach: run a baseline on the same episodes (docs/reach_tiny.md).")
 def sweep_command(suite: str, episodes_per_task: int, policy: str, out: str, tasks: str | None, address: str | None,
                   env_workers: int, policy_actors: int, num_cpus: int | None, policy_gpus: float, tokenizer: str | None,
                   max_steps: int | None, max_calls: int | None, steps: str | None, layers: str | None,
                   all_heads: bool, render: bool, save_bundles: bool, no_video: bool, max_in_flight: int,
-                  env_resolution: int, seed: int, grounding: bool) -> None:
+                  env_resolution: int, seed: int, grounding: bool, reach_baseline: str | None) -> None:
     """Run (or resume) a whole LIBERO evaluation with attention: one record per episode in OUT/episodes,
     per-task success rates in OUT/results.md. Rerun the same command to finish an interrupted sweep."""
     from pi0viz.sweep.engine import RunOptions, run_sweep
@@ -71,7 +74,7 @@ def sweep_command(suite: str, episodes_per_task: int, policy: str, out: str, tas
 
     settings = SweepSettings(suite=suite, policy=policy, tokenizer=tokenizer, max_steps=max_steps, max_calls=max_calls,
                              env_resolution=env_resolution, all_heads=all_heads, steps=steps, layers=layers,
-                             grounding=grounding)
+                             grounding=grounding, reach_baseline=reach_baseline)
     options = RunOptions(out=out, episodes_per_task=episodes_per_task, task_ids=tasks,
                          seed=seed, env_workers=env_workers, policy_actors=policy_actors, address=address,
                          num_cpus=num_cpus, policy_gpus=policy_gpus,

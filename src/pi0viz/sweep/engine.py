@@ -23,7 +23,8 @@ from typing import Any, Callable, Sequence
 from pi0viz.core.selection import parse_intervals, parse_selection
 from pi0viz.errors import CheckpointError, ConfigError, MissingExtraError, Pi0vizError
 from pi0viz.sweep import disk, results
-from pi0viz.sweep.plan import FLOAT_FLAGS, LIMITS, EpisodeKey, SweepSettings, plan_episodes, sweep_policy
+from pi0viz.sweep.plan import (FLOAT_FLAGS, LIMITS, REACH_BASELINES, REACH_SUITE, EpisodeKey, SweepSettings,
+                               max_steps_of, plan_episodes, sweep_policy)
 from pi0viz.sweep.policy_actor import PolicyRunner, expected_shape
 from pi0viz.sweep.rollout import EnvWorker, WorkerOptions
 from pi0viz.sweep.store import RunStore
@@ -143,8 +144,16 @@ def check_arguments(settings: SweepSettings, options: RunOptions) -> list[int]:
         raise ConfigError(f"--num-cpus {options.num_cpus} cannot hold the sweep: it needs at least {need} CPU slots "
                           f"({options.env_workers} for env workers, {options.policy_actors} for policy actors, 1 for "
                           "attention work); with fewer its actors would wait forever")
-    if settings.suite not in libero_env.SUITES:
-        raise ConfigError(f"unknown LIBERO suite {settings.suite!r}; choose one of {list(libero_env.SUITES)}")
+    if settings.suite not in libero_env.SUITES + (REACH_SUITE,):
+        raise ConfigError(f"unknown LIBERO suite {settings.suite!r}; choose one of {list(libero_env.SUITES)} or "
+                          f"{REACH_SUITE!r} (reach-tiny's task in closed loop)")
+    if settings.suite == REACH_SUITE and spec.kind not in ("reach-tiny", "checkpoint"):
+        raise ConfigError(f"--suite reach runs a reach-tiny model (--policy reach-tiny or checkpoint:DIR of one), "
+                          f"got --policy {spec}")
+    if settings.reach_baseline is not None and (settings.suite != REACH_SUITE
+                                                or settings.reach_baseline not in REACH_BASELINES):
+        raise ConfigError(f"--reach-baseline {settings.reach_baseline!r}: expected one of {list(REACH_BASELINES)} "
+                          "with --suite reach")
     n_tasks = 10 if settings.suite != "libero_90" else 90
     task_ids = parse_selection(options.task_ids, range(n_tasks), "--tasks", within=settings.suite)
     shape = expected_shape(settings.policy)
@@ -210,9 +219,11 @@ def probe_policy_and_cluster(settings: SweepSettings, options: RunOptions, *, ti
     timeout = PROBE_TIMEOUT if timeout is None else timeout
     spec = sweep_policy(settings.policy)
     if spec.kind == "checkpoint":
+        from pi0viz.policy.reach_model import is_reach_checkpoint
         from pi0viz.policy.spec import check_checkpoint
 
-        check_checkpoint(spec)  # the default config, as the actor's load_policy uses
+        if not is_reach_checkpoint(Path(spec.path or "")):  # a reach-tiny run loads with its own config
+            check_checkpoint(spec)  # the default config, as the actor's load_policy uses
     elif spec.kind == "server":
         from pi0viz.serving.client import probe_server
 
@@ -239,7 +250,7 @@ def _check_disk(settings: SweepSettings, options: RunOptions, episodes: int) -> 
         steps, layers = parse_intervals(settings.steps, "--steps"), parse_intervals(settings.layers, "--layers")
         shape = dataclasses.replace(shape, steps=steps.count_within(0, shape.steps) if steps else shape.steps,
                                     layers=layers.count_within(0, shape.layers) if layers else shape.layers)
-    max_steps = settings.max_steps or libero_env.MAX_STEPS[settings.suite]
+    max_steps = settings.max_steps or max_steps_of(settings.suite)
     calls = disk.calls_per_episode(max_steps, settings.replan_steps, settings.max_calls)
     est = disk.estimate(shape, episodes=episodes, calls=calls, frames=min(max_steps, calls * settings.replan_steps),
                         video=options.worker.video, render=options.worker.render)
@@ -308,7 +319,7 @@ def _run(settings: SweepSettings, options: RunOptions, store: RunStore, todo: li
 
     def new_policy(i: int) -> Any:
         return Policy.options(num_cpus=1, num_gpus=options.policy_gpus, max_concurrency=1).remote(
-            settings.policy, settings.tokenizer, settings.all_heads)
+            settings.policy, settings.tokenizer, settings.all_heads, settings.reach_baseline)
 
     def new_worker(i: int) -> Any:
         return Worker.options(num_cpus=1, name=f"env-{i}-{time.time_ns()}").remote(

@@ -53,6 +53,8 @@ class SweepSettings:
             (pi0viz.core.selection's grammar: a range keeps the stored values inside it).
         grounding: segment the task's objects in every call's frames and store the call's grounding metrics
             (pi0viz.sweep.metrics_hook) in the record.
+        reach_baseline: the reach suite only: run a baseline instead of the policy's answers ("untrained",
+            "prompt-blind", "scripted"; pi0viz.sweep.reach).
     """
 
     suite: str = "libero_spatial"
@@ -68,9 +70,26 @@ class SweepSettings:
     steps: str | None = None
     layers: str | None = None
     grounding: bool = True
+    reach_baseline: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["reach_baseline"] is None:  # run.json of a sweep from before the reach suite reads the same
+            del out["reach_baseline"]
+        return out
+
+
+# The reach suite (pi0viz.sweep.reach): reach-tiny's task in closed loop on libero_object's scenes.
+REACH_SUITE = "reach"
+REACH_MAX_STEPS = 80  # control steps after the settle steps
+REACH_BASELINES = ("untrained", "prompt-blind", "scripted")
+
+
+def max_steps_of(suite: str) -> int:
+    """The default episode length of a suite (openpi's LIBERO limits; the reach suite's REACH_MAX_STEPS)."""
+    from pi0viz.policy import libero_env
+
+    return REACH_MAX_STEPS if suite == REACH_SUITE else libero_env.MAX_STEPS[suite]
 
 
 # A sweep draws every call's noise itself (EpisodeKey.noise_seed), which pi0viz's JAX policies and servers take;

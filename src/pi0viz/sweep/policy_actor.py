@@ -7,6 +7,7 @@ hands the bundle's reference to the attention work without ever touching its byt
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -34,9 +35,12 @@ class PolicyRunner:
         policy: a policy spec: "tiny", "reach-tiny", "checkpoint:DIR" or "ws://HOST:PORT".
         tokenizer: PaliGemma tokenizer path for checkpoints (None: openpi's cache or the bundled one).
         all_heads: capture every head (float32); default heads max-fused on the device, float16.
+        baseline: "untrained" (the reach suite's baseline: the model's config at its initial weights); others
+            need no policy.
     """
 
-    def __init__(self, policy: str, tokenizer: str | None = None, all_heads: bool = False) -> None:
+    def __init__(self, policy: str, tokenizer: str | None = None, all_heads: bool = False,
+                 baseline: str | None = None) -> None:
         spec = sweep_policy(policy)
         self.kind = spec.kind
         self.all_heads = all_heads
@@ -50,7 +54,17 @@ class PolicyRunner:
         from pi0viz.core.capture_options import CaptureOptions
         from pi0viz.policy.spec import load_policy
 
-        self.policy = load_policy(spec, tokenizer=tokenizer)
+        from pi0viz.policy.reach_model import is_reach_checkpoint, load_reach_policy
+
+        if spec.kind == "checkpoint" and is_reach_checkpoint(Path(spec.path or "")):  # a reach-tiny training run
+            self.policy = load_reach_policy(Path(spec.path or ""))
+        else:
+            self.policy = load_policy(spec, tokenizer=tokenizer)
+        if baseline == "untrained":  # the reach suite's baseline: the same config and norm stats, initial weights
+            from pi0viz.policy.reach_model import initial_params
+
+            self.policy.params = initial_params(self.policy.config, 0)
+            self.policy.description += " (untrained: initial weights, seed 0)"
         # Heads fused by max on the device give exactly the fused maps the store keeps, 8x less to move.
         self.capture = CaptureOptions() if all_heads else CaptureOptions(fuse_heads=True, dtype="float16")
 

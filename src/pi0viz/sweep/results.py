@@ -19,10 +19,13 @@ from pi0viz.sweep.metrics_hook import ANALYSIS_STATUS
 from pi0viz.sweep.plan import EpisodeKey, SweepSettings
 from pi0viz.sweep.store import RunStore
 
+PUSHED_CM = 2.0  # the reach suite: a named object moved farther than this (in the floor plane) was pushed
+
 
 def collect(store: RunStore, keys: list[EpisodeKey]) -> dict[str, Any]:
     """Success table, timing and grounding summary over the finished episodes among `keys`."""
     per_task: dict[int, dict[str, Any]] = {}
+    per_object: dict[str, dict[str, Any]] = {}  # the reach suite: by the named object
     timing = defaultdict(float)
     metric_sums: dict[tuple[str, str], list[float]] = defaultdict(list)  # (group, metric) -> per-episode means
     finished = 0
@@ -37,6 +40,17 @@ def collect(store: RunStore, keys: list[EpisodeKey]) -> dict[str, Any]:
         row["prompt"] = meta["prompt"]
         row["episodes"] += 1
         row["successes"] += int(meta["success"])
+        if "object" in meta:
+            obj = per_object.setdefault(meta["object"], {"object": meta["object"], "episodes": 0, "successes": 0,
+                                                         "near_at_end": 0, "pushed": 0,
+                                                         "final_distance_cm": [], "target_moved_cm": []})
+            obj["episodes"] += 1
+            obj["successes"] += int(meta["success"])
+            obj["near_at_end"] += int(bool(meta.get("near_at_end")))
+            obj["pushed"] += int((meta.get("target_moved_cm") or 0.0) > PUSHED_CM)
+            for name in ("final_distance_cm", "target_moved_cm"):
+                if meta.get(name) is not None:
+                    obj[name].append(float(meta[name]))
         for name in ("wall_s", "sim_s", "policy_s", "attention_wait_s", "setup_s"):
             timing[name] += float(meta["timing"].get(name, 0.0))
         if meta["metric_names"]:
@@ -55,8 +69,12 @@ def collect(store: RunStore, keys: list[EpisodeKey]) -> dict[str, Any]:
     total_eps = sum(r["episodes"] for r in tasks)
     total_ok = sum(r["successes"] for r in tasks)
     wall = timing["wall_s"]
+    objects = [dict(r, success_rate=r["successes"] / r["episodes"],
+                    **{n: float(np.median(r[n])) if r[n] else None for n in ("final_distance_cm", "target_moved_cm")})
+               for _, r in sorted(per_object.items())]
     return {
         "tasks": tasks,
+        "objects": objects,
         "total": {"planned": len(keys), "episodes": total_eps, "successes": total_ok,
                   "success_rate": total_ok / total_eps if total_eps else None},
         "timing": dict(timing, attention_wait_share=timing["attention_wait_s"] / wall if wall else None),
@@ -69,7 +87,8 @@ def collect(store: RunStore, keys: list[EpisodeKey]) -> dict[str, Any]:
 
 def to_markdown(summary: dict[str, Any], settings: SweepSettings) -> str:
     """The results as a markdown page: success table first, then timing and grounding."""
-    lines = [f"# {settings.suite}: {settings.policy}", "",
+    title = settings.policy + (f" ({settings.reach_baseline} baseline)" if settings.reach_baseline else "")
+    lines = [f"# {settings.suite}: {title}", "",
              "| task | prompt | episodes | successes | success rate |", "|---:|---|---:|---:|---:|"]
     for r in summary["tasks"]:
         rate = "-" if r["success_rate"] is None else f"{100 * r['success_rate']:.1f} %"
@@ -80,6 +99,15 @@ def to_markdown(summary: dict[str, Any], settings: SweepSettings) -> str:
     t = summary["total"]
     rate = "-" if t["success_rate"] is None else f"{100 * t['success_rate']:.1f} %"
     lines += [f"| **all** | | {t['episodes']} | {t['successes']} | **{rate}** |", ""]
+    if summary.get("objects"):
+        lines += ["## Per named object", "",
+                  f"| object | episodes | successes | success rate | near at the end | target pushed > {PUSHED_CM:g} cm "
+                  "| median final distance | median target pushed |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in summary["objects"]:
+            cm = ["-" if r[n] is None else f"{r[n]:.1f} cm" for n in ("final_distance_cm", "target_moved_cm")]
+            lines.append(f"| {markdown_cell(r['object'])} | {r['episodes']} | {r['successes']} | "
+                         f"{100 * r['success_rate']:.1f} % | {r['near_at_end']} | {r['pushed']} | {cm[0]} | {cm[1]} |")
+        lines.append("")
     tm = summary["timing"]
     if tm.get("wall_s"):
         lines.append(f"Episode time {tm['wall_s']:.0f} s in all: simulator {tm['sim_s']:.0f} s, waiting on the policy "

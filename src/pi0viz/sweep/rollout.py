@@ -21,7 +21,8 @@ import numpy as np
 from pi0viz.policy import libero_env
 from pi0viz.sweep.attention import summarize_call
 from pi0viz.sweep.finish import finish_episode
-from pi0viz.sweep.plan import EpisodeKey, SweepSettings
+from pi0viz.sweep.plan import EpisodeKey, SweepSettings, max_steps_of
+from pi0viz.sweep.reach import BASE_SUITE, OTHERS_PREFIX, REACH_SUITE, SCRIPTED, ReachEpisode
 from pi0viz.sweep.store import RunStore
 
 
@@ -55,8 +56,9 @@ class EnvWorker:
         self.settings = settings
         self.options = options
         self.store = RunStore(run_dir)
-        self.suite = libero_env.task_suite(settings.suite)
-        self.max_steps = settings.max_steps or libero_env.MAX_STEPS[settings.suite]
+        self.reach = settings.suite == REACH_SUITE  # reach-tiny's task in closed loop (pi0viz.sweep.reach)
+        self.suite = libero_env.task_suite(BASE_SUITE if self.reach else settings.suite)
+        self.max_steps = settings.max_steps or max_steps_of(settings.suite)
         self.env: Any = None
         self.env_key: tuple[int, int] | None = None
         self.prompt = ""
@@ -93,6 +95,10 @@ class EnvWorker:
         frames: list[np.ndarray] = []
         plan: collections.deque = collections.deque()
         t, n_calls, success, error = 0, 0, False, None
+        reach: ReachEpisode | None = None
+        prompt = self.prompt
+        scripted = self.reach and s.reach_baseline in SCRIPTED
+        n_scripted = 0  # chunks of a scripted baseline
         try:
             t0 = time.monotonic()
             # Reseed first: reset() rebuilds the scene and places the fixtures from the env's RNG, which
@@ -100,7 +106,11 @@ class EnvWorker:
             self.env.seed(key.seed)
             self.env.reset()
             segmenter = self._segmenter()  # after the reset: a hard reset rebuilds the model's observables
-            obs = self.env.set_init_state(init_states[key.trial % len(init_states)])
+            if self.reach:  # a random layout from the key, settled; the prompt names an object in view
+                reach = ReachEpisode(self.env, init_states, key, settle=s.num_steps_wait, segmenter=segmenter)
+                obs, prompt, t = reach.obs, reach.prompt, s.num_steps_wait  # the settle steps were the wait
+            else:
+                obs = self.env.set_init_state(init_states[key.trial % len(init_states)])
             sim_s += time.monotonic() - t0
             while t < self.max_steps + s.num_steps_wait:
                 t0 = time.monotonic()
@@ -111,12 +121,19 @@ class EnvWorker:
                     continue
                 if not plan and s.max_calls is not None and n_calls >= s.max_calls:
                     break
-                request = libero_env.policy_observation(obs, self.prompt, size=s.resize_size)
+                request = libero_env.policy_observation(obs, prompt, size=s.resize_size)
                 frames.append(request["observation/image"])
                 sim_s += time.monotonic() - t0
+                if not plan and scripted:  # a scripted baseline: no policy call, no attention (calls stays 0)
+                    plan.extend(reach.scripted_chunk(obs, s.reach_baseline)[: s.replan_steps])
+                    n_scripted += 1
                 if not plan:
                     t0 = time.monotonic()
-                    masks = segmenter.call_masks(obs) if segmenter is not None else None  # `request`'s frames
+                    others = None
+                    if reach is not None:  # the named object, and the other objects in view
+                        masks, others = reach.masks(obs) or (None, None)
+                    else:
+                        masks = segmenter.call_masks(obs) if segmenter is not None else None  # `request`'s frames
                     actions_ref, bundle_ref = policy.infer.options(num_returns=2).remote(
                         request, n_calls, key.noise_seed(n_calls))
                     chunk = ray.get(actions_ref)
@@ -127,6 +144,7 @@ class EnvWorker:
                     plan.extend(chunk[: s.replan_steps])
                     wait_s += self._backpressure(pending)
                     ref = self._attention.remote(bundle_ref, steps=s.steps, layers=s.layers, masks=masks,
+                                                 other_masks=others, other_prefix=OTHERS_PREFIX,
                                                  **self._call_files(key, n_calls))
                     pending.append(ref)
                     calls.append(ref)
@@ -134,6 +152,9 @@ class EnvWorker:
                 t0 = time.monotonic()
                 obs, _, done, _ = self.env.step(plan.popleft().tolist())
                 sim_s += time.monotonic() - t0
+                if reach is not None:  # success by distance, once reached (as LIBERO counts it); the episode
+                    success = reach.step_done(obs) or success  # runs on: does the arm stay, or push the target?
+                    done = False
                 if done:
                     success = True
                     break
@@ -142,8 +163,10 @@ class EnvWorker:
             raise  # a dead policy or lost object is the run's fault, not the episode's: the driver redoes it
         except Exception:  # as openpi: an episode that fails in the simulator counts as a failure
             error = traceback.format_exc(limit=3)
-        outcome = {"key": dataclasses.asdict(key), "prompt": self.prompt, "success": success, "steps": t,
+        outcome = {"key": dataclasses.asdict(key), "prompt": prompt, "success": success, "steps": t,
                    "calls": n_calls, "error": error}
+        if reach is not None:
+            outcome.update(reach.outcome(), scripted_chunks=n_scripted)
         timing = {"worker": self.name, "wall_s": time.monotonic() - wall0, "setup_s": setup_s, "sim_s": sim_s,
                   "policy_s": policy_s, "attention_wait_s": wait_s}
         video = np.stack(frames) if (frames and self.options.video) else None

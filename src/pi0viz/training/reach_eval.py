@@ -26,7 +26,7 @@ from pi0viz.analysis.grounding import camera_metrics
 from pi0viz.core.capture_options import CaptureOptions
 from pi0viz.model import sample_actions
 from pi0viz.model.pi0 import Observation
-from pi0viz.policy.reach_task import ReachScenes, chunk_endpoint
+from pi0viz.policy.reach_task import SHIPPED_ACTION_UNIT_M, ReachScenes, chunk_endpoint
 
 COVERAGE_INDEX = {"base_0_rgb": 0, "left_wrist_0_rgb": 1}  # camera slot -> index in a scene's coverage
 
@@ -42,13 +42,15 @@ class ReachEval:
     lift: np.ndarray
     lift_other: np.ndarray
     cameras: tuple[str, ...]
+    target_cm: np.ndarray | None = None  # |endpoint - the target chunk's endpoint| (3-D), when the task was given
 
     def summary(self) -> dict[str, Any]:
         """Means over examples; lift tables [camera][step][layer]; the best (step, layer) of the agentview."""
         lift = np.nanmean(self.lift, axis=0)  # [C, D, L]
         other = np.nanmean(self.lift_other, axis=0)
         d, l = np.unravel_index(int(np.nanargmax(lift[0])), lift[0].shape)
-        return {
+        out = {} if self.target_cm is None else {"target_chunk_cm": float(self.target_cm.mean())}
+        return out | {
             "examples": int(self.error_cm.shape[0]),
             "error_cm": float(self.error_cm.mean()),
             "nearest": float(self.nearest.mean()),
@@ -86,13 +88,17 @@ def concat_observations(parts: list[Observation]) -> Observation:
 
 
 def evaluate(policy: Any, scenes: ReachScenes, examples: np.ndarray, *, batch: int = 8, seed: int = 0,
-             capture: bool = True) -> ReachEval:
-    """Run `policy` (a pi0viz JAX Policy) on examples [E, 2] of `scenes` and measure them (module docstring)."""
+             capture: bool = True, unit_m: float = SHIPPED_ACTION_UNIT_M, chunk: str | None = None) -> ReachEval:
+    """Run `policy` (a pi0viz JAX Policy) on examples [E, 2] of `scenes` and measure them (module docstring);
+    the chunks are read in `unit_m` metres per action (the unit the model was trained in: its model.json).
+    `chunk` (a reach_task chunk maker): also measure the distance to the target chunk's endpoint (`target_cm`):
+    the open-loop figure of a closed-loop task, whose chunk need not end at the object."""
     cfg = policy.config
+    task_chunk = chunk  # `chunk` names each batch of examples below
     rng = np.random.default_rng(seed)
     noise_all = rng.standard_normal((len(examples), cfg.action_horizon, cfg.action_dim)).astype(np.float32)
     opts = CaptureOptions(action_rows_only=True, prefix_keys_only=True) if capture else None
-    errors, nearest, scene_mean, lifts, others = [], [], [], [], []
+    errors, nearest, scene_mean, lifts, others, target = [], [], [], [], [], []
     n_img = cfg.num_image_tokens
     cameras = tuple(cfg.image_keys)
     for start in range(0, len(examples), batch):
@@ -106,11 +112,14 @@ def evaluate(policy: Any, scenes: ReachScenes, examples: np.ndarray, *, batch: i
             i, k = int(i), int(k)
             robot = policy.postprocess(actions[b], np.asarray(obs.state[b]))  # [A, 7] LIBERO units
             eef = scenes.state[i, :3]
-            end = chunk_endpoint(eef, robot)[:2]
+            end = chunk_endpoint(eef, robot, unit_m)[:2]
             present = np.flatnonzero(scenes.present[i])
             pos = scenes.positions[i][:, :2]
             dist = np.linalg.norm(pos[present] - end, axis=-1)
             errors.append(100 * np.linalg.norm(pos[k] - end))
+            if task_chunk is not None:
+                want = chunk_endpoint(eef, scenes.chunk(i, k, kind=task_chunk, unit_m=unit_m), unit_m)
+                target.append(100 * np.linalg.norm(chunk_endpoint(eef, robot, unit_m) - want))
             nearest.append(float(present[int(dist.argmin())] == k))
             scene_mean.append(100 * np.linalg.norm(pos[k] - pos[present].mean(axis=0)))
             if att is None:
@@ -131,4 +140,5 @@ def evaluate(policy: Any, scenes: ReachScenes, examples: np.ndarray, *, batch: i
             others.append(other)
     empty = np.zeros((0, len(cameras), 0, 0), np.float32)
     return ReachEval(np.asarray(errors), np.asarray(nearest), np.asarray(scene_mean),
-                     np.stack(lifts) if lifts else empty, np.stack(others) if others else empty, cameras)
+                     np.stack(lifts) if lifts else empty, np.stack(others) if others else empty, cameras,
+                     np.asarray(target) if task_chunk is not None else None)

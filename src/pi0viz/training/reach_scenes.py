@@ -14,7 +14,6 @@ Run (needs the LIBERO extra: bash scripts/install.sh libero):
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,44 +24,12 @@ from pi0viz.analysis.masks import LIBERO_CAMERAS, patch_coverage
 from pi0viz.core.selection import parse_selection
 from pi0viz.core.writes import atomic_write
 from pi0viz.policy import libero_env
-from pi0viz.policy.reach_task import DISTINCT_KINDS
+from pi0viz.policy.reach_layout import MIN_GAP, X_RANGE, Y_RANGE, SceneObjects, object_label  # noqa: F401
+from pi0viz.policy.reach_task import ACTION_UNIT_M, DISTINCT_KINDS, approach_chunk
 
 SUITE = "libero_object"
 SUITE_TASKS = 10  # libero_object's tasks (known without loading LIBERO, for --tasks)
-# Floor rectangle (world metres) that the agentview camera sees whole and the arm reaches.
-X_RANGE = (-0.22, 0.14)
-Y_RANGE = (-0.28, 0.28)
-MIN_GAP = 0.10  # metres between object centres
 SCENES_FORMAT = "pi0viz.reach_scenes/1"
-
-
-def object_label(name: str) -> str:
-    """LIBERO object instance name -> the words a prompt uses: "alphabet_soup_1" -> "alphabet soup"."""
-    base = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
-    return base.replace("_", " ")
-
-
-def random_layout(rng: np.random.Generator, count: int) -> np.ndarray:
-    """float64[count, 2] floor positions in X_RANGE x Y_RANGE, pairwise at least MIN_GAP apart (rejection)."""
-    for _ in range(1000):
-        xy = np.stack([rng.uniform(*X_RANGE, count), rng.uniform(*Y_RANGE, count)], axis=-1)
-        d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(count)
-        if d.min() >= MIN_GAP:
-            return xy
-    raise RuntimeError(f"could not place {count} objects {MIN_GAP} m apart")
-
-
-def _yaw_quat(angle: float) -> np.ndarray:
-    """(w, x, y, z) quaternion of a turn by `angle` radians about the world z axis (MuJoCo's order)."""
-    return np.array([math.cos(angle / 2), 0.0, 0.0, math.sin(angle / 2)])
-
-
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of (w, x, y, z) quaternions."""
-    w1, x1, y1, z1 = a
-    w2, x2, y2, z2 = b
-    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
 
 
 class SceneMaker:
@@ -77,45 +44,29 @@ class SceneMaker:
         self.init_states = self.suite.get_task_init_states(task_id)
         self.env.reset()
         self.env.set_init_state(self.init_states[0])
-        inner = self.env.env
-        self.names = list(inner.objects_dict)
-        self.joints = [inner.objects_dict[n].joints[0] for n in self.names]
+        self.objects = SceneObjects(self.env)
+        self.names = self.objects.names
         self.segmenter = LiberoSegmenter(self.env)
-        instances = list(inner.model.instances_to_ids)
-        self.instance = [instances.index(n) for n in self.names]
+        self.instance = self.objects.instance
 
     def close(self) -> None:
         self.env.close()
 
-    def scene(self, rng: np.random.Generator, solo: bool = False, keep: int | None = None,
-              kinds: Sequence[str] | None = None) -> dict[str, Any]:
-        """One random layout: images, state, object names, positions and patch masks. `keep`: only that many
-        random objects stay on the floor in view, the others go far out of every camera's view (present =
-        False); `solo` = keep 1; `kinds`: only objects of these kinds (prompt labels) stay."""
-        inner = self.env.env
+    def place(self, rng: np.random.Generator, solo: bool = False, keep: int | None = None,
+              kinds: Sequence[str] | None = None, settle: int = libero_env.SETTLE_STEPS) -> np.ndarray:
+        """Reset to a random init state and move the objects to a random layout (`SceneObjects.place`: settled by
+        `settle` physics steps, robosuite's counters reset). Returns present, bool[K]."""
         self.env.set_init_state(self.init_states[int(rng.integers(len(self.init_states)))])
-        sim = inner.sim
-        xy = random_layout(rng, len(self.names))
-        present = np.ones(len(self.names), bool)
-        if kinds is not None:
-            present[:] = [object_label(n) in kinds for n in self.names]
-        if solo or (keep is not None and keep < len(self.names)):
-            present[:] = False
-            kept = [int(rng.integers(len(self.names)))] if solo else rng.choice(len(self.names), keep, replace=False)
-            present[kept] = True
-        if not present.all():
-            far = np.arange(len(self.names), dtype=np.float64)
-            xy[~present] = np.stack([10.0 + far, np.full_like(far, 10.0)], axis=-1)[~present]
-        for joint, (x, y) in zip(self.joints, xy):
-            q = np.array(sim.data.get_joint_qpos(joint), dtype=np.float64)  # [x, y, z, qw, qx, qy, qz]
-            q[0], q[1] = x, y
-            q[3:7] = _quat_mul(_yaw_quat(rng.uniform(-math.pi, math.pi)), q[3:7])
-            sim.data.set_joint_qpos(joint, q)
-            sim.data.set_joint_qvel(joint, np.zeros(6))
-        sim.forward()
-        obs = inner._get_observations(force_update=True)
+        return self.objects.place(rng, solo=solo, keep=keep, kinds=kinds, settle=settle)
+
+    def positions(self) -> np.ndarray:
+        """float64[K, 3], the objects' centres now (world metres)."""
+        return self.objects.positions()
+
+    def capture(self, present: np.ndarray) -> dict[str, Any]:
+        """What the policy sees now (cameras rendered), the state, object positions and patch masks."""
+        obs = libero_env.observe(self.env)
         request = libero_env.policy_observation(obs, prompt="")
-        positions = np.stack([np.array(sim.data.get_joint_qpos(j)[:3]) for j in self.joints])
         coverage = np.zeros((len(self.names), len(LIBERO_CAMERAS), 16, 16), np.float32)
         for c, camera in enumerate(LIBERO_CAMERAS):
             seg = self.segmenter.instances(camera)
@@ -123,9 +74,50 @@ class SceneMaker:
                 coverage[k, c] = patch_coverage(seg == inst)
         return {
             "image": request["observation/image"], "wrist_image": request["observation/wrist_image"],
-            "state": request["observation/state"], "positions": positions, "coverage": coverage,
-            "present": present,
+            "state": request["observation/state"], "positions": self.positions(), "coverage": coverage,
+            "present": present.copy(),
         }
+
+    def scene(self, rng: np.random.Generator, solo: bool = False, keep: int | None = None,
+              kinds: Sequence[str] | None = None, settle: int = libero_env.SETTLE_STEPS) -> dict[str, Any]:
+        """One random layout: images, state, object names, positions and patch masks, read after `settle` physics
+        steps. `keep`: only that many random objects stay on the floor in view, the others go far out of every
+        camera's view (present = False); `solo` = keep 1; `kinds`: only objects of these kinds (prompt labels)
+        stay."""
+        return self.capture(self.place(rng, solo=solo, keep=keep, kinds=kinds, settle=settle))
+
+    def trajectory(self, rng: np.random.Generator, *, kinds: Sequence[str] | None = None, calls: int = 8,
+                   every: int = 5, detour: float = 0.5, unit_m: float = ACTION_UNIT_M) -> list[dict[str, Any]]:
+        """Frames of one closed-loop reach: a random layout (settled), a random present object as the target, then
+        `calls` times: capture a frame, and run `every` control steps of the scripted `approach_chunk` toward the
+        target (in the measured unit) from where the arm is, plus a random detour of up to `detour` action units
+        per axis (held for the call, so frames also come from off the scripted path); the first call starts from a
+        random pose (a random action held for 0-12 steps). Each frame is a scene (`capture`) with "target" (the
+        object reached for), "trajectory" (0) and "call" (its index); its chunk toward any visible object is a
+        training example from that pose."""
+        present = self.place(rng, kinds=kinds)
+        target = int(rng.choice(np.flatnonzero(present)))
+        libero_env.set_cameras(self.env, False)
+        wander = np.zeros(7)
+        wander[:3] = rng.uniform(-1, 1, 3)
+        wander[6] = -1.0
+        for _ in range(int(rng.integers(0, 13))):
+            self.env.step(wander.tolist())
+        frames = []
+        for call in range(calls):
+            libero_env.set_cameras(self.env, True)
+            frame = self.capture(present)
+            libero_env.set_cameras(self.env, False)
+            frame.update(target=np.int64(target), trajectory=np.int64(0), call=np.int64(call))
+            frames.append(frame)
+            chunk = approach_chunk(frame["state"][:3], self.positions()[target], unit_m=unit_m).astype(np.float64)
+            chunk[:every, :3] += rng.uniform(-detour, detour, 3) * float(rng.random() < 0.5)
+            chunk[:, :3] = np.clip(chunk[:, :3], -1.0, 1.0)
+            for action in chunk[:every]:
+                self.env.step(action.tolist())
+        libero_env.set_cameras(self.env, True)
+        libero_env.reset_counters(self.env)
+        return frames
 
 
 def write_scene_file(path: Path, scenes: list[dict[str, Any]], names: list[str], *, task_id: int, seed: int) -> Path:
@@ -139,9 +131,13 @@ def write_scene_file(path: Path, scenes: list[dict[str, Any]], names: list[str],
 
 
 def make_scenes(task_ids: list[int], scenes_per_task: int, seed: int, out: Path, *, solo: bool = False,
-                keep: int | None = None, distinct: bool = False, echo=print) -> list[Path]:
+                keep: int | None = None, distinct: bool = False, loop: int | None = None, echo=print) -> list[Path]:
     """Render `scenes_per_task` layouts of every task into out/task_<id>_seed_<seed>[_solo|_keepN|_distinct].npz
-    (`distinct`: only objects of DISTINCT_KINDS in view); returns the files (existing ones are kept: the cache)."""
+    (`distinct`: only objects of DISTINCT_KINDS in view); returns the files (existing ones are kept: the cache).
+    `loop` = C: instead, `scenes_per_task` closed-loop reaches of C frames each (`SceneMaker.trajectory`) into
+    task_<id>_seed_<seed>_loop[_distinct].npz."""
+    if loop:
+        return _make_loops(task_ids, scenes_per_task, seed, out, calls=loop, distinct=distinct, echo=echo)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for task_id in task_ids:
@@ -162,6 +158,29 @@ def make_scenes(task_ids: list[int], scenes_per_task: int, seed: int, out: Path,
     return files
 
 
+def _make_loops(task_ids: list[int], reaches: int, seed: int, out: Path, *, calls: int, distinct: bool,
+                echo=print) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for task_id in task_ids:
+        path = out / f"task_{task_id}_seed_{seed}_loop{'_distinct' if distinct else ''}.npz"
+        files.append(path)
+        if path.exists():
+            continue
+        start = time.monotonic()
+        maker = SceneMaker(task_id)
+        rng = np.random.default_rng([seed, task_id, 3, int(distinct)])  # [3]: the closed-loop files' stream
+        frames = []
+        for r in range(reaches):
+            for f in maker.trajectory(rng, kinds=DISTINCT_KINDS if distinct else None, calls=calls):
+                f["trajectory"] = np.int64(r)
+                frames.append(f)
+        maker.close()
+        write_scene_file(path, frames, maker.names, task_id=task_id, seed=seed)
+        echo(f"task {task_id}: {reaches} reaches, {len(frames)} frames ({time.monotonic() - start:.0f} s)")
+    return files
+
+
 def scenes_command() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("cache/reach_scenes"))
@@ -171,10 +190,12 @@ def scenes_command() -> None:
     parser.add_argument("--solo", action="store_true", help="one object in view per scene (the curriculum's start)")
     parser.add_argument("--keep", type=int, default=None, help="only this many objects in view per scene")
     parser.add_argument("--distinct", action="store_true", help="only objects of DISTINCT_KINDS in view")
+    parser.add_argument("--loop", type=int, default=None, metavar="CALLS",
+                        help="closed-loop reaches of CALLS frames each (arm poses along the way to a target)")
     args = parser.parse_args()
     tasks = parse_selection(args.tasks, range(SUITE_TASKS), "--tasks", within=SUITE)
     make_scenes(tasks, args.scenes_per_task, args.seed, args.out, solo=args.solo, keep=args.keep,
-                distinct=args.distinct)
+                distinct=args.distinct, loop=args.loop)
 
 
 if __name__ == "__main__":

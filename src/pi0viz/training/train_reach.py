@@ -31,13 +31,15 @@ from pi0viz.policy.norm_stats import zscore
 from pi0viz.policy.reach_model import REACH_ASSET_ID, initial_params, reach_config, reach_transforms
 from pi0viz.policy.tokenizer import PromptTokenizer
 from pi0viz.training.reach_eval import batch_observation, concat_observations, evaluate
-from pi0viz.policy.reach_task import ReachScenes
+from pi0viz.policy.reach_task import ACTION_UNIT_M, CHUNKS, SHIPPED_ACTION_UNIT_M, ReachScenes
 
 
-def norm_stats_of(scenes: ReachScenes) -> dict[str, dict[str, list[float]]]:
+def norm_stats_of(scenes: ReachScenes, *, chunk: str = "min_jerk",
+                  unit_m: float = SHIPPED_ACTION_UNIT_M) -> dict[str, dict[str, list[float]]]:
     """openpi's norm_stats.json content (mean/std, with q01/q99) of the training states and target chunks."""
     states = scenes.state[np.unique(scenes.examples[:, 0])]
-    chunks = np.concatenate([scenes.chunk(int(i), int(k)) for i, k in scenes.examples])  # [E * A, 7]
+    chunks = np.concatenate([scenes.chunk(int(i), int(k), kind=chunk, unit_m=unit_m)
+                             for i, k in scenes.examples])  # [E * A, 7]
     out = {}
     for key, x in (("state", states), ("actions", chunks)):
         out[key] = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(),
@@ -67,9 +69,17 @@ def scene_files(scenes_dir: Path, globs: str) -> list[Path]:
 def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, seed: int, solo_until: float,
           eval_every: int, eval_examples: int, init: Path | None = None, easy_floor: float = 0.1,
           stop_at: int | None = None, train_glob: str = TRAIN_GLOB, easy_glob: str = EASY_GLOB,
-          held_glob: str = HELD_GLOB) -> dict:
+          held_glob: str = HELD_GLOB, chunk: str = "min_jerk", unit_m: float | None = None) -> dict:
     """Train from `initial_params(config, seed)` (or the params of checkpoint `init`, to continue a run) and
-    write the checkpoint to `out` at every evaluation. Returns params, norm stats, the eval log and the losses."""
+    write the checkpoint to `out` at every evaluation. Returns params, norm stats, the eval log and the losses.
+
+    `chunk`: the target chunks (`reach_task.CHUNKS`: "min_jerk", the shipped model's open-loop task, or "approach",
+    the closed-loop one); `unit_m`: their action unit (default: the shipped unit for min_jerk, the measured
+    ACTION_UNIT_M for approach). Both are written to the checkpoint's model.json ("task")."""
+    if chunk not in CHUNKS:
+        raise SystemExit(f"--chunk {chunk!r}: expected one of {CHUNKS}")
+    unit_m = unit_m if unit_m is not None else (SHIPPED_ACTION_UNIT_M if chunk == "min_jerk" else ACTION_UNIT_M)
+    task = {"chunk": chunk, "action_unit_m": unit_m}
     train_files = scene_files(scenes_dir, train_glob)
     solo_files = scene_files(scenes_dir, easy_glob)
     held_files = scene_files(scenes_dir, held_glob)
@@ -84,7 +94,7 @@ def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, see
 
     tokenizer = PromptTokenizer.bundled()
     config = reach_config(tokenizer.vocab_size)
-    stats = norm_stats_of(full)
+    stats = norm_stats_of(full, chunk=chunk, unit_m=unit_m)
     params = initial_params(config, seed)
     if init is not None:
         from pi0viz.model.checkpoint import load_params
@@ -115,7 +125,8 @@ def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, see
     def make_batch(source: ReachScenes, picks: np.ndarray):
         ex = source.examples[picks]
         obs = batch_observation(policy, source, ex)
-        acts = np.stack([zscore(source.chunk(int(i), int(k)), policy.norm_stats["actions"], config.action_dim)
+        acts = np.stack([zscore(source.chunk(int(i), int(k), kind=chunk, unit_m=unit_m), policy.norm_stats["actions"],
+                                config.action_dim)
                          for i, k in ex]).astype(np.float32)
         return obs, acts
 
@@ -148,14 +159,15 @@ def train(scenes_dir: Path, out: Path, *, steps: int, batch: int, lr: float, see
                   f"({(time.monotonic() - t0) / step:.2f} s/step)", flush=True)
         if step % eval_every == 0 or step == last:
             policy.params = params
-            s = evaluate(policy, held, held_pick, capture=True).summary()
+            s = evaluate(policy, held, held_pick, capture=True, unit_m=unit_m, chunk=chunk).summary()
             row = {"step": step, "loss": float(np.mean(losses[-50:])), "minutes": (time.monotonic() - t0) / 60,
+                   "target_chunk_cm": s["target_chunk_cm"],
                    "error_cm": s["error_cm"], "nearest": s["nearest"], "scene_mean_cm": s["scene_mean_baseline_cm"],
                    "best": s["best"], "last_layer": s["last_layer_mean_over_steps"]}
             log.append(row)
             print("eval", json.dumps(row), flush=True)
             atomic_write(out / "train_log.json", json.dumps(log, indent=1))
-            write_checkpoint(out, params, stats, {"format": "pi0viz.reach_tiny/1", "step": step})
+            write_checkpoint(out, params, stats, {"format": "pi0viz.reach_tiny/1", "step": step, "task": task})
     return {"params": params, "stats": stats, "log": log, "losses": losses, "config": config}
 
 
@@ -176,11 +188,17 @@ def train_command() -> None:
     parser.add_argument("--train-glob", default=TRAIN_GLOB, help="training scene files (comma-separated globs)")
     parser.add_argument("--easy-glob", default=EASY_GLOB, help="the curriculum's easy scene files ('' for none)")
     parser.add_argument("--held-glob", default=HELD_GLOB, help="held-out scene files")
+    parser.add_argument("--chunk", default="min_jerk", choices=CHUNKS,
+                        help="target chunks: min_jerk (open loop from the pose, the shipped task) or approach "
+                             "(the next steps toward the target: the closed-loop task)")
+    parser.add_argument("--unit", type=float, default=None,
+                        help="metres per action unit of the chunks (default: 0.05 for min_jerk, the measured "
+                             "ACTION_UNIT_M for approach)")
     args = parser.parse_args()
     train(args.scenes, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
           solo_until=args.solo_until, eval_every=args.eval_every, eval_examples=args.eval_examples, init=args.init,
           easy_floor=args.easy_floor, stop_at=args.stop_at, train_glob=args.train_glob, easy_glob=args.easy_glob,
-          held_glob=args.held_glob)
+          held_glob=args.held_glob, chunk=args.chunk, unit_m=args.unit)
 
 
 if __name__ == "__main__":
