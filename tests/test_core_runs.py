@@ -304,3 +304,73 @@ def test_load_call_checks_a_decoding_bundles_headers_against_its_layout(tmp_path
     wide = dict(arrays, attention=np.zeros(arrays["attention"].shape[:-1] + (40,), np.float16))
     with pytest.raises(Pi0vizError, match="S = 40 kv-cache slots"):
         runs.load_call(save_arrays(wide, tmp_path / "wide.npz"))
+
+
+# -- the causal side files: prefix attention, observations, knockout results (issue 23) -------------------------
+
+
+def _prefix(step: int):
+    from pi0viz.core.prefix_bundle import PrefixAttention
+
+    L, C, N, T = 1, 3, 4, 5
+    return PrefixAttention(camera_names=["base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"],
+                           images=np.zeros((C, 8, 8, 3), np.uint8), image_masks=np.array([True, True, False]),
+                           token_pieces=np.array(["a"] * T), token_mask=np.ones(T, bool), patch_grid=(2, 2),
+                           layer_indices=np.arange(L, dtype=np.int32),
+                           image_to_prompt=np.zeros((L, C * N, T), np.float16),
+                           image_to_image=np.zeros((L, C * N, C * N), np.float16),
+                           prompt_to_image=np.zeros((L, T, C * N), np.float16), inference_step=step)
+
+
+def test_prefix_and_observation_side_files_belong_to_their_call_and_are_never_calls(tmp_path: Path) -> None:
+    from pi0viz.causal.observation import OBSERVATION_FORMAT as CAUSAL_OBSERVATION
+    from pi0viz.causal.observation import load_observation
+    from pi0viz.core.observation_file import observation_path, save_observation
+    from pi0viz.core.prefix_bundle import PREFIX_FORMAT, prefix_path, save_prefix
+
+    assert runs.PREFIX_FORMAT == PREFIX_FORMAT and runs.OBSERVATION_FORMAT == CAUSAL_OBSERVATION
+    root = _episode(tmp_path / "ep", steps=(0, 1))
+    calls = [root / "bundles" / f"inference_{s:03d}.npz" for s in (0, 1)]
+    save_prefix(_prefix(0), prefix_path(calls[0]))
+    request = {"observation/state": np.arange(8.0), "prompt": "put the bowl"}
+    save_observation(request, observation_path(calls[0]))
+    save_observation(request, observation_path(calls[1]))
+    assert load_observation(observation_path(calls[1]))["prompt"] == "put the bowl"
+    for given in ([root], [root / "bundles"], calls):
+        run = read_run(given)
+        ep = run.single_episode("test")
+        assert ep.bundle_paths == calls, given  # 7 .npz files, two calls
+        assert [c.prefix for c in ep.calls] == [prefix_path(calls[0]), None]
+        assert [c.observation for c in ep.calls] == [observation_path(c) for c in calls]
+        assert [c.masks for c in ep.calls] == [masks_path(c) for c in calls]
+        assert run.skipped == [] and ep.side_files == {}
+    # a prefix file under another name is still a prefix file: a side file, never a call
+    save_prefix(_prefix(5), root / "bundles" / "inference_005.npz")
+    ep = read_run(root).single_episode("test")
+    assert len(ep.calls) == 2 and ep.side_files == {root / "bundles" / "inference_005.npz": PREFIX_FORMAT}
+    # named alone: one line saying what it is
+    for side, what in ((prefix_path(calls[0]), "the prefix's own attention"),
+                       (observation_path(calls[1]), "a call's policy request")):
+        with pytest.raises(RunError, match=f"is {what} .*not a capture bundle") as err:
+            read_run(side)
+        assert "\n" not in str(err.value)
+
+
+def test_knockout_results_are_found_in_the_episode_folder(tmp_path: Path) -> None:
+    from pi0viz.analysis.report import KNOCKOUT_FORMAT, STUDY_FORMAT
+    from pi0viz.causal.study import STUDY_FORMAT as WRITTEN
+
+    assert runs.KNOCKOUT_FILES == {"knockouts.json": STUDY_FORMAT, "knockout.json": KNOCKOUT_FORMAT}
+    assert STUDY_FORMAT == WRITTEN
+    root = _episode(tmp_path / "ep", steps=(0,))
+    for rel in ("knockouts/knockouts.json", "curves/knockout.json", "knockouts.json", "a/b/knockouts.json",
+                "a/b/c/knockouts.json", "bundles/knockouts.json", "attention_viz/knockouts.json", ".hidden/knockout.json"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("{}")
+    (root / "knockouts" / "prefix.npz").write_bytes(b"")  # OUT/prefix.npz of `pi0viz knockout --prefix-attention`
+    want = sorted(root / r for r in ("a/b/knockouts.json", "curves/knockout.json", "knockouts.json",
+                                     "knockouts/knockouts.json"))  # 2 levels deep; not in bundles/, trees, hidden folders
+    assert runs.find_knockouts(root) == want
+    for given in (root, root / "bundles", root / "bundles" / "inference_000.npz"):
+        assert read_run(given).single_episode("test").knockouts == want
+    assert len(read_run(root).calls) == 1  # knockouts/ holds no calls

@@ -61,7 +61,7 @@ def test_real_openpi_client_gets_actions_and_the_decoding_bundle(served, tmp_pat
     np.testing.assert_allclose(bundle.attention.astype(np.float32), direct.attention, atol=1e-3)
     assert bundle.prompt[0] == summary["bundle_prompt"]
     # --record: both calls were written, as decoding bundles in float16, whatever the client asked.
-    calls = sorted((record / "bundles").glob("call_*.npz"))
+    calls = sorted((record / "bundles").glob("call_?????.npz"))  # not the .observation.npz beside them
     assert [p.name for p in calls] == ["call_00000.npz", "call_00001.npz"]
     recorded = load_call(calls[0])
     assert recorded.attention.dtype == np.float16 and recorded.inference_step == 0

@@ -304,8 +304,10 @@ def test_failed_requests_leave_no_gaps_in_the_numbering(policy_server, tmp_path)
     replies = [ask(srv.port, packed(obs)) for obs in (
         GOOD, {"fail": "observation"}, {**GOOD, "fail": "internal"}, GOOD, b"\xc1", {**GOOD, "pi0viz/x": 1}, GOOD)]
     assert [isinstance(r, bytes) for r in replies] == [True, False, False, True, False, False, True]
-    names = [p.name for p in files_under(tmp_path / "rec")]
+    names = [p.name for p in files_under(tmp_path / "rec") if not p.name.endswith(".observation.npz")]
     assert names == ["call_00000.npz", "call_00001.npz", "call_00002.npz"]
+    assert [p.name for p in files_under(tmp_path / "rec") if p.name.endswith(".observation.npz")] == [
+        n.replace(".npz", ".observation.npz") for n in names]  # each call's request next to it, no others
     assert [load_bundle(tmp_path / "rec" / "bundles" / n).inference_step for n in names] == [0, 1, 2]
 
 
@@ -330,7 +332,7 @@ def test_recording_stops_when_the_disk_fills_and_the_robot_keeps_its_actions(pol
     with caplog.at_level("ERROR", logger="pi0viz.serving.server"):
         replies = [ask(srv.port, packed(GOOD)) for _ in range(6)]
     assert all(isinstance(r, bytes) for r in replies)
-    names = [p.name for p in files_under(disk / "rec")]
+    names = [p.name for p in files_under(disk / "rec") if not p.name.endswith(".observation.npz")]
     assert 1 <= len(names) < 6 and names == [f"call_{i:05d}.npz" for i in range(len(names))]
     for name in names:
         load_bundle(disk / "rec" / "bundles" / name)  # every recorded call is whole

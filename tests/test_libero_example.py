@@ -55,7 +55,8 @@ def test_episode_in_process_renders_every_kth_call(example, scene, tiny_policy, 
         assert bundle.attention.shape == (10, 4, 1, 1, 1, 51, 867) and bundle.attention_heads == "max"
         np.testing.assert_array_equal(bundle.images[0, 0], result.frames[5 * call])
     assert not (episode / "inference_timestep_1").exists()
-    assert sorted(p.name for p in (episode / "bundles").iterdir()) == ["inference_000.npz", "inference_002.npz"]
+    assert sorted(p.name for p in (episode / "bundles").iterdir()) == [  # each with its request (issue 23)
+        "inference_000.npz", "inference_000.observation.npz", "inference_002.npz", "inference_002.observation.npz"]
     assert prompt in (episode / "viewer.html").read_text()  # --viewer: one page over the episode's calls
 
     video = example.write_video(result.frames, tmp_path / "videos" / "rollout.mp4")

@@ -66,7 +66,8 @@ def libero_run(tmp_path_factory) -> Path:
         "--max-inference-calls", str(LIBERO_CALLS), "--attention-out", str(tmp / "run"),
         "--video-out-path", str(tmp / "videos"), "--fuse-heads", "--workers", "1",
         "--render-steps", "9", "--render-layers", "0", "--render-action-tokens", "0",  # one cell per call: cheap
-        "--grounding", "--attention-video", "--summaries", "--viewer", "--rerun", "--save-bundles"])
+        "--grounding", "--attention-video", "--summaries", "--viewer", "--rerun", "--save-bundles",
+        "--prefix-attention"])  # + each call's observation and prefix attention side files (issue 23)
     [result] = example.eval_libero(args)
     assert result.error is None, result.error
     assert result.rendered_calls == list(range(LIBERO_CALLS))
@@ -208,12 +209,13 @@ def test_libero_example_wrote_every_output(libero_run: Path) -> None:
     episode = libero_run / "libero_spatial_task0_ep0"
     bundles = episode / "bundles"
     assert sorted(p.name for p in bundles.glob("*.npz")) == [
-        "inference_000.masks.npz", "inference_000.npz", "inference_001.masks.npz", "inference_001.npz"]
+        f"inference_00{k}.{kind}npz" for k in range(LIBERO_CALLS) for kind in ("masks.", "", "observation.", "prefix.")]
     assert sorted(p.name for p in episode.glob("inference_timestep_*")) == ["inference_timestep_0",
                                                                            "inference_timestep_1"]
     text = (episode / "viewer.html").read_text(encoding="utf-8")
     meta = json.loads(re.search(r'<script type="application/json" id="pi0viz-meta">(.*?)</script>', text, re.S)[1])
     assert [c["source"] for c in meta["calls"]] == ["inference_000.npz", "inference_001.npz"]
+    assert [c["prefix"]["source"] for c in meta["calls"]] == ["inference_000.prefix.npz", "inference_001.prefix.npz"]
     with imageio.get_reader(str(episode / "attention_video.mp4"), format="FFMPEG") as reader:
         assert sum(1 for _ in reader) == LIBERO_CALLS * REPLAN
     rows = rr.dataframe.load_recording(str(episode / "episode.rrd")).view(
@@ -235,6 +237,66 @@ def test_runs_reader_skips_nothing_pi0viz_wrote(kind: str, request) -> None:
     run = read_run(folder)
     assert run.skipped == [], run.skipped
     assert run.calls and all(c.masks is not None for c in run.calls)
+    if kind == "libero_run":  # --prefix-attention: every saved call has its request and its prefix attention
+        assert all(c.observation is not None and c.prefix is not None for c in run.calls)
+
+
+def _knockout_result() -> dict:
+    """A key-set result as `pi0viz knockout --remove ...` writes it (pi0viz.knockout.conditions/1)."""
+    cond = {"set": "camera left_wrist_0_rgb", "method": "keys", "route": "all", "layer": None, "camera": None,
+            "k": 256, "mean_abs_delta": {"mean": 0.125, "se": 0.01}, "random": {"mean": 0.01, "se": 0.002},
+            "ratio": 12.5}
+    return {"format": "pi0viz.knockout.conditions/1", "measure": "mean |delta action|", "random_draws": 2,
+            "noise_draws": 1, "conditions": [cond, dict(cond, method="pixels", ratio=None, random=None)]}
+
+
+CAUSAL_COMMANDS = {  # the command's arguments after the input; {out} is a fresh folder
+    "view": ["--out", "{out}/view.html", "--heads", "none"],
+    "video": ["--out", "{out}/episode.mp4", "--no-progress"],
+    "rerun": ["--out", "{out}/episode.rrd", "--no-progress"],
+    "metrics": ["--no-csv"],
+    "report": ["--out", "{out}/report.html"],
+    "render": ["--out", "{out}/tree", "--steps", "9", "--layers", "0", "--action-tokens", "0", "--no-progress"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(CAUSAL_COMMANDS))
+def test_every_command_on_an_episode_with_prefix_observation_and_knockouts(libero_run: Path, command: str,
+                                                                           tmp_path: Path) -> None:
+    """The LIBERO episode with --prefix-attention (NAME.prefix.npz, NAME.observation.npz next to each call) and a
+    knockout result in EP/knockouts (with `pi0viz knockout --prefix-attention`'s OUT/prefix.npz and its tree): every
+    command works or refuses in one line; view shows both panels, report the knockout table."""
+    from pi0viz.causal.cli import write_study
+    from pi0viz.core.prefix_bundle import load_prefix, save_prefix
+    from pi0viz.render.prefix import render_prefix
+
+    episode = libero_run / "libero_spatial_task0_ep0"
+    out = episode / "knockouts"
+    if not (out / "knockouts.json").is_file():
+        write_study(_knockout_result(), out)
+        prefix = load_prefix(episode / "bundles" / "inference_000.prefix.npz")
+        save_prefix(prefix, out / "prefix.npz")
+        render_prefix(prefix, out, layers=[0], region=8)
+    ep = read_run(episode).single_episode("test")
+    assert ep.knockouts == [out / "knockouts.json"] and len(ep.calls) == LIBERO_CALLS
+    folder = ep.calls[0].path if command == "render" else episode  # render draws one call
+    args = [a.format(out=tmp_path) for a in CAUSAL_COMMANDS[command]]
+    result = CliRunner().invoke(main, [command, str(folder), *args])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    if result.exit_code != 0:
+        assert command not in ("view", "report"), result.output  # these two must show the new files
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        return
+    if command == "view":
+        text = (tmp_path / "view.html").read_text(encoding="utf-8")
+        meta = json.loads(re.search(r'<script type="application/json" id="pi0viz-meta">(.*?)</script>', text, re.S)[1])
+        assert [c["source"] for c in meta["calls"]] == ["inference_000.npz", "inference_001.npz"]
+        assert all(c["prefix"]["layers"] for c in meta["calls"])
+        assert [k["kind"] for k in meta["knockouts"]] == ["conditions"] and len(meta["knockouts"][0]["rows"]) == 2
+    if command == "report":
+        text = (tmp_path / "report.html").read_text(encoding="utf-8")
+        assert "0.1250 ± 0.0100" in text and "camera left_wrist_0_rgb" in text
 
 
 # -- the pi0-FAST demo folder (decoding bundles, pi0viz.capture/2) --------------------------------------------------

@@ -38,6 +38,14 @@ bundle, the simulator's masks of the task's objects in the very frames the polic
 after the episode the metrics (bundles/*.metrics.json, *.grounding.csv, bundles/episode_metrics.json) and
 <episode>/episode.json (task, outcome); at the end <attention-out>/report.html over all episodes. --summaries
 writes the summary maps (inference_timestep_N/summary/) and <episode>/episode_summary.jpg.
+
+Every saved bundle gets the call's request next to it (bundles/inference_NNN.observation.npz, pi0viz.observation/1:
+the robot state a bundle does not hold); --prefix-attention (JAX policies in process) also saves the prefix's own
+attention (bundles/inference_NNN.prefix.npz, pi0viz.prefix/1). Then, on the episode folder EP (docs/causal.md):
+
+    pi0viz knockout --policy tiny --bundle EP/bundles/inference_000.npz --remove camera:left_wrist_0_rgb --out EP/knockouts
+    pi0viz report EP          # the knockout table and figure
+    pi0viz view EP            # the viewer's "prefix" and "knockouts" panels
 """
 
 from __future__ import annotations
@@ -55,8 +63,9 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from pi0viz.core.bundle import CaptureBundle, save_bundle
+from pi0viz.core.decode_bundle import DecodeBundle
 from pi0viz.core.selection import parse_intervals, parse_selection
-from pi0viz.errors import SelectionError
+from pi0viz.errors import ConfigError, SelectionError
 from pi0viz.episode import FrameRecorder, Selection, call_maps, save_frames
 from pi0viz.policy import libero_env
 from pi0viz.policy.spec import PolicySpec, PolicySpecError, check_options, parse_policy_spec
@@ -75,6 +84,7 @@ class Args:
     host: str = "127.0.0.1"
     port: int = 8000
     tokenizer: str | None = None  # PaliGemma tokenizer for policy checkpoint:DIR
+    fast_tokenizer: str | None = None  # physical-intelligence/fast folder for a pi0-FAST checkpoint:DIR
     device: str = "cpu"  # torch device for policy lerobot:DIR
     resize_size: int = 224
     replan_steps: int = 5
@@ -105,6 +115,8 @@ class Args:
     episode_step: int | None = None
     episode_layers: str | None = None
     episode_action_tokens: str | None = None
+    reach: bool = False  # --reach: reach-tiny's task in closed loop (pi0viz.sweep.reach), libero_object's scenes
+    prefix_attention: bool = False  # --prefix-attention: NAME.prefix.npz per saved call (JAX policies in process)
 
 
 @dataclasses.dataclass
@@ -143,6 +155,19 @@ class InProcessPolicy:
             capture = capture_options(self.policy, fuse_heads=True)
         return self.policy.infer(obs, return_bundle=return_attention, inference_step=inference_step, capture=capture)
 
+    def prefix_attention(self, obs: dict[str, Any], *, inference_step: int) -> Any:
+        """The prefix's own attention of this request (pi0viz.causal.prefix: the unmodified call's prefix pass,
+        which does not depend on the noise): a PrefixAttention. ConfigError (one line) for a policy that is not
+        pi0viz's JAX pi0 / pi0.5."""
+        from pi0viz.policy.jax_policy import Policy
+
+        if not isinstance(self.policy, Policy):
+            raise ConfigError(f"--prefix-attention captures pi0viz's JAX pi0 / pi0.5 (tiny, reach-tiny, "
+                              f"checkpoint:DIR); this policy is {type(self.policy).__name__}")
+        from pi0viz.causal.prefix import capture_prefix
+
+        return capture_prefix(self.policy, self.policy.prepare(obs), inference_step=inference_step)
+
 
 class ServerPolicy:
     """A policy server speaking openpi's protocol (pi0viz serve); attention comes back as a rebuilt bundle."""
@@ -158,12 +183,15 @@ class ServerPolicy:
         return self.client.infer(obs, return_attention=return_attention, inference_step=inference_step,
                                  fuse_heads=fuse_heads)
 
+    def prefix_attention(self, obs: dict[str, Any], *, inference_step: int) -> Any:
+        raise ConfigError("--prefix-attention captures a JAX policy in this process, not a policy server")
+
 
 def policy_spec(args: Args) -> PolicySpec:
     """--policy as a policy spec (pi0viz.policy.spec, the parser of every pi0viz command); "server" is
     ws://--host:--port. Raises PolicySpecError (one line) for a bad spec or options that do not go with it."""
     spec = parse_policy_spec(f"ws://{args.host}:{args.port}" if args.policy == "server" else args.policy)
-    check_options(spec, config=args.config, tokenizer=args.tokenizer)
+    check_options(spec, config=args.config, tokenizer=args.tokenizer, fast_tokenizer=args.fast_tokenizer)
     return spec
 
 
@@ -175,17 +203,25 @@ def make_policy(args: Args) -> ChunkPolicy:
         return ServerPolicy(spec.uri or "")
     from pi0viz.policy.spec import load_policy
 
-    return InProcessPolicy(load_policy(spec, config=args.config, tokenizer=args.tokenizer, device=args.device))
+    return InProcessPolicy(load_policy(spec, config=args.config, tokenizer=args.tokenizer, device=args.device,
+                                       fast_tokenizer=args.fast_tokenizer))
 
 
-def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args, masks: Any = None) -> None:
+def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args, masks: Any = None,
+                request: dict[str, Any] | None = None, prefix: Any = None) -> None:
     """Render one call's bundle with pi0viz.visualize_attention (or only save it with --bundles-only); with
-    --grounding, save it with the object masks of its frames; with --summaries, write its summary maps."""
+    --grounding, save it with the object masks of its frames; with --summaries, write its summary maps. A saved
+    bundle gets the call's `request` next to it (NAME.observation.npz: the robot state for `pi0viz knockout
+    --bundle`) and, with --prefix-attention, the prefix's own attention (`prefix`, NAME.prefix.npz)."""
     step = int(bundle.inference_step or 0)
     path = episode_dir / "bundles" / f"inference_{step:03d}.npz"
+    if isinstance(bundle, DecodeBundle):  # pi0-FAST (--config pi0_fast_libero): a decoding bundle
+        render_decode_call(bundle, path, episode_dir, args, request)
+        return
     if (args.bundles_only or args.save_bundles or args.viewer or args.attention_video or args.grounding
-            or args.summaries):
+            or args.summaries or args.prefix_attention):
         save_bundle(bundle, path)
+        save_call_side_files(path, request, prefix)
     if masks is not None:
         from pi0viz.analysis.masks import masks_path, save_masks
 
@@ -209,10 +245,47 @@ def render_call(bundle: CaptureBundle, episode_dir: Path, args: Args, masks: Any
                 summary.out_dir)
 
 
+def save_call_side_files(path: Path, request: dict[str, Any] | None, prefix: Any = None) -> None:
+    """Next to a saved bundle NAME.npz: NAME.observation.npz (the request, pi0viz.observation/1) and NAME.prefix.npz
+    (the prefix's own attention, pi0viz.prefix/1), when given."""
+    if request is not None:
+        from pi0viz.core.observation_file import observation_path, save_observation
+
+        save_observation(request, observation_path(path))
+    if prefix is not None:
+        from pi0viz.core.prefix_bundle import prefix_path, save_prefix
+
+        save_prefix(prefix, prefix_path(path))
+
+
+def render_decode_call(bundle: DecodeBundle, path: Path, episode_dir: Path, args: Args,
+                       request: dict[str, Any] | None = None) -> None:
+    """pi0-FAST: save the decoding bundle (with --bundles-only, --save-bundles or --viewer) and its request, and
+    render its decode_step_J/layer_L tree (pi0viz.render.decode) unless --bundles-only."""
+    from pi0viz.core.decode_bundle import save_decode_bundle
+
+    if args.bundles_only or args.save_bundles or args.viewer:
+        save_decode_bundle(bundle, path)
+        save_call_side_files(path, request)
+    if args.bundles_only:
+        return
+    from pi0viz.render import RenderOptions
+    from pi0viz.render.decode import render_decode_bundle
+
+    step = int(bundle.inference_step or 0)
+    summary = render_decode_bundle(bundle, episode_dir,
+                                   RenderOptions(steps=args.render_steps, layers=args.render_layers),
+                                   inference_step=step)
+    logger.info("attention of call %d: %d files in %.1f s", step, summary.files_written, summary.seconds)
+
+
 def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPolicy, args: Args,
-                episode_dir: Path, *, max_steps: int, info: dict[str, Any] | None = None) -> EpisodeResult:
+                episode_dir: Path, *, max_steps: int, info: dict[str, Any] | None = None,
+                reach: tuple[Any, np.ndarray] | None = None) -> EpisodeResult:
     """One rollout in an existing env (reset here). Renders attention as configured; returns the outcome.
-    `info` (suite, task, trial) goes into <episode>/episode.json with the outcome (--grounding)."""
+    `info` (suite, task, trial) goes into <episode>/episode.json with the outcome (--grounding).
+    `reach` = (EpisodeKey, the task's init states): the reach task instead (--reach; `pi0viz.sweep.reach`: the
+    key's layout settled, the prompt naming an object in view, success by distance, masks of the named object)."""
     env.reset()
     obs = env.set_init_state(init_state)
     segmenter = None
@@ -224,7 +297,14 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
     frames: list[np.ndarray] = []
     calls, rendered, t, success, error = 0, [], 0, False, None
     recorder, live = _episode_views(args, episode_dir)
+    scene = None
     try:
+        if reach is not None:  # the settle steps are the wait steps
+            from pi0viz.sweep.reach import ReachEpisode
+
+            scene = ReachEpisode(env, reach[1], reach[0], settle=args.num_steps_wait, segmenter=segmenter)
+            obs, prompt, t = scene.obs, scene.prompt, args.num_steps_wait
+            logger.info("reach: %s (%d objects in view)", prompt, int(scene.present.sum()))
         while t < max_steps + args.num_steps_wait:
             if t < args.num_steps_wait:  # objects are dropped into the scene: let them settle
                 obs, _, _, _ = env.step(list(libero_env.DUMMY_ACTION))
@@ -252,7 +332,11 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
                 if want:
                     bundle = out["attention_bundle"]
                     masks = segmenter.call_masks(obs) if segmenter is not None else None  # the frames of `request`
-                    render_call(bundle, episode_dir, args, masks)
+                    if scene is not None and masks is not None:  # the named object's mask
+                        masks = scene.masks(obs)[0]
+                    prefix = policy.prefix_attention(request, inference_step=calls) if args.prefix_attention \
+                        else None
+                    render_call(bundle, episode_dir, args, masks, request=request, prefix=prefix)
                     rendered.append(calls)
                 calls += 1
             if live is not None:  # after the query: this step already runs the new call's actions
@@ -260,6 +344,8 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
                 if bundle is not None:
                     live.call(len(frames) - 1, [call_maps(bundle, _selection(args), call=calls - 1)])
             obs, _, done, _ = env.step(plan.popleft().tolist())
+            if scene is not None:  # success by distance to the named object
+                done = scene.step_done(obs)
             if done:
                 success = True
                 break
@@ -276,7 +362,8 @@ def run_episode(env: Any, init_state: np.ndarray, prompt: str, policy: ChunkPoli
         write_episode_viewer(episode_dir, with_tree=not args.bundles_only)
     if args.grounding and rendered:
         write_episode_metrics(episode_dir, dict(info or {}, prompt=prompt, success=success, steps=t,
-                                                inference_calls=calls, error=error is not None))
+                                                inference_calls=calls, error=error is not None,
+                                                **(scene.outcome() if scene is not None else {})))
     if args.summaries and rendered:
         write_episode_strip(episode_dir)
     if recorder is not None and len(recorder) and rendered:
@@ -388,6 +475,12 @@ def guard_disk(args: Args, num_tasks: int) -> "disk.DiskEstimate":
 def eval_libero(args: Args) -> list[EpisodeResult]:
     """The evaluation loop over tasks and trials; returns every episode's result."""
     np.random.seed(args.seed)
+    check_prefix_option(args)  # before the simulator starts: a refusal costs nothing
+    if args.reach:  # reach-tiny's closed-loop task on libero_object's scenes (pi0viz sweep --suite reach)
+        from pi0viz.sweep.plan import REACH_MAX_STEPS
+
+        args.task_suite_name = "libero_object"
+        args.max_steps = args.max_steps or REACH_MAX_STEPS
     suite = libero_env.task_suite(args.task_suite_name)
     max_steps = args.max_steps or libero_env.MAX_STEPS[args.task_suite_name]
     task_ids = parse_selection(args.task_ids, range(suite.n_tasks), "--tasks", within=args.task_suite_name)
@@ -404,7 +497,8 @@ def eval_libero(args: Args) -> list[EpisodeResult]:
                 start = time.monotonic()
                 result = run_episode(env, init_states[trial % len(init_states)], prompt, policy, args, episode_dir,
                                      max_steps=max_steps,
-                                     info={"suite": args.task_suite_name, "task_id": task_id, "trial": trial})
+                                     info={"suite": args.task_suite_name, "task_id": task_id, "trial": trial},
+                                     reach=_reach_key(args, task_id, trial, init_states))
                 name = f"rollout_{prompt.replace(' ', '_')}_ep{trial}_{'success' if result.success else 'failure'}.mp4"
                 if result.frames:
                     result.video = write_video(result.frames, Path(args.video_out_path) / name)
@@ -423,6 +517,30 @@ def eval_libero(args: Args) -> list[EpisodeResult]:
     return results
 
 
+def check_prefix_option(args: Args) -> None:
+    """--prefix-attention runs pi0viz's JAX pi0 / pi0.5 prefix capture in this process: ConfigError (one line) for
+    any other policy (a server, LeRobot, transformers' PI0, pi0-FAST) or without attention."""
+    if not args.prefix_attention:
+        return
+    from pi0viz.policy.spec import FAST_CONFIG_NAMES
+
+    spec = policy_spec(args)
+    if spec.kind not in ("tiny", "reach-tiny", "checkpoint") or args.config in FAST_CONFIG_NAMES:
+        raise ConfigError(f"--prefix-attention captures pi0viz's JAX pi0 / pi0.5 in this process (--policy tiny, "
+                          f"reach-tiny or checkpoint:DIR, not pi0-FAST); got --policy {spec} --config {args.config}")
+    if not args.attention:
+        raise ConfigError("--prefix-attention goes with the attention capture: drop --no-attention")
+
+
+def _reach_key(args: Args, task_id: int, trial: int, init_states: np.ndarray) -> tuple[Any, np.ndarray] | None:
+    """--reach: the episode's key (the sweep's reach suite draws the same scene from it) and the init states."""
+    if not args.reach:
+        return None
+    from pi0viz.sweep.plan import REACH_SUITE, EpisodeKey
+
+    return EpisodeKey(REACH_SUITE, task_id, trial, args.seed), init_states
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The example's flags; a name shared with a `pi0viz` command means the same there (docs/cli.md)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -432,10 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "pi0.5 checkpoint folder, run with PyTorch) or ws://HOST:PORT (a policy server); 'server' "
                         "connects to --host/--port")
     p.add_argument("--config", default=d.config, help="named policy config for 'tiny' and 'checkpoint:DIR': "
-                   "pi0_libero, pi05_libero (pi0.5), pi0_base, pi05_base")
+                   "pi0_libero, pi05_libero (pi0.5), pi0_base, pi05_base, pi0_fast_libero (pi0-FAST)")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=_int_in(0, 65535), default=d.port, help="policy server port")
     p.add_argument("--tokenizer", default=None, help="PaliGemma tokenizer model for --policy checkpoint:DIR")
+    p.add_argument("--fast-tokenizer", default=None, help="pi0-FAST (--config pi0_fast_libero) checkpoint:DIR: the "
+                   "physical-intelligence/fast folder (default: the Hugging Face cache's copy)")
     p.add_argument("--device", default=d.device, help="torch device for --policy lerobot:DIR")
     p.add_argument("--resize-size", type=int, default=d.resize_size)
     p.add_argument("--replan-steps", type=int, default=d.replan_steps)
@@ -480,6 +600,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layers they average, e.g. '12-17' (default: all)")
     p.add_argument("--episode-action-tokens", type=_selection_arg("--episode-action-tokens"), default=None,
                    help="action tokens they average (default: all)")
+    # reach mode (REACH; kept apart from the policy options above)
+    p.add_argument("--reach", action="store_true",
+                   help="reach-tiny's closed-loop task on libero_object's scenes (as pi0viz sweep --suite reach): a "
+                        "random settled layout per (seed, task, trial), the prompt names an object in view, success "
+                        "= the gripper within 10 cm of the point 8 cm above it; default --max-steps 80")
+    # the prefix's own attention (issue 23; kept apart from the blocks above)
+    p.add_argument("--prefix-attention", action="store_true",
+                   help="also save each attention call's prefix attention (image and prompt tokens reading each "
+                        "other, pi0viz.prefix/1) as bundles/inference_NNN.prefix.npz for `pi0viz view`; JAX "
+                        "policies in process only (tiny, reach-tiny, checkpoint:DIR); implies --save-bundles")
     return p
 
 

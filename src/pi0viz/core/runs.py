@@ -21,7 +21,11 @@ side files pi0viz writes:
     pi0viz.masks/1           object masks of a call's frames: NAME.masks.npz next to NAME.npz (MASKS_FORMAT)
     pi0viz.frames/1          an episode's camera frames per control step, frames.npz (FRAMES_FORMAT)
     pi0viz.sweep-episode/1   a sweep's record of one episode, episodes/<key>.npz (RECORD_FORMAT)
+    pi0viz.prefix/1          the prefix's own attention of a call: NAME.prefix.npz next to NAME.npz (PREFIX_FORMAT)
+    pi0viz.observation/1     a call's policy request: NAME.observation.npz next to NAME.npz (OBSERVATION_FORMAT)
     episode.json, episode_metrics.json (pi0viz.metrics/1), NAME.metrics.json: found by name (JSON)
+    knockouts.json, knockout.json (`pi0viz knockout --out`): found by name in the episode folder and the folders
+                             in it, two levels deep (EpisodeFiles.knockouts)
 
 In a folder, an .npz that is none of these (or not an .npz at all) is skipped and listed in `Run.skipped`; a file
 the user names explicitly must be a bundle (or a known side file such as frames.npz or masks), else one error line.
@@ -45,6 +49,8 @@ from pi0viz.core.bundle import FORMAT as CAPTURE_FORMAT
 from pi0viz.core.bundle import CaptureBundle, load_bundle
 from pi0viz.core.decode_bundle import DECODE_FORMAT, DecodeBundle, load_decode_bundle
 from pi0viz.core.npzfile import NpzReader
+from pi0viz.core.observation_file import OBSERVATION_FORMAT, observation_path
+from pi0viz.core.prefix_bundle import PREFIX_FORMAT, prefix_path
 from pi0viz.errors import BundleError
 
 # The two kinds of inference call a bundle holds, by its format.
@@ -60,7 +66,17 @@ MASKS_FORMAT = "pi0viz.masks/1"
 FRAMES_FORMAT = "pi0viz.frames/1"
 RECORD_FORMAT = "pi0viz.sweep-episode/1"
 SIDE_FORMATS = {MASKS_FORMAT: "object masks", FRAMES_FORMAT: "an episode's frames",
-                RECORD_FORMAT: "a sweep's episode record"}
+                RECORD_FORMAT: "a sweep's episode record", PREFIX_FORMAT: "the prefix's own attention",
+                OBSERVATION_FORMAT: "a call's policy request"}
+# Side files that belong to one call (NAME.<kind>.npz next to NAME.npz) or to its episode: a user may name them
+# next to the bundles; a sweep's record may not (it is read from its sweep folder).
+_CALL_SIDE = (MASKS_FORMAT, PREFIX_FORMAT, OBSERVATION_FORMAT)
+_NAMED_SIDE = (*_CALL_SIDE, FRAMES_FORMAT)
+# `pi0viz knockout --out` results (JSON, found by name): knockouts.json (key sets, pi0viz.knockout.conditions/1)
+# and knockout.json (deletion / insertion curves, pi0viz.knockout/1)
+KNOCKOUT_FILES = {"knockouts.json": "pi0viz.knockout.conditions/1", "knockout.json": "pi0viz.knockout/1"}
+KNOCKOUT_DEPTH = 2  # <episode>/knockouts.json, <episode>/knockouts/knockouts.json, <episode>/a/b/knockouts.json
+MAX_KNOCKOUTS = 20
 
 EPISODE_FILE = "episode.json"
 EPISODE_METRICS = "episode_metrics.json"
@@ -86,12 +102,16 @@ class CallFile:
         inference_step: the bundle's `inference_step` member, or None when it has none.
         masks: its object masks (NAME.masks.npz next to NAME.npz, format pi0viz.masks/1), or None.
         format: the bundle's format (CAPTURE_FORMAT or DECODE_FORMAT).
+        prefix: the prefix's own attention of the call (NAME.prefix.npz, format pi0viz.prefix/1), or None.
+        observation: the policy request of the call (NAME.observation.npz, format pi0viz.observation/1), or None.
     """
 
     path: Path
     inference_step: int | None
     masks: Path | None = None
     format: str = CAPTURE_FORMAT
+    prefix: Path | None = None
+    observation: Path | None = None
 
     @property
     def kind(self) -> str:
@@ -114,7 +134,9 @@ class EpisodeFiles:
         tree: the attention_viz tree (a folder of inference_timestep_N/) or None.
         record: the sweep's record of this episode (format pi0viz.sweep-episode/1) or None.
         side_files: every other recognized .npz in the episode's folders -> its format (e.g. a masks file that
-            matches no call's name).
+            matches no call's name, or `pi0viz knockout`'s OUT/prefix.npz).
+        knockouts: `pi0viz knockout` results under the episode folder (knockouts.json, knockout.json; up to
+            KNOCKOUT_DEPTH folders deep, at most MAX_KNOCKOUTS, by path).
     """
 
     root: Path
@@ -126,6 +148,7 @@ class EpisodeFiles:
     tree: Path | None = None
     record: Path | None = None
     side_files: dict[Path, str] = dataclasses.field(default_factory=dict)
+    knockouts: list[Path] = dataclasses.field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -240,6 +263,28 @@ def is_sweep(folder: str | os.PathLike) -> bool:
     return (folder / SWEEP_SETTINGS).is_file() and (folder / "episodes").is_dir()
 
 
+def find_knockouts(folder: str | os.PathLike, depth: int = KNOCKOUT_DEPTH) -> list[Path]:
+    """`pi0viz knockout` results (knockouts.json, knockout.json) in `folder` and its folders, `depth` levels deep
+    (hidden folders, attention_viz trees and bundles folders are not searched); at most MAX_KNOCKOUTS, by path.
+    Found by name: what they hold is checked by their reader."""
+    found: list[Path] = []
+
+    def walk(where: Path, level: int) -> None:
+        try:
+            entries = sorted(where.iterdir(), key=_natural)
+        except OSError:
+            return
+        for p in entries:
+            if p.name in KNOCKOUT_FILES and p.is_file():
+                found.append(p)
+            elif level < depth and p.is_dir() and not p.name.startswith((".", TREE_PREFIX)) and \
+                    p.name not in (BUNDLES_FOLDER, TREE_FOLDER, "prefix_attention"):
+                walk(p, level + 1)
+
+    walk(Path(folder), 0)
+    return sorted(found)[:MAX_KNOCKOUTS]
+
+
 # -- reading ---------------------------------------------------------------------------------------------------
 
 
@@ -286,7 +331,7 @@ def read_run(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, allow_e
             reader.scan(path, 0)
         elif path.is_file():
             fmt, step = _classify(path, want_step=True)
-            if fmt in CALL_FORMATS or fmt in (MASKS_FORMAT, FRAMES_FORMAT):
+            if fmt in CALL_FORMATS or fmt in _NAMED_SIDE:
                 folder = path.parent
                 named.setdefault(_roots(folder), []).append((path, fmt, step if isinstance(step, int) else None))
             elif fmt in SIDE_FORMATS:
@@ -491,15 +536,21 @@ class _Reader:
                 ep.tree = root
             elif is_tree(root / TREE_FOLDER):
                 ep.tree = root / TREE_FOLDER
+            if folder is not None:  # a sweep episode without bundles has no folder of its own to search
+                ep.knockouts = find_knockouts(root)
             self._seen[key] = ep
             self.episodes.append(ep)
         return self._seen[key]
 
     def _side_files(self, ep: EpisodeFiles, listing: dict[Path, tuple[str | None, int | None | str]],
                     named: bool = False) -> None:
-        """Attach recognized side files: masks to the call of the same name, frames to the episode, the rest
-        to side_files. Named bundles also get the masks lying next to them (as metrics expects)."""
+        """Attach recognized side files: masks, prefix attention and observations to the call of the same name,
+        frames to the episode, the rest to side_files. Named bundles also get the side files lying next to them
+        (as metrics expects of masks)."""
         calls = {c.path.name.removesuffix(".npz") + ".masks.npz": i for i, c in enumerate(ep.calls)}
+        per_call = {(prefix_path(c.path).name, PREFIX_FORMAT): (i, "prefix") for i, c in enumerate(ep.calls)}
+        per_call.update({(observation_path(c.path).name, OBSERVATION_FORMAT): (i, "observation")
+                         for i, c in enumerate(ep.calls)})
         for path, (fmt, why) in listing.items():
             if fmt is None and (path.name == "frames.npz" or path.name in calls):
                 # a damaged side file under its own name: skipping it would give a plain video or metrics
@@ -510,15 +561,23 @@ class _Reader:
             if fmt == MASKS_FORMAT and path.name in calls and ep.calls[calls[path.name]].masks is None:
                 i = calls[path.name]
                 ep.calls[i] = dataclasses.replace(ep.calls[i], masks=path)
+            elif (path.name, fmt) in per_call and getattr(ep.calls[per_call[path.name, fmt][0]],
+                                                          per_call[path.name, fmt][1]) is None:
+                i, field = per_call[path.name, fmt]
+                ep.calls[i] = dataclasses.replace(ep.calls[i], **{field: path})
             elif fmt == FRAMES_FORMAT and (ep.frames is None or named):
                 ep.frames = path
             elif fmt in SIDE_FORMATS:
                 ep.side_files[path] = fmt
         if named:
-            for name, i in calls.items():
-                candidate = ep.calls[i].path.with_name(name)
-                if ep.calls[i].masks is None and candidate.is_file() and bundle_format(candidate) == MASKS_FORMAT:
-                    ep.calls[i] = dataclasses.replace(ep.calls[i], masks=candidate)
+            for i, call in enumerate(ep.calls):
+                for field, fmt, candidate in (("masks", MASKS_FORMAT, call.path.with_name(
+                        call.path.name.removesuffix(".npz") + ".masks.npz")),
+                        ("prefix", PREFIX_FORMAT, prefix_path(call.path)),
+                        ("observation", OBSERVATION_FORMAT, observation_path(call.path))):
+                    if getattr(ep.calls[i], field) is None and candidate.is_file() and \
+                            bundle_format(candidate) == fmt:
+                        ep.calls[i] = dataclasses.replace(ep.calls[i], **{field: candidate})
 
 
 def _order(captures: list[tuple[Path, int | None, str]], folder: Path) -> list[CallFile]:
@@ -537,6 +596,7 @@ def _order(captures: list[tuple[Path, int | None, str]], folder: Path) -> list[C
     return [CallFile(p, s, format=f) for p, s, f in ordered]
 
 
-__all__ = ["CAPTURE_FORMAT", "DECODE_FORMAT", "MASKS_FORMAT", "FRAMES_FORMAT", "RECORD_FORMAT", "DENOISING",
-           "DECODING", "CALL_FORMATS", "CallFile", "EpisodeFiles", "Run", "RunError", "bundle_format", "is_sweep",
-           "is_tree", "load_call", "load_members", "read_run", "require_kind"]
+__all__ = ["CAPTURE_FORMAT", "DECODE_FORMAT", "MASKS_FORMAT", "FRAMES_FORMAT", "RECORD_FORMAT", "PREFIX_FORMAT",
+           "OBSERVATION_FORMAT", "KNOCKOUT_FILES", "DENOISING", "DECODING", "CALL_FORMATS", "CallFile",
+           "EpisodeFiles", "Run", "RunError", "bundle_format", "find_knockouts", "is_sweep", "is_tree", "load_call",
+           "load_members", "read_run", "require_kind"]

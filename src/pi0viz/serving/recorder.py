@@ -5,6 +5,8 @@ pi0viz cannot be installed) gets pi0viz's attention with no change on the client
 Layout under the record folder:
     bundles/call_NNNNN.npz            one capture bundle per recorded call, in arrival order (attention float16);
                                       a pi0-FAST policy's calls are decoding bundles (pi0viz.capture/2)
+    bundles/call_NNNNN.observation.npz   the call's request as the server received it (pi0viz.observation/1: the
+                                      robot state, which bundles do not hold; `pi0viz knockout --bundle` reads it)
     attention_viz/inference_timestep_N/...   with tree=True: the rendered tree of each call (N = call index)
 
 Numbering: only calls whose bundle was written get a number, so call_00000 ... call_NNNNN have no gaps; a request
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,7 @@ import numpy as np
 from pi0viz.core.bundle import CaptureBundle, save_bundle
 from pi0viz.core.decode_bundle import DecodeBundle, save_decode_bundle
 from pi0viz.core.diskspace import JPEG_BYTES_PER_FILE, check_free
+from pi0viz.core.observation_file import observation_path, save_observation
 from pi0viz.core.selection import folder_index
 from pi0viz.core.writes import make_folder
 from pi0viz.errors import DiskSpaceError, OutputError, Pi0vizError
@@ -105,9 +109,12 @@ class CallRecorder:
         with self._lock:
             return self._next
 
-    def record(self, bundle: CaptureBundle | DecodeBundle, index: int) -> Path | None:
+    def record(self, bundle: CaptureBundle | DecodeBundle, index: int,
+               observation: Mapping[str, Any] | None = None) -> Path | None:
         """Save one call's bundle (probabilities as float16: half the size, ~3 significant digits) as call `index`,
-        render its tree when asked. Returns the bundle path, or None when recording has stopped.
+        and `observation` (the request the policy got: {key: array or str}) next to it as
+        call_NNNNN.observation.npz; render its tree when asked. Returns the bundle path, or None when recording has
+        stopped.
 
         Raises OutputError / DiskSpaceError (one line, no advice to --resume: the server has none) when the bundle
         or its tree cannot be written; DiskSpaceError also stops recording for the rest of the run.
@@ -118,6 +125,8 @@ class CallRecorder:
         if getattr(bundle, "attention_kind", "probs") == "probs" and bundle.attention.dtype != np.float16:
             bundle = dataclasses.replace(bundle, attention=bundle.attention.astype(np.float16))
         need = sum(np.asarray(a).nbytes for a in bundle.to_arrays().values())
+        if observation is not None:
+            need += sum(np.asarray(v).nbytes for v in observation.values() if not isinstance(v, str))
         if self.tree:
             d, l_, *_, q, _ = bundle.attention.shape
             need += d * l_ * q * (len(bundle.camera_names) + 1) * JPEG_BYTES_PER_FILE
@@ -134,6 +143,8 @@ class CallRecorder:
             save = save_decode_bundle if isinstance(bundle, DecodeBundle) else save_bundle
             path = save(bundle, target)  # atomic; OutputError
             self._next += 1  # numbered once its bundle exists: no gaps from failed calls
+        if observation is not None:  # a request that cannot be stored (ConfigError, one line) keeps its bundle
+            save_observation(observation, observation_path(path))
         if self.tree:
             self._render_tree(bundle, index)
         return path

@@ -276,7 +276,7 @@ class PolicyServer:
         result.setdefault("policy_timing", {"infer_ms": (time.monotonic() - started) * 1000})
         if recording:
             try:
-                self.recorder.record(out["attention_bundle"], record_index)
+                self.recorder.record(out["attention_bundle"], record_index, observation=request.obs)
             except Pi0vizError as err:  # the robot still gets its actions; the operator sees why a call is missing
                 logger.error("recording call %d: %s", record_index, err)
         if request.return_attention:

@@ -13,9 +13,12 @@ from pi0viz.core.bundle import CaptureBundle
 from pi0viz.core.colormap import colormap_lut
 from pi0viz.core.decode_bundle import DecodeBundle
 from pi0viz.core.npzfile import NpzReader
+from pi0viz.core.prefix_bundle import PrefixAttention, prefix_path
 from pi0viz.core.runs import load_call
 from pi0viz.errors import BundleError, ViewerError
 from pi0viz.viewer.data import CallArrays, call_arrays, decode_call_arrays
+from pi0viz.viewer.knockouts import knockout_panel
+from pi0viz.viewer.prefix import prefix_arrays, prefix_meta, read_prefix
 from pi0viz.viewer.page import (
     AUTO_EMBED_CALLS,
     FusedMode,
@@ -27,6 +30,7 @@ from pi0viz.viewer.page import (
 )
 
 BundleLike = Union[CaptureBundle, DecodeBundle, str, os.PathLike]
+PrefixLike = Union[PrefixAttention, str, os.PathLike]
 _TREE_LEVELS = ("inference_timestep", "diffusion_timestep", "action_token", "layer")
 _DECODE_TREE_LEVELS = ("inference_timestep", "decode_step", "layer")  # pi0-FAST's tree (render.decode)
 _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\.jpe?g")
@@ -44,6 +48,9 @@ def write_viewer(
     title: str | None = None,
     zoom: int = 2,
     colormap: str = "inferno",
+    prefixes: Sequence[PrefixLike | None] | None = None,
+    knockouts: Sequence[str | os.PathLike] = (),
+    knockouts_root: str | os.PathLike | None = None,
 ) -> Path:
     """Write the viewer page for capture bundles (the calls of an episode) and/or an attention_viz tree.
 
@@ -63,6 +70,12 @@ def write_viewer(
         zoom: integer screen pixels per image pixel of the camera canvases (patch (r, c) covers exactly its
             pixel block: 224 px / 16 patches x 2 = 28 px squares).
         colormap: initial colormap: any matplotlib name (COLORMAPS are always offered in the page too).
+        prefixes: the prefix's own attention of each call (pi0viz.prefix/1 files or PrefixAttention objects, None
+            for a call without), in the order of `bundles`; None (default): NAME.prefix.npz next to each bundle
+            path, when it exists. A call with one gets the page's "prefix" panel (viewer/prefix.py).
+        knockouts: `pi0viz knockout` results (knockouts.json / knockout.json) shown in the "knockouts" panel: their
+            tables and figures, embedded. Titles are their folders relative to `knockouts_root` (default: the
+            page's folder).
 
     Returns:
         the path of the written page.
@@ -87,13 +100,17 @@ def write_viewer(
         raise ViewerError(f"title must be text, got {type(title).__name__}")
     if not bundles and tree is None:
         raise ViewerError("nothing to view: give capture bundles (.npz) and/or an attention_viz tree")
+    if prefixes is not None and (isinstance(prefixes, (str, os.PathLike)) or len(prefixes) != len(bundles)):
+        raise ViewerError(f"prefixes must be a list with one entry (or None) per bundle ({len(bundles)})")
     builder = PageBuilder(out)
     meta: dict[str, Any] = {"version": 1, "zoom": zoom, "colormap": colormap, "colormaps": tables}
     try:
         if bundles:
-            meta.update(_add_calls(builder, bundles, heads=heads, fused=fused, batch=batch))
+            meta.update(_add_calls(builder, bundles, heads=heads, fused=fused, batch=batch, prefixes=prefixes))
         if tree is not None:
             meta["tree"] = scan_tree(Path(tree), out.parent)
+        root = Path(knockouts_root) if knockouts_root is not None else out.parent
+        meta["knockouts"] = [knockout_panel(k, root) for k in knockouts]
     except BaseException:
         builder.abort()  # nothing half-written: an older page and its side data stay as they were
         raise
@@ -124,8 +141,37 @@ def _peek_step(item: BundleLike, index: int) -> int:
         return index
 
 
+def _prefix_of(bundles: Sequence[BundleLike], prefixes: Sequence[PrefixLike | None] | None,
+               index: int) -> PrefixLike | None:
+    """The prefix side file of call `index`: as given, else NAME.prefix.npz next to a bundle path (if any)."""
+    if prefixes is not None:
+        return prefixes[index]
+    item = bundles[index]
+    if isinstance(item, (str, os.PathLike)) and prefix_path(item).is_file():
+        return prefix_path(item)
+    return None
+
+
+def _add_prefix(builder: PageBuilder, i: int, item: PrefixLike, bundle: CaptureBundle | DecodeBundle,
+                batch: int, side: bool) -> dict[str, Any]:
+    """Chunks pp{i}, pq{i}, pg{i} (+ their row maxima) of call i's prefix panel; returns its metadata."""
+    prefix, source = read_prefix(item)
+    step = bundle.inference_step
+    if prefix.inference_step is not None and step is not None and prefix.inference_step != step:
+        raise ViewerError(f"{source} holds the prefix attention of inference step {prefix.inference_step}, its "
+                          f"bundle is step {step}: keep each NAME.prefix.npz next to its own NAME.npz")
+    arrays = prefix_arrays(prefix)
+    names = list(bundle.camera_names)
+    same = {cam for cam, c in zip(arrays.cameras, arrays.camera_slots) if cam in names
+            and bundle.images.shape[2:] == prefix.images.shape[1:]
+            and np.array_equal(bundle.images[batch, names.index(cam)], prefix.images[c])}
+    for name, block in arrays.blocks.items():
+        builder.add(f"{name}{i}", block, side=side and name == "pg")  # the patch x patch block is the big one
+    return prefix_meta(arrays, source, same)
+
+
 def _add_calls(builder: PageBuilder, bundles: Sequence[BundleLike], *, heads: HeadsMode, fused: FusedMode,
-               batch: int) -> dict[str, Any]:
+               batch: int, prefixes: Sequence[PrefixLike | None] | None = None) -> dict[str, Any]:
     """Order the calls by inference step, then reduce them one at a time and hand their chunks to the builder.
 
     One call at a time: side files are written as they come, so an episode never holds more than one call's
@@ -161,6 +207,9 @@ def _add_calls(builder: PageBuilder, bundles: Sequence[BundleLike], *, heads: He
         builder.add(f"f{i}", arrays.fused, side=fused_side)
         builder.add(f"c{i}", arrays.cell_max, side=fused_side)
         builder.add(f"m{i}", arrays.mass, side=fused_side)
+        item = _prefix_of(bundles, prefixes, index)
+        if item is not None:
+            meta["prefix"] = _add_prefix(builder, i, item, bundle, batch, fused_side)
         for d, block in enumerate(arrays.heads or []):
             builder.add(f"h{i}_{d}", block, side=heads == "side")
         metas.append(meta)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from pi0viz.core.colormap import DEFAULT_COLORMAP
 
 
-def _split_inputs(inputs: tuple[Path, ...], tree: Path | None) -> tuple[list[Path], Path | None]:
-    """(bundle files of one episode in call order, attention_viz tree or None), read by pi0viz.core.runs: bundle
-    files, a bundles folder, an episode, demo or sweep folder of one episode. A folder of inference_timestep_N
-    folders without bundles is a tree; an episode folder brings its own tree (attention_viz/ or itself)."""
+def _read_inputs(inputs: tuple[Path, ...], tree: Path | None) -> tuple[list[Path], Path | None, Any]:
+    """(bundle files of one episode in call order, attention_viz tree or None, the episode or None), read by
+    pi0viz.core.runs: bundle files, a bundles folder, an episode, demo or sweep folder of one episode. A folder of
+    inference_timestep_N folders without bundles is a tree; an episode folder brings its own tree (attention_viz/
+    or itself). The episode (core.runs.EpisodeFiles) names each call's prefix side file and its knockout results."""
     from pi0viz.core.runs import is_tree, read_run
 
     trees = [p for p in inputs if p.is_dir() and is_tree(p)]
@@ -23,15 +25,15 @@ def _split_inputs(inputs: tuple[Path, ...], tree: Path | None) -> tuple[list[Pat
             raise click.UsageError(f"two attention_viz trees given ({tree} and {path}); the page shows one")
         tree = path
     if not inputs:
-        return [], tree
+        return [], tree, None
     run = read_run(inputs, allow_empty=bool(trees))  # bad files and ambiguous folders: one line (RunError)
     if not run.calls:
-        return [], tree
+        return [], tree, None
     episode = run.single_episode("pi0viz view")
     if tree is None and episode.tree is not None and any(p.is_dir() and p.resolve() == episode.root.resolve()
                                                          for p in inputs):
         tree = episode.tree  # the user pointed at the episode itself: show its JPEG tree too
-    return episode.bundle_paths, tree
+    return episode.bundle_paths, tree, episode
 
 
 @click.command("view")
@@ -63,18 +65,25 @@ def view_command(inputs: tuple[Path, ...], out: Path, tree: Path | None, heads: 
     gets a decode-step slider ([ ]) and a map over the tokens generated so far."""
     from pi0viz.viewer import serve_viewer, write_viewer
 
-    bundles, tree = _split_inputs(inputs, tree)
+    bundles, tree, episode = _read_inputs(inputs, tree)
     if not bundles and tree is None:
         raise click.UsageError("give at least one capture bundle (.npz) or an attention_viz tree")
     start = time.perf_counter()
+    # the episode's side files (core.runs): each call's prefix attention, the knockout results in its folder
+    prefixes = [c.prefix for c in episode.calls] if episode is not None else None
+    knockouts = episode.knockouts if episode is not None else []
     # bundle, fusion, viewer and output faults are Pi0vizErrors: the `pi0viz` command prints them as one line
     page = write_viewer(bundles, out, tree=tree, heads=heads, fused=fused, batch=batch, zoom=zoom,
-                        colormap=colormap, title=title)
+                        colormap=colormap, title=title, prefixes=prefixes, knockouts=knockouts,
+                        knockouts_root=episode.root if episode is not None else None)
     size = page.stat().st_size
     data_dir = page.parent / (page.stem + "_data")
     side = sum(f.stat().st_size for f in data_dir.iterdir()) if data_dir.is_dir() else 0
     extra = f"; side data {side / 2**20:.1f} MiB in {data_dir}" if side else ""
     what = f"{len(bundles)} call(s)" + (f" + tree {tree}" if tree else "")
+    n_prefix = sum(p is not None for p in prefixes or [])
+    what += (f", prefix attention of {n_prefix} call(s)" if n_prefix else "") + \
+        (f", {len(knockouts)} knockout result(s)" if knockouts else "")
     click.echo(f"wrote {page} ({size / 2**20:.1f} MiB{extra}) for {what} in {time.perf_counter() - start:.1f} s")
     if not serve:
         click.echo(f"open file://{page.resolve()}")

@@ -91,7 +91,8 @@
   function ensureImages(i) {
     if (!imagePromises[i]) {
       images[i] = {};
-      const jobs = Object.entries(CALLS[i].images).map(([cam, url]) => {
+      const own = CALLS[i].prefix ? Object.entries(CALLS[i].prefix.images).map(([cam, url]) => ['prefix:' + cam, url]) : [];
+      const jobs = Object.entries(CALLS[i].images).concat(own).map(([cam, url]) => { // prefix: its own images if they differ
         const img = new Image();
         img.src = url;
         images[i][cam] = img;
@@ -406,6 +407,7 @@
     renderMassGrid();
     renderEpisode();
     renderTree();
+    renderPrefix();
     markReady();
   }
   function renderGenerated(i, geo, levels) { // the map over the tokens generated so far, and the query's caption
@@ -779,7 +781,7 @@
   function setStatus(text, error) { const s = $('status'); s.textContent = text; s.classList.toggle('error', !!error); }
   function needed() {
     const i = S.call;
-    const ids = ['f' + i, 'c' + i, 'm' + i, 'e'];
+    const ids = ['f' + i, 'c' + i, 'm' + i, 'e'].concat(prefixIds(i));
     if (S.head >= 0) ids.push('h' + i + '_' + S.d);
     return ids;
   }
@@ -806,6 +808,194 @@
     document.documentElement.dataset.ready = '1';
   }
 
+  // ---------------------------------------------------------------- the prefix's own attention (pi0viz.prefix/1)
+  // A call with a prefix side file gets this panel: its own layer slider (the prefix runs through every LLM layer)
+  // and one selection, a prompt token (mode 'token': where it reads in each camera, prompt_to_image) or a camera
+  // patch (mode 'patch': which prompt tokens it reads, image_to_prompt, and which patches, image_to_image). Values
+  // decode as the maps do, (q / 255)^2 * row max (viewer/prefix.py); each camera (and the prompt) is scaled to its
+  // own maximum, as pi0viz.render.prefix draws its tree. The action tokens' views above are untouched by it.
+  const P = { layer: 0, mode: 'token', token: 0, cam: null, patch: 0 };
+  const PVIEW = {};
+  const pViews = {};
+  const pTokens = [];
+  let prefixBuiltFor = -1;
+  function prefixIds(i) {
+    return CALLS[i] && CALLS[i].prefix ? ['pp', 'ppm', 'pq', 'pqm', 'pg', 'pgm'].map((n) => n + i) : [];
+  }
+  function prefixRow(i, name, rows, K, l, r) { // Float32Array [K]: row r of block `name` at stored layer l
+    const q = loaded[name + i];
+    const top = loaded[name + 'm' + i][l * rows + r];
+    const out = new Float32Array(K);
+    const off = (l * rows + r) * K;
+    for (let k = 0; k < K; k++) out[k] = SQ[q[off + k]] * top;
+    return out;
+  }
+  function ownLevels(values, start, stop) { // levels of values[start:stop] against their own maximum
+    let peak = 0, mass = 0;
+    for (let k = start; k < stop; k++) { peak = Math.max(peak, values[k]); mass += values[k]; }
+    const levels = new Uint8Array(stop - start);
+    if (peak > 0) for (let k = start; k < stop; k++) levels[k - start] = Math.min(255, Math.floor(values[k] * (255 / peak) + 0.5));
+    return { levels, peak, mass };
+  }
+  function buildPrefix(i) {
+    const pf = CALLS[i].prefix;
+    $('prefix-panel').hidden = !pf;
+    if (prefixBuiltFor === i) return;
+    prefixBuiltFor = i;
+    const host = $('prefix-cams');
+    host.replaceChildren();
+    for (const k of Object.keys(pViews)) delete pViews[k];
+    const toks = $('prefix-tokens');
+    toks.replaceChildren();
+    pTokens.length = 0;
+    if (!pf) return;
+    $('s-player').max = String(pf.layers.length - 1);
+    P.layer = clamp(P.layer, 0, pf.layers.length - 1);
+    P.token = clamp(P.token, 0, Math.max(0, pf.slots.length - 1));
+    if (!pf.cameras.includes(P.cam)) P.cam = pf.cameras[0];
+    P.patch = clamp(P.patch, 0, pf.grid[0] * pf.grid[1] - 1);
+    if (!pf.slots.length) P.mode = 'patch';
+    pf.cameras.forEach((name, k) => {
+      const card = el('div', 'cam');
+      const canvas = el('canvas');
+      canvas.width = pf.imageSize[1] * ZOOM;
+      canvas.height = pf.imageSize[0] * ZOOM;
+      canvas.dataset.prefixCamera = name;
+      const patch = el('canvas');
+      patch.width = pf.grid[1];
+      patch.height = pf.grid[0];
+      const cap = el('div', 'cap');
+      card.append(canvas, cap);
+      host.appendChild(card);
+      const view = { canvas, ctx: canvas.getContext('2d', { willReadFrequently: true }), patch,
+                     pctx: patch.getContext('2d'), cap, k, name };
+      pViews[name] = view;
+      const cell = (ev) => {
+        const b = canvas.getBoundingClientRect();
+        return [clamp(Math.floor((ev.clientY - b.top) / b.height * pf.grid[0]), 0, pf.grid[0] - 1),
+                clamp(Math.floor((ev.clientX - b.left) / b.width * pf.grid[1]), 0, pf.grid[1] - 1)];
+      };
+      canvas.addEventListener('click', (ev) => {
+        const [row, col] = cell(ev);
+        Object.assign(P, { mode: 'patch', cam: name, patch: row * pf.grid[1] + col });
+        update();
+      });
+      canvas.addEventListener('mousemove', (ev) => {
+        const [row, col] = cell(ev);
+        const v = PVIEW.imageValues ? PVIEW.imageValues[k * pf.grid[0] * pf.grid[1] + row * pf.grid[1] + col] : 0;
+        showTip(ev, name + '  patch (' + row + ', ' + col + ')\np = ' + fmt(v) + '  (click: what this patch reads)');
+      });
+      canvas.addEventListener('mouseleave', hideTip);
+    });
+    pf.pieces.forEach((piece, k) => {
+      const span = el('span', 'tok', displayPiece(piece));
+      span.dataset.slot = String(pf.slots[k]);
+      span.dataset.index = String(k);
+      span.addEventListener('click', () => { Object.assign(P, { mode: 'token', token: k }); update(); });
+      span.addEventListener('mousemove', (ev) => showTip(ev, 'prompt slot ' + pf.slots[k] + '  ' + JSON.stringify(piece) +
+        (PVIEW.tokenValues ? '\np = ' + fmt(PVIEW.tokenValues[k]) : '') + '\n(click: where this token reads)'));
+      span.addEventListener('mouseleave', hideTip);
+      toks.appendChild(span);
+      pTokens.push(span);
+    });
+  }
+  function renderPrefix() {
+    const i = S.call;
+    buildPrefix(i);
+    const pf = CALLS[i].prefix;
+    if (!pf) { PVIEW.call = null; return; }
+    const N = pf.grid[0] * pf.grid[1], T = pf.slots.length, RI = pf.cameras.length * N;
+    const l = P.layer;
+    $('s-player').value = String(l);
+    $('o-player').textContent = String(pf.layers[l]) + '  (' + (l + 1) + ' / ' + pf.layers.length + ')';
+    let imageValues, tokenValues = null, caption;
+    if (P.mode === 'token') {
+      imageValues = prefixRow(i, 'pp', T, RI, l, P.token);
+      caption = 'prompt token ' + pf.slots[P.token] + ' ' + JSON.stringify(displayPiece(pf.pieces[P.token])) +
+        ' reads these patches (prompt_to_image), layer ' + pf.layers[l];
+    } else {
+      const r = pf.cameras.indexOf(P.cam) * N + P.patch;
+      imageValues = prefixRow(i, 'pg', RI, RI, l, r);
+      tokenValues = prefixRow(i, 'pq', RI, T, l, r);
+      caption = P.cam + ' patch (' + Math.floor(P.patch / pf.grid[1]) + ', ' + (P.patch % pf.grid[1]) +
+        ') reads these prompt tokens (image_to_prompt) and patches (image_to_image), layer ' + pf.layers[l];
+    }
+    $('prefix-caption').textContent = caption + '; each camera and the prompt scaled to its own maximum';
+    const t = lut();
+    const levels = {};
+    for (const view of Object.values(pViews)) {
+      const { ctx, canvas, patch, pctx, k, name } = view;
+      const own = ownLevels(imageValues, k * N, (k + 1) * N);
+      levels[name] = Array.from(own.levels);
+      const img = images[i]['prefix:' + name] || images[i][name];
+      ctx.globalAlpha = 1;
+      ctx.imageSmoothingEnabled = false;
+      if (img) ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+      const px = pctx.createImageData(patch.width, patch.height);
+      for (let p = 0; p < N; p++) {
+        const lv = own.levels[p];
+        px.data[4 * p] = t[3 * lv]; px.data[4 * p + 1] = t[3 * lv + 1]; px.data[4 * p + 2] = t[3 * lv + 2];
+        px.data[4 * p + 3] = 255;
+      }
+      pctx.putImageData(px, 0, 0);
+      ctx.globalAlpha = S.alpha;
+      ctx.imageSmoothingEnabled = S.smooth;
+      ctx.drawImage(patch, 0, 0, canvas.width, canvas.height);
+      ctx.globalAlpha = 1;
+      if (P.mode === 'patch' && P.cam === name) { // the selected patch, outlined
+        const bw = canvas.width / pf.grid[1], bh = canvas.height / pf.grid[0];
+        ctx.strokeStyle = '#00ffff'; ctx.lineWidth = ZOOM;
+        ctx.strokeRect((P.patch % pf.grid[1]) * bw + ZOOM / 2, Math.floor(P.patch / pf.grid[1]) * bh + ZOOM / 2, bw - ZOOM, bh - ZOOM);
+      }
+      view.cap.replaceChildren(el('span', 'camname', name), document.createTextNode(
+        '  max p ' + fmt(own.peak) + '  mass ' + own.mass.toFixed(3)));
+    }
+    const tok = tokenValues ? ownLevels(tokenValues, 0, T) : null;
+    pTokens.forEach((span, k) => {
+      const lv = tok ? tok.levels[k] : null;
+      span.style.backgroundColor = tok ? rgb(lv) : '';
+      span.style.color = tok ? ink(lv) : '';
+      span.dataset.level = tok ? String(lv) : '';
+      span.classList.toggle('query', P.mode === 'token' && k === P.token);
+    });
+    Object.assign(PVIEW, { call: i, mode: P.mode, layer: pf.layers[l], token: P.mode === 'token' ? pf.slots[P.token] : null,
+                           cam: P.mode === 'patch' ? P.cam : null, patch: P.mode === 'patch' ? P.patch : null,
+                           imageValues, tokenValues, levels, tokenLevels: tok ? Array.from(tok.levels) : null });
+  }
+
+  // ---------------------------------------------------------------- knockouts (pi0viz knockout results)
+  function renderKnockouts() { // tables of text cells formatted by viewer/knockouts.py, and their figures
+    const ks = META.knockouts || [];
+    if (!ks.length) return;
+    $('knockouts-panel').hidden = false;
+    const host = $('knockouts');
+    ks.forEach((k) => {
+      const box = el('div', 'knockout');
+      box.dataset.kind = k.kind;
+      box.appendChild(el('h3', '', k.title));
+      k.info.forEach((line) => box.appendChild(el('p', 'kinfo', line)));
+      if (k.rows.length) {
+        const table = el('table');
+        const head = el('tr');
+        k.header.forEach((h) => head.appendChild(el('th', '', h)));
+        table.appendChild(head);
+        k.rows.forEach((row) => {
+          const tr = el('tr');
+          row.forEach((cell) => tr.appendChild(el('td', '', cell)));
+          table.appendChild(tr);
+        });
+        box.appendChild(table);
+      }
+      if (k.figure) {
+        const img = el('img');
+        img.alt = k.title + ' (figure)';
+        img.src = k.figure;
+        box.appendChild(img);
+      }
+      host.appendChild(box);
+    });
+  }
+
   // For tests, benchmarks and the console.
   window.pi0viz = {
     state: S, view: VIEW, meta: META,
@@ -813,10 +1003,13 @@
     massGrid: (head) => massGrid(S.call, S.a, head === undefined ? S.head : head),
     episodeMass, visibleRegions: () => visibleRegions(S.call).map((r) => MREG[r][0]),
     loaded: () => Object.keys(loaded),
+    prefix: { state: P, view: PVIEW, set(patch) { Object.assign(P, patch); update(); } },
   };
 
   $('title').textContent = META.title;
   parseHash();
   setupControls();
+  $('s-player').addEventListener('input', () => { P.layer = Number($('s-player').value); update(); });
+  renderKnockouts();
   update();
 })();
