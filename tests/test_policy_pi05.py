@@ -143,4 +143,6 @@ def test_serve_cli_lists_every_named_config():
         CONFIG_NAMES,  # spelled out there so that `serve --lerobot` never imports JAX
     )
 
-    assert sorted(CONFIG_NAMES) == sorted(CONFIGS)
+    from pi0viz.policy.configs import FAST_CONFIGS
+
+    assert sorted(CONFIG_NAMES) == sorted([*CONFIGS, *FAST_CONFIGS])
