@@ -69,13 +69,8 @@ def capture_attention(model: Any, options: CaptureOptions | None = None) -> Iter
     _refuse_pi0_fast(model)
     parts = find_parts(model)
     capture = AttentionCapture(parts, options)
-    handles = [
-        parts.vision_tower.register_forward_pre_hook(capture.on_pixels, with_kwargs=True),
-        parts.embed_tokens.register_forward_pre_hook(capture.on_tokens, with_kwargs=True),
-    ]
+    handles = capture.attach()
     try:
-        for module in parts.expert_attention:
-            handles.append(module.register_forward_hook(capture.on_attention, with_kwargs=True))
         yield capture
     finally:
         for handle in handles:

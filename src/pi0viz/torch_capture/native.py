@@ -198,11 +198,8 @@ def capture_native(model: Any, options: CaptureOptions) -> Iterator[NativeCaptur
     handles = []
     try:
         core.dit.set_attn_implementation("eager")  # SDPA returns no weights; eager gives the same actions
-        handles.append(parts.vision_tower.register_forward_pre_hook(capture.on_pixels, with_kwargs=True))
-        handles.append(parts.embed_tokens.register_forward_pre_hook(capture.on_tokens, with_kwargs=True))
         handles.append(core.register_forward_pre_hook(capture.on_model, with_kwargs=True))
-        for module in parts.expert_attention:
-            handles.append(module.register_forward_hook(capture.on_attention, with_kwargs=True))
+        handles.extend(capture.attach())
         yield capture
     finally:
         for handle in handles:

@@ -28,6 +28,23 @@ class AttentionCapture:
 
     # -- hooks -------------------------------------------------------------------------------------------
 
+    def attach(self) -> list[Any]:
+        """Register the hooks on the parts (SigLIP pre-hook, prompt embedding pre-hook, each expert layer's
+        forward hook); returns their handles, which the caller removes when the block ends."""
+        parts = self.parts
+        handles = [
+            parts.vision_tower.register_forward_pre_hook(self.on_pixels, with_kwargs=True),
+            parts.embed_tokens.register_forward_pre_hook(self.on_tokens, with_kwargs=True),
+        ]
+        try:
+            for module in parts.expert_attention:
+                handles.append(module.register_forward_hook(self.on_attention, with_kwargs=True))
+        except BaseException:
+            for handle in handles:
+                handle.remove()
+            raise
+        return handles
+
     def _current(self, *, new_on_records: bool) -> CapturedCall:
         if not self.calls or (new_on_records and self.calls[-1].records):
             self.calls.append(CapturedCall())
