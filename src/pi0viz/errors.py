@@ -48,6 +48,15 @@ class AnalysisError(Pi0vizError, ValueError):
     """Metrics, masks, summaries or a report cannot be made as asked; the message says what was expected."""
 
 
+class JsonFileError(Pi0vizError, ValueError):
+    """A JSON file pi0viz reads (metrics, results, knockout results) is missing, too large, not JSON, holds NaN or
+    Infinity, or is not of the expected format; `reason` is the message without the file's path."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
 class CheckpointError(Pi0vizError, ValueError):
     """A checkpoint, norm-stats file or tokenizer is missing, corrupted, or does not match the config."""
 

@@ -25,8 +25,11 @@ import numpy as np
 
 from pi0viz.analysis import grounding as G
 from pi0viz.analysis.metrics import DECODING, EPISODE_METRICS, METRICS_FORMAT
+from pi0viz.core.jsonfile import read_json
+from pi0viz.core.knockout_files import (  # noqa: F401  (the formats: imported from here by tests)
+    KNOCKOUT_FORMAT, KNOCKOUT_JSON, STUDY_FORMAT, STUDY_JSON, png_data_url, read_knockout_result)
 from pi0viz.core.writes import replace_together
-from pi0viz.errors import AnalysisError, BundleError
+from pi0viz.errors import AnalysisError, BundleError, JsonFileError
 
 OUTCOME_COLORS = {True: "#1a9850", False: "#d73027", None: "#777777"}
 MAX_EPISODE_SECTIONS = 50  # beyond this the page lists episodes without per-episode plots
@@ -81,24 +84,17 @@ def load_run(run_dir: Path, unusable: list[str] | None = None) -> list[tuple[Pat
 
 
 MAX_METRICS_BYTES = 256 << 20  # an episode's metrics are kilobytes to a few MB; more is not a metrics file
+MAX_RESULTS_BYTES = 64 << 20  # a sweep's results.json: kilobytes per task and object
 MAX_METRIC_VALUE = 1e12  # masses and shares are fractions, IoUs and lifts small numbers: beyond this is damage
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows (pi0viz writes missing metrics as null)")
 
 
 def _read_metrics(f: Path) -> dict[str, Any]:
     """An episode_metrics.json, checked for everything the report reads; AnalysisError (one line naming the file
     and what was wrong) if it cannot be used."""
     try:
-        too_big = f.stat().st_size > MAX_METRICS_BYTES
-        data = None if too_big else json.loads(f.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-    except (OSError, ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
-        reason = getattr(err, "strerror", None) or " ".join(str(err).split())[:160]
-        raise AnalysisError(f"{f}: unusable episode metrics: not readable JSON ({reason})") from None
-    if too_big:
-        raise AnalysisError(f"{f}: unusable episode metrics: larger than {MAX_METRICS_BYTES >> 20} MiB")
+        data = read_json(f, max_bytes=MAX_METRICS_BYTES)
+    except JsonFileError as err:
+        raise AnalysisError(f"{f}: unusable episode metrics: {err.reason}") from None
     problem = _metrics_problem(data)
     if problem:
         raise AnalysisError(f"{f}: unusable episode metrics: {problem}")
@@ -496,9 +492,11 @@ def _task_table(run: dict[str, Any], camera: str | None) -> str:
 def _sweep_tables(run_dir: Path) -> list[str]:
     """A `pi0viz sweep` folder's results.json: its success per named object (the reach suite) and its grounding
     metrics by outcome (sweep records keep scalars, not maps); nothing for other folders."""
-    try:
-        res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not (run_dir / "results.json").is_file():
+        return []
+    try:  # a sweep writes NaN where a mean has no episodes: accepted here, drawn as nan
+        res = read_json(run_dir / "results.json", max_bytes=MAX_RESULTS_BYTES, allow_nan=True)
+    except JsonFileError:
         return []
     if not isinstance(res, dict):
         return []
@@ -550,133 +548,37 @@ def _sink_table(calls: Sequence[dict[str, Any]]) -> str:
             "<th>(step, layer) cells</th><th>mean share</th></tr>" + body + "</table>")
 
 
-KNOCKOUT_JSON = "knockout.json"  # written by `pi0viz knockout` (pi0viz.causal.cli), format KNOCKOUT_FORMAT
-KNOCKOUT_FORMAT = "pi0viz.knockout/1"
 MAX_KNOCKOUT_FILES = 20
-MAX_KNOCKOUT_BYTES = 16 << 20  # a knockout.json is kilobytes; a knockout.png well under a megabyte
-
-
-def _mean_se(value: Any) -> tuple[float, float] | None:
-    """(mean, se) of a {"mean", "se"} block of finite numbers, else None."""
-    if not isinstance(value, dict):
-        return None
-    pair = value.get("mean"), value.get("se")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in pair):
-        return None
-    return float(pair[0]), float(pair[1])
 
 
 def _knockout_section(f: Path, page_dir: Path, run_dir: Path) -> str:
-    """One knockout.json as HTML: what was measured, the maps ranked by their deletion gap (the faithfulness
-    number, docs/causal.md) and the knockout.png beside it. A file that cannot be used is one muted line."""
-    name = f.parent.relative_to(run_dir).as_posix() if f.parent != run_dir else run_dir.name
-    head = f"<h3>{_e(name)}</h3>"
-    try:
-        data = None if f.stat().st_size > MAX_KNOCKOUT_BYTES else \
-            json.loads(f.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-    except (OSError, ValueError, RecursionError):
-        data = None
-    maps = data.get("maps") if isinstance(data, dict) and data.get("format") == KNOCKOUT_FORMAT else None
-    if not isinstance(maps, dict):
-        return head + f'<p class="muted">{_e(f.name)}: not a readable {_e(KNOCKOUT_FORMAT)} file</p>'
-    rows = []
-    for map_name, entry in maps.items():
-        cells = [_mean_se(entry.get(k)) if isinstance(entry, dict) else None
-                 for k in ("deletion_gap", "insertion_gap", "deletion_area", "insertion_area")]
-        if cells[0] is None:
-            continue
-        rows.append((cells[0][0], map_name, cells))
-    rows.sort(key=lambda r: -r[0])
-    rand = data.get("random") if isinstance(data.get("random"), dict) else {}
-    body = "".join(
-        f'<tr><td>{i + 1}</td><td class="l">{_e(map_name)}</td>'
-        + "".join("<td>–</td>" if c is None else f"<td>{c[0]:.3f} ± {c[1]:.3f}</td>" for c in cells) + "</tr>"
-        for i, (_, map_name, cells) in enumerate(rows))
-    random_row = [_mean_se(rand.get(k)) for k in ("deletion_area", "insertion_area")]
-    body += ('<tr><td></td><td class="l">random order</td><td></td><td></td>'
-             + "".join("<td>–</td>" if c is None else f"<td>{c[0]:.3f} ± {c[1]:.3f}</td>" for c in random_row)
-             + "</tr>")
-    info = " · ".join(_e(f"{k}: {data[k]}") for k in ("policy", "examples", "camera", "random_draws", "measure")
-                      if isinstance(data.get(k), (str, int)) and not isinstance(data.get(k), bool))
-    table = ('<table><tr><th>rank</th><th class="l">map</th><th>deletion gap (faithfulness)</th>'
-             "<th>insertion gap</th><th>deletion area</th><th>insertion area</th></tr>" + body + "</table>")
-    png = f.with_name("knockout.png")
-    img = ""
-    try:
-        if png.is_file() and png.stat().st_size <= MAX_KNOCKOUT_BYTES:
-            raw = png.read_bytes()
-            if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-                img = _img("data:image/png;base64," + base64.b64encode(raw).decode("ascii"), "knockout curves")
-    except OSError:
-        img = ""
-    links = " · ".join(_link(f.with_name(n), page_dir, n) for n in (KNOCKOUT_JSON, "knockout.csv")
-                       if f.with_name(n).is_file())
-    return head + f"<p>{info} · {links}</p>" + table + img
-
-
-STUDY_JSON = "knockouts.json"  # `pi0viz knockout --remove ...` (pi0viz.causal.study), format STUDY_FORMAT
-STUDY_FORMAT = "pi0viz.knockout.conditions/1"
-
-
-def _study_section(f: Path, page_dir: Path, run_dir: Path) -> str:
-    """One knockouts.json (key sets removed on one observation) as HTML: each condition's action shift against its
-    matched random baseline, key masking and pixel replacement side by side, the knockouts.png, and a link to the
-    prefix_attention tree when one lies beside it. A file that cannot be used is one muted line."""
-    name = f.parent.relative_to(run_dir).as_posix() if f.parent != run_dir else run_dir.name
-    head = f"<h3>{_e(name)}</h3>"
-    try:
-        data = None if f.stat().st_size > MAX_KNOCKOUT_BYTES else \
-            json.loads(f.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-    except (OSError, ValueError, RecursionError):
-        data = None
-    conds = data.get("conditions") if isinstance(data, dict) and data.get("format") == STUDY_FORMAT else None
-    if not isinstance(conds, list):
-        return head + f'<p class="muted">{_e(f.name)}: not a readable {_e(STUDY_FORMAT)} file</p>'
-    rows = []
-    for c in conds:
-        shift = _mean_se(c.get("mean_abs_delta")) if isinstance(c, dict) else None
-        if shift is None:
-            continue
-        rand = _mean_se(c.get("random"))
-        ratio = c.get("ratio")
-        layer = c.get("layer")
-        where = "pixel replacement" if c.get("method") == "pixels" else str(c.get("route", ""))
-        if isinstance(layer, int) and not isinstance(layer, bool):
-            where += f", layer {layer}"
-        k = c.get("k") if isinstance(c.get("k"), int) and not isinstance(c.get("k"), bool) else None
-        ratio_cell = f"{ratio:.1f}×" if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and \
-            np.isfinite(ratio) else "–"
-        rows.append(f'<tr><td class="l">{_e(str(c.get("set", "")))}</td><td class="l">{_e(where)}</td>'
-                    f"<td>{'' if k is None else k}</td><td>{shift[0]:.4f} ± {shift[1]:.4f}</td>"
-                    + ("<td>–</td>" if rand is None else f"<td>{rand[0]:.4f} ± {rand[1]:.4f}</td>")
-                    + f"<td>{ratio_cell}</td></tr>")
-    info = " · ".join(_e(f"{k}: {data[k]}") for k in ("policy", "observation", "prompt", "noise_draws",
-                                                      "random_draws", "measure")
-                      if isinstance(data.get(k), (str, int)) and not isinstance(data.get(k), bool))
-    table = ('<table><tr><th class="l">removed</th><th class="l">where / how</th><th>k</th>'
-             "<th>action shift</th><th>random, same k</th><th>ratio</th></tr>" + "".join(rows) + "</table>")
-    png = f.with_name("knockouts.png")
-    img = ""
-    try:
-        if png.is_file() and png.stat().st_size <= MAX_KNOCKOUT_BYTES:
-            raw = png.read_bytes()
-            if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-                img = _img("data:image/png;base64," + base64.b64encode(raw).decode("ascii"), "knockouts")
-    except OSError:
-        img = ""
-    links = [_link(f.with_name(n), page_dir, n) for n in (STUDY_JSON, "knockouts.csv") if f.with_name(n).is_file()]
-    if f.with_name("prefix_attention").is_dir():
+    """One knockout result as HTML: core.knockout_files' table (knockout.json: the maps ranked by their deletion gap,
+    the faithfulness number of docs/causal.md; knockouts.json: each key set's action shift against its matched random
+    baseline), its figure, and links to the JSON, its CSV and, beside a knockouts.json, the prefix_attention tree. A
+    file that cannot be used is one muted line."""
+    t = read_knockout_result(f, run_dir)
+    head = f"<h3>{_e(t.title)}</h3>"
+    if t.kind == "unreadable":
+        return head + "".join(f'<p class="muted">{_e(line)}</p>' for line in t.info)
+    cls = [' class="l"' if i in t.text_columns else "" for i in range(len(t.header))]
+    table = ("<table><tr>" + "".join(f"<th{c}>{_e(h)}</th>" for c, h in zip(cls, t.header)) + "</tr>"
+             + "".join("<tr>" + "".join(f"<td{c}>{_e(v)}</td>" for c, v in zip(cls, row)) + "</tr>" for row in t.rows)
+             + "</table>")
+    links = [_link(f.with_name(n), page_dir, n) for n in (f.name, f.with_suffix(".csv").name)
+             if f.with_name(n).is_file()]
+    if t.kind == "conditions" and f.with_name("prefix_attention").is_dir():
         links.append(_link(f.with_name("prefix_attention"), page_dir, "prefix attention tree"))
-    return head + f"<p>{info} · {' · '.join(links)}</p>" + table + img
+    figure = png_data_url(t.figure)
+    img = _img(figure, "knockouts" if t.kind == "conditions" else "knockout curves") if figure else ""
+    return head + f"<p>{' · '.join([*map(_e, t.info), *links])}</p>" + table + img
 
 
 def knockout_sections(run_dir: Path, page_dir: Path) -> list[str]:
     """HTML sections of the knockout.json (curves) and knockouts.json (key sets) files under run_dir (at most
     MAX_KNOCKOUT_FILES of each, by path)."""
-    found = sorted(run_dir.rglob(KNOCKOUT_JSON))[:MAX_KNOCKOUT_FILES]
-    studies = sorted(run_dir.rglob(STUDY_JSON))[:MAX_KNOCKOUT_FILES]
-    return [_knockout_section(f, page_dir, run_dir) for f in found if f.is_file()] + \
-        [_study_section(f, page_dir, run_dir) for f in studies if f.is_file()]
+    found = sorted(run_dir.rglob(KNOCKOUT_JSON))[:MAX_KNOCKOUT_FILES] + \
+        sorted(run_dir.rglob(STUDY_JSON))[:MAX_KNOCKOUT_FILES]
+    return [_knockout_section(f, page_dir, run_dir) for f in found if f.is_file()]
 
 
 def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None = None, *,
