@@ -25,7 +25,8 @@ class CaptureOptions:
         fuse_heads: max over the query heads on the device: K = G = 1 (8x smaller).
         dtype: "float32" or "float16" (2x smaller).
         logits: also return the masked, scaled pre-softmax scores (same shape; masked = -2.38e38). JAX only.
-        prefix: also return the prefix-pass attention `[L, B, K, G, P, P]` (fuse_heads/dtype apply). JAX only.
+        prefix: also return the prefix-pass attention `[L, B, K, G, P, P]` (fuse_heads/dtype apply); the PyTorch
+            capture keeps it as `[L, B, P, P]`, max over heads (dtype applies; `cap.prefix()`).
     """
 
     action_rows_only: bool = False

@@ -30,6 +30,9 @@ class CapturedCall:
         records: D * L tensors [B, K', G', Q', S'] in hook-call order (step-major).
         key_valid: bool[B, P] prefix keys (cameras then prompt) that the action tokens may attend to.
         num_queries, num_keys: Q and S before any reduction.
+        prefix_records: L tensors float[B, P, P], PaliGemma's prefix-pass attention max over heads, layer order
+            (only with CaptureOptions(prefix=True)).
+        prefix_valid: bool[B, P] prefix tokens that are not padding (the prefix mask's diagonal), or None.
     """
 
     pixels: list[torch.Tensor] = dataclasses.field(default_factory=list)
@@ -38,6 +41,8 @@ class CapturedCall:
     key_valid: torch.Tensor | None = None
     num_queries: int = 0
     num_keys: int = 0
+    prefix_records: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    prefix_valid: torch.Tensor | None = None
 
 
 def build_bundle(

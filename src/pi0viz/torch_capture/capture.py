@@ -51,17 +51,18 @@ def capture_attention(model: Any, options: CaptureOptions | None = None) -> Iter
 
     Yields:
         AttentionCapture; after the block, `cap.bundle()` is the last inference call as a CaptureBundle and
-        `cap.attention()` its attention [D, L, B, K, G, Q, S].
+        `cap.attention()` its attention [D, L, B, K, G, Q, S]; with `options.prefix` `cap.prefix()` its prefix's own
+        attention as a PrefixAttention and `cap.prefix_attention()` float[L, B, P, P].
 
     Raises:
         CompiledModelError: the model or its sampler is compiled (hooks would never fire).
         CaptureError: unknown model layout, the expert did not return weights, or options this backend cannot
-            honour (logits, prefix).
+            honour (logits).
     """
     options = options or CaptureOptions()
-    if options.logits or options.prefix:  # the hooks see post-softmax expert attention only
-        raise CaptureError("the PyTorch capture keeps the action expert's attention probabilities only: "
-                           "CaptureOptions(logits=True) and (prefix=True) need pi0viz's JAX model")
+    if options.logits:  # the hooks see post-softmax attention only
+        raise CaptureError("the PyTorch capture keeps attention probabilities only: CaptureOptions(logits=True) "
+                           "needs pi0viz's JAX model")
     if native.is_native_pi0(model):
         with native.capture_native(model, options) as capture:
             yield capture

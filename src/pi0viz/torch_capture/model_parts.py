@@ -6,6 +6,9 @@ Both PyTorch ports (LeRobot's PI0Policy / PI05Policy 0.4.x-0.6.x, openpi's PI0Py
       .paligemma_with_expert
          .paligemma.model.vision_tower               SigLIP: called once per camera per inference call
          .paligemma.model.language_model.embed_tokens   the prompt ids, once per inference call
+         .paligemma.model.language_model.layers[i].self_attn   PaliGemma: called once per layer on the prefix
+                                                     (cameras + prompt), weights [B, N, P, P] in eager mode (both
+                                                     LeRobot versions set eager before the prefix pass)
          .gemma_expert.model.layers[i].self_attn     the action expert: called once per layer per denoising step,
                                                      returns (output, weights [B, N, Q, S]) in eager mode
       .state_proj                                    pi0 only (one state token in the suffix)
@@ -32,6 +35,8 @@ class ModelParts:
         num_kv_heads: K of the expert (query heads N = K * G).
         num_state_tokens: 1 for pi0 (state token first in the suffix), 0 for pi0.5.
         config: the policy's config (LeRobot: camera keys in `image_features`), or None.
+        prefix_attention: PaliGemma's L self-attention modules in layer order (the prefix pass), or () when
+            unknown.
     """
 
     vision_tower: torch.nn.Module
@@ -40,6 +45,7 @@ class ModelParts:
     num_kv_heads: int
     num_state_tokens: int
     config: Any
+    prefix_attention: tuple[torch.nn.Module, ...] = ()
 
 
 def find_parts(model: Any) -> ModelParts:
@@ -72,6 +78,7 @@ def find_parts(model: Any) -> ModelParts:
         num_kv_heads=int(pwe.gemma_expert.config.num_key_value_heads),
         num_state_tokens=1 if getattr(core, "state_proj", None) is not None else 0,
         config=getattr(model, "config", None),
+        prefix_attention=tuple(layer.self_attn for layer in getattr(language, "layers", ())),
     )
 
 

@@ -7,7 +7,9 @@
 What differs from LeRobot's tree, and how the capture deals with it:
 - transformers defaults to SDPA, whose attention modules return no weights: the action expert (`model.dit`) is
   switched to eager attention for the block and back to what it was on exit, also when the block raises (same
-  actions; eager costs time, docs/torch.md). The VLM prefix keeps its implementation.
+  actions; eager costs time, docs/torch.md). The VLM prefix keeps its implementation, except with
+  CaptureOptions(prefix=True), where PaliGemma's language model runs eager for the block too (its weights are the
+  prefix's own attention) and is restored the same way.
 - `sample_actions` keeps no per-step output: forward hooks on `model.dit.layers[i].self_attn` are the only view,
   one call per layer per denoising step, in order (capture.py's checks apply unchanged).
 - the vision tower runs once per inference call on all cameras, `float[B * C, 3, h, w]` in [-1, 1]; the prompt
@@ -32,6 +34,7 @@ import torch
 from pi0viz.core.capture_options import CaptureOptions
 from pi0viz.errors import CaptureError
 from pi0viz.torch_capture.bundle import CapturedCall, build_bundle
+from pi0viz.torch_capture.prefix import build_prefix, stacked_prefix
 from pi0viz.torch_capture.recording import AttentionCapture
 from pi0viz.torch_capture.model_parts import ModelParts, check_not_compiled
 
@@ -119,6 +122,24 @@ class NativeCapture(AttentionCapture):
     def _expanded(self, call: NativeCall) -> tuple[CapturedCall, np.ndarray]:
         """The call re-laid as LeRobot's: C pixel tensors, prompt ids alone, keys of absent cameras inserted."""
         attention = self.stacked(call)  # [D, L, B, K, G, Q, S_seen]
+        relaid, dest, seen_prefix = self._relaid(call)
+        full_prefix = relaid.num_keys - relaid.num_queries
+        keys = attention.shape[-1]
+        out_keys = keys + (full_prefix - seen_prefix)
+        suffix = np.arange(seen_prefix, keys)  # state/action keys (none when prefix_keys_only)
+        if full_prefix == seen_prefix and (dest == np.arange(seen_prefix)).all():
+            expanded = attention
+        else:
+            expanded = np.zeros((*attention.shape[:-1], out_keys), dtype=attention.dtype)
+            for b in range(dest.shape[0]):
+                cols = np.concatenate([dest[b], suffix + (full_prefix - seen_prefix)])
+                row = expanded[:, :, b]  # a view: [D, L, K, G, Q, S]
+                row[..., cols] = attention[:, :, b]
+        return relaid, expanded
+
+    def _relaid(self, call: NativeCall) -> tuple[CapturedCall, np.ndarray, int]:
+        """The call as LeRobot's layout (C pixel tensors, prompt ids alone, validity of every camera slot), where
+        each seen prefix token lands in it (int64[B, P_seen]), and P_seen."""
         if len(call.pixels) != 1 or call.token_ids is None or call.camera_mask is None:
             raise CaptureError("the call's images, prompt tokens or pixel_attention_mask were not seen "
                                "(did sample_actions run inside the block?)")
@@ -144,24 +165,43 @@ class NativeCapture(AttentionCapture):
             dest[b, : n * per_camera] = (slots[:, None] * per_camera + np.arange(per_camera)).reshape(-1)
         dest[:, n * per_camera:] = cameras * per_camera + np.arange(text)
         full_prefix = cameras * per_camera + text
-        valid = np.zeros((batch, full_prefix), dtype=bool)
-        np.put_along_axis(valid, dest, call.key_valid.cpu().numpy(), axis=1)
-        keys = attention.shape[-1]
-        out_keys = keys + (full_prefix - seen_prefix)
-        suffix = np.arange(seen_prefix, keys)  # state/action keys (none when prefix_keys_only)
-        if n == cameras and (dest == np.arange(seen_prefix)).all():
-            expanded = attention
-        else:
-            expanded = np.zeros((*attention.shape[:-1], out_keys), dtype=attention.dtype)
-            for b in range(batch):
-                cols = np.concatenate([dest[b], suffix + (full_prefix - seen_prefix)])
-                row = expanded[:, :, b]  # a view: [D, L, K, G, Q, S]
-                row[..., cols] = attention[:, :, b]
+
+        def spread(seen: torch.Tensor | None) -> torch.Tensor | None:  # bool[B, P_seen] -> bool[B, P], absent False
+            if seen is None:
+                return None
+            valid = np.zeros((batch, full_prefix), dtype=bool)
+            np.put_along_axis(valid, dest, seen.cpu().numpy(), axis=1)
+            return torch.from_numpy(valid)
+
         relaid = CapturedCall(
             pixels=list(pixels.unbind(dim=1)), token_ids=ids[:, n * per_camera:], records=call.records,
-            key_valid=torch.from_numpy(valid), num_queries=call.num_queries,
-            num_keys=call.num_queries + full_prefix)
-        return relaid, expanded
+            key_valid=spread(call.key_valid), num_queries=call.num_queries,
+            num_keys=call.num_queries + full_prefix, prefix_records=call.prefix_records,
+            prefix_valid=spread(call.prefix_valid))
+        return relaid, dest, seen_prefix
+
+    def prefix_attention(self, call: int = -1) -> np.ndarray:
+        """One call's prefix-pass attention in the bundle's layout, max over heads: float16/float32[L, B, P, P] with
+        every camera slot of the input (an absent camera's rows and columns 0). Needs CaptureOptions(prefix=True)."""
+        return self._prefix_expanded(self._call(call))[1]
+
+    def prefix(self, call: int = -1, *, camera_names: Sequence[str] | None = None, **kwargs: Any):
+        """One call's prefix attention as a PrefixAttention (kwargs: `prefix.build_prefix`'s); camera_names: C names
+        of the `pixel_values` slots, default camera_0, camera_1, ..."""
+        relaid, attention = self._prefix_expanded(self._call(call))
+        names = list(camera_names) if camera_names is not None else [f"camera_{i}" for i in range(len(relaid.pixels))]
+        return build_prefix(relaid, attention, self.parts, camera_names=names, **kwargs)
+
+    def _prefix_expanded(self, call: NativeCall) -> tuple[CapturedCall, np.ndarray]:
+        seen = stacked_prefix(call, len(self.parts.prefix_attention))  # [L, B, P_seen, P_seen]
+        relaid, dest, seen_prefix = self._relaid(call)
+        full_prefix = relaid.num_keys - relaid.num_queries
+        if full_prefix == seen_prefix and (dest == np.arange(seen_prefix)).all():
+            return relaid, seen
+        out = np.zeros((*seen.shape[:2], full_prefix, full_prefix), dtype=seen.dtype)
+        for b in range(dest.shape[0]):
+            out[:, b, dest[b][:, None], dest[b][None, :]] = seen[:, b]
+        return relaid, out
 
     @property
     def _patch(self) -> int:
@@ -182,6 +222,7 @@ def find_native_parts(model: Any) -> ModelParts:
         vision_tower=core.vlm.vision_tower,
         embed_tokens=core.vlm.get_input_embeddings(),
         expert_attention=tuple(layer.self_attn for layer in core.dit.layers),
+        prefix_attention=tuple(layer.self_attn for layer in core.vlm.language_model.layers),
         num_kv_heads=int(core.dit.config.num_key_value_heads),
         num_state_tokens=1,  # pi0: the state token opens the suffix (transformers has no pi0.5)
         config=core.config,
@@ -195,9 +236,13 @@ def capture_native(model: Any, options: CaptureOptions) -> Iterator[NativeCaptur
     core = native_core(model)
     capture = NativeCapture(parts, options)
     before = core.dit.config._attn_implementation
+    language = core.vlm.language_model
+    before_prefix = language.config._attn_implementation
     handles = []
     try:
         core.dit.set_attn_implementation("eager")  # SDPA returns no weights; eager gives the same actions
+        if options.prefix:  # the prefix pass too, for its weights (PaliGemma's language model only, not SigLIP)
+            language.set_attn_implementation("eager")
         handles.append(core.register_forward_pre_hook(capture.on_model, with_kwargs=True))
         handles.extend(capture.attach())
         yield capture
@@ -205,3 +250,5 @@ def capture_native(model: Any, options: CaptureOptions) -> Iterator[NativeCaptur
         for handle in handles:
             handle.remove()
         core.dit.set_attn_implementation(before)
+        if language.config._attn_implementation != before_prefix:
+            language.set_attn_implementation(before_prefix)

@@ -15,6 +15,7 @@ from pi0viz.core.capture_options import CaptureOptions  # the same options as th
 from pi0viz.errors import CaptureError
 from pi0viz.torch_capture.bundle import CapturedCall, build_bundle
 from pi0viz.torch_capture.model_parts import ModelParts
+from pi0viz.torch_capture.prefix import build_prefix, fused_prefix, stacked_prefix, valid_tokens
 
 
 class AttentionCapture:
@@ -25,13 +26,18 @@ class AttentionCapture:
         self.options = options
         self.calls: list[CapturedCall] = []
         self._layer_of = {id(m): i for i, m in enumerate(parts.expert_attention)}
+        self._prefix_layer_of = {id(m): i for i, m in enumerate(parts.prefix_attention)}
 
     # -- hooks -------------------------------------------------------------------------------------------
 
     def attach(self) -> list[Any]:
         """Register the hooks on the parts (SigLIP pre-hook, prompt embedding pre-hook, each expert layer's
-        forward hook); returns their handles, which the caller removes when the block ends."""
+        forward hook, and with `options.prefix` each PaliGemma layer's); returns their handles, which the caller
+        removes when the block ends."""
         parts = self.parts
+        if self.options.prefix and not parts.prefix_attention:
+            raise CaptureError("CaptureOptions(prefix=True): this model's PaliGemma layers were not found "
+                               "(expected paligemma.model.language_model.layers)")
         handles = [
             parts.vision_tower.register_forward_pre_hook(self.on_pixels, with_kwargs=True),
             parts.embed_tokens.register_forward_pre_hook(self.on_tokens, with_kwargs=True),
@@ -39,6 +45,8 @@ class AttentionCapture:
         try:
             for module in parts.expert_attention:
                 handles.append(module.register_forward_hook(self.on_attention, with_kwargs=True))
+            for module in parts.prefix_attention if self.options.prefix else ():
+                handles.append(module.register_forward_hook(self.on_prefix_attention, with_kwargs=True))
         except BaseException:
             for handle in handles:
                 handle.remove()
@@ -78,6 +86,21 @@ class AttentionCapture:
             call.key_valid = _prefix_key_valid(kwargs.get("attention_mask"), weights, prefix=s - q)
         call.records.append(self._reduce(weights.detach(), prefix=s - q))
 
+    def on_prefix_attention(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        """A PaliGemma layer on the prefix: keep its weights [B, N, P, P] as max over heads [B, P, P]."""
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if weights is None:
+            raise CaptureError("PaliGemma's prefix pass returned no attention weights: it must run eager attention "
+                               "(LeRobot sets it in sample_actions; config._attn_implementation = 'eager')")
+        call = self._current(new_on_records=True)
+        want, layer = len(call.prefix_records), self._prefix_layer_of[id(module)]
+        if layer != want:
+            raise CaptureError(f"PaliGemma layer {layer} ran where layer {want} was expected: one prefix pass "
+                               "(layers 0..L-1) per inference call")
+        if want == 0:
+            call.prefix_valid = valid_tokens(kwargs.get("attention_mask"), weights).detach()
+        call.prefix_records.append(fused_prefix(weights, self.options.dtype))
+
     def _reduce(self, w: torch.Tensor, *, prefix: int) -> torch.Tensor:
         """[B, N, Q, S] -> [B, K', G', Q', S'] with the options' reductions (no copy when none applies)."""
         opts = self.options
@@ -111,6 +134,17 @@ class AttentionCapture:
         """One call as a validated CaptureBundle; see `pi0viz.torch_capture.bundle.build_bundle` for kwargs."""
         chosen = self._call(call)
         return build_bundle(chosen, self.stacked(chosen), self.parts, self.options, **kwargs)
+
+    def prefix_attention(self, call: int = -1) -> np.ndarray:
+        """One call's prefix-pass attention, max over heads: float16/float32[L, B, P, P] on the host (P = cameras'
+        patches then prompt slots). Needs CaptureOptions(prefix=True)."""
+        return stacked_prefix(self._call(call), len(self.parts.prefix_attention))
+
+    def prefix(self, call: int = -1, **kwargs: Any):
+        """One call's prefix attention as a `pi0viz.prefix/1` PrefixAttention (float16 blocks); kwargs:
+        `pi0viz.torch_capture.prefix.build_prefix`'s (batch_index, camera_names, tokenizer, prompt, inference_step)."""
+        chosen = self._call(call)
+        return build_prefix(chosen, stacked_prefix(chosen, len(self.parts.prefix_attention)), self.parts, **kwargs)
 
     def bundles(self, **kwargs: Any) -> list:
         """Every recorded call as a CaptureBundle, in call order."""
