@@ -53,10 +53,11 @@ def loop():
 
     maker = SceneMaker(0)
     try:
+        tops = dict(zip(maker.objects.labels, maker.objects.tops()))  # LIBERO's init state: every object upright
         straight = maker.trajectory(np.random.default_rng(5), kinds=DISTINCT_KINDS, calls=8, detour=0.0)
         assert maker.env.env.timestep == 0  # robosuite's counters reset for the next scene
         other = maker.trajectory(np.random.default_rng(6), kinds=DISTINCT_KINDS, calls=8)
-        return maker.names, straight, other
+        return maker.names, straight, other, tops
     finally:
         maker.close()
 
@@ -64,11 +65,13 @@ def loop():
 def test_a_scripted_closed_loop_reach_arrives_on_a_settled_scene(loop) -> None:
     """SceneMaker.trajectory in the simulator: a settled layout (objects at rest, counters reset), then the
     scripted approach in the measured unit brings the gripper to the hover point within 8 calls of 5 steps."""
+    from pi0viz.policy.reach_layout import object_label
     from pi0viz.policy.reach_task import SUCCESS_RADIUS_M, hover_point
 
-    _, frames, _ = loop
+    names, frames, _, _ = loop
     k = int(frames[0]["target"])
-    dist = [np.linalg.norm(f["state"][:3] - hover_point(f["positions"][k])) for f in frames]
+    label = object_label(names[k])
+    dist = [np.linalg.norm(f["state"][:3] - hover_point(f["positions"][k], label)) for f in frames]
     assert dist[0] > 0.1 and min(dist) < SUCCESS_RADIUS_M / 2, dist
     moved = np.linalg.norm(frames[-1]["positions"][k, :2] - frames[0]["positions"][k, :2])
     assert moved < 0.02  # it hovers over the target instead of pushing it
@@ -76,6 +79,16 @@ def test_a_scripted_closed_loop_reach_arrives_on_a_settled_scene(loop) -> None:
     still = np.linalg.norm(frames[1]["positions"][:, :2] - frames[0]["positions"][:, :2], axis=-1)
     assert still[frames[0]["present"]].max() < 0.005
     assert frames[0]["coverage"][k, 0].sum() > 0.2 and len({int(f["call"]) for f in frames}) == 8
+
+
+def test_the_task_table_of_object_tops_is_what_the_simulator_has(loop) -> None:
+    """reach_task.OBJECT_TOP_M (the hover heights' source) against the geoms of task 0's seven kinds, upright."""
+    from pi0viz.policy.reach_task import OBJECT_TOP_M
+
+    tops = loop[3]
+    assert len(tops) == 7 and tops["basket"] > 0.14
+    for label, top in tops.items():
+        assert abs(top - OBJECT_TOP_M[label]) < 0.003, (label, top, OBJECT_TOP_M[label])
 
 
 def test_training_on_closed_loop_frames_writes_an_approach_checkpoint(loop, tmp_path) -> None:
@@ -86,7 +99,7 @@ def test_training_on_closed_loop_frames_writes_an_approach_checkpoint(loop, tmp_
     from pi0viz.training.reach_scenes import write_scene_file
     from pi0viz.training.train_reach import train
 
-    names, straight, other = loop
+    names, straight, other, _ = loop
     folder = tmp_path / "scenes"
     folder.mkdir()
     write_scene_file(folder / "task_0_seed_0_loop_distinct.npz", straight + other[:4], names, task_id=0, seed=0)

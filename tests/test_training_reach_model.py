@@ -17,7 +17,9 @@ from pi0viz.policy.jax_policy import Policy
 from pi0viz.policy.norm_stats import load_norm_stats
 from pi0viz.policy.reach_model import (REACH_ASSET_ID, REACH_MODEL_DIR, heldout_scenes, initial_params,
                                        load_reach_policy, model_card, reach_config, reach_transforms)
-from pi0viz.policy.reach_task import HOVER_M, chunk_endpoint, min_jerk_weights, reach_chunk
+from pi0viz.policy.reach_task import (ACTION_UNIT_M, CLEARANCE_M, HOVER_M, OBJECT_TOP_M,
+                                      approach_chunk, chunk_endpoint, hover_point, make_chunk, min_jerk_weights,
+                                      reach_chunk, reached)
 
 
 def test_reach_chunk_ends_hovering_over_the_object() -> None:
@@ -30,6 +32,26 @@ def test_reach_chunk_ends_hovering_over_the_object() -> None:
     np.testing.assert_allclose(w.sum(), 1.0)
     np.testing.assert_allclose(w, w[::-1], atol=1e-12)  # slow, fast, slow
     assert w[4] > 3 * w[0]
+
+
+def test_the_closed_loop_reach_hovers_above_each_kinds_top() -> None:
+    """The approach ends CLEARANCE_M above a tall object's top (the basket's rim at 14.7 cm) and HOVER_M above a
+    short one's centre; success is measured to that point; the shipped min-jerk task keeps HOVER_M for every kind."""
+    obj = np.array([0.0, 0.1, -0.005])
+    assert np.isclose(hover_point(obj, "basket")[2] - obj[2], OBJECT_TOP_M["basket"] + CLEARANCE_M)
+    assert np.isclose(hover_point(obj, "butter")[2] - obj[2], HOVER_M)
+    assert np.isclose(hover_point(obj)[2] - obj[2], HOVER_M)
+    pos = np.array([-0.2, -0.1, 0.3])
+    for _ in range(12):  # replanned every 5 steps, read in the measured unit: it arrives and stays
+        chunk = approach_chunk(pos, obj, label="basket")
+        pos = chunk_endpoint(pos, chunk[:5], ACTION_UNIT_M)
+    assert np.linalg.norm(pos - hover_point(obj, "basket")) < 0.005
+    assert pos[2] - obj[2] > OBJECT_TOP_M["basket"] + 0.02  # the fingertips clear the rim
+    assert reached(pos, obj, "basket", radius_m=0.005) and not reached(pos, obj, radius_m=0.09)  # not the 8 cm point
+    np.testing.assert_array_equal(make_chunk("min_jerk", pos, obj, unit_m=0.05, label="basket"),
+                                  reach_chunk(pos, obj, unit_m=0.05))
+    with pytest.raises(ValueError, match="no height known for 'teapot'"):
+        hover_point(obj, "teapot")
 
 
 @pytest.mark.parametrize("pi05", [False, True])

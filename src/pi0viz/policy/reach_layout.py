@@ -19,6 +19,7 @@ X_RANGE = (-0.22, 0.14)
 Y_RANGE = (-0.28, 0.28)
 MIN_GAP = 0.10  # metres between object centres
 MAX_SETTLE_STEPS = 60  # control steps at most after placing
+MESH = 7  # MuJoCo's mjGEOM_MESH
 STILL_STEPS, STILL_M = 5, 0.002  # settled: no object in view moved more than STILL_M in STILL_STEPS steps
 
 
@@ -68,6 +69,31 @@ class SceneObjects:
         """float64[K, 3], the objects' centres now (world metres)."""
         sim = self.env.env.sim
         return np.stack([np.array(sim.data.get_joint_qpos(j)[:3]) for j in self.joints])
+
+    def tops(self) -> np.ndarray:
+        """float64[K], how far each object's highest point stands above its centre now (metres): the highest
+        vertex of the meshes of the object's body tree (and top corner of any primitive geom's box), in the world.
+        `reach_task.OBJECT_TOP_M` holds these for upright objects."""
+        model, data = self.env.env.sim.model, self.env.env.sim.data
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)  # [8, 3]
+        tops = np.full(len(self.names), -np.inf)
+        roots = [model.body_name2id(self.env.env.objects_dict[n].root_body) for n in self.names]
+        for g in range(model.ngeom):
+            body = int(model.geom_bodyid[g])
+            while body not in roots and body != 0:
+                body = int(model.body_parentid[body])
+            if body == 0:
+                continue
+            k = roots.index(body)
+            if model.geom_type[g] == MESH:  # its vertices, in the geom's frame
+                start, count = model.mesh_vertadr[model.geom_dataid[g]], model.mesh_vertnum[model.geom_dataid[g]]
+                points = np.asarray(model.mesh_vert[start:start + count], np.float64)
+            else:  # a primitive: the corners of its box [centre 3, half sizes 3] in the geom's frame
+                box = np.asarray(model.geom_aabb[g], np.float64)
+                points = box[:3] + signs * box[3:]
+            world = points @ np.asarray(data.geom_xmat[g]).reshape(3, 3).T + data.geom_xpos[g]
+            tops[k] = max(tops[k], float(world[:, 2].max()))
+        return tops - self.positions()[:, 2]
 
     def place(self, rng: np.random.Generator, *, solo: bool = False, keep: int | None = None,
               kinds: Sequence[str] | None = None, settle: int = libero_env.SETTLE_STEPS) -> np.ndarray:

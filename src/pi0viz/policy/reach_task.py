@@ -5,14 +5,16 @@ a unit does was measured in the simulator (`pi0viz.training.calibrate`): held, a
 ACTION_UNIT_M = 1.25 cm per control step (x 1.17, y 1.30, z 1.29 cm over 12-step holds), not the 5 cm of the
 controller's `output_max`; the controller clips actions to [-1, 1].
 
-Two chunk makers, each from the end effector to HOVER_M above the object's centre, without rotation, gripper open:
+Two chunk makers, each from the end effector to a hover point above the object, without rotation, gripper open:
 - `reach_chunk` (the shipped model's task, open loop from the home pose): a minimum-jerk profile over the whole
   chunk, nothing clipped; its sum is the whole displacement. The shipped weights were trained with the old unit
   (SHIPPED_ACTION_UNIT_M = 5 cm), so their chunks are read in it; a newer checkpoint's model.json names its own
   ("task": {"chunk", "action_unit_m"}; `reach_model.reach_task_of`), a card without one means this.
 - `approach_chunk` (the closed-loop task): the next steps toward the target from wherever the arm is, each step
   covering APPROACH_GAIN of the remaining way, at most 1.0 per axis (the controller's limit), in the measured
-  unit; replanned every few control steps, it arrives and stays instead of overshooting into the object.
+  unit; replanned every few control steps, it arrives and stays instead of overshooting into the object. It
+  hovers HOVER_M above the object's centre or CLEARANCE_M above its top, whichever is higher (`hover_height`):
+  the basket's rim and the tall cartons would otherwise be hit. Closed-loop success is measured to that point.
 
 A scene file (`pi0viz.training.reach_scenes`) holds many layouts of one libero_object task; `ReachScenes`
 joins files and enumerates the (scene, named object) examples whose object is visible in the agentview camera.
@@ -34,7 +36,14 @@ APPROACH_GAIN = 0.35  # approach_chunk: share of the remaining way covered per c
 MAX_ACTION = 1.0  # the controller clips each action dim to [-1, 1]
 SUCCESS_RADIUS_M = 0.10  # a reach succeeds once the gripper is this close to the hover point (closed loop)
 CHUNKS = ("min_jerk", "approach")  # the chunk makers by name (train_reach --chunk)
-HOVER_M = 0.08  # the chunk ends this far above the object's centre
+HOVER_M = 0.08  # a reach ends at least this far above the object's centre
+CLEARANCE_M = 0.03  # closed loop: and at least this far above the object's top (the fingertips clear it)
+# How far each kind's top stands above its centre (metres, upright), read from the meshes of libero_object's
+# scenes (`reach_layout.object_tops`; tests/test_reach_hover.py re-reads them in the simulator). The basket's
+# centre is its base and its rim stands 14.7 cm above it: hovering 8 cm above the centre drives into the rim.
+OBJECT_TOP_M = {"alphabet soup": 0.042, "basket": 0.147, "bbq sauce": 0.057, "butter": 0.009,
+                "chocolate pudding": 0.015, "cream cheese": 0.010, "ketchup": 0.074, "milk": 0.071,
+                "orange juice": 0.072, "salad dressing": 0.074, "tomato sauce": 0.041}
 HORIZON = 10  # A, action tokens per chunk
 MIN_VISIBLE_PATCHES = 0.25  # a target must cover at least this much of the agentview's 16 x 16 patch grid
 # The object kinds of the shipped model's scenes: the five of libero_object's eleven that look most unlike each
@@ -55,9 +64,21 @@ def min_jerk_weights(horizon: int = HORIZON) -> np.ndarray:
     return np.diff(10 * s**3 - 15 * s**4 + 6 * s**5)
 
 
-def hover_point(object_pos: np.ndarray) -> np.ndarray:
-    """float64[..., 3], the point HOVER_M above an object's centre (world metres): where a reach ends."""
-    return np.asarray(object_pos, np.float64) + np.array([0.0, 0.0, HOVER_M])
+def hover_height(label: str | None) -> float:
+    """Metres above an object's centre where a reach ends: HOVER_M, or CLEARANCE_M above the top of the kind
+    `label` where that is higher (basket 17.7 cm, the tall bottles and cartons ~10 cm). None: HOVER_M (the shipped
+    open-loop task, which did not know the kinds' heights)."""
+    if label is None:
+        return HOVER_M
+    if label not in OBJECT_TOP_M:
+        raise ValueError(f"no height known for {label!r}; expected one of libero_object's kinds {sorted(OBJECT_TOP_M)}")
+    return max(HOVER_M, OBJECT_TOP_M[label] + CLEARANCE_M)
+
+
+def hover_point(object_pos: np.ndarray, label: str | None = None) -> np.ndarray:
+    """float64[..., 3], the point `hover_height(label)` above an object's centre (world metres): where a reach
+    ends, and what closed-loop success is measured to."""
+    return np.asarray(object_pos, np.float64) + np.array([0.0, 0.0, hover_height(label)])
 
 
 def reach_chunk(eef_pos: np.ndarray, object_pos: np.ndarray, horizon: int = HORIZON, *,
@@ -72,12 +93,12 @@ def reach_chunk(eef_pos: np.ndarray, object_pos: np.ndarray, horizon: int = HORI
 
 
 def approach_chunk(eef_pos: np.ndarray, object_pos: np.ndarray, horizon: int = HORIZON, *,
-                   unit_m: float = ACTION_UNIT_M, gain: float = APPROACH_GAIN,
+                   label: str | None = None, unit_m: float = ACTION_UNIT_M, gain: float = APPROACH_GAIN,
                    max_action: float = MAX_ACTION) -> np.ndarray:
-    """float32[horizon, 7], the next `horizon` control steps toward the hover point over object_pos from eef_pos
-    (world metres [3]): each step covers `gain` of the remaining way, scaled down (direction kept) so no position
-    action exceeds `max_action`, in units of `unit_m` (default: the measured one)."""
-    goal = hover_point(object_pos)
+    """float32[horizon, 7], the next `horizon` control steps toward the hover point over object_pos (of the kind
+    `label`) from eef_pos (world metres [3]): each step covers `gain` of the remaining way, scaled down (direction
+    kept) so no position action exceeds `max_action`, in units of `unit_m` (default: the measured one)."""
+    goal = hover_point(object_pos, label)
     pos = np.asarray(eef_pos, np.float64).copy()
     chunk = np.zeros((horizon, 7), np.float64)
     for t in range(horizon):
@@ -90,12 +111,13 @@ def approach_chunk(eef_pos: np.ndarray, object_pos: np.ndarray, horizon: int = H
 
 
 def make_chunk(kind: str, eef_pos: np.ndarray, object_pos: np.ndarray, *, unit_m: float,
-               horizon: int = HORIZON) -> np.ndarray:
-    """float32[horizon, 7] of the chunk maker `kind` (one of CHUNKS) in units of `unit_m`."""
+               label: str | None = None, horizon: int = HORIZON) -> np.ndarray:
+    """float32[horizon, 7] of the chunk maker `kind` (one of CHUNKS) in units of `unit_m`; the approach hovers at
+    the height of the kind `label`, the shipped min-jerk task at HOVER_M whatever the kind."""
     if kind == "min_jerk":
         return reach_chunk(eef_pos, object_pos, horizon, unit_m=unit_m)
     if kind == "approach":
-        return approach_chunk(eef_pos, object_pos, horizon, unit_m=unit_m)
+        return approach_chunk(eef_pos, object_pos, horizon, label=label, unit_m=unit_m)
     raise ValueError(f"unknown chunk maker {kind!r}; expected one of {CHUNKS}")
 
 
@@ -105,9 +127,10 @@ def chunk_endpoint(eef_pos: np.ndarray, chunk: np.ndarray, unit_m: float = SHIPP
     return np.asarray(eef_pos, np.float64) + unit_m * np.asarray(chunk, np.float64)[..., :3].sum(axis=-2)
 
 
-def reached(eef_pos: np.ndarray, object_pos: np.ndarray, radius_m: float = SUCCESS_RADIUS_M) -> bool:
+def reached(eef_pos: np.ndarray, object_pos: np.ndarray, label: str | None = None,
+            radius_m: float = SUCCESS_RADIUS_M) -> bool:
     """True when the gripper (world metres [3]) is within `radius_m` of the hover point over object_pos [3]."""
-    return bool(np.linalg.norm(np.asarray(eef_pos, np.float64) - hover_point(object_pos)) <= radius_m)
+    return bool(np.linalg.norm(np.asarray(eef_pos, np.float64) - hover_point(object_pos, label)) <= radius_m)
 
 
 @dataclasses.dataclass
@@ -161,7 +184,8 @@ class ReachScenes:
     def chunk(self, scene: int, obj: int, *, kind: str = "min_jerk",
               unit_m: float = SHIPPED_ACTION_UNIT_M) -> np.ndarray:
         """float32[A, 7], the target chunk of one example (`make_chunk`; default: the shipped model's task)."""
-        return make_chunk(kind, self.state[scene, :3], self.positions[scene][obj], unit_m=unit_m)
+        return make_chunk(kind, self.state[scene, :3], self.positions[scene][obj], unit_m=unit_m,
+                          label=self.labels[scene][obj])
 
     def observation(self, scene: int, obj: int) -> dict:
         """The LIBERO request a policy gets for one example (openpi's client keys)."""

@@ -6,7 +6,8 @@ DISTINCT_KINDS on the floor, the others out of view), all drawn from the episode
 same scene anywhere; physics settles the objects (`num_steps_wait` control steps) and robosuite's counters are
 reset. The prompt names one object in view (at least MIN_VISIBLE_PATCHES of the agentview's patches), drawn from
 the key. The policy is called every `replan_steps` control steps; the episode succeeds once the gripper comes
-within SUCCESS_RADIUS_M of the point HOVER_M above the named object's current centre (as LIBERO counts "done
+within SUCCESS_RADIUS_M of the named object's hover point (`reach_task.hover_point`: HOVER_M above its current
+centre, or CLEARANCE_M above its top where that is higher, so the basket's rim is not hit) (as LIBERO counts "done
 once reached") but runs on to max_steps (REACH_MAX_STEPS by default), so the record also says whether the arm
 stayed near the target ("near_at_end", "final_distance_cm") or pushed it away ("target_moved_cm").
 
@@ -28,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from pi0viz.policy import libero_env
-from pi0viz.policy.reach_task import (ACTION_UNIT_M, DISTINCT_KINDS, MIN_VISIBLE_PATCHES, SUCCESS_RADIUS_M,
-                                      approach_chunk, hover_point, prompt_for)
+from pi0viz.policy.reach_task import (ACTION_UNIT_M, DISTINCT_KINDS, MIN_VISIBLE_PATCHES, HOVER_M,
+                                      SUCCESS_RADIUS_M, approach_chunk, hover_point, prompt_for)
 from pi0viz.sweep.plan import REACH_BASELINES, REACH_MAX_STEPS, REACH_SUITE, EpisodeKey  # noqa: F401
 
 BASE_SUITE = "libero_object"  # the scenes of the reach suite
@@ -77,16 +78,22 @@ class ReachEpisode:
 
     def step_done(self, obs: dict[str, np.ndarray]) -> bool:
         """After a control step: record the gripper's distance to the hover point; True once it is reached."""
-        d = float(np.linalg.norm(np.asarray(obs["robot0_eef_pos"]) - hover_point(self.objects.positions()[self.target])))
+        goal = hover_point(self.objects.positions()[self.target], self.label)
+        d = float(np.linalg.norm(np.asarray(obs["robot0_eef_pos"]) - goal))
         self.distances.append(d)
         return d <= SUCCESS_RADIUS_M
 
     def scripted_chunk(self, obs: dict[str, np.ndarray], baseline: str) -> np.ndarray:
         """float32[A, 7], a scripted baseline's chunk: toward the named object ("scripted") or the mean of the
-        objects in view ("prompt-blind"), from the gripper's pose, in the measured unit."""
+        objects in view ("prompt-blind": the mean of their hover points), from the gripper's pose, in the measured
+        unit."""
         pos = self.objects.positions()
-        goal = pos[self.target] if baseline == "scripted" else pos[self.present].mean(axis=0)
-        return approach_chunk(np.asarray(obs["robot0_eef_pos"]), goal, unit_m=ACTION_UNIT_M)
+        eef = np.asarray(obs["robot0_eef_pos"])
+        if baseline == "scripted":
+            return approach_chunk(eef, pos[self.target], label=self.label, unit_m=ACTION_UNIT_M)
+        view = np.flatnonzero(self.present)
+        hover = np.mean([hover_point(pos[k], self.objects.labels[k]) for k in view], axis=0)
+        return approach_chunk(eef, hover - [0.0, 0.0, HOVER_M], unit_m=ACTION_UNIT_M)
 
     def masks(self, obs: dict[str, np.ndarray]) -> tuple[Any, Any] | None:
         """(named object's CallMasks, the other objects' CallMasks) in the frames of `obs`, or None without a

@@ -98,6 +98,9 @@ class EnvWorker:
         reach: ReachEpisode | None = None
         prompt = self.prompt
         scripted = self.reach and s.reach_baseline in SCRIPTED
+        # Without a video only the calls' frames are seen: the other control steps skip rendering (physics only,
+        # ~25 ms instead of ~0.3 s a step). Rendering does not touch the physics, so the episode is the same.
+        lean = not self.options.video
         n_scripted = 0  # chunks of a scripted baseline
         try:
             t0 = time.monotonic()
@@ -112,17 +115,22 @@ class EnvWorker:
             else:
                 obs = self.env.set_init_state(init_states[key.trial % len(init_states)])
             sim_s += time.monotonic() - t0
+            if lean:  # `obs` has its frames; the steps that follow are physics only until a call's step
+                libero_env.set_cameras(self.env, False)
             while t < self.max_steps + s.num_steps_wait:
                 t0 = time.monotonic()
                 if t < s.num_steps_wait:  # objects are dropped into the scene: let them settle
                     obs, _, _, _ = self.env.step(list(libero_env.DUMMY_ACTION))
+                    if lean and t == s.num_steps_wait - 1:  # the first call's frames
+                        obs = self._render()
                     t += 1
                     sim_s += time.monotonic() - t0
                     continue
                 if not plan and s.max_calls is not None and n_calls >= s.max_calls:
                     break
-                request = libero_env.policy_observation(obs, prompt, size=s.resize_size)
-                frames.append(request["observation/image"])
+                if not (lean and plan):  # lean: only a call's step has rendered frames
+                    request = libero_env.policy_observation(obs, prompt, size=s.resize_size)
+                    frames.append(request["observation/image"])
                 sim_s += time.monotonic() - t0
                 if not plan and scripted:  # a scripted baseline: no policy call, no attention (calls stays 0)
                     plan.extend(reach.scripted_chunk(obs, s.reach_baseline)[: s.replan_steps])
@@ -151,6 +159,8 @@ class EnvWorker:
                     n_calls += 1
                 t0 = time.monotonic()
                 obs, _, done, _ = self.env.step(plan.popleft().tolist())
+                if lean and not plan:  # the next call reads this step's frames
+                    obs = self._render()
                 sim_s += time.monotonic() - t0
                 if reach is not None:  # success by distance, once reached (as LIBERO counts it); the episode
                     success = reach.step_done(obs) or success  # runs on: does the arm stay, or push the target?
@@ -163,6 +173,9 @@ class EnvWorker:
             raise  # a dead policy or lost object is the run's fault, not the episode's: the driver redoes it
         except Exception:  # as openpi: an episode that fails in the simulator counts as a failure
             error = traceback.format_exc(limit=3)
+        finally:
+            if lean:  # the env is reused for the next episode
+                libero_env.set_cameras(self.env, True)
         outcome = {"key": dataclasses.asdict(key), "prompt": prompt, "success": success, "steps": t,
                    "calls": n_calls, "error": error}
         if reach is not None:
@@ -172,6 +185,14 @@ class EnvWorker:
         video = np.stack(frames) if (frames and self.options.video) else None
         finish = self._finish.remote(self.run_dir, outcome, timing, video, *calls)
         return {"outcome": outcome, "timing": timing, "finish": finish}  # a nested ref: the driver waits on it
+
+    def _render(self) -> dict[str, np.ndarray]:
+        """The observation now with every camera rendered, the cameras off again after: a camera switched back on
+        has no frame until it is rendered by force (`libero_env.observe`)."""
+        libero_env.set_cameras(self.env, True)
+        obs = libero_env.observe(self.env)
+        libero_env.set_cameras(self.env, False)
+        return obs
 
     def _segmenter(self) -> Any:
         """Object masks for the frames of the env's observations from now on (None without grounding)."""

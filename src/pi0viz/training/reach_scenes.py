@@ -110,7 +110,8 @@ class SceneMaker:
             libero_env.set_cameras(self.env, False)
             frame.update(target=np.int64(target), trajectory=np.int64(0), call=np.int64(call))
             frames.append(frame)
-            chunk = approach_chunk(frame["state"][:3], self.positions()[target], unit_m=unit_m).astype(np.float64)
+            chunk = approach_chunk(frame["state"][:3], self.positions()[target], label=self.objects.labels[target],
+                                   unit_m=unit_m).astype(np.float64)
             chunk[:every, :3] += rng.uniform(-detour, detour, 3) * float(rng.random() < 0.5)
             chunk[:, :3] = np.clip(chunk[:, :3], -1.0, 1.0)
             for action in chunk[:every]:
