@@ -175,3 +175,35 @@ def test_model_card_states_figures_that_pass_the_gate() -> None:
 
     h = model_card()["heldout"]
     assert ship_gate(h) == [] and h["examples"] >= 500
+
+
+def _reach_run(folder, episodes: int, successes: int, near: int, pushed: int):
+    """A reach sweep's results.json as pi0viz.sweep.results writes it (the fields the closed-loop gate reads)."""
+    import json
+
+    folder.mkdir(parents=True)
+    rows = [{"object": "basket", "episodes": episodes, "successes": successes, "near_at_end": near, "pushed": pushed,
+             "success_rate": successes / episodes}]
+    total = {"planned": episodes, "episodes": episodes, "successes": successes, "success_rate": successes / episodes}
+    (folder / "results.json").write_text(json.dumps({"tasks": [], "objects": rows, "total": total}))
+    return folder
+
+
+def test_the_closed_loop_gate_reads_three_reach_runs(tmp_path) -> None:
+    from pi0viz.training.ship_reach import closed_loop_figures, closed_loop_gate
+
+    model = closed_loop_figures(_reach_run(tmp_path / "m", 50, 47, 40, 5))
+    untrained = closed_loop_figures(_reach_run(tmp_path / "u", 50, 5, 0, 4))
+    blind = closed_loop_figures(_reach_run(tmp_path / "b", 50, 15, 10, 2))
+    assert model["success_rate"] == 0.94 and model["near_at_end"] == 0.8 and model["pushed"] == 0.1
+    assert closed_loop_gate(model, untrained, blind) == []
+    weak = closed_loop_figures(_reach_run(tmp_path / "w", 50, 40, 20, 30))
+    failed = closed_loop_gate(weak, untrained, dict(blind, success_rate=0.7))
+    assert any("success 80 % is below 90 %" in f for f in failed)
+    assert any("above the prompt-blind baseline's 70 %" in f for f in failed)
+    assert any("ends near the target in 40 %" in f for f in failed) and any("pushed in 60 %" in f for f in failed)
+    assert not any("untrained" in f for f in failed)  # 80 % is 70 points above the untrained 10 %
+    assert any("expected the same held-out episodes" in f
+               for f in closed_loop_gate(model, dict(untrained, episodes=49), blind))
+    with pytest.raises(ValueError, match="no results.json; expected a finished `pi0viz sweep --suite reach` run"):
+        closed_loop_figures(tmp_path / "nothing")

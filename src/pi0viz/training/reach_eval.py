@@ -26,7 +26,8 @@ from pi0viz.analysis.grounding import camera_metrics
 from pi0viz.core.capture_options import CaptureOptions
 from pi0viz.model import sample_actions
 from pi0viz.model.pi0 import Observation
-from pi0viz.policy.reach_task import SHIPPED_ACTION_UNIT_M, ReachScenes, chunk_endpoint
+from pi0viz.policy.reach_task import (HOVER_M, SHIPPED_ACTION_UNIT_M, ReachScenes, chunk_endpoint, hover_point,
+                                      make_chunk)
 
 COVERAGE_INDEX = {"base_0_rgb": 0, "left_wrist_0_rgb": 1}  # camera slot -> index in a scene's coverage
 
@@ -43,13 +44,15 @@ class ReachEval:
     lift_other: np.ndarray
     cameras: tuple[str, ...]
     target_cm: np.ndarray | None = None  # |endpoint - the target chunk's endpoint| (3-D), when the task was given
+    blind_target_cm: np.ndarray | None = None  # the same for the task's chunk toward the objects' mean hover point
 
     def summary(self) -> dict[str, Any]:
         """Means over examples; lift tables [camera][step][layer]; the best (step, layer) of the agentview."""
         lift = np.nanmean(self.lift, axis=0)  # [C, D, L]
         other = np.nanmean(self.lift_other, axis=0)
         d, l = np.unravel_index(int(np.nanargmax(lift[0])), lift[0].shape)
-        out = {} if self.target_cm is None else {"target_chunk_cm": float(self.target_cm.mean())}
+        out = {} if self.target_cm is None else {"target_chunk_cm": float(self.target_cm.mean()),
+                                                 "blind_chunk_cm": float(self.blind_target_cm.mean())}
         return out | {
             "examples": int(self.error_cm.shape[0]),
             "error_cm": float(self.error_cm.mean()),
@@ -98,7 +101,7 @@ def evaluate(policy: Any, scenes: ReachScenes, examples: np.ndarray, *, batch: i
     rng = np.random.default_rng(seed)
     noise_all = rng.standard_normal((len(examples), cfg.action_horizon, cfg.action_dim)).astype(np.float32)
     opts = CaptureOptions(action_rows_only=True, prefix_keys_only=True) if capture else None
-    errors, nearest, scene_mean, lifts, others, target = [], [], [], [], [], []
+    errors, nearest, scene_mean, lifts, others, target, blind_target = [], [], [], [], [], [], []
     n_img = cfg.num_image_tokens
     cameras = tuple(cfg.image_keys)
     for start in range(0, len(examples), batch):
@@ -120,6 +123,10 @@ def evaluate(policy: Any, scenes: ReachScenes, examples: np.ndarray, *, batch: i
             if task_chunk is not None:
                 want = chunk_endpoint(eef, scenes.chunk(i, k, kind=task_chunk, unit_m=unit_m), unit_m)
                 target.append(100 * np.linalg.norm(chunk_endpoint(eef, robot, unit_m) - want))
+                # prompt-blind: the task's chunk toward the mean hover point of the objects in view
+                hover = np.mean([hover_point(scenes.positions[i][j], scenes.labels[i][j]) for j in present], axis=0)
+                blind = make_chunk(task_chunk, eef, hover - [0.0, 0.0, HOVER_M], unit_m=unit_m)
+                blind_target.append(100 * np.linalg.norm(chunk_endpoint(eef, blind, unit_m) - want))
             nearest.append(float(present[int(dist.argmin())] == k))
             scene_mean.append(100 * np.linalg.norm(pos[k] - pos[present].mean(axis=0)))
             if att is None:
@@ -141,4 +148,5 @@ def evaluate(policy: Any, scenes: ReachScenes, examples: np.ndarray, *, batch: i
     empty = np.zeros((0, len(cameras), 0, 0), np.float32)
     return ReachEval(np.asarray(errors), np.asarray(nearest), np.asarray(scene_mean),
                      np.stack(lifts) if lifts else empty, np.stack(others) if others else empty, cameras,
-                     np.asarray(target) if task_chunk is not None else None)
+                     np.asarray(target) if task_chunk is not None else None,
+                     np.asarray(blind_target) if task_chunk is not None else None)
