@@ -1,8 +1,9 @@
 """A real local Ray sweep in the real LIBERO simulator with the tiny pi0: 2 tasks x 2 episodes of one call each.
 
-Run A goes through uninterrupted with one env worker. Run B uses two env workers; when its first episode is
+Run A goes through uninterrupted with one env worker and no video (so its cameras render only for the steps a call
+reads). Run B uses two env workers; when its first episode is
 written, the test SIGKILLs the process of a worker that is mid-episode. B must still finish every episode, and
-every record of B must equal A's in content (all arrays, grounding metrics included, and the outcome; timings
+every record of B (videos on: every step rendered) must equal A's in content (all arrays, grounding metrics included, and the outcome; timings
 aside). Running B again must redo nothing. Small on purpose: 64 px cameras, 2 wait steps, one call (5 env steps) per episode.
 """
 
@@ -41,13 +42,14 @@ def local_ray():
     ray.shutdown()
 
 
-def _options(out: Path, workers: int, **kw) -> RunOptions:
+def _options(out: Path, workers: int, video: bool = True, **kw) -> RunOptions:
     return RunOptions(out=str(out), episodes_per_task=2, task_ids=[0, 1], env_workers=workers,
-                      worker=WorkerOptions(max_in_flight=1, video=True), echo=lambda line: None, **kw)
+                      worker=WorkerOptions(max_in_flight=1, video=video), echo=lambda line: None, **kw)
 
 
 def test_sweep_survives_a_killed_worker_and_matches_an_uninterrupted_run(local_ray, tmp_path: Path) -> None:
-    a = run_sweep(SETTINGS, _options(tmp_path / "a", workers=1))
+    # A without videos: its cameras render only for the calls' steps; B's render every step (for the video)
+    a = run_sweep(SETTINGS, _options(tmp_path / "a", workers=1, video=False))
     assert a["total"] == {"planned": 4, "episodes": 4, "successes": 0, "success_rate": 0.0}  # untrained: 0 %
 
     store_b = RunStore(tmp_path / "b")
@@ -76,6 +78,8 @@ def test_sweep_survives_a_killed_worker_and_matches_an_uninterrupted_run(local_r
         ra, rb = store_a.load_record(key), store_b.load_record(key)
         ca, cb = record_content(ra), record_content(rb)
         assert sorted(ca) == sorted(cb)
+        meta_a, meta_b = json.loads(str(ca.pop("meta"))), json.loads(str(cb.pop("meta")))
+        assert meta_a.pop("video") is None and meta_b.pop("video") == f"{key.name}.mp4" and meta_a == meta_b
         for name in ca:  # NaN: a metric undefined in both runs (e.g. lift of a camera without the objects)
             assert np.array_equal(ca[name], cb[name], equal_nan=ca[name].dtype.kind == "f"), f"{key.name}: {name}"
         # grounding (on by default): the objects segmented in the call's frames, metrics per call

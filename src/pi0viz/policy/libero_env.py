@@ -170,6 +170,20 @@ def set_cameras(env: Any, on: bool) -> None:
             inner.modify_observable(name, "enabled", on)
 
 
+class CameraSwitch:
+    """`set_cameras` that acts only on a change: switching a robosuite observable resets its sampling timer, so
+    switching it on again every step would shift when it samples."""
+
+    def __init__(self, env: Any, on: bool | None = None) -> None:
+        self.env = env
+        self.on = on  # the cameras' state now (None: unknown, the first switch acts)
+
+    def switch(self, on: bool) -> None:
+        if on != self.on:
+            set_cameras(self.env, on)
+            self.on = on
+
+
 def observe(env: Any) -> dict[str, np.ndarray]:
     """The env's observation now (cameras rendered if on), without stepping: after objects were moved."""
     inner = env.env

@@ -99,8 +99,11 @@ class EnvWorker:
         prompt = self.prompt
         scripted = self.reach and s.reach_baseline in SCRIPTED
         # Without a video only the calls' frames are seen: the other control steps skip rendering (physics only,
-        # ~25 ms instead of ~0.3 s a step). Rendering does not touch the physics, so the episode is the same.
+        # ~25 ms instead of ~0.3 s a step). The episode is the same: rendering does not touch the physics, and
+        # robosuite samples a camera at the first substep of a control step once its sampling period restarted,
+        # which a camera switched on two steps before the call's step has done (one step may not be enough).
         lean = not self.options.video
+        cameras = libero_env.CameraSwitch(self.env, on=True)  # on: as the last episode (or the env's start) left them
         n_scripted = 0  # chunks of a scripted baseline
         try:
             t0 = time.monotonic()
@@ -115,14 +118,12 @@ class EnvWorker:
             else:
                 obs = self.env.set_init_state(init_states[key.trial % len(init_states)])
             sim_s += time.monotonic() - t0
-            if lean:  # `obs` has its frames; the steps that follow are physics only until a call's step
-                libero_env.set_cameras(self.env, False)
             while t < self.max_steps + s.num_steps_wait:
                 t0 = time.monotonic()
                 if t < s.num_steps_wait:  # objects are dropped into the scene: let them settle
+                    if lean:  # the last two wait steps render: the first call reads the last one's frames
+                        cameras.switch(t >= s.num_steps_wait - 2)
                     obs, _, _, _ = self.env.step(list(libero_env.DUMMY_ACTION))
-                    if lean and t == s.num_steps_wait - 1:  # the first call's frames
-                        obs = self._render()
                     t += 1
                     sim_s += time.monotonic() - t0
                     continue
@@ -158,9 +159,10 @@ class EnvWorker:
                     calls.append(ref)
                     n_calls += 1
                 t0 = time.monotonic()
-                obs, _, done, _ = self.env.step(plan.popleft().tolist())
-                if lean and not plan:  # the next call reads this step's frames
-                    obs = self._render()
+                action = plan.popleft()
+                if lean:  # the last two steps before a call render: the call reads the last one's frames
+                    cameras.switch(len(plan) <= 1)
+                obs, _, done, _ = self.env.step(action.tolist())
                 sim_s += time.monotonic() - t0
                 if reach is not None:  # success by distance, once reached (as LIBERO counts it); the episode
                     success = reach.step_done(obs) or success  # runs on: does the arm stay, or push the target?
@@ -175,7 +177,7 @@ class EnvWorker:
             error = traceback.format_exc(limit=3)
         finally:
             if lean:  # the env is reused for the next episode
-                libero_env.set_cameras(self.env, True)
+                cameras.switch(True)
         outcome = {"key": dataclasses.asdict(key), "prompt": prompt, "success": success, "steps": t,
                    "calls": n_calls, "error": error}
         if reach is not None:
@@ -185,14 +187,6 @@ class EnvWorker:
         video = np.stack(frames) if (frames and self.options.video) else None
         finish = self._finish.remote(self.run_dir, outcome, timing, video, *calls)
         return {"outcome": outcome, "timing": timing, "finish": finish}  # a nested ref: the driver waits on it
-
-    def _render(self) -> dict[str, np.ndarray]:
-        """The observation now with every camera rendered, the cameras off again after: a camera switched back on
-        has no frame until it is rendered by force (`libero_env.observe`)."""
-        libero_env.set_cameras(self.env, True)
-        obs = libero_env.observe(self.env)
-        libero_env.set_cameras(self.env, False)
-        return obs
 
     def _segmenter(self) -> Any:
         """Object masks for the frames of the env's observations from now on (None without grounding)."""
