@@ -1,4 +1,4 @@
-"""The sweep's reach suite in the real LIBERO simulator on a real local Ray: reach-tiny in closed loop on random
+"""The sweep's reach suite in the real LIBERO simulator on a real local Ray: the closed-loop reach-tiny on random
 settled layouts, a per-object success table, grounding on the named object vs the others by outcome, the
 prompt-blind baseline on the same episodes, and `pi0viz report` over the run. Small on purpose: one task, two
 episodes of 10 control steps (2 calls), 64 px cameras."""
@@ -22,7 +22,9 @@ from pi0viz.sweep.plan import SweepSettings, plan_episodes  # noqa: E402
 from pi0viz.sweep.rollout import WorkerOptions  # noqa: E402
 from pi0viz.sweep.store import RunStore  # noqa: E402
 
-SETTINGS = SweepSettings(suite="reach", policy="reach-tiny", max_steps=10, env_resolution=64)
+# the closed-loop reach-tiny (training_runs/reach_tiny_loop, docs/reach_tiny.md), as the README runs it
+LOOP = Path(__file__).resolve().parents[1] / "training_runs" / "reach_tiny_loop"
+SETTINGS = SweepSettings(suite="reach", policy=f"checkpoint:{LOOP}", max_steps=10, env_resolution=64)
 KEYS = plan_episodes("reach", [0], 2, seed=7)
 
 

@@ -4,6 +4,8 @@ its checkpoint, and its grounding claim checked on the shipped held-out scenes a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,7 @@ from pi0viz.model.pi0 import Observation
 from pi0viz.policy.jax_policy import Policy
 from pi0viz.policy.norm_stats import load_norm_stats
 from pi0viz.policy.reach_model import (REACH_ASSET_ID, REACH_MODEL_DIR, heldout_scenes, initial_params,
-                                       load_reach_policy, model_card, reach_config, reach_transforms)
+                                       load_reach_policy, model_card, reach_config, reach_task_of, reach_transforms)
 from pi0viz.policy.reach_task import (ACTION_UNIT_M, CLEARANCE_M, HOVER_M, OBJECT_TOP_M,
                                       approach_chunk, chunk_endpoint, hover_point, make_chunk, min_jerk_weights,
                                       reach_chunk, reached)
@@ -139,15 +141,24 @@ def heldout_eval():
     trained = load_reach_policy()
     untrained = Policy(initial_params(trained.config, 0), trained.config, reach_transforms(
         trained.config, trained.tokenizer, load_norm_stats(REACH_MODEL_DIR, REACH_ASSET_ID)))
-    return held, evaluate(trained, held, held.examples), evaluate(untrained, held, held.examples)
+    task = reach_task_of()  # its chunks are read in the unit and against the chunks it was trained on
+    kw = {"unit_m": task["action_unit_m"], "chunk": task["chunk"] if task["chunk"] == "approach" else None}
+    return held, evaluate(trained, held, held.examples, **kw), evaluate(untrained, held, held.examples, **kw)
 
 
 def test_shipped_model_reaches_the_named_object(heldout_eval) -> None:
-    """On held-out scenes the chunk ends near the named object: clearly better than an answer that ignores the
-    prompt (the mean position of the scene's objects), than chance at picking the object, and than untrained."""
+    """On held-out scenes the chunk goes to the named object: clearly better than an answer that ignores the
+    prompt (toward the mean of the scene's objects), than chance at picking the object, and than untrained. A
+    closed-loop model's chunk is the next 10 steps, so it is measured against the task's chunk from that pose."""
     held, trained, untrained = heldout_eval
     assert len(held) >= 10 and len(held.examples) >= 30
     chance = np.mean([1 / held.present[i].sum() for i, _ in held.examples])
+    if trained.target_cm is not None:  # the closed-loop task
+        assert trained.target_cm.mean() < 0.8 * trained.blind_target_cm.mean(), (trained.target_cm.mean(),
+                                                                                  trained.blind_target_cm.mean())
+        assert untrained.target_cm.mean() > 1.5 * trained.target_cm.mean()
+        assert trained.nearest.mean() > 1.5 * chance, (trained.nearest.mean(), chance)
+        return
     assert trained.error_cm.mean() < 0.8 * trained.scene_mean_cm.mean(), (trained.error_cm.mean(),
                                                                            trained.scene_mean_cm.mean())
     assert trained.nearest.mean() > 1.8 * chance, (trained.nearest.mean(), chance)
@@ -207,3 +218,42 @@ def test_the_closed_loop_gate_reads_three_reach_runs(tmp_path) -> None:
                for f in closed_loop_gate(model, dict(untrained, episodes=49), blind))
     with pytest.raises(ValueError, match="no results.json; expected a finished `pi0viz sweep --suite reach` run"):
         closed_loop_figures(tmp_path / "nothing")
+
+
+LOOP_DIR = Path(__file__).resolve().parents[1] / "training_runs" / "reach_tiny_loop"
+
+
+def test_the_closed_loop_checkpoint_states_figures_that_pass_both_gates() -> None:
+    """training_runs/reach_tiny_loop (the closed-loop reach-tiny, docs/reach_tiny.md): its card holds the held-out
+    figures of its own task and the three reach sweeps it passed, and it loads as a policy of the approach task."""
+    from pi0viz.training.ship_reach import closed_loop_gate, ship_gate
+
+    card = model_card(LOOP_DIR)
+    assert card["task"] == {"chunk": "approach", "action_unit_m": ACTION_UNIT_M} == reach_task_of(LOOP_DIR)
+    assert ship_gate(card["heldout"]) == [] and card["heldout"]["examples"] >= 500
+    loop = card["closed_loop"]
+    assert closed_loop_gate(loop["model"], loop["untrained"], loop["prompt_blind"]) == []
+    assert loop["model"]["episodes"] >= 50 and loop["model"]["success_rate"] >= 0.9
+
+
+def test_the_closed_loop_checkpoint_steers_and_looks_at_the_named_object_on_the_package_scenes() -> None:
+    """Open loop on the package's held-out scenes (63 examples, the arm at home, not its training distribution):
+    its next 10 steps match the task's approach chunk toward the named object better than the approach toward the
+    scene's mean hover point and than its untrained start, and at its card's best cell its action tokens look at
+    the named object (lift >= 3x the untrained model's there and 1.5x the other objects')."""
+    from pi0viz.training.reach_eval import evaluate
+    from pi0viz.training.ship_reach import MAX_ERROR_VS_BLIND
+
+    held = heldout_scenes()
+    policy = load_reach_policy(LOOP_DIR)
+    untrained = Policy(initial_params(policy.config, 0), policy.config, reach_transforms(
+        policy.config, policy.tokenizer, load_norm_stats(LOOP_DIR, REACH_ASSET_ID)))
+    kw = {"unit_m": ACTION_UNIT_M, "chunk": "approach"}
+    trained, blank = evaluate(policy, held, held.examples, **kw), evaluate(untrained, held, held.examples, **kw)
+    assert trained.target_cm.mean() < MAX_ERROR_VS_BLIND * trained.blind_target_cm.mean(), (
+        trained.target_cm.mean(), trained.blind_target_cm.mean())
+    assert blank.target_cm.mean() > 1.5 * trained.target_cm.mean()
+    best = model_card(LOOP_DIR)["heldout"]["best_cell"]
+    d, l = best["step"], best["layer"]
+    lift = np.nanmean(trained.lift[:, 0, d, l])
+    assert lift >= 3 * np.nanmean(blank.lift[:, 0, d, l]) and lift >= 1.5 * np.nanmean(trained.lift_other[:, 0, d, l])

@@ -108,17 +108,21 @@ def ship_gate(heldout: dict) -> list[str]:
 
 
 def ship_scenes(held_files: list[Path], out: Path, per_task: int = SHIPPED_PER_TASK) -> Path:
-    """The first `per_task` scenes of every held-out file, joined into one compressed scene file."""
+    """`per_task` scenes of every held-out file, joined into one compressed scene file: the first ones, or for
+    closed-loop frames ("call" in the file) frames spread over the file (different reaches, early and late calls)."""
     parts = {}
     for f in held_files:
         z = load_npz(f)  # guarded reader: headers checked first, no pickle
+        count = len(z["image"])
+        pick = (np.linspace(0, count - 1, per_task).round().astype(int) if "call" in z
+                else np.arange(min(per_task, count)))
         for key in ("image", "wrist_image", "state", "positions", "coverage"):
-            parts.setdefault(key, []).append(z[key][:per_task])
+            parts.setdefault(key, []).append(z[key][pick])
         n = len(z["labels"])
-        parts.setdefault("present", []).append(z["present"][:per_task] if "present" in z
-                                               else np.ones((per_task, n), bool))
-        parts.setdefault("labels", []).append(np.repeat(z["labels"][None], per_task, axis=0))
-        parts.setdefault("task_id", []).append(np.full(per_task, int(z["task_id"])))
+        parts.setdefault("present", []).append(z["present"][pick] if "present" in z
+                                               else np.ones((len(pick), n), bool))
+        parts.setdefault("labels", []).append(np.repeat(z["labels"][None], len(pick), axis=0))
+        parts.setdefault("task_id", []).append(np.full(len(pick), int(z["task_id"])))
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     path = out / SHIPPED_SCENES
     atomic_write(path, lambda f: np.savez_compressed(f, format=np.array("pi0viz.reach_scenes/1"), **arrays))
@@ -133,6 +137,8 @@ def ship_command() -> None:
     parser.add_argument("--train-glob", default=TRAIN_GLOB, help="training scene files (comma-separated globs)")
     parser.add_argument("--held-glob", default=HELD_GLOB, help="held-out scene files")
     parser.add_argument("--figures-only", action="store_true", help="evaluate and print, ship nothing")
+    parser.add_argument("--keep-scenes", action="store_true",
+                        help="keep the package's heldout_scenes.npz (the demo's and the tests' scenes) as it is")
     parser.add_argument("--closed-loop", nargs=3, type=Path, metavar=("MODEL_RUN", "UNTRAINED_RUN", "BLIND_RUN"),
                         help="reach sweeps of the model and both baselines on the same held-out episodes "
                              "(required to ship a closed-loop checkpoint)")
@@ -206,7 +212,8 @@ def ship_command() -> None:
         raise SystemExit(1 if failed else 0)
     for sub in ("params", "assets"):
         replace_folder(args.out / sub, lambda tmp, sub=sub: shutil.copytree(args.checkpoint / sub, tmp), create=False)
-    ship_scenes(held_files, args.out)
+    if not args.keep_scenes:
+        ship_scenes(held_files, args.out)
     atomic_write(args.out / "model.json", json.dumps(card, indent=1))
     print(f"shipped into {args.out}")
 
