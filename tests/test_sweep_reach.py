@@ -91,6 +91,11 @@ def test_reach_sweep_writes_a_per_object_table_and_grounding_on_the_named_object
     assert result.exit_code == 0, result.output
     page = (tmp_path / "tiny" / "report.html").read_text()
     assert "Per named object" in page and all(m["object"] in page for m in metas)
+    # the baseline's folder too: its outcome tables, and one line saying why there is no attention
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "blind")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "blind" / "report.html").read_text()
+    assert "Per named object" in page and "a scripted baseline&#x27;s episode (no policy call" in page
 
 
 def test_the_libero_example_reach_mode_draws_the_sweeps_scene(tmp_path: Path) -> None:

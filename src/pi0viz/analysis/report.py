@@ -207,7 +207,14 @@ def episode_from_record(record: Path) -> dict[str, Any]:
     from pi0viz.analysis.metrics import record_info
     from pi0viz.core.runs import load_members
 
-    arrays = load_members(record, ["region_mass", "region_names"])
+    arrays = load_members(record, ["region_mass", "region_names", "meta"])
+    if "region_mass" not in arrays and "meta" in arrays:
+        try:
+            meta = json.loads(str(arrays["meta"]))
+        except ValueError:
+            meta = {}
+        if isinstance(meta, dict) and meta.get("calls") == 0 and meta.get("scripted_chunks"):
+            raise AnalysisError(f"{record}: a scripted baseline's episode (no policy call, no attention)")
     if "region_mass" not in arrays or "region_names" not in arrays or arrays["region_mass"].ndim != 5:
         raise AnalysisError(f"{record}: not a pi0viz sweep episode record (region_mass [calls, D, L, A, M])")
     info = record_info(record)
@@ -605,18 +612,22 @@ def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None 
                      "removed (masked in the attention, or its patches painted with the image mean) against as many "
                      "random patches; mean ± standard error over noise draws. See docs/causal.md.</p>",
                      *knockouts] if knockouts else []
+    sweep_only: list[str] = []
     try:
         episodes = load_run(run_dir, unusable)
-    except AnalysisError:
-        if not knockouts:
+    except AnalysisError as err:
+        sweep_only = _sweep_tables(run_dir)
+        if not knockouts and not sweep_only:
             raise
-        episodes = []  # a knockout folder alone: the page holds the knockouts
+        episodes = []  # a knockout folder alone, or a sweep without attention: the page holds their tables
+        if sweep_only:  # e.g. a scripted reach baseline: outcomes, no policy call, so no attention to draw
+            sweep_only.insert(0, f"<p>No attention in this run: {_e(str(err))}. Its outcomes:</p>")
     if not episodes:
         page = ["<!doctype html><html><head><meta charset='utf-8'>",
                 ("<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data: file: "
                  "'self'; style-src 'unsafe-inline'\">"),
                 f"<title>pi0viz report: {_e(run_dir.name)}</title><style>{_STYLE}</style></head><body>",
-                f"<h1>pi0viz report: {_e(run_dir.name)}</h1>", *knockout_html, "</body></html>"]
+                f"<h1>pi0viz report: {_e(run_dir.name)}</h1>", *sweep_only, *knockout_html, "</body></html>"]
         return replace_together([(out, "\n".join(page))])[-1]
     for line in unusable:
         if on_unusable is not None:
