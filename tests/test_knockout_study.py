@@ -154,3 +154,24 @@ def test_bad_study_flags_are_one_line(tmp_path, args, expect) -> None:
     code, output = _run(["knockout", "--out", str(tmp_path / "ko"), *args])
     assert code == 1 and expect in output and len(output.strip().splitlines()) == 1, output
     assert not (tmp_path / "ko").exists()
+
+
+def test_a_reach_tiny_training_run_is_a_policy_like_the_shipped_one(tmp_path) -> None:
+    """checkpoint:DIR of a reach-tiny run (the closed-loop training_runs/reach_tiny_loop) loads as a reach-tiny
+    model in every command (load_policy): knockout takes reach-tiny's held-out scene and its named object."""
+    from pathlib import Path
+
+    from pi0viz.policy.spec import PolicySpecError, load_policy
+
+    loop = Path(__file__).resolve().parents[1] / "training_runs" / "reach_tiny_loop"
+    policy = load_policy(f"checkpoint:{loop}")
+    assert policy.config.action_horizon == 10 and policy.description.startswith("reach-tiny")
+    with pytest.raises(PolicySpecError, match="names its own config in model.json; --config pi05_libero"):
+        load_policy(f"checkpoint:{loop}", config="pi05_libero")
+    code, output = _run(["knockout", "--policy", f"checkpoint:{loop}", "--remove", "object", "--where", "all",
+                         "--draws", "2", "--noise-draws", "1", "--out", str(tmp_path / "ko")])
+    assert code == 0, output
+    data = json.loads((tmp_path / "ko" / "knockouts.json").read_text())
+    assert data["prompt"] == "reach the alphabet soup"
+    named = [c for c in data["conditions"] if c["set"] == "named object"]
+    assert named and named[0]["mean_abs_delta"]["mean"] > 5 * named[0]["random"]["mean"]

@@ -314,8 +314,11 @@ def run_study_command(*, policy_spec: str, config: str, tokenizer: Path | None, 
         obs, source = bundle_observation(bundle, None if state is None else parse_state(state)), f"bundle {bundle}"
     elif observation is not None:
         obs, source = load_observation(observation), f"observation {observation}"
-    else:
-        obs, source, named = shipped_observation(spec.kind)
+    else:  # a reach-tiny model (the shipped one or a training run's checkpoint:DIR): its held-out scene
+        from pi0viz.policy.reach_model import is_reach_checkpoint
+
+        reach = spec.kind == "reach-tiny" or (spec.kind == "checkpoint" and is_reach_checkpoint(spec.path or Path()))
+        obs, source, named = shipped_observation("reach-tiny" if reach else spec.kind)
 
     from pi0viz.errors import Pi0vizError
     from pi0viz.policy.jax_policy import to_observation

@@ -173,6 +173,14 @@ def load_policy(spec: str | PolicySpec, *, config: str | None = None, tokenizer:
         from pi0viz.policy.reach_model import load_reach_policy
 
         return load_reach_policy(seed=seed)
+    if spec.kind == "checkpoint":
+        from pi0viz.policy.reach_model import is_reach_checkpoint, load_reach_policy
+
+        if is_reach_checkpoint(spec.path or Path()):  # a reach-tiny training run (training_runs/reach_tiny_loop)
+            if config not in (None, DEFAULT_CONFIG):
+                raise PolicySpecError(f"{spec.path} is a reach-tiny checkpoint, which names its own config in "
+                                      f"model.json; --config {config} does not apply to it")
+            return load_reach_policy(spec.path or Path(), seed=seed)
     from pi0viz.policy.jax_policy import Policy
 
     if spec.kind == "tiny":

@@ -7,7 +7,6 @@ hands the bundle's reference to the attention work without ever touching its byt
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -54,12 +53,7 @@ class PolicyRunner:
         from pi0viz.core.capture_options import CaptureOptions
         from pi0viz.policy.spec import load_policy
 
-        from pi0viz.policy.reach_model import is_reach_checkpoint, load_reach_policy
-
-        if spec.kind == "checkpoint" and is_reach_checkpoint(Path(spec.path or "")):  # a reach-tiny training run
-            self.policy = load_reach_policy(Path(spec.path or ""))
-        else:
-            self.policy = load_policy(spec, tokenizer=tokenizer)
+        self.policy = load_policy(spec, tokenizer=tokenizer)  # checkpoint:DIR of a reach-tiny run loads as one
         if baseline == "untrained":  # the reach suite's baseline: the same config and norm stats, initial weights
             from pi0viz.policy.reach_model import initial_params
 
