@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from torch_stacks import LEROBOT_STACKS, only, require_stack
+from torch_stacks import LEROBOT_STACKS, only, require_stack, one_thread  # noqa: F401  (one_thread: autouse)
 
 stack = require_stack()  # this interpreter's PyTorch stack (all of them run this module)
 
@@ -33,14 +33,6 @@ ACTIONS_ATOL = 1e-4
 ATTENTION_ATOL = 2e-5
 REDUCED = CaptureOptions(action_rows_only=True, prefix_keys_only=True, fuse_heads=True, dtype="float16")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two cores shared by several jobs: torch's default of one spinning thread per core is ~10x slower here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from torch_stacks import require_stack
+from torch_stacks import require_stack, one_thread  # noqa: F401  (one_thread: autouse)
 
 stack = require_stack()  # this interpreter's PyTorch stack (all of them run this module)
 
@@ -29,13 +29,6 @@ ACTIONS_ATOL = 1e-4
 MASKED_ATOL = 1e-5
 REFERENCE = Path(__file__).parent / "data" / "torch_prefix_reference.npz"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 from extras import ROOT
-from torch_stacks import HF_NATIVE, require_stack
+from torch_stacks import HF_NATIVE, require_stack, one_thread  # noqa: F401  (one_thread: autouse)
 
 stack = require_stack(HF_NATIVE)
 
@@ -35,14 +35,6 @@ ACTIONS_ATOL = 1e-4
 ATTENTION_ATOL = 2e-5
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 REDUCED = CaptureOptions(action_rows_only=True, prefix_keys_only=True, fuse_heads=True, dtype="float16")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two cores shared by several jobs: one spinning thread per core is ~10x slower
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

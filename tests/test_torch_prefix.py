@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from torch_stacks import require_stack
+from torch_stacks import require_stack, one_thread  # noqa: F401  (one_thread: autouse)
 
 stack = require_stack()  # this interpreter's PyTorch stack (all of them run this module)
 
@@ -31,14 +31,6 @@ ATTENTION_ATOL = 2e-5
 REFERENCE = Path(__file__).parent / "data" / "torch_prefix_reference.npz"
 CASES = {"pi0": ("pi0", None), "pi0_masked": ("pi0", "right_wrist_0_rgb"), "pi05": ("pi05", None)}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two cores shared by several jobs: torch's default of one spinning thread per core is ~10x slower here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

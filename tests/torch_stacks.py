@@ -63,6 +63,18 @@ def detect() -> str | None:
 STACK = detect()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Torch on one thread for a test module that imports this fixture (autouse there): on two cores shared by
+    several jobs, torch's default of one spinning thread per core is ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def only(*stacks: str) -> pytest.MarkDecorator:
     """Mark a test that applies to `stacks` only (e.g. LeRobot 0.4.4's compat module, native PI0's processor)."""
     return pytest.mark.skipif(STACK not in stacks, reason=f"applies to {', '.join(stacks)}; this is {STACK}")
